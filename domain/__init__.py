@@ -1,0 +1,1 @@
+"""exchange-dr: pure domain model; no I/O, no clock, no randomness."""
