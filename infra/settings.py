@@ -1,0 +1,145 @@
+"""Process settings, read once from ``EXDR_*`` environment variables.
+
+Every knob lives here so that the CLI, the REST facade, the workers and the tests agree on
+addresses and tuning. ``Settings.from_env()`` validates eagerly: a bad value raises ``ValueError``
+naming the variable, at start-up rather than on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_SHARDS = "shard-1=BTCUSDT,ETHUSDT;shard-2=SOLUSDT"
+
+ShardMap = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def parse_shards(spec: str, var: str = "EXDR_SHARDS") -> ShardMap:
+    """Parse ``name=SYM,SYM;name=SYM``. Every shard needs a symbol; a symbol has one shard."""
+    shards: list[tuple[str, tuple[str, ...]]] = []
+    owner: dict[str, str] = {}
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        name, sep, syms = part.partition("=")
+        name = name.strip()
+        if not sep or not _is_word(name):
+            raise ValueError(f"{var}: expected 'shard=SYMBOL,SYMBOL;...', got {part.strip()!r}")
+        if any(name == n for n, _ in shards):
+            raise ValueError(f"{var}: shard {name!r} is listed twice")
+        symbols = tuple(s.strip() for s in syms.split(",") if s.strip())
+        if not symbols:
+            raise ValueError(f"{var}: shard {name!r} has no symbols")
+        for sym in symbols:
+            if not _is_word(sym):
+                raise ValueError(f"{var}: bad symbol {sym!r} in shard {name!r}")
+            if sym in owner:
+                raise ValueError(f"{var}: symbol {sym!r} is in both {owner[sym]!r} and {name!r}")
+            owner[sym] = name
+        shards.append((name, symbols))
+    if not shards:
+        raise ValueError(f"{var}: no shards configured")
+    return tuple(shards)
+
+
+def _is_word(s: str) -> bool:
+    return bool(s) and not any(c.isspace() or c in "=,;" for c in s)
+
+
+def _text(env: Mapping[str, str], var: str, default: str) -> str:
+    value = env.get(var, default).strip()
+    if not value:
+        raise ValueError(f"{var}: must not be empty")
+    return value
+
+
+def _int(
+    env: Mapping[str, str], var: str, default: int, *, minimum: int, maximum: int | None = None
+) -> int:
+    raw = env.get(var)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"{var}: expected an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"{var}: must be >= {minimum}{upper}, got {value}")
+    return value
+
+
+def _dsn(env: Mapping[str, str], var: str, default: str) -> str:
+    value = _text(env, var, default)
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"{var}: expected a postgresql:// URL, got {value!r}")
+    return value
+
+
+def _host_ports(env: Mapping[str, str], var: str, default: str) -> str:
+    """``host:port[,host:port...]``; a ZooKeeper chroot suffix (``/path``) is allowed."""
+    value = _text(env, var, default)
+    hosts = value.split("/", 1)[0]
+    for item in hosts.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{var}: expected host:port[,host:port...], got {value!r}")
+    return value
+
+
+def _path(env: Mapping[str, str], var: str, default: Path) -> Path:
+    raw = env.get(var)
+    if raw is None:
+        return default
+    if not raw.strip():
+        raise ValueError(f"{var}: must not be empty")
+    path = Path(raw.strip()).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+DEFAULT_SHARD_MAP = parse_shards(DEFAULT_SHARDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/exchange_dr"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    zk_hosts: str = "127.0.0.1:2181"
+    var_dir: Path = REPO_ROOT / "var"
+    region: str = "primary"
+    shard_map: ShardMap = DEFAULT_SHARD_MAP
+    batch_max: int = 100
+    batch_wait_ms: int = 2
+    checkpoint_every: int = 1000
+    snapshot_every: int = 100
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``); unset variables keep defaults."""
+        e = os.environ if env is None else env
+        d = cls()
+        return cls(
+            pg_dsn=_dsn(e, "EXDR_PG_DSN", d.pg_dsn),
+            kafka_bootstrap=_host_ports(e, "EXDR_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
+            zk_hosts=_host_ports(e, "EXDR_ZK_HOSTS", d.zk_hosts),
+            var_dir=_path(e, "EXDR_VAR_DIR", d.var_dir),
+            region=_text(e, "EXDR_REGION", d.region),
+            shard_map=parse_shards(e.get("EXDR_SHARDS", DEFAULT_SHARDS), "EXDR_SHARDS"),
+            batch_max=_int(e, "EXDR_BATCH_MAX", d.batch_max, minimum=1),
+            batch_wait_ms=_int(e, "EXDR_BATCH_WAIT_MS", d.batch_wait_ms, minimum=0),
+            checkpoint_every=_int(e, "EXDR_CHECKPOINT_EVERY", d.checkpoint_every, minimum=1),
+            snapshot_every=_int(e, "EXDR_SNAPSHOT_EVERY", d.snapshot_every, minimum=1),
+            api_host=_text(e, "EXDR_API_HOST", d.api_host),
+            api_port=_int(e, "EXDR_API_PORT", d.api_port, minimum=1, maximum=65535),
+        )
+
+    def shards(self) -> dict[str, tuple[str, ...]]:
+        """Shard name -> its symbols, in configuration order."""
+        return dict(self.shard_map)
