@@ -1,0 +1,55 @@
+"""What the shard application needs from its store, beyond eventsourcing's recorder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from application.wal import WalRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where a shard's WAL ends and which epoch wrote it last."""
+
+    shard_id: str
+    seq: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A shard checkpoint: the encoded engine state at `seq`, sealed by a checksum."""
+
+    shard_id: str
+    seq: int
+    epoch: int
+    state: bytes
+    state_hash: str
+    checksum: str
+
+
+@runtime_checkable
+class WalStore(Protocol):
+    """The WAL side of the event store; the recorder's insert_events writes both sides at once."""
+
+    def head(self, shard_id: str) -> Head: ...
+
+    def read_records(
+        self, shard_id: str, after_seq: int, limit: int, *, verify: bool = True
+    ) -> Sequence[WalRecord]: ...
+
+    def iter_records(
+        self, shard_id: str, after_seq: int, *, page: int = 2000, upto_seq: int | None = None
+    ) -> Iterator[WalRecord]: ...
+
+    def find_command_keys(self, shard_id: str, keys: Iterable[str]) -> Mapping[str, int]: ...
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+
+    def latest_checkpoint(
+        self, shard_id: str, *, at_or_before: int | None = None
+    ) -> StoredCheckpoint | None: ...
+
+    def checkpoint_seqs(self, shard_id: str) -> Sequence[int]: ...

@@ -1,0 +1,222 @@
+"""WAL records: one committed command's events with (shard, epoch, seq, checksum)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+
+class WALError(Exception):
+    """Base class of write-ahead-log failures."""
+
+
+class WALCorruptionError(WALError):
+    """A record whose checksum does not match its content: nothing at or after it is applied."""
+
+    def __init__(self, shard_id: str, seq: int, detail: str = "checksum mismatch") -> None:
+        super().__init__(f"WAL corruption in shard {shard_id} at seq {seq}: {detail}")
+        self.shard_id = shard_id
+        self.seq = seq
+
+
+class WALGapError(WALError):
+    """Records out of order: the dense sequence was broken between two records."""
+
+    def __init__(self, shard_id: str, expected: int, got: int) -> None:
+        super().__init__(f"WAL gap in shard {shard_id}: expected seq {expected}, got {got}")
+        self.shard_id = shard_id
+        self.expected = expected
+        self.got = got
+
+
+class WriterFencedError(WALError):
+    """The shard's head moved under this writer: another writer or a newer epoch owns it."""
+
+    def __init__(self, shard_id: str, epoch: int, expected_seq: int) -> None:
+        super().__init__(
+            f"writer of shard {shard_id} (epoch {epoch}) refused by the store: head is no "
+            f"longer at seq {expected_seq} or a newer epoch owns the shard"
+        )
+        self.shard_id = shard_id
+        self.epoch = epoch
+        self.expected_seq = expected_seq
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """One stored event as the event store keeps it (the wire form of replication)."""
+
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WalRecord:
+    """One command's events, numbered densely per shard and sealed by a SHA-256 checksum."""
+
+    shard_id: str
+    epoch: int
+    seq: int
+    command_type: str
+    command_key: str | None
+    recorded_at_us: int
+    events: tuple[RecordedEvent, ...]
+    checksum: str
+
+    @classmethod
+    def seal(
+        cls,
+        *,
+        shard_id: str,
+        epoch: int,
+        seq: int,
+        command_type: str,
+        command_key: str | None,
+        recorded_at_us: int,
+        events: Sequence[RecordedEvent],
+    ) -> WalRecord:
+        """Build a record and compute its checksum over the canonical encoding."""
+        events = tuple(events)
+        payload = encode_payload(events)
+        checksum = compute_checksum(
+            shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
+        )
+        return cls(
+            shard_id, epoch, seq, command_type, command_key, recorded_at_us, events, checksum
+        )
+
+    @property
+    def payload(self) -> bytes:
+        return encode_payload(self.events)
+
+    def verify(self) -> None:
+        """Raise WALCorruptionError unless the checksum matches the content."""
+        expected = compute_checksum(
+            self.shard_id,
+            self.epoch,
+            self.seq,
+            self.command_type,
+            self.command_key,
+            self.recorded_at_us,
+            self.payload,
+        )
+        if expected != self.checksum:
+            raise WALCorruptionError(self.shard_id, self.seq)
+
+    @classmethod
+    def from_row(
+        cls,
+        *,
+        shard_id: str,
+        epoch: int,
+        seq: int,
+        command_type: str,
+        command_key: str | None,
+        recorded_at_us: int,
+        payload: bytes,
+        checksum: str,
+        verify: bool = True,
+    ) -> WalRecord:
+        """Rebuild a stored record, verifying its checksum before decoding anything."""
+        if verify:
+            expected = compute_checksum(
+                shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
+            )
+            if expected != checksum:
+                raise WALCorruptionError(shard_id, seq)
+        try:
+            events = decode_payload(payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WALCorruptionError(shard_id, seq, f"undecodable payload: {exc}") from None
+        return cls(
+            shard_id, epoch, seq, command_type, command_key, recorded_at_us, events, checksum
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """JSON-able form for Kafka: the payload travels as it is stored, checksum included."""
+        return {
+            "shard_id": self.shard_id,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "command_type": self.command_type,
+            "command_key": self.command_key,
+            "recorded_at_us": self.recorded_at_us,
+            "payload": base64.b64encode(self.payload).decode("ascii"),
+            "checksum": self.checksum,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> WalRecord:
+        """Decode a wire record and verify it; corrupt input raises WALCorruptionError."""
+        shard_id = str(data.get("shard_id", "?"))
+        seq = int(data.get("seq", -1))
+        try:
+            payload = base64.b64decode(data["payload"], validate=True)
+            recorded_at_us = int(data["recorded_at_us"])
+            epoch = int(data["epoch"])
+            command_type = str(data["command_type"])
+            command_key = data["command_key"]
+            checksum = str(data["checksum"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise WALCorruptionError(shard_id, seq, f"malformed record: {exc}") from None
+        return cls.from_row(
+            shard_id=shard_id,
+            epoch=epoch,
+            seq=seq,
+            command_type=command_type,
+            command_key=None if command_key is None else str(command_key),
+            recorded_at_us=recorded_at_us,
+            payload=payload,
+            checksum=checksum,
+        )
+
+
+def encode_payload(events: Sequence[RecordedEvent]) -> bytes:
+    """Canonical bytes of a record's events: sorted-key compact JSON, states in base64."""
+    return json.dumps(
+        [
+            [
+                str(e.originator_id),
+                e.originator_version,
+                e.topic,
+                base64.b64encode(e.state).decode(),
+            ]
+            for e in events
+        ],
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_payload(payload: bytes) -> tuple[RecordedEvent, ...]:
+    rows = json.loads(payload)
+    return tuple(
+        RecordedEvent(UUID(row[0]), int(row[1]), str(row[2]), base64.b64decode(row[3]))
+        for row in rows
+    )
+
+
+def compute_checksum(
+    shard_id: str,
+    epoch: int,
+    seq: int,
+    command_type: str,
+    command_key: str | None,
+    recorded_at_us: int,
+    payload: bytes,
+) -> str:
+    """SHA-256 over a canonical header and the payload; the header pins the record's place."""
+    header = json.dumps(
+        [shard_id, epoch, seq, command_type, command_key, recorded_at_us],
+        separators=(",", ":"),
+    ).encode()
+    digest = hashlib.sha256(header)
+    digest.update(b"\n")
+    digest.update(payload)
+    return digest.hexdigest()
