@@ -1,0 +1,47 @@
+# Entry points for people and CI. Every target is cheap to re-run: bootstrap and the service
+# script skip work that is already done.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+
+BIN := .venv/bin
+
+.PHONY: help venv services status lint test test-unit demo stop clean
+
+help:
+	@echo "make demo       start the servers and run the end-to-end demo"
+	@echo "make test       lint + the whole suite (unit, integration, drills) on real servers"
+	@echo "make test-unit  fast tests, no servers"
+	@echo "make lint       ruff + mypy"
+	@echo "make venv       create/update .venv and install missing Debian packages"
+	@echo "make services   start PostgreSQL, ZooKeeper, Kafka (tansu); make status / make stop"
+	@echo "make clean      stop our servers and remove var/"
+
+venv:
+	@scripts/bootstrap.sh
+
+services: venv
+	@scripts/services.sh start
+
+status:
+	@scripts/services.sh status
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy domain application infra projections
+
+test: venv services lint
+	$(BIN)/pytest -q tests
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+demo: venv services
+	$(BIN)/exchange-dr demo
+
+stop:
+	@scripts/services.sh stop
+
+clean: stop
+	rm -rf var

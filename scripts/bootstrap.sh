@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Prepare a machine for development and tests; cheap to re-run.
+#  - Debian packages the servers and checks need (zookeeper, promtool), only when missing;
+#  - .venv with python3.11, created when missing;
+#  - `pip install -e '.[local,dev]'` only when pyproject.toml changed since the last install.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PYTHON="${PYTHON:-python3.11}"
+VENV="$ROOT/.venv"
+STAMP="$VENV/.pyproject.sha256"
+
+missing=()
+[[ -x /usr/share/zookeeper/bin/zkServer.sh ]] || missing+=(zookeeper)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v "$PYTHON" >/dev/null || die "bootstrap: $PYTHON not found; install Python 3.11"
+# Debian's own python3.11 needs python3.11-venv for `-m venv` (ensurepip).
+if [[ ! -x "$VENV/bin/python" ]] && ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+    missing+=(python3.11-venv)
+fi
+if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+fi
+
+if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+    log "creating $VENV with $PYTHON"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+have="$(cat "$STAMP" 2>/dev/null || true)"
+if [[ "$want" != "$have" ]]; then
+    log "installing the project into $VENV (pyproject.toml changed)"
+    (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[local,dev]')
+    echo "$want" >"$STAMP"
+fi
