@@ -16,10 +16,6 @@ missing=()
 [[ -x /usr/share/zookeeper/bin/zkServer.sh ]] || missing+=(zookeeper)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v "$PYTHON" >/dev/null || die "bootstrap: $PYTHON not found; install Python 3.11"
-# Debian's own python3.11 needs python3.11-venv for `-m venv` (ensurepip).
-if [[ ! -x "$VENV/bin/python" ]] && ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
-    missing+=(python3.11-venv)
-fi
 if ((${#missing[@]})); then
     apt_install "${missing[@]}"
 fi
@@ -27,7 +23,12 @@ fi
 if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
     log "creating $VENV with $PYTHON"
     rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV"
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+        # Debian's own python3.11 has no ensurepip until python3.11-venv is installed.
+        rm -rf "$VENV"
+        apt_install python3.11-venv
+        "$PYTHON" -m venv "$VENV"
+    fi
 fi
 
 want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"

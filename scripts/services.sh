@@ -22,6 +22,8 @@ SERVICES=(postgres zookeeper kafka)
 PG_DB="${EXDR_PG_DSN:-postgresql://postgres@$HOST:$PG_PORT/exchange_dr}"
 PG_DB="${PG_DB##*/}"
 PG_DB="${PG_DB%%\?*}"
+[[ "$PG_DB" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] \
+    || die "EXDR_PG_DSN must end in /<database> (letters, digits, _), got '${EXDR_PG_DSN:-}'"
 
 LOG_DIR="$VAR_DIR/log"
 RUN_DIR="$VAR_DIR/run"
@@ -66,15 +68,20 @@ postgres_start() {
     fi
     v="$(pg_version)"
     [[ -n "$v" ]] || die "postgres: no cluster under /etc/postgresql after install"
+    if [[ -z "$(pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main"')" ]]; then
+        pg_createcluster "$v" main >&2
+        installed=1
+    fi
     if [[ $installed -eq 1 ]]; then
         postgres_trust_localhost
     fi
-    if [[ -z "$(pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main"')" ]]; then
-        pg_createcluster "$v" main >&2
-        postgres_trust_localhost
+    if pg_ctlcluster --skip-systemctl-redirect "$v" main status >/dev/null 2>&1; then
+        # Running (the package may start it) but not answering yet, or with the old pg_hba.conf.
+        pg_ctlcluster --skip-systemctl-redirect "$v" main reload >&2 || true
+    else
+        log "starting postgres $v (log $(postgres_log))"
+        pg_ctlcluster --skip-systemctl-redirect "$v" main start >&2 || true
     fi
-    log "starting postgres $v (log $(postgres_log))"
-    pg_ctlcluster --skip-systemctl-redirect "$v" main start >&2 || true
 }
 
 postgres_stop() {
