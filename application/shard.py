@@ -1,0 +1,420 @@
+"""The shard application: one writer, one dense WAL, hot in-memory state, recovery."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.persistence import StoredEvent
+
+from application.ports import StoredCheckpoint, WalStore
+from application.wal import (
+    RecordedEvent,
+    WALCorruptionError,
+    WALGapError,
+    WalRecord,
+    decode_payload,
+    encode_payload,
+)
+from domain.account import Account
+from domain.commands import Command, PlaceOrder
+from domain.engine import CommandResult, ShardEngine
+from domain.errors import DomainError, UnknownOrder
+from domain.order import Order
+from domain.values import Instrument
+
+log = logging.getLogger("exchange_dr.shard")
+
+ProgressFn = Callable[[int, int], None]
+
+
+class CommandFailedError(Exception):
+    """A command whose batch could not be committed: it was not applied, the client may retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a committed (or already committed) command produced."""
+
+    seq: int
+    command: Command
+    result: CommandResult | None
+    order: Order | None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What a recovery or replay did, for operators and benchmarks."""
+
+    shard_id: str
+    from_checkpoint_seq: int
+    records: int
+    events: int
+    seconds: float
+    seq: int
+    state_hash: str
+    checkpoint_hash_matches: bool | None
+
+
+class ShardApp(Application[UUID]):
+    """Per-shard event-sourced application: commands in, WAL records and aggregate events out."""
+
+    name = "Exchange"
+    is_snapshotting_enabled = True
+
+    def __init__(
+        self,
+        shard_id: str,
+        instruments: Sequence[Instrument],
+        *,
+        env: Mapping[str, str] | None = None,
+        epoch: int | None = None,
+        checkpoint_every: int = 1000,
+        snapshot_every: int = 100,
+        clock_us: Callable[[], int] | None = None,
+    ) -> None:
+        super().__init__(env=env)
+        store = self.recorder
+        if not isinstance(store, WalStore):
+            raise TypeError(f"recorder {type(store).__name__} does not keep a WAL")
+        self.store: WalStore = store
+        self.shard_id = shard_id
+        self.instruments = tuple(instruments)
+        self.checkpoint_every = checkpoint_every
+        self.snapshot_every = snapshot_every
+        self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
+        self._requested_epoch = epoch
+        self.epoch = epoch or 1
+        self.seq = 0
+        self.engine = ShardEngine(shard_id, self.instruments)
+        self._recent_keys: OrderedDict[str, int] = OrderedDict()
+        self._recent_keys_max = 200_000
+        self.needs_recovery = True
+        self.events_written = 0
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def execute_batch(self, commands: Sequence[Command]) -> list[Outcome | Exception]:
+        """Run commands in order and commit them in ONE transaction; each gets its own result.
+
+        Domain errors belong to their command alone and write nothing. If the commit fails, every
+        command of the batch fails with CommandFailedError and the in-memory state is rebuilt from
+        the store, because it ran ahead of what is durable.
+        """
+        if self.needs_recovery:
+            self.recover()
+        results: list[Outcome | Exception | None] = [None] * len(commands)
+        known = self._known_keys(commands)
+        records: list[WalRecord] = []
+        stored: list[StoredEvent] = []
+        pending: list[tuple[int, Command, CommandResult, int, list[tuple[Aggregate, int]]]] = []
+        seq = self.seq
+        recorded_at_us = self._clock_us()
+        for index, command in enumerate(commands):
+            key = command_key(self.shard_id, command)
+            if key is not None and key in known:
+                results[index] = self._duplicate_outcome(command, known[key])
+                continue
+            try:
+                result = self.engine.execute(command)
+            except DomainError as exc:
+                results[index] = exc
+                continue
+            events: list[Any] = []
+            grown: list[tuple[Aggregate, int]] = []
+            for agg in result.touched:
+                collected = agg.collect_events()
+                events.extend(collected)
+                grown.append((agg, len(collected)))
+            if not events:
+                results[index] = Outcome(self.seq, command, result, result.order)
+                continue
+            seq += 1
+            command_stored = [self.mapper.to_stored_event(event) for event in events]
+            stored.extend(command_stored)
+            records.append(
+                WalRecord.seal(
+                    shard_id=self.shard_id,
+                    epoch=self.epoch,
+                    seq=seq,
+                    command_type=type(command).__name__,
+                    command_key=key,
+                    recorded_at_us=recorded_at_us,
+                    events=[
+                        RecordedEvent(
+                            cast(UUID, s.originator_id), s.originator_version, s.topic, s.state
+                        )
+                        for s in command_stored
+                    ],
+                )
+            )
+            if key is not None:
+                known[key] = seq
+            pending.append((index, command, result, seq, grown))
+        if records:
+            try:
+                self._append(stored, records)
+            except Exception as exc:
+                log.error(
+                    "batch commit failed shard=%s epoch=%s seq=%s..%s error=%s",
+                    self.shard_id,
+                    self.epoch,
+                    records[0].seq,
+                    records[-1].seq,
+                    exc,
+                )
+                self.needs_recovery = True
+                failure = CommandFailedError(
+                    f"shard {self.shard_id}: commit of seq {records[0].seq}..{records[-1].seq} "
+                    f"failed ({type(exc).__name__}: {exc}); nothing of it was applied"
+                )
+                for index, *_ in pending:
+                    results[index] = failure
+                return [r if r is not None else failure for r in results]
+            previous = self.seq
+            self.seq = records[-1].seq
+            self.events_written += len(stored)
+            for index, command, result, record_seq, _ in pending:
+                results[index] = Outcome(record_seq, command, result, result.order)
+                key = command_key(self.shard_id, command)
+                if key is not None:
+                    self._remember_key(key, record_seq)
+            self._after_commit(pending, previous)
+        return [r if r is not None else CommandFailedError("not executed") for r in results]
+
+    def _append(self, stored: Sequence[StoredEvent], records: Sequence[WalRecord]) -> None:
+        append = getattr(self.store, "append")  # noqa: B009 - the recorder's batch entry point
+        append(stored, records, epoch=self.epoch, prev_seq=self.seq)
+
+    def _known_keys(self, commands: Sequence[Command]) -> dict[str, int]:
+        keys = [k for k in (command_key(self.shard_id, c) for c in commands) if k is not None]
+        known = {k: self._recent_keys[k] for k in keys if k in self._recent_keys}
+        missing = [k for k in keys if k not in known]
+        if missing:
+            known.update(self.store.find_command_keys(self.shard_id, missing))
+        return known
+
+    def _remember_key(self, key: str, seq: int) -> None:
+        self._recent_keys[key] = seq
+        if len(self._recent_keys) > self._recent_keys_max:
+            self._recent_keys.popitem(last=False)
+
+    def _duplicate_outcome(self, command: Command, seq: int) -> Outcome:
+        order: Order | None = None
+        if isinstance(command, PlaceOrder):
+            order = self.find_order(UUID(command_key(self.shard_id, command)))
+        return Outcome(seq, command, None, order, duplicate=True)
+
+    def _after_commit(
+        self,
+        pending: Sequence[tuple[int, Command, CommandResult, int, list[tuple[Aggregate, int]]]],
+        previous_seq: int,
+    ) -> None:
+        added_by_id: dict[UUID, tuple[Aggregate, int]] = {}
+        for *_, grown in pending:
+            for agg, added in grown:
+                previous = added_by_id.get(agg.id, (agg, 0))[1]
+                added_by_id[agg.id] = (agg, previous + added)
+        snapshots = [
+            self.mapper.to_stored_event(Snapshot.take(agg))
+            for agg, added in added_by_id.values()
+            if added and agg.version % self.snapshot_every < added
+        ]
+        if snapshots and self.snapshots is not None:
+            try:
+                self.snapshots.recorder.insert_events(snapshots)
+            except Exception as exc:  # a snapshot is a cache: losing one costs speed, not data
+                log.warning("snapshot write failed shard=%s error=%s", self.shard_id, exc)
+        if self.seq // self.checkpoint_every > previous_seq // self.checkpoint_every:
+            try:
+                self.checkpoint()
+            except Exception as exc:
+                log.warning(
+                    "checkpoint failed shard=%s seq=%s error=%s", self.shard_id, self.seq, exc
+                )
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def find_order(self, order_id: UUID) -> Order | None:
+        """An open order from memory, a closed one from the event store."""
+        live = self.engine.order(order_id)
+        if live is not None:
+            return live
+        try:
+            return cast(Order, self.repository.get(order_id))
+        except AggregateNotFoundError:
+            return None
+
+    def get_order(self, order_id: UUID) -> Order:
+        order = self.find_order(order_id)
+        if order is None:
+            raise UnknownOrder(f"order {order_id} does not exist in shard {self.shard_id}")
+        return order
+
+    # -- checkpoints and recovery -----------------------------------------------------------
+
+    def checkpoint(self) -> StoredCheckpoint:
+        """Write the engine state at the current seq: the start point of the next recovery."""
+        state = encode_engine_state(self.engine, self.mapper.to_stored_event)
+        checkpoint = StoredCheckpoint(
+            shard_id=self.shard_id,
+            seq=self.seq,
+            epoch=self.epoch,
+            state=state,
+            state_hash=self.engine.state_hash(),
+            checksum=checkpoint_checksum(self.shard_id, self.seq, self.epoch, state),
+        )
+        self.store.save_checkpoint(checkpoint)
+        log.info("checkpoint shard=%s epoch=%s seq=%s", self.shard_id, self.epoch, self.seq)
+        return checkpoint
+
+    def recover(
+        self,
+        *,
+        from_scratch: bool = False,
+        upto_seq: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> RecoveryReport:
+        """Rebuild the hot state: newest checkpoint (unless from scratch), then the WAL tail."""
+        started = time.perf_counter()
+        head = self.store.head(self.shard_id)
+        target = head.seq if upto_seq is None else min(upto_seq, head.seq)
+        checkpoint = None
+        if not from_scratch:
+            checkpoint = self.store.latest_checkpoint(self.shard_id, at_or_before=target)
+        verify_at = None
+        if from_scratch:
+            last = self.store.latest_checkpoint(self.shard_id, at_or_before=target)
+            verify_at = last
+        if checkpoint is not None:
+            engine = self.restore_checkpoint(checkpoint)
+            start = checkpoint.seq
+        else:
+            engine = ShardEngine(self.shard_id, self.instruments)
+            start = 0
+        expected = start + 1
+        events = 0
+        hash_matches: bool | None = None
+        for record in self.store.iter_records(self.shard_id, start, upto_seq=target):
+            if record.seq != expected:
+                raise WALGapError(self.shard_id, expected, record.seq)
+            events += self.apply_record(engine, record)
+            if verify_at is not None and record.seq == verify_at.seq:
+                hash_matches = engine.state_hash() == verify_at.state_hash
+            expected += 1
+            if progress is not None and record.seq % 1000 == 0:
+                progress(record.seq - start, target - start)
+        if expected - 1 != target:
+            raise WALGapError(self.shard_id, target, expected - 1)
+        if progress is not None:
+            progress(target - start, target - start)
+        self.engine = engine
+        self.seq = target
+        self.epoch = max(self._requested_epoch or 1, head.epoch)
+        self._recent_keys.clear()
+        self.needs_recovery = False
+        report = RecoveryReport(
+            shard_id=self.shard_id,
+            from_checkpoint_seq=start,
+            records=target - start,
+            events=events,
+            seconds=time.perf_counter() - started,
+            seq=target,
+            state_hash=engine.state_hash(),
+            checkpoint_hash_matches=hash_matches,
+        )
+        log.info(
+            "recovered shard=%s epoch=%s seq=%s from_checkpoint=%s records=%s events=%s "
+            "seconds=%.3f",
+            self.shard_id,
+            self.epoch,
+            self.seq,
+            start,
+            report.records,
+            events,
+            report.seconds,
+        )
+        return report
+
+    def apply_record(self, engine: ShardEngine, record: WalRecord) -> int:
+        """Apply one verified WAL record's events to an engine; returns how many."""
+        for recorded in record.events:
+            stored = StoredEvent(
+                originator_id=recorded.originator_id,
+                originator_version=recorded.originator_version,
+                topic=recorded.topic,
+                state=recorded.state,
+            )
+            engine.apply(cast(Aggregate.Event, self.mapper.to_domain_event(stored)))
+        return len(record.events)
+
+    def restore_checkpoint(self, checkpoint: StoredCheckpoint) -> ShardEngine:
+        """Decode a verified checkpoint into an engine."""
+        expected = checkpoint_checksum(
+            checkpoint.shard_id, checkpoint.seq, checkpoint.epoch, checkpoint.state
+        )
+        if expected != checkpoint.checksum:
+            raise WALCorruptionError(
+                checkpoint.shard_id, checkpoint.seq, "checkpoint checksum mismatch"
+            )
+        data = json.loads(checkpoint.state)
+        aggregates = []
+        for recorded in decode_payload(json.dumps(data["aggregates"]).encode()):
+            stored = StoredEvent(
+                originator_id=recorded.originator_id,
+                originator_version=recorded.originator_version,
+                topic=recorded.topic,
+                state=recorded.state,
+            )
+            snapshot = cast(Snapshot, self.mapper.to_domain_event(stored))
+            aggregates.append(cast(Aggregate, snapshot.mutate(None)))
+        counters = {str(k): int(v) for k, v in data["counters"].items()}
+        return ShardEngine.restore(self.shard_id, self.instruments, aggregates, counters)
+
+
+def command_key(shard_id: str, command: Command) -> str | None:
+    """The idempotency key of a command: a placed order's deterministic id."""
+    if isinstance(command, PlaceOrder):
+        account_id = Account.create_id(shard_id, command.account)
+        return str(Order.create_id(account_id, command.client_order_id))
+    return None
+
+
+def encode_engine_state(engine: ShardEngine, to_stored: Callable[[Any], StoredEvent]) -> bytes:
+    """Checkpoint bytes: counters and a snapshot of every live aggregate, canonical JSON."""
+    recorded = []
+    for agg in engine.live_aggregates():
+        stored = to_stored(Snapshot.take(agg))
+        recorded.append(
+            RecordedEvent(
+                cast(UUID, stored.originator_id),
+                stored.originator_version,
+                stored.topic,
+                stored.state,
+            )
+        )
+    return json.dumps(
+        {
+            "counters": dict(sorted(engine.counters().items())),
+            "aggregates": json.loads(encode_payload(recorded)),
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+
+
+def checkpoint_checksum(shard_id: str, seq: int, epoch: int, state: bytes) -> str:
+    digest = hashlib.sha256(json.dumps([shard_id, seq, epoch]).encode())
+    digest.update(b"\n")
+    digest.update(state)
+    return digest.hexdigest()

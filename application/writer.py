@@ -1,0 +1,172 @@
+"""The shard's single writer: commands queue, up to N commit in one transaction (group commit)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar, cast
+
+from application.shard import Outcome, ShardApp
+from domain.commands import Command
+
+log = logging.getLogger("exchange_dr.writer")
+
+_STOP = object()
+
+T = TypeVar("T")
+Presenter = Callable[[Outcome], Any]
+_Item = tuple[Command | None, "Future[Any]", Callable[[Any], Any] | None]
+
+
+class WriterStoppedError(Exception):
+    """The writer no longer takes commands (stopped, or deposed)."""
+
+
+class ShardWriter:
+    """Runs a ShardApp's commands on one thread, batching whatever queued while it committed.
+
+    A command is acknowledged (its future resolved) only after its batch committed. The batch
+    closes when it holds `batch_max` commands or `batch_wait_s` after its first command arrived.
+    """
+
+    def __init__(
+        self,
+        app: ShardApp,
+        *,
+        batch_max: int = 100,
+        batch_wait_s: float = 0.002,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.batch_max = batch_max
+        self.batch_wait_s = batch_wait_s
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"wal-writer-{app.shard_id}", daemon=True
+        )
+        self._accepting = False
+        self._on_batch = on_batch
+        self.batches = 0
+        self.commands = 0
+
+    def start(self) -> ShardWriter:
+        self._accepting = True
+        self._thread.start()
+        return self
+
+    def submit(self, command: Command) -> Future[Outcome]:
+        """Queue a command; the future resolves to its Outcome or raises its error."""
+        return self.submit_presented(command, None)
+
+    def submit_presented(self, command: Command, present: Presenter | None) -> Future[Any]:
+        """Queue a command; `present(outcome)` runs on the writer thread after the commit, so
+        it reads committed state (as the batch left it); the future gets its result."""
+        future: Future[Any] = Future()
+        if not self._accepting:
+            future.set_exception(WriterStoppedError(f"shard {self.app.shard_id} writer stopped"))
+            return future
+        self._queue.put((command, future, present))
+        return future
+
+    def query(self, read: Callable[[ShardApp], T]) -> Future[T]:
+        """Run a read on the writer thread between batches: a consistent view of hot state."""
+        future: Future[T] = Future()
+        if not self._accepting:
+            future.set_exception(WriterStoppedError(f"shard {self.app.shard_id} writer stopped"))
+            return future
+        self._queue.put((None, future, read))
+        return future
+
+    def execute(self, command: Command, timeout: float | None = 30.0) -> Outcome:
+        """Submit and wait: raises the command's DomainError or failure."""
+        return self.submit(command).result(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking commands, finish what is queued, then end the thread."""
+        if not self._accepting:
+            return
+        self._accepting = False
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            deadline = time.monotonic() + self.batch_wait_s
+            while len(batch) < self.batch_max:
+                try:
+                    remaining = deadline - time.monotonic()
+                    nxt = (
+                        self._queue.get_nowait()
+                        if remaining <= 0
+                        else self._queue.get(timeout=remaining)
+                    )
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[object]) -> None:
+        commands: list[Command] = []
+        futures: list[Future[Any]] = []
+        presenters: list[Presenter | None] = []
+        for item in batch:
+            command, future, fn = cast(_Item, item)
+            if not future.set_running_or_notify_cancel():
+                continue
+            if command is None:
+                self._flush(commands, futures, presenters)
+                commands, futures, presenters = [], [], []
+                try:
+                    assert fn is not None
+                    future.set_result(fn(self.app))
+                except Exception as exc:
+                    future.set_exception(exc)
+                continue
+            commands.append(command)
+            futures.append(future)
+            presenters.append(fn)
+        self._flush(commands, futures, presenters)
+
+    def _flush(
+        self,
+        commands: list[Command],
+        futures: list[Future[Any]],
+        presenters: list[Presenter | None],
+    ) -> None:
+        if not commands:
+            return
+        started = time.perf_counter()
+        try:
+            results = self.app.execute_batch(commands)
+        except Exception as exc:  # recovery itself failed: the store is unreachable
+            log.error("batch failed shard=%s error=%s", self.app.shard_id, exc)
+            for future in futures:
+                future.set_exception(exc)
+            return
+        elapsed = time.perf_counter() - started
+        self.batches += 1
+        self.commands += len(commands)
+        if self._on_batch is not None:
+            self._on_batch(len(commands), elapsed)
+        for future, result, present in zip(futures, results, presenters, strict=True):
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            elif present is None:
+                future.set_result(result)
+            else:
+                try:
+                    future.set_result(present(result))
+                except Exception as exc:
+                    future.set_exception(exc)

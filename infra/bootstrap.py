@@ -1,0 +1,96 @@
+"""Composition root: settings in, wired shard applications and writers out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from alembic.config import Config as AlembicConfig
+
+from alembic import command as alembic_command
+from application.shard import ShardApp
+from application.writer import ShardWriter
+from domain.values import DEFAULT_INSTRUMENTS, Instrument
+from infra.settings import REPO_ROOT, Settings
+
+
+def eventsourcing_env(dsn: str, *, pool_size: int = 4) -> dict[str, str]:
+    """eventsourcing's persistence settings for a PostgreSQL DSN, with our WAL recorder."""
+    url = urlsplit(dsn)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": "infra.pg_wal:PostgresWalRecorder",
+        "POSTGRES_DBNAME": (url.path or "/exchange_dr").lstrip("/"),
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "CREATE_TABLE": "n",
+    }
+
+
+def instruments_for(symbols: tuple[str, ...]) -> tuple[Instrument, ...]:
+    """The configured symbols' instrument definitions; an unknown symbol is a settings error."""
+    by_symbol = {i.symbol: i for i in DEFAULT_INSTRUMENTS}
+    missing = [s for s in symbols if s not in by_symbol]
+    if missing:
+        raise ValueError(f"EXDR_SHARDS: unknown symbol(s) {', '.join(missing)}")
+    return tuple(by_symbol[s] for s in symbols)
+
+
+def make_shard_app(
+    settings: Settings, shard_id: str, *, dsn: str | None = None, epoch: int | None = None
+) -> ShardApp:
+    shards = settings.shards()
+    if shard_id not in shards:
+        raise ValueError(f"unknown shard {shard_id!r}; configured: {', '.join(shards)}")
+    return ShardApp(
+        shard_id,
+        instruments_for(shards[shard_id]),
+        env=eventsourcing_env(dsn or settings.pg_dsn),
+        epoch=epoch,
+        checkpoint_every=settings.checkpoint_every,
+        snapshot_every=settings.snapshot_every,
+    )
+
+
+def make_writer(settings: Settings, app: ShardApp) -> ShardWriter:
+    return ShardWriter(
+        app, batch_max=settings.batch_max, batch_wait_s=settings.batch_wait_ms / 1000
+    )
+
+
+def alembic_config(dsn: str) -> AlembicConfig:
+    config = AlembicConfig(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(Path(REPO_ROOT) / "alembic"))
+    config.set_main_option("sqlalchemy.url", dsn.replace("%", "%%"))
+    return config
+
+
+def ensure_database(dsn: str) -> None:
+    """Create the DSN's database if it does not exist (as the server's maintenance user)."""
+    url = urlsplit(dsn)
+    name = (url.path or "/").lstrip("/")
+    admin = url._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def migrate(dsn: str, revision: str = "head") -> None:
+    """Bring the schema to `revision` with Alembic (creating the database if needed)."""
+    ensure_database(dsn)
+    alembic_command.upgrade(alembic_config(dsn), revision)
+
+
+def drop_database(dsn: str) -> None:
+    url = urlsplit(dsn)
+    name = (url.path or "/").lstrip("/")
+    admin = url._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
