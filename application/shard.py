@@ -14,9 +14,10 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, Snapshot
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import StoredEvent, Transcoder
 
 from application.ports import StoredCheckpoint, WalStore
+from application.transcoding import TypedJSONTranscoder
 from application.wal import (
     RecordedEvent,
     WALCorruptionError,
@@ -101,6 +102,12 @@ class ShardApp(Application[UUID]):
         self._recent_keys_max = 200_000
         self.needs_recovery = True
         self.events_written = 0
+
+    def construct_transcoder(self) -> Transcoder:
+        """Enums and tuples must come back as they went in, or replay would diverge."""
+        transcoder = TypedJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     # -- commands ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from decimal import Decimal
 
@@ -156,7 +157,8 @@ def test_a_failed_transaction_fails_exactly_its_commands(settings: Settings, dsn
 
 
 def test_checkpoint_recovery_and_replay_from_scratch_agree(settings: Settings, dsn: str) -> None:
-    app = new_app(settings, dsn, checkpoint_every=400)  # type: ignore[arg-type]
+    settings = dataclasses.replace(settings, checkpoint_every=400)
+    app = new_app(settings, dsn)
     writer = make_writer(settings, app).start()
     drive(writer, generate_commands(SHARD, app.instruments, 2500, seed=11), in_flight=64)
     writer.stop()
