@@ -12,6 +12,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.base import ExchangeAggregate, uuid5_fast
 from domain.errors import InsufficientBalance, InvalidAmount
 
 _ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "exchange-dr:account")
@@ -19,7 +20,7 @@ FEE_OWNER = "__fees__"
 """Owner name of the per-shard account that collects every fee."""
 
 
-class Account(Aggregate):
+class Account(ExchangeAggregate):
     """Collateral of one owner on one shard."""
 
     class Opened(Aggregate.Created):
@@ -97,7 +98,7 @@ class Account(Aggregate):
     @staticmethod
     def create_id(shard_id: str, owner: str) -> UUID:
         """Deterministic id: an owner has one account per shard."""
-        return uuid5(_ACCOUNT_NAMESPACE, f"{shard_id}/{owner}")
+        return uuid5_fast(_ACCOUNT_NAMESPACE, f"{shard_id}/{owner}")
 
     @classmethod
     def fee_account_id(cls, shard_id: str) -> UUID:
@@ -132,33 +133,33 @@ class Account(Aggregate):
     def deposit(self, amount: Decimal) -> None:
         """Credit collateral."""
         self.check_amount(amount)
-        self.trigger_event(self.Deposited, amount=amount)
+        self._record(self.Deposited, amount=amount)
 
     def withdraw(self, amount: Decimal) -> None:
         """Debit collateral."""
         self.check_withdraw(amount)
-        self.trigger_event(self.Withdrawn, amount=amount)
+        self._record(self.Withdrawn, amount=amount)
 
     def change_margin(self, order_margin: Decimal, position_margin: Decimal) -> None:
         """Record the new margin totals, if they changed."""
         if order_margin != self.order_margin or position_margin != self.position_margin:
-            self.trigger_event(self.MarginChanged, order_margin=order_margin,
+            self._record(self.MarginChanged, order_margin=order_margin,
                                position_margin=position_margin)
 
     def charge_fee(self, amount: Decimal, symbol: str) -> None:
         """Debit a trading fee (zero fees leave no event)."""
         if amount:
-            self.trigger_event(self.FeeCharged, amount=amount, symbol=symbol)
+            self._record(self.FeeCharged, amount=amount, symbol=symbol)
 
     def collect_fee(self, amount: Decimal, symbol: str) -> None:
         """Credit fees to the fee account."""
         if amount:
-            self.trigger_event(self.FeeCollected, amount=amount, symbol=symbol)
+            self._record(self.FeeCollected, amount=amount, symbol=symbol)
 
     def realize_pnl(self, amount: Decimal, symbol: str) -> None:
         """Credit (or debit) realized profit and loss."""
         if amount:
-            self.trigger_event(self.PnlRealized, amount=amount, symbol=symbol)
+            self._record(self.PnlRealized, amount=amount, symbol=symbol)
 
     def canonical(self) -> str:
         """Stable text of the account for state hashes."""

@@ -160,7 +160,7 @@ class ShardEngine:
     def _apply_placement(self, command: PlaceOrder, instrument: Instrument, account: Account,
                          book: OrderBook, plan: Placement) -> CommandResult:
         order = Order.place(
-            account_id=account.id, owner=command.account,
+            plan.order_id, account_id=account.id, owner=command.account,
             client_order_id=command.client_order_id, symbol=command.symbol,
             side=command.side, order_type=command.order_type,
             price_ticks=command.price_ticks, quantity_lots=command.quantity_lots,
@@ -175,6 +175,8 @@ class ShardEngine:
         if plan.reject_reason is not None:
             order.reject(plan.reject_reason)
             return CommandResult(touched=(order,), order=order)
+        if not plan.fills and not plan.maker_expiries:
+            return self._rest_or_expire(command, account, book, order, plan)
 
         symbol, side = command.symbol, command.side
         trades: list[Trade] = []
@@ -256,6 +258,20 @@ class ShardEngine:
             touched[fee_account.id] = fee_account
         return CommandResult(touched=tuple(touched.values()), order=order, account=account,
                              trades=tuple(trades))
+
+    def _rest_or_expire(self, command: PlaceOrder, account: Account, book: OrderBook,
+                        order: Order, plan: Placement) -> CommandResult:
+        """Outcome of an order that meets nothing on arrival (most of the flow)."""
+        if not plan.rests:
+            order.expire(plan.expire_reason or RejectReason.IOC_REMAINDER)
+            return CommandResult(touched=(order,), order=order)
+        assert command.price_ticks is not None
+        book.add(order.id, command.account, command.side, command.price_ticks,
+                 command.quantity_lots, order.priority, command.reduce_only)
+        self._remember_order(order)
+        account.change_margin(account.order_margin + order.reserved_margin,
+                              account.position_margin)
+        return CommandResult(touched=(order, account), order=order, account=account)
 
     # ---- bookkeeping shared by the live and the replay paths -----------------------------
 

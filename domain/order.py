@@ -11,7 +11,9 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
+from domain.base import ExchangeAggregate, uuid5_fast
 from domain.values import (
     CLOSED_STATUSES,
     Liquidity,
@@ -25,7 +27,7 @@ from domain.values import (
 _ORDER_NAMESPACE = uuid5(NAMESPACE_URL, "exchange-dr:order")
 
 
-class Order(Aggregate):
+class Order(ExchangeAggregate):
     """A client order; its id is derived from (account, client order id) so retries collide."""
 
     class Placed(Aggregate.Created):
@@ -140,13 +142,22 @@ class Order(Aggregate):
     @staticmethod
     def create_id(account_id: UUID, client_order_id: str) -> UUID:
         """Deterministic id: the same client order id of an account is the same order."""
-        return uuid5(_ORDER_NAMESPACE, f"{account_id}/{client_order_id}")
+        return uuid5_fast(_ORDER_NAMESPACE, f"{account_id.hex}/{client_order_id}")
 
     @classmethod
-    def place(cls, **fields: Any) -> Order:
-        """Create the order from engine-computed fields (skips signature binding: hot path)."""
-        order_id = cls.create_id(fields["account_id"], fields["client_order_id"])
-        return cls._create(cls.Placed, id=order_id, **fields)
+    def place(cls, order_id: UUID, **fields: Any) -> Order:
+        """Create the order from engine-computed fields, as _create() would, minus its
+        signature binding and topic lookups (this runs once per command)."""
+        event = cls.Placed(
+            originator_topic=_ORDER_TOPIC, originator_id=order_id,
+            originator_version=cls.INITIAL_VERSION, timestamp=cls.Placed.create_timestamp(),
+            **fields,
+        )
+        order = cls.__new__(cls)
+        order.__base_init__(order_id, event.originator_version, event.timestamp)
+        cls.__init__(order, **fields)
+        order.pending_events.append(event)
+        return order
 
     @property
     def is_open(self) -> bool:
@@ -162,7 +173,7 @@ class Order(Aggregate):
              liquidity: Liquidity, counterparty_order_id: UUID,
              reserved_margin: Decimal) -> None:
         """Record an execution computed by the engine."""
-        self.trigger_event(
+        self._record(
             self.Filled, trade_id=trade_id, price_ticks=price_ticks,
             quantity_lots=quantity_lots, fee=fee, liquidity=liquidity,
             counterparty_order_id=counterparty_order_id, reserved_margin=reserved_margin,
@@ -170,15 +181,15 @@ class Order(Aggregate):
 
     def cancel(self) -> None:
         """Withdraw the open remainder."""
-        self.trigger_event(self.Cancelled)
+        self._record(self.Cancelled)
 
     def reject(self, reason: RejectReason) -> None:
         """End the order unexecuted."""
-        self.trigger_event(self.Rejected, reason=reason)
+        self._record(self.Rejected, reason=reason)
 
     def expire(self, reason: RejectReason) -> None:
         """End the open remainder."""
-        self.trigger_event(self.Expired, reason=reason)
+        self._record(self.Expired, reason=reason)
 
     def canonical(self) -> str:
         """Stable text of the order for state hashes."""
@@ -189,3 +200,6 @@ class Order(Aggregate):
             f" {self.leverage} {self.priority} {self.reserved_margin.normalize()} {self.status}"
             f" {self.reject_reason}"
         )
+
+
+_ORDER_TOPIC = get_topic(Order)

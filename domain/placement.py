@@ -31,6 +31,7 @@ from domain.values import Instrument, OrderType, RejectReason, TimeInForce, mone
 class Placement:
     """Outcome of matching an incoming order, decided before anything changes."""
 
+    order_id: UUID
     reserve_per_lot_e8: int = 0
     reject_reason: RejectReason | None = None
     fills: list[tuple[RestingOrder, int]] = field(default_factory=list)
@@ -77,7 +78,8 @@ def plan_placement(
         raise InvalidLeverage(
             f"{command.symbol} already uses leverage {leverage_in_use}", field="leverage"
         )
-    if Order.create_id(account.id, command.client_order_id) in open_orders:
+    order_id = Order.create_id(account.id, command.client_order_id)
+    if order_id in open_orders:
         raise DuplicateClientOrderId(
             f"client order id {command.client_order_id!r} is already open",
             field="client_order_id",
@@ -94,17 +96,27 @@ def plan_placement(
     if limit is None:
         best = book.best_opposite(side)
         if best is None:
-            return Placement(reject_reason=RejectReason.NO_LIQUIDITY)
+            return Placement(order_id, reject_reason=RejectReason.NO_LIQUIDITY)
         limit = instrument.band_price_ticks(side, best)
     per_lot = instrument.reserve_per_lot_e8(limit, command.leverage)
-    plan = Placement(reserve_per_lot_e8=per_lot)
+    plan = Placement(order_id, per_lot)
     required = money(per_lot * command.quantity_lots)
     if required > account.available:
         raise InsufficientMargin(
             f"order needs {required} of margin and fees, available {account.available}",
             field="quantity_lots",
         )
-    if command.post_only and book.would_cross(side, limit):
+    if not book.would_cross(side, limit):
+        if command.order_type is OrderType.MARKET:
+            plan.expire_reason = RejectReason.PRICE_BAND
+        elif command.time_in_force is TimeInForce.IOC:
+            plan.expire_reason = RejectReason.IOC_REMAINDER
+        elif command.time_in_force is TimeInForce.FOK:
+            plan.expire_reason = RejectReason.FOK_NOT_FILLABLE
+        else:
+            plan.rests = True
+        return plan
+    if command.post_only:
         plan.reject_reason = RejectReason.POST_ONLY_WOULD_CROSS
         return plan
 

@@ -12,6 +12,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.base import ExchangeAggregate, uuid5_fast
+
 _POSITION_NAMESPACE = uuid5(NAMESPACE_URL, "exchange-dr:position")
 
 
@@ -33,7 +35,7 @@ def apply_trade(size_lots: int, cost_ticklots: int, delta_lots: int,
     return size_lots + opened, cost_ticklots + price_ticks * opened, realized
 
 
-class Position(Aggregate):
+class Position(ExchangeAggregate):
     """Exposure of one account in one symbol."""
 
     class Opened(Aggregate.Created):
@@ -78,7 +80,7 @@ class Position(Aggregate):
     @staticmethod
     def create_id(account_id: UUID, symbol: str) -> UUID:
         """Deterministic id: one position per account and symbol."""
-        return uuid5(_POSITION_NAMESPACE, f"{account_id}/{symbol}")
+        return uuid5_fast(_POSITION_NAMESPACE, f"{account_id.hex}/{symbol}")
 
     @classmethod
     def open(cls, account_id: UUID, owner: str, symbol: str, tick_size: Decimal,
@@ -103,7 +105,7 @@ class Position(Aggregate):
     def trade(self, trade_id: int, size_lots: int, cost_ticklots: int, leverage: int,
               margin: Decimal, realized_pnl: Decimal) -> None:
         """Record the engine-computed result of one execution."""
-        self.trigger_event(self.Traded, trade_id=trade_id, size_lots=size_lots,
+        self._record(self.Traded, trade_id=trade_id, size_lots=size_lots,
                            cost_ticklots=cost_ticklots, leverage=leverage, margin=margin,
                            realized_pnl=realized_pnl)
 

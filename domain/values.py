@@ -13,6 +13,7 @@ MONEY_PLACES = 8
 
 _MONEY_SCALE = 10**MONEY_PLACES
 _BPS = 10_000
+_ONE_E8 = Decimal("1e-8")
 
 
 class Side(StrEnum):
@@ -84,7 +85,7 @@ class Liquidity(StrEnum):
 
 def money(units: int) -> Decimal:
     """Turn an integer count of 1e-8 into a Decimal without rounding."""
-    return Decimal(units).scaleb(-MONEY_PLACES)
+    return Decimal(units) * _ONE_E8
 
 
 def money_units(amount: Decimal) -> int:
