@@ -12,6 +12,8 @@ from alembic import command as alembic_command
 from application.shard import ShardApp
 from application.writer import ShardWriter
 from domain.values import DEFAULT_INSTRUMENTS, Instrument
+from infra.api.keys import KeyStore
+from infra.api.leadership import StaticLeadership
 from infra.settings import REPO_ROOT, Settings
 
 
@@ -94,3 +96,33 @@ def drop_database(dsn: str) -> None:
     admin = url._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_shard_writers(settings: Settings, *, dsn: str | None = None) -> dict[str, ShardWriter]:
+    """Recover every configured shard and start its writer (stop them with stop_writers)."""
+    writers: dict[str, ShardWriter] = {}
+    try:
+        for shard_id in settings.shards():
+            app = make_shard_app(settings, shard_id, dsn=dsn)
+            app.recover()
+            writers[shard_id] = make_writer(settings, app).start()
+    except BaseException:
+        stop_writers(writers)
+        raise
+    return writers
+
+
+def stop_writers(writers: dict[str, ShardWriter]) -> None:
+    """Drain and stop each writer, then close its application's connections."""
+    for writer in writers.values():
+        writer.stop()
+        writer.app.close()
+
+
+def make_key_store(settings: Settings, *, dsn: str | None = None) -> KeyStore:
+    return KeyStore(dsn or settings.pg_dsn)
+
+
+def make_leadership() -> StaticLeadership:
+    """Until the failover manager lands: EXDR_API_LEADS=all|none and EXDR_LEADER_URL."""
+    return StaticLeadership.from_env()

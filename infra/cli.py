@@ -112,6 +112,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from infra.bench_store import run_store
 
         result = run_store(settings, commands=args.commands, seed=args.seed)
+    elif args.kind == "api":
+        from infra.bench_api import run_api
+
+        result = run_api(settings, seconds=args.seconds, concurrency=args.concurrency,
+                         clients=args.clients)
     elif args.kind == "replay":
         from infra.bench_store import run_replay
 
@@ -119,6 +124,49 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     else:  # pragma: no cover - argparse restricts choices
         raise CliError(f"unknown benchmark {args.kind}")
     _emit(result, args.json, f"bench {args.kind}")
+    return 0
+
+
+# -- REST facade ----------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.api.server import serve
+
+    serve(settings, host=args.host, port=args.port, access_log=args.access_log)
+    return 0
+
+
+def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.api.keys import KeyStoreError
+    from infra.bootstrap import make_key_store
+
+    store = make_key_store(settings)
+    try:
+        created = store.create_account(args.name)
+    except KeyStoreError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    _emit({"account": args.name, "created": created}, args.json,
+          "account created" if created else "account already exists")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.api.keys import KeyStoreError
+    from infra.bootstrap import make_key_store
+
+    store = make_key_store(settings)
+    try:
+        issued = store.create_key(args.account, "operator" if args.operator else "trader")
+    except KeyStoreError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    data = {"key_id": issued.key_id, "account": issued.account, "role": issued.role,
+            "key": issued.token}
+    _emit(data, args.json, "API key created; the key is shown only now, store it safely")
     return 0
 
 
@@ -159,13 +207,37 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint.set_defaults(handler=cmd_checkpoint)
 
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object with --json")
-    bench.add_argument("kind", choices=["matching", "store", "replay"])
+    bench.add_argument("kind", choices=["matching", "store", "replay", "api"])
     bench.add_argument("--orders", type=int, default=200_000, help="matching: orders")
     bench.add_argument("--commands", type=int, default=20_000, help="store: commands")
     bench.add_argument("--events", type=int, default=100_000, help="replay: events")
+    bench.add_argument("--seconds", type=float, default=10.0, help="api: measured seconds")
+    bench.add_argument("--concurrency", type=int, default=64, help="api: requests in flight")
+    bench.add_argument("--clients", type=int, default=2, help="api: client processes")
     bench.add_argument("--seed", type=int, default=1)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=cmd_bench)
+
+    serve = sub.add_parser("serve", help="serve the REST facade for every configured shard")
+    serve.add_argument("--host", help="default: EXDR_API_HOST")
+    serve.add_argument("--port", type=int, help="default: EXDR_API_PORT")
+    serve.add_argument("--access-log", action="store_true")
+    serve.set_defaults(handler=cmd_serve)
+
+    accounts = sub.add_parser("accounts", help="accounts of the REST facade")
+    accounts_sub = accounts.add_subparsers(dest="action", required=True)
+    accounts_create = accounts_sub.add_parser("create", help="register an account name")
+    accounts_create.add_argument("name")
+    accounts_create.add_argument("--json", action="store_true")
+    accounts_create.set_defaults(handler=cmd_accounts)
+
+    keys = sub.add_parser("keys", help="API keys (stored hashed; the key is shown once)")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    keys_create = keys_sub.add_parser("create", help="issue an API key for an account")
+    keys_create.add_argument("--account", required=True)
+    keys_create.add_argument("--operator", action="store_true", help="operator role")
+    keys_create.add_argument("--json", action="store_true")
+    keys_create.set_defaults(handler=cmd_keys)
 
     demo = sub.add_parser("demo", help="run the main demonstration on the local servers")
     demo.add_argument("--commands", type=int, default=20_000)

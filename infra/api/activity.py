@@ -1,0 +1,156 @@
+"""Per-account index of orders and fills of one shard, for listings the engine cannot answer.
+
+The engine holds open orders only; closed ones live in the event store, keyed by id. Listing an
+account's orders or trades needs an index by account. This one is in memory: rebuilt at start
+by scanning the shard's whole WAL (Order events only), then kept current on the writer thread
+from each committed outcome. It costs one OrderView per order ever placed and one FillView per
+execution side, and a WAL scan at start; the read models of the projection workers replace it
+when they land.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import cast
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
+
+from application.shard import Outcome, ShardApp
+from application.views import FillView, OrderView
+from domain.order import Order
+from domain.values import Instrument, Liquidity
+
+log = logging.getLogger("exchange_dr.api.activity")
+
+_ORDER_TOPIC = "domain.order:"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing and the position to continue after (None: nothing more)."""
+
+    items: tuple[OrderView | FillView, ...]
+    next_position: int | None
+
+
+class ShardActivity:
+    """Orders and fills of one shard by account. Mutated only on the shard's writer thread."""
+
+    def __init__(self, shard_id: str, instruments: Iterable[Instrument]) -> None:
+        self.shard_id = shard_id
+        self.instruments = {i.symbol: i for i in instruments}
+        self.orders: dict[UUID, OrderView] = {}
+        self._order_ids: dict[str, list[UUID]] = {}
+        self._fills: dict[str, list[FillView]] = {}
+        self.seq = 0
+
+    # -- writes (writer thread) -------------------------------------------------------------
+
+    def record(self, outcome: Outcome) -> None:
+        """Take the orders and executions of a committed command into the index."""
+        result = outcome.result
+        if result is None or outcome.duplicate:
+            return
+        for aggregate in result.touched:
+            if isinstance(aggregate, Order):
+                self._put(OrderView.of(aggregate, self.instruments[aggregate.symbol],
+                                       self.shard_id, outcome.seq))
+        for trade in result.trades:
+            instrument = self.instruments[trade.symbol]
+            price = instrument.ticks_to_price(trade.price_ticks)
+            quantity = instrument.lots_to_quantity(trade.quantity_lots)
+            self._add_fill(FillView(trade.trade_id, self.shard_id, trade.maker_account,
+                                    trade.symbol, trade.maker_order_id, trade.taker_side.opposite,
+                                    price, quantity, trade.maker_fee, Liquidity.MAKER,
+                                    outcome.seq))
+            self._add_fill(FillView(trade.trade_id, self.shard_id, trade.taker_account,
+                                    trade.symbol, trade.taker_order_id, trade.taker_side, price,
+                                    quantity, trade.taker_fee, Liquidity.TAKER, outcome.seq))
+        self.seq = max(self.seq, outcome.seq)
+
+    def rebuild(self, app: ShardApp, progress: Callable[[int], None] | None = None) -> int:
+        """Scan the WAL up to the app's seq (call before its writer starts); returns records."""
+        live: dict[UUID, Order] = {}
+        records = 0
+        for record in app.store.iter_records(self.shard_id, 0, upto_seq=app.seq):
+            records += 1
+            changed: dict[UUID, Order] = {}
+            for recorded in record.events:
+                if not recorded.topic.startswith(_ORDER_TOPIC):
+                    continue
+                event = cast(Aggregate.Event, app.mapper.to_domain_event(StoredEvent(
+                    originator_id=recorded.originator_id,
+                    originator_version=recorded.originator_version,
+                    topic=recorded.topic, state=recorded.state)))
+                if isinstance(event, Order.Placed):
+                    order = cast(Order, event.mutate(None))
+                    live[order.id] = order
+                else:
+                    order = live[event.originator_id]
+                    event.mutate(order)
+                    if isinstance(event, Order.Filled):
+                        self._add_fill(self._fill_of(order, event, record.seq))
+                changed[order.id] = order
+            for order in changed.values():
+                self._put(OrderView.of(order, self.instruments[order.symbol], self.shard_id,
+                                       record.seq))
+                if not order.is_open:
+                    live.pop(order.id, None)
+            if progress is not None and records % 10_000 == 0:
+                progress(records)
+        self.seq = app.seq
+        log.info("activity index shard=%s records=%s orders=%s", self.shard_id, records,
+                 len(self.orders))
+        return records
+
+    def _fill_of(self, order: Order, event: Order.Filled, seq: int) -> FillView:
+        instrument = self.instruments[order.symbol]
+        return FillView(event.trade_id, self.shard_id, order.owner, order.symbol, order.id,
+                        order.side, instrument.ticks_to_price(event.price_ticks),
+                        instrument.lots_to_quantity(event.quantity_lots), event.fee,
+                        event.liquidity, seq)
+
+    def _put(self, view: OrderView) -> None:
+        if view.order_id not in self.orders:
+            self._order_ids.setdefault(view.account, []).append(view.order_id)
+        self.orders[view.order_id] = view
+
+    def _add_fill(self, fill: FillView) -> None:
+        self._fills.setdefault(fill.account, []).append(fill)
+
+    # -- reads (writer thread, through ShardWriter.query) -----------------------------------
+
+    def order(self, order_id: UUID) -> OrderView | None:
+        return self.orders.get(order_id)
+
+    def list_orders(self, account: str, *, symbol: str | None, status: str | None,
+                    start: int, limit: int) -> Page:
+        """The account's orders in placement order, from position `start`."""
+        ids = self._order_ids.get(account, [])
+        found: list[OrderView | FillView] = []
+        position = start
+        while position < len(ids) and len(found) < limit:
+            view = self.orders[ids[position]]
+            position += 1
+            if symbol is not None and view.symbol != symbol:
+                continue
+            if status is not None and view.status != status:
+                continue
+            found.append(view)
+        return Page(tuple(found), position if position < len(ids) else None)
+
+    def list_fills(self, account: str, *, symbol: str | None, start: int, limit: int) -> Page:
+        """The account's executions in trade order, from position `start`."""
+        fills = self._fills.get(account, [])
+        found: list[OrderView | FillView] = []
+        position = start
+        while position < len(fills) and len(found) < limit:
+            fill = fills[position]
+            position += 1
+            if symbol is None or fill.symbol == symbol:
+                found.append(fill)
+        return Page(tuple(found), position if position < len(fills) else None)

@@ -1,0 +1,47 @@
+"""The FastAPI app factory: one process serves every configured shard."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI
+
+from application.leadership import Leadership
+from application.writer import ShardWriter
+from infra.api import health, routes
+from infra.api.errors import GuardMiddleware, install_error_handlers
+from infra.api.facade import Facade, LagFn
+from infra.api.keys import KeyStore
+from infra.api.metrics import MetricsMiddleware
+from infra.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    shards: Mapping[str, ShardWriter],
+    leadership: Leadership,
+    key_store: KeyStore,
+    *,
+    replica_lag_ms: LagFn | None = None,
+    rebuild_activity: bool = True,
+) -> FastAPI:
+    """Wire routes to started shard writers; the caller owns (and stops) the writers."""
+    configured = settings.shards()
+    unknown = [shard for shard in shards if shard not in configured]
+    if unknown:
+        raise ValueError(f"shards not in EXDR_SHARDS: {', '.join(unknown)}")
+    facade = Facade(shards, leadership, key_store, replica_lag_ms=replica_lag_ms)
+    if rebuild_activity:
+        facade.rebuild_activity()
+    app = FastAPI(
+        title="exchange-dr",
+        version="1",
+        summary="Orders, accounts and market data of the exchange's shards.",
+    )
+    app.state.facade = facade
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(health.router)
+    app.add_middleware(MetricsMiddleware, metrics=facade.metrics)
+    app.add_middleware(GuardMiddleware)
+    return app

@@ -1,0 +1,47 @@
+"""Authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`; roles trader/operator."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from infra.api.errors import ApiError
+from infra.api.facade import facade_of
+from infra.api.keys import ApiKey
+
+_bearer = HTTPBearer(auto_error=False, description="API key as `<key_id>.<secret>`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+async def authenticated(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_header)],
+) -> ApiKey:
+    """The caller's key; 401 if missing, malformed, unknown or revoked."""
+    token = bearer.credentials if bearer is not None else header_key
+    if not token:
+        raise ApiError(401, "unauthenticated", "an API key is required",
+                       headers={"WWW-Authenticate": "Bearer"})
+    store = facade_of(request.app.state).key_store
+    key = store.cached(token)
+    if key is False:
+        key = await run_in_threadpool(store.verify, token)
+    if not isinstance(key, ApiKey):
+        raise ApiError(401, "unauthenticated", "the API key is not valid",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return key
+
+
+async def operator(key: Annotated[ApiKey, Depends(authenticated)]) -> ApiKey:
+    """The caller's key if it is an operator key; 403 otherwise."""
+    if key.role != "operator":
+        raise ApiError(403, "forbidden", "this endpoint needs an operator key")
+    return key
+
+
+Caller = Annotated[ApiKey, Depends(authenticated)]
+Operator = Annotated[ApiKey, Depends(operator)]

@@ -1,0 +1,145 @@
+"""What every route needs: symbol routing, writers, leadership, the activity index, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import Any, TypeVar
+from uuid import UUID
+
+from application.leadership import Leadership
+from application.shard import Outcome, ShardApp
+from application.writer import ShardWriter
+from domain.commands import Command
+from domain.errors import DomainError
+from domain.values import Instrument
+from infra.api.activity import ShardActivity
+from infra.api.errors import ApiError
+from infra.api.keys import KeyStore
+from infra.api.metrics import ApiMetrics
+
+log = logging.getLogger("exchange_dr.api")
+
+T = TypeVar("T")
+LagFn = Callable[[str], float | None]
+"""Replication lag of a shard in milliseconds on this (standby) instance; None if unknown."""
+
+RETRY_AFTER_S = 1
+
+
+class Facade:
+    """The facade's view of the shards it serves; shared by every route through app.state."""
+
+    def __init__(
+        self,
+        shards: Mapping[str, ShardWriter],
+        leadership: Leadership,
+        key_store: KeyStore,
+        *,
+        replica_lag_ms: LagFn | None = None,
+        command_timeout_s: float = 10.0,
+    ) -> None:
+        self.writers = dict(shards)
+        self.shard_ids = list(self.writers)
+        self.leadership = leadership
+        self.key_store = key_store
+        self.replica_lag_ms = replica_lag_ms
+        self.command_timeout_s = command_timeout_s
+        self.metrics = ApiMetrics()
+        self.instruments: dict[str, Instrument] = {}
+        self.symbol_shard: dict[str, str] = {}
+        self.activity: dict[str, ShardActivity] = {}
+        for shard_id, writer in self.writers.items():
+            instruments = writer.app.instruments
+            self.activity[shard_id] = ShardActivity(shard_id, instruments)
+            for instrument in instruments:
+                self.instruments[instrument.symbol] = instrument
+                self.symbol_shard[instrument.symbol] = shard_id
+
+    def rebuild_activity(self) -> None:
+        """Index every shard's WAL on its writer thread, consistent with what it commits next."""
+        for shard_id, activity in self.activity.items():
+            self.writers[shard_id].query(activity.rebuild).result()
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def shard_of(self, symbol: str) -> str:
+        shard = self.symbol_shard.get(symbol)
+        if shard is None:
+            raise ApiError(400, "unknown_symbol", f"symbol {symbol!r} is not traded here",
+                           field="symbol")
+        return shard
+
+    def shard_of_order(self, order_id: UUID) -> str | None:
+        """Order ids never move between shards; a membership test needs no writer round trip."""
+        for shard_id, activity in self.activity.items():
+            if order_id in activity.orders:
+                return shard_id
+        return None
+
+    def require_leader(self, shard_id: str) -> None:
+        if self.leadership.is_leader(shard_id):
+            return
+        self.metrics.not_leader.labels(shard_id).inc()
+        leader = self.leadership.leader_url(shard_id)
+        raise ApiError(
+            503, "not_leader",
+            f"this instance does not lead shard {shard_id}"
+            + (f"; send commands to {leader}" if leader else ""),
+            leader=leader, headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    # -- writer round trips -----------------------------------------------------------------
+
+    async def submit(self, shard_id: str, command: Command,
+                     present: Callable[[Outcome], T]) -> T:
+        """Run a command on its shard's writer; `present` runs on the writer after commit."""
+        started = time.perf_counter()
+        future: Future[T] = self.writers[shard_id].submit_presented(command, present)
+        try:
+            return await self._wait(future)
+        finally:
+            self.metrics.command_ack.labels(shard_id, type(command).__name__).observe(
+                time.perf_counter() - started)
+
+    async def query(self, shard_id: str, read: Callable[[ShardApp], T]) -> T:
+        """A read on the writer thread, between batches."""
+        return await self._wait(self.writers[shard_id].query(read))
+
+    async def _wait(self, future: Future[T]) -> T:
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout_s)
+        except (DomainError, ApiError):
+            raise
+        except TimeoutError:
+            raise ApiError(503, "timeout", "the shard did not answer in time; retry with the "
+                           "same client_order_id", headers={"Retry-After": "1"}) from None
+        except Exception as exc:
+            log.warning("shard call failed: %s: %s", type(exc).__name__, exc)
+            raise ApiError(503, "unavailable", "the shard could not commit; retry with the same "
+                           "client_order_id", headers={"Retry-After": "1"}) from None
+
+    # -- health -----------------------------------------------------------------------------
+
+    def leads_all(self) -> bool:
+        return all(self.leadership.is_leader(s) for s in self.shard_ids)
+
+    def leads_any(self) -> bool:
+        return any(self.leadership.is_leader(s) for s in self.shard_ids)
+
+    def max_lag_ms(self) -> float | None:
+        if self.replica_lag_ms is None:
+            return None
+        lags = [self.replica_lag_ms(s) for s in self.shard_ids]
+        if any(lag is None for lag in lags):
+            return None
+        return max((lag for lag in lags if lag is not None), default=0.0)
+
+
+def facade_of(state: Any) -> Facade:
+    facade = state.facade
+    assert isinstance(facade, Facade)
+    return facade

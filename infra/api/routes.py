@@ -1,0 +1,344 @@
+"""Routes under /v1: thin translations between JSON and shard commands or writer queries."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from application.shard import Outcome, ShardApp, command_key
+from application.views import (
+    AccountView,
+    OrderView,
+    PositionView,
+    book_json,
+    same_order,
+)
+from domain.commands import CancelOrder, Deposit, PlaceOrder
+from domain.errors import OrderNotOpen, UnknownOrder
+from domain.values import OrderStatus
+from infra.api import schemas as s
+from infra.api.activity import Page, ShardActivity
+from infra.api.auth import Caller, Operator
+from infra.api.errors import ApiError
+from infra.api.facade import Facade, facade_of
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": s.Error, "description": text}
+    for status, text in {
+        400: "bad input: malformed JSON, wrong type, unknown symbol, price off tick, size off lot",
+        401: "missing or invalid API key",
+        403: "the key's role does not allow this",
+        404: "no such order for this account",
+        409: "client_order_id reused with a different body, or order no longer open",
+        413: "request body above 64 KiB",
+        422: "refused by risk: insufficient margin or balance, no account on the shard",
+        503: "not leader (see `leader`, Retry-After) or temporarily unavailable: retry",
+    }.items()
+}
+
+router = APIRouter(prefix="/v1", responses=_ERRORS)
+
+_CURSOR = re.compile(r"^([0-9]{1,3})\.([0-9]{1,12})$")
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Cursor = Annotated[str | None, Query(max_length=32, description="next_cursor of the last page")]
+SymbolFilter = Annotated[str | None, Query(max_length=64)]
+
+
+def _facade(request: Request) -> Facade:
+    return facade_of(request.app.state)
+
+
+def _decimal(text: str, field: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ApiError(400, "invalid_request", f"{field} is not a decimal", field=field) from None
+
+
+# -- orders -----------------------------------------------------------------------------------
+
+
+@router.post("/orders", status_code=201, response_model=s.OrderOut,
+             responses={200: {"model": s.OrderOut, "description": "retry of an existing order"}})
+async def place_order(body: s.PlaceOrderIn, request: Request, key: Caller) -> JSONResponse:
+    """Place an order; the same client_order_id with the same body returns the first one."""
+    facade = _facade(request)
+    shard = facade.shard_of(body.symbol)
+    instrument = facade.instruments[body.symbol]
+    price_ticks = (None if body.price is None
+                   else instrument.price_to_ticks(_decimal(body.price, "price")))
+    command = PlaceOrder(
+        account=key.account, client_order_id=body.client_order_id, symbol=body.symbol,
+        side=body.side, order_type=body.type,
+        quantity_lots=instrument.quantity_to_lots(_decimal(body.quantity, "quantity")),
+        price_ticks=price_ticks, time_in_force=body.time_in_force, post_only=body.post_only,
+        reduce_only=body.reduce_only, leverage=body.leverage,
+    )
+    facade.require_leader(shard)
+    activity = facade.activity[shard]
+    app = facade.writers[shard].app
+
+    def present(outcome: Outcome) -> tuple[int, dict[str, Any] | None]:
+        activity.record(outcome)
+        order = outcome.order
+        if outcome.duplicate and order is None:
+            order = app.find_order(_placed_order_id(command, app))
+        if order is None:
+            return 503, None
+        view = OrderView.of(order, instrument, shard, outcome.seq).to_json()
+        if not outcome.duplicate:
+            return 201, view
+        return (200, view) if same_order(order, command) else (409, None)
+
+    status, view = await facade.submit(shard, command, present)
+    if status == 409:
+        raise ApiError(409, "client_order_id_conflict",
+                       f"client_order_id {body.client_order_id!r} was already used for a "
+                       "different order", field="client_order_id")
+    if view is None:
+        raise ApiError(503, "unavailable", "the order was committed but cannot be read yet; "
+                       "retry with the same client_order_id", headers={"Retry-After": "1"})
+    return JSONResponse(view, status_code=status)
+
+
+def _placed_order_id(command: PlaceOrder, app: ShardApp) -> UUID:
+    """The deterministic id of the order a placement creates."""
+    key = command_key(app.shard_id, command)
+    assert key is not None
+    return UUID(key)
+
+
+OrderId = Annotated[UUID, Path(description="order id")]
+
+
+async def _own_order(facade: Facade, order_id: UUID, account: str) -> OrderView:
+    """The caller's order; another account's order is reported missing, not forbidden."""
+    shard = facade.shard_of_order(order_id)
+    if shard is not None:
+        activity = facade.activity[shard]
+        view = await facade.query(shard, lambda _app: activity.order(order_id))
+        if view is not None and view.account == account:
+            return view
+    raise ApiError(404, "unknown_order", f"no order {order_id}", field="order_id")
+
+
+@router.get("/orders/{order_id}", response_model=s.OrderOut)
+async def get_order(order_id: OrderId, request: Request, key: Caller) -> JSONResponse:
+    """One of the caller's orders, open or closed."""
+    view = await _own_order(_facade(request), order_id, key.account)
+    return JSONResponse(view.to_json())
+
+
+@router.delete("/orders/{order_id}", response_model=s.OrderOut)
+async def cancel_order(order_id: OrderId, request: Request, key: Caller) -> JSONResponse:
+    """Cancel the open remainder of one of the caller's orders."""
+    facade = _facade(request)
+    view = await _own_order(facade, order_id, key.account)
+    if not view.is_open:
+        raise OrderNotOpen(f"order {order_id} is {view.status}", field="order_id")
+    shard = view.shard
+    facade.require_leader(shard)
+    activity = facade.activity[shard]
+    instrument = facade.instruments[view.symbol]
+
+    def present(outcome: Outcome) -> dict[str, Any]:
+        activity.record(outcome)
+        assert outcome.order is not None
+        return OrderView.of(outcome.order, instrument, shard, outcome.seq).to_json()
+
+    try:
+        body = await facade.submit(shard, CancelOrder(key.account, order_id), present)
+    except UnknownOrder:  # filled or cancelled between the check and the command
+        raise OrderNotOpen(f"order {order_id} is no longer open", field="order_id") from None
+    return JSONResponse(body)
+
+
+def _page_cursor(facade: Facade, symbol: str | None, cursor: str | None) -> tuple[list[str], int]:
+    """Shards to walk and the position in the first one."""
+    shards = facade.shard_ids if symbol is None else [facade.shard_of(symbol)]
+    if cursor is None:
+        return shards, 0
+    match = _CURSOR.match(cursor)
+    if match is None or int(match.group(1)) >= len(facade.shard_ids):
+        raise ApiError(400, "invalid_request", "cursor is not one this server returned",
+                       field="cursor")
+    first = facade.shard_ids[int(match.group(1))]
+    if first not in shards:
+        raise ApiError(400, "invalid_request", "cursor belongs to another symbol", field="cursor")
+    return shards[shards.index(first):], int(match.group(2))
+
+
+PageRead = Callable[[ShardActivity, int, int], Page]
+
+
+async def _paginate(facade: Facade, symbol: str | None, cursor: str | None, limit: int,
+                    read: PageRead) -> tuple[list[dict[str, Any]], str | None]:
+    shards, position = _page_cursor(facade, symbol, cursor)
+    items: list[dict[str, Any]] = []
+    for index, shard in enumerate(shards):
+        want = limit - len(items)
+        activity = facade.activity[shard]
+
+        def read_page(_app: ShardApp, a: ShardActivity = activity, p: int = position,
+                      w: int = want) -> Page:
+            return read(a, p, w)
+
+        page = await facade.query(shard, read_page)
+        items.extend(item.to_json() for item in page.items)
+        if page.next_position is not None:
+            return items, f"{facade.shard_ids.index(shard)}.{page.next_position}"
+        position = 0
+        if len(items) >= limit and index + 1 < len(shards):
+            return items, f"{facade.shard_ids.index(shards[index + 1])}.0"
+    return items, None
+
+
+@router.get("/orders", response_model=s.OrderPage)
+async def list_orders(
+    request: Request, key: Caller, symbol: SymbolFilter = None,
+    status: Annotated[OrderStatus | None, Query()] = None, limit: Limit = 100,
+    cursor: Cursor = None,
+) -> JSONResponse:
+    """The caller's orders in placement order, filtered by symbol and status, paginated."""
+    facade = _facade(request)
+    wanted = None if status is None else str(status)
+    items, next_cursor = await _paginate(
+        facade, symbol, cursor, limit,
+        lambda activity, start, want: activity.list_orders(
+            key.account, symbol=symbol, status=wanted, start=start, limit=want))
+    return JSONResponse({"orders": items, "next_cursor": next_cursor})
+
+
+@router.get("/trades", response_model=s.TradePage)
+async def list_trades(request: Request, key: Caller, symbol: SymbolFilter = None,
+                      limit: Limit = 100, cursor: Cursor = None) -> JSONResponse:
+    """The caller's executions (maker and taker sides), in trade order, paginated."""
+    facade = _facade(request)
+    items, next_cursor = await _paginate(
+        facade, symbol, cursor, limit,
+        lambda activity, start, want: activity.list_fills(
+            key.account, symbol=symbol, start=start, limit=want))
+    return JSONResponse({"trades": items, "next_cursor": next_cursor})
+
+
+# -- accounts -----------------------------------------------------------------------------------
+
+
+@router.get("/accounts/me", response_model=s.AccountOut)
+async def my_account(request: Request, key: Caller) -> JSONResponse:
+    """Balances and reserved margin of the caller on every shard."""
+    facade = _facade(request)
+    balances = []
+    for shard in facade.shard_ids:
+
+        def read(app: ShardApp, sh: str = shard) -> AccountView:
+            return _account_view(app, sh, key.account)
+
+        view = await facade.query(shard, read)
+        balances.append(view.to_json())
+    return JSONResponse({"account": key.account, "balances": balances})
+
+
+def _seq_epoch(app: ShardApp) -> tuple[int, int]:
+    return app.seq, app.epoch
+
+
+def _account_view(app: ShardApp, shard: str, owner: str) -> AccountView:
+    account = app.engine.account(owner)
+    return AccountView.empty(owner, shard) if account is None else AccountView.of(account, shard)
+
+
+@router.get("/positions", response_model=s.PositionList)
+async def my_positions(request: Request, key: Caller,
+                       symbol: SymbolFilter = None) -> JSONResponse:
+    """The caller's positions (flat ones included once traded)."""
+    facade = _facade(request)
+    shards = facade.shard_ids if symbol is None else [facade.shard_of(symbol)]
+    positions: list[dict[str, Any]] = []
+    for shard in shards:
+
+        def read(app: ShardApp, sh: str = shard) -> list[PositionView]:
+            views = []
+            for instrument in app.instruments:
+                if symbol is not None and instrument.symbol != symbol:
+                    continue
+                position = app.engine.position(key.account, instrument.symbol)
+                if position is not None:
+                    views.append(PositionView.of(position, instrument, sh))
+            return views
+
+        positions.extend(v.to_json() for v in await facade.query(shard, read))
+    return JSONResponse({"positions": positions})
+
+
+@router.post("/deposits", status_code=201, response_model=s.DepositOut)
+async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONResponse:
+    """Credit collateral to the caller's account on one shard (opens it on first use)."""
+    facade = _facade(request)
+    if body.shard is not None:
+        if body.shard not in facade.writers:
+            raise ApiError(400, "unknown_shard", f"shard {body.shard!r} is not served here",
+                           field="shard")
+        shard = body.shard
+    elif body.symbol is not None:
+        shard = facade.shard_of(body.symbol)
+    elif len(facade.shard_ids) == 1:
+        shard = facade.shard_ids[0]
+    else:
+        raise ApiError(400, "invalid_request", "name the shard (or a symbol of it)",
+                       field="shard")
+    amount = _decimal(body.amount, "amount")
+    facade.require_leader(shard)
+
+    def present(outcome: Outcome) -> dict[str, Any]:
+        assert outcome.result is not None and outcome.result.account is not None
+        return AccountView.of(outcome.result.account, shard).to_json() | {"seq": outcome.seq}
+
+    view = await facade.submit(shard, Deposit(key.account, amount), present)
+    seq = view.pop("seq")
+    return JSONResponse({"account": key.account, "shard": shard, "seq": seq, "balance": view},
+                        status_code=201)
+
+
+# -- market data and operators ------------------------------------------------------------------
+
+
+@router.get("/book/{symbol}", response_model=s.BookOut)
+async def order_book(
+    request: Request, key: Caller, symbol: Annotated[str, Path(max_length=64)],
+    depth: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> JSONResponse:
+    """Aggregated price levels of a symbol, best first, with the seq they reflect."""
+    facade = _facade(request)
+    shard = facade.shard_of(symbol)
+    instrument = facade.instruments[symbol]
+    body = await facade.query(shard, lambda app: book_json(app.engine.depth(symbol, depth),
+                                                           instrument, shard, app.seq))
+    return JSONResponse(body)
+
+
+@router.get("/shards", response_model=s.ShardList)
+async def shards(request: Request, key: Operator) -> JSONResponse:
+    """Operators: each served shard, whether this instance leads it, and its WAL position."""
+    facade = _facade(request)
+    rows = []
+    for shard in facade.shard_ids:
+        writer = facade.writers[shard]
+        seq, epoch = await facade.query(shard, _seq_epoch)
+        rows.append({
+            "shard": shard,
+            "symbols": [i.symbol for i in writer.app.instruments],
+            "leader": facade.leadership.is_leader(shard),
+            "leader_url": facade.leadership.leader_url(shard),
+            "seq": seq,
+            "epoch": epoch,
+            "commands": writer.commands,
+        })
+    return JSONResponse({"shards": rows})
+

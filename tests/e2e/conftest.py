@@ -1,0 +1,129 @@
+"""A served facade over real HTTP: uvicorn on a free 127.0.0.1 port, a fresh migrated database."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+
+from application.writer import ShardWriter
+from infra.api.app import create_app
+from infra.api.keys import KeyStore
+from infra.api.leadership import StaticLeadership
+from infra.bootstrap import drop_database, migrate, start_shard_writers, stop_writers
+from infra.settings import Settings
+from tests.integration.conftest import scratch_dsn
+
+MARGIN = "1000000"
+
+
+@dataclass
+class Served:
+    url: str
+    writers: dict[str, ShardWriter]
+    keys: KeyStore
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        stop_writers(self.writers)
+        self.keys.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_in_thread(dsn: str, leadership: StaticLeadership) -> Served:
+    settings = Settings.from_env()
+    writers = start_shard_writers(settings, dsn=dsn)
+    keys = KeyStore(dsn)
+    app = create_app(settings, writers, leadership, keys)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    return Served(f"http://127.0.0.1:{port}", writers, keys, server, thread)
+
+
+@pytest.fixture(scope="session")
+def e2e_dsn() -> Iterator[str]:
+    dsn = scratch_dsn("e2e")
+    migrate(dsn)
+    try:
+        yield dsn
+    finally:
+        drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+def served(e2e_dsn: str) -> Iterator[Served]:
+    running = serve_in_thread(e2e_dsn, StaticLeadership(leads=True))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+LEADER_URL = "https://leader.example:8443"
+
+
+@pytest.fixture(scope="session")
+def standby(e2e_dsn: str, served: Served) -> Iterator[Served]:
+    """A second instance on the same store that leads nothing (reads only)."""
+    running = serve_in_thread(e2e_dsn, StaticLeadership(leads=False, url=LEADER_URL))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+Client = httpx.Client
+NewAccount = Callable[..., Client]
+
+
+@pytest.fixture
+def new_account(served: Served) -> Iterator[NewAccount]:
+    """Make an account with a key (and, unless asked not to, margin on every shard)."""
+    clients: list[Client] = []
+
+    def make(*, operator: bool = False, deposit: str | None = MARGIN,
+             base_url: str | None = None) -> Client:
+        name = unique("acct")
+        served.keys.create_account(name)
+        issued = served.keys.create_key(name, "operator" if operator else "trader")
+        client = httpx.Client(base_url=base_url or served.url, timeout=20,
+                              headers={"Authorization": f"Bearer {issued.token}"})
+        client.account = name  # type: ignore[attr-defined]
+        client.token = issued.token  # type: ignore[attr-defined]
+        clients.append(client)
+        if deposit is not None:
+            for shard in served.writers:
+                response = client.post("/v1/deposits", json={"amount": deposit, "shard": shard})
+                assert response.status_code == 201, response.text
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
