@@ -139,11 +139,14 @@ async def get_order(order_id: OrderId, request: Request, key: Caller) -> JSONRes
 async def cancel_order(order_id: OrderId, request: Request, key: Caller) -> JSONResponse:
     """Cancel the open remainder of one of the caller's orders."""
     facade = _facade(request)
+    # A non-leader's index may not know the order yet: send the client to the leader first.
+    known = facade.shard_of_order(order_id)
+    for shard in [known] if known is not None else facade.shard_ids:
+        facade.require_leader(shard)
     view = await _own_order(facade, order_id, key.account)
     if not view.is_open:
         raise OrderNotOpen(f"order {order_id} is {view.status}", field="order_id")
     shard = view.shard
-    facade.require_leader(shard)
     activity = facade.activity[shard]
     instrument = facade.instruments[view.symbol]
 
