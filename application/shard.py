@@ -8,7 +8,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
 
@@ -53,6 +53,24 @@ class Outcome:
     duplicate: bool = False
 
 
+Presenter = Callable[[Outcome], Any]
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """Commands executed in memory, sealed as WAL records, waiting for their commit."""
+
+    results: list[Any]
+    first_seq: int
+    records: list[WalRecord] = field(default_factory=list)
+    stored: list[StoredEvent] = field(default_factory=list)
+    snapshots: list[StoredEvent] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    checkpoint: StoredCheckpoint | None = None
+    committed: bool = False
+    failed: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
     """What a recovery or replay did, for operators and benchmarks."""
@@ -80,7 +98,7 @@ class ShardApp(Application[UUID]):
         *,
         env: Mapping[str, str] | None = None,
         epoch: int | None = None,
-        checkpoint_every: int = 1000,
+        checkpoint_every: int = 10_000,
         snapshot_every: int = 100,
         clock_us: Callable[[], int] | None = None,
     ) -> None:
@@ -97,6 +115,7 @@ class ShardApp(Application[UUID]):
         self._requested_epoch = epoch
         self.epoch = epoch or 1
         self.seq = 0
+        self.durable_seq = 0
         self.engine = ShardEngine(shard_id, self.instruments)
         self._recent_keys: OrderedDict[str, int] = OrderedDict()
         self._recent_keys_max = 200_000
@@ -111,26 +130,44 @@ class ShardApp(Application[UUID]):
 
     # -- commands ---------------------------------------------------------------------------
 
-    def execute_batch(self, commands: Sequence[Command]) -> list[Outcome | Exception]:
+    def execute_batch(
+        self,
+        commands: Sequence[Command],
+        presenters: Sequence[Presenter | None] | None = None,
+    ) -> list[Any]:
         """Run commands in order and commit them in ONE transaction; each gets its own result.
 
         Domain errors belong to their command alone and write nothing. If the commit fails, every
-        command of the batch fails with CommandFailedError and the in-memory state is rebuilt from
-        the store, because it ran ahead of what is durable.
+        command of the batch fails with CommandFailedError and the hot state is rebuilt from the
+        store on the next batch, because it ran ahead of what is durable.
+        """
+        batch = self.prepare(commands, presenters)
+        self.commit(batch)
+        return batch.results
+
+    def prepare(
+        self,
+        commands: Sequence[Command],
+        presenters: Sequence[Presenter | None] | None = None,
+    ) -> PreparedBatch:
+        """Execute commands in memory and seal their WAL records; nothing is durable yet.
+
+        The hot state runs ahead of the store until `commit`. `presenters[i](outcome)` runs right
+        after command i, so a response shows the aggregates exactly as that command left them.
         """
         if self.needs_recovery:
             self.recover()
-        results: list[Outcome | Exception | None] = [None] * len(commands)
-        known = self._known_keys(commands)
-        records: list[WalRecord] = []
-        stored: list[StoredEvent] = []
-        pending: list[tuple[int, Command, CommandResult, int, list[tuple[Aggregate, int]]]] = []
-        seq = self.seq
+        results: list[Any] = [None] * len(commands)
+        keys = [command_key(self.shard_id, command) for command in commands]
+        known = self._known_keys(keys)
+        batch = PreparedBatch(results=results, first_seq=self.seq + 1)
         recorded_at_us = self._clock_us()
         for index, command in enumerate(commands):
-            key = command_key(self.shard_id, command)
+            present = presenters[index] if presenters is not None else None
+            key = keys[index]
             if key is not None and key in known:
-                results[index] = self._duplicate_outcome(command, known[key])
+                outcome = self._duplicate_outcome(command, known[key])
+                results[index] = outcome if present is None else present(outcome)
                 continue
             try:
                 result = self.engine.execute(command)
@@ -138,22 +175,23 @@ class ShardApp(Application[UUID]):
                 results[index] = exc
                 continue
             events: list[Any] = []
-            grown: list[tuple[Aggregate, int]] = []
             for agg in result.touched:
                 collected = agg.collect_events()
                 events.extend(collected)
-                grown.append((agg, len(collected)))
+                if collected and agg.version % self.snapshot_every < len(collected):
+                    batch.snapshots.append(self.mapper.to_stored_event(Snapshot.take(agg)))
             if not events:
-                results[index] = Outcome(self.seq, command, result, result.order)
+                outcome = Outcome(self.seq, command, result, result.order)
+                results[index] = outcome if present is None else present(outcome)
                 continue
-            seq += 1
+            self.seq += 1
             command_stored = [self.mapper.to_stored_event(event) for event in events]
-            stored.extend(command_stored)
-            records.append(
+            batch.stored.extend(command_stored)
+            batch.records.append(
                 WalRecord.seal(
                     shard_id=self.shard_id,
                     epoch=self.epoch,
-                    seq=seq,
+                    seq=self.seq,
                     command_type=type(command).__name__,
                     command_key=key,
                     recorded_at_us=recorded_at_us,
@@ -166,47 +204,79 @@ class ShardApp(Application[UUID]):
                 )
             )
             if key is not None:
-                known[key] = seq
-            pending.append((index, command, result, seq, grown))
-        if records:
+                known[key] = self.seq
+                self._remember_key(key, self.seq)
+            outcome = Outcome(self.seq, command, result, result.order)
+            results[index] = outcome if present is None else present(outcome)
+            batch.pending.append(index)
+        if batch.records and (
+            self.seq // self.checkpoint_every > (batch.first_seq - 1) // self.checkpoint_every
+        ):
+            batch.checkpoint = self._capture_checkpoint()
+        return batch
+
+    def commit(self, batch: PreparedBatch) -> None:
+        """Make a prepared batch durable; on failure its commands get CommandFailedError."""
+        if not batch.records:
+            batch.committed = True
+            return
+        try:
+            append = getattr(self.store, "append")  # noqa: B009 - the recorder's batch entry
+            append(batch.stored, batch.records, epoch=self.epoch, prev_seq=batch.first_seq - 1)
+        except Exception as exc:
+            self.fail(batch, exc)
+            return
+        batch.committed = True
+        self.durable_seq = batch.records[-1].seq
+        self.events_written += len(batch.stored)
+        if batch.snapshots and self.snapshots is not None:
             try:
-                self._append(stored, records)
-            except Exception as exc:
-                log.error(
-                    "batch commit failed shard=%s epoch=%s seq=%s..%s error=%s",
+                self.snapshots.recorder.insert_events(batch.snapshots)
+            except Exception as exc:  # a snapshot is a cache: losing one costs speed, not data
+                log.warning("snapshot write failed shard=%s error=%s", self.shard_id, exc)
+        if batch.checkpoint is not None:
+            try:
+                self.store.save_checkpoint(batch.checkpoint)
+                log.info(
+                    "checkpoint shard=%s epoch=%s seq=%s",
                     self.shard_id,
                     self.epoch,
-                    records[0].seq,
-                    records[-1].seq,
+                    batch.checkpoint.seq,
+                )
+            except Exception as exc:
+                log.warning(
+                    "checkpoint failed shard=%s seq=%s error=%s",
+                    self.shard_id,
+                    batch.checkpoint.seq,
                     exc,
                 )
-                self.needs_recovery = True
-                failure = CommandFailedError(
-                    f"shard {self.shard_id}: commit of seq {records[0].seq}..{records[-1].seq} "
-                    f"failed ({type(exc).__name__}: {exc}); nothing of it was applied"
-                )
-                for index, *_ in pending:
-                    results[index] = failure
-                return [r if r is not None else failure for r in results]
-            previous = self.seq
-            self.seq = records[-1].seq
-            self.events_written += len(stored)
-            for index, command, result, record_seq, _ in pending:
-                results[index] = Outcome(record_seq, command, result, result.order)
-                key = command_key(self.shard_id, command)
-                if key is not None:
-                    self._remember_key(key, record_seq)
-            self._after_commit(pending, previous)
-        return [r if r is not None else CommandFailedError("not executed") for r in results]
 
-    def _append(self, stored: Sequence[StoredEvent], records: Sequence[WalRecord]) -> None:
-        append = getattr(self.store, "append")  # noqa: B009 - the recorder's batch entry point
-        append(stored, records, epoch=self.epoch, prev_seq=self.seq)
+    def fail(self, batch: PreparedBatch, exc: BaseException) -> None:
+        """Mark a prepared batch as not durable: its commands fail, the hot state is rebuilt."""
+        self.needs_recovery = True
+        if batch.records:
+            span = f"seq {batch.records[0].seq}..{batch.records[-1].seq}"
+        else:
+            span = "an empty batch"
+        log.error(
+            "batch commit failed shard=%s epoch=%s %s error=%s",
+            self.shard_id,
+            self.epoch,
+            span,
+            exc,
+        )
+        failure = CommandFailedError(
+            f"shard {self.shard_id}: commit of {span} failed "
+            f"({type(exc).__name__}: {exc}); nothing of it was applied"
+        )
+        for index in batch.pending:
+            batch.results[index] = failure
+        batch.failed = True
 
-    def _known_keys(self, commands: Sequence[Command]) -> dict[str, int]:
-        keys = [k for k in (command_key(self.shard_id, c) for c in commands) if k is not None]
-        known = {k: self._recent_keys[k] for k in keys if k in self._recent_keys}
-        missing = [k for k in keys if k not in known]
+    def _known_keys(self, keys: Sequence[str | None]) -> dict[str, int]:
+        recent = self._recent_keys
+        known = {k: recent[k] for k in keys if k is not None and k in recent}
+        missing = [k for k in keys if k is not None and k not in known]
         if missing:
             known.update(self.store.find_command_keys(self.shard_id, missing))
         return known
@@ -221,34 +291,6 @@ class ShardApp(Application[UUID]):
         if isinstance(command, PlaceOrder):
             order = self.find_order(UUID(command_key(self.shard_id, command)))
         return Outcome(seq, command, None, order, duplicate=True)
-
-    def _after_commit(
-        self,
-        pending: Sequence[tuple[int, Command, CommandResult, int, list[tuple[Aggregate, int]]]],
-        previous_seq: int,
-    ) -> None:
-        added_by_id: dict[UUID, tuple[Aggregate, int]] = {}
-        for *_, grown in pending:
-            for agg, added in grown:
-                previous = added_by_id.get(agg.id, (agg, 0))[1]
-                added_by_id[agg.id] = (agg, previous + added)
-        snapshots = [
-            self.mapper.to_stored_event(Snapshot.take(agg))
-            for agg, added in added_by_id.values()
-            if added and agg.version % self.snapshot_every < added
-        ]
-        if snapshots and self.snapshots is not None:
-            try:
-                self.snapshots.recorder.insert_events(snapshots)
-            except Exception as exc:  # a snapshot is a cache: losing one costs speed, not data
-                log.warning("snapshot write failed shard=%s error=%s", self.shard_id, exc)
-        if self.seq // self.checkpoint_every > previous_seq // self.checkpoint_every:
-            try:
-                self.checkpoint()
-            except Exception as exc:
-                log.warning(
-                    "checkpoint failed shard=%s seq=%s error=%s", self.shard_id, self.seq, exc
-                )
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -270,10 +312,9 @@ class ShardApp(Application[UUID]):
 
     # -- checkpoints and recovery -----------------------------------------------------------
 
-    def checkpoint(self) -> StoredCheckpoint:
-        """Write the engine state at the current seq: the start point of the next recovery."""
+    def _capture_checkpoint(self) -> StoredCheckpoint:
         state = encode_engine_state(self.engine, self.mapper.to_stored_event)
-        checkpoint = StoredCheckpoint(
+        return StoredCheckpoint(
             shard_id=self.shard_id,
             seq=self.seq,
             epoch=self.epoch,
@@ -281,6 +322,12 @@ class ShardApp(Application[UUID]):
             state_hash=self.engine.state_hash(),
             checksum=checkpoint_checksum(self.shard_id, self.seq, self.epoch, state),
         )
+
+    def checkpoint(self) -> StoredCheckpoint:
+        """Write the engine state at the current seq: the start point of the next recovery."""
+        if self.durable_seq != self.seq:
+            raise RuntimeError("checkpoint while a batch is not yet durable")
+        checkpoint = self._capture_checkpoint()
         self.store.save_checkpoint(checkpoint)
         log.info("checkpoint shard=%s epoch=%s seq=%s", self.shard_id, self.epoch, self.seq)
         return checkpoint
@@ -326,7 +373,7 @@ class ShardApp(Application[UUID]):
         if progress is not None:
             progress(target - start, target - start)
         self.engine = engine
-        self.seq = target
+        self.seq = self.durable_seq = target
         self.epoch = max(self._requested_epoch or 1, head.epoch)
         self._recent_keys.clear()
         self.needs_recovery = False
@@ -374,9 +421,10 @@ class ShardApp(Application[UUID]):
             raise WALCorruptionError(
                 checkpoint.shard_id, checkpoint.seq, "checkpoint checksum mismatch"
             )
-        data = json.loads(checkpoint.state)
+        counters_length = int.from_bytes(checkpoint.state[:4], "big")
+        counters = json.loads(checkpoint.state[4 : 4 + counters_length])
         aggregates = []
-        for recorded in decode_payload(json.dumps(data["aggregates"]).encode()):
+        for recorded in decode_payload(checkpoint.state[4 + counters_length :]):
             stored = StoredEvent(
                 originator_id=recorded.originator_id,
                 originator_version=recorded.originator_version,
@@ -385,8 +433,12 @@ class ShardApp(Application[UUID]):
             )
             snapshot = cast(Snapshot, self.mapper.to_domain_event(stored))
             aggregates.append(cast(Aggregate, snapshot.mutate(None)))
-        counters = {str(k): int(v) for k, v in data["counters"].items()}
-        return ShardEngine.restore(self.shard_id, self.instruments, aggregates, counters)
+        return ShardEngine.restore(
+            self.shard_id,
+            self.instruments,
+            aggregates,
+            {str(k): int(v) for k, v in counters.items()},
+        )
 
 
 def command_key(shard_id: str, command: Command) -> str | None:
@@ -398,11 +450,12 @@ def command_key(shard_id: str, command: Command) -> str | None:
 
 
 def encode_engine_state(engine: ShardEngine, to_stored: Callable[[Any], StoredEvent]) -> bytes:
-    """Checkpoint bytes: counters and a snapshot of every live aggregate, canonical JSON."""
-    recorded = []
+    """Checkpoint bytes: length-prefixed counters (JSON), then every live aggregate's snapshot
+    framed like a WAL payload."""
+    snapshots = []
     for agg in engine.live_aggregates():
         stored = to_stored(Snapshot.take(agg))
-        recorded.append(
+        snapshots.append(
             RecordedEvent(
                 cast(UUID, stored.originator_id),
                 stored.originator_version,
@@ -410,14 +463,9 @@ def encode_engine_state(engine: ShardEngine, to_stored: Callable[[Any], StoredEv
                 stored.state,
             )
         )
-    return json.dumps(
-        {
-            "counters": dict(sorted(engine.counters().items())),
-            "aggregates": json.loads(encode_payload(recorded)),
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
+    counters = json.dumps(dict(sorted(engine.counters().items())), separators=(",", ":"))
+    encoded = counters.encode()
+    return len(encoded).to_bytes(4, "big") + encoded + encode_payload(snapshots)
 
 
 def checkpoint_checksum(shard_id: str, seq: int, epoch: int, state: bytes) -> str:

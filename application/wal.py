@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -69,6 +70,7 @@ class WalRecord:
     recorded_at_us: int
     events: tuple[RecordedEvent, ...]
     checksum: str
+    _payload: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def seal(
@@ -89,12 +91,25 @@ class WalRecord:
             shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
         )
         return cls(
-            shard_id, epoch, seq, command_type, command_key, recorded_at_us, events, checksum
+            shard_id,
+            epoch,
+            seq,
+            command_type,
+            command_key,
+            recorded_at_us,
+            events,
+            checksum,
+            payload,
         )
 
     @property
     def payload(self) -> bytes:
-        return encode_payload(self.events)
+        """The canonical bytes the checksum covers (computed once per record)."""
+        cached = self._payload
+        if cached is None:
+            cached = encode_payload(self.events)
+            object.__setattr__(self, "_payload", cached)
+        return cached
 
     def verify(self) -> None:
         """Raise WALCorruptionError unless the checksum matches the content."""
@@ -136,7 +151,15 @@ class WalRecord:
         except (ValueError, KeyError, TypeError) as exc:
             raise WALCorruptionError(shard_id, seq, f"undecodable payload: {exc}") from None
         return cls(
-            shard_id, epoch, seq, command_type, command_key, recorded_at_us, events, checksum
+            shard_id,
+            epoch,
+            seq,
+            command_type,
+            command_key,
+            recorded_at_us,
+            events,
+            checksum,
+            payload,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -178,28 +201,46 @@ class WalRecord:
         )
 
 
+_EVENT_HEADER = struct.Struct(">16sqHI")
+
+
 def encode_payload(events: Sequence[RecordedEvent]) -> bytes:
-    """Canonical bytes of a record's events: sorted-key compact JSON, states in base64."""
-    return json.dumps(
-        [
-            [
-                str(e.originator_id),
-                e.originator_version,
-                e.topic,
-                base64.b64encode(e.state).decode(),
-            ]
-            for e in events
-        ],
-        separators=(",", ":"),
-    ).encode()
+    """Canonical bytes of a record's events: a count, then per event its originator id (16
+    bytes), version, topic and state, each length-prefixed, big-endian."""
+    parts = [struct.pack(">I", len(events))]
+    for e in events:
+        topic = e.topic.encode()
+        parts.append(
+            _EVENT_HEADER.pack(
+                e.originator_id.bytes, e.originator_version, len(topic), len(e.state)
+            )
+        )
+        parts.append(topic)
+        parts.append(e.state)
+    return b"".join(parts)
 
 
 def decode_payload(payload: bytes) -> tuple[RecordedEvent, ...]:
-    rows = json.loads(payload)
-    return tuple(
-        RecordedEvent(UUID(row[0]), int(row[1]), str(row[2]), base64.b64decode(row[3]))
-        for row in rows
-    )
+    """Inverse of encode_payload; raises ValueError on any inconsistency."""
+    try:
+        (count,) = struct.unpack_from(">I", payload, 0)
+        offset = 4
+        events = []
+        for _ in range(count):
+            raw_id, version, topic_len, state_len = _EVENT_HEADER.unpack_from(payload, offset)
+            offset += _EVENT_HEADER.size
+            topic = payload[offset : offset + topic_len].decode()
+            offset += topic_len
+            state = payload[offset : offset + state_len]
+            offset += state_len
+            if len(state) != state_len:
+                raise ValueError("truncated event state")
+            events.append(RecordedEvent(UUID(bytes=raw_id), version, topic, state))
+    except struct.error as exc:
+        raise ValueError(f"truncated payload: {exc}") from None
+    if offset != len(payload):
+        raise ValueError(f"{len(payload) - offset} trailing bytes")
+    return tuple(events)
 
 
 def compute_checksum(

@@ -7,10 +7,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from application.shard import Outcome, ShardApp
+from application.shard import CommandFailedError, Outcome, PreparedBatch, ShardApp
 from domain.commands import Command
 
 log = logging.getLogger("exchange_dr.writer")
@@ -31,6 +31,8 @@ class ShardWriter:
 
     A command is acknowledged (its future resolved) only after its batch committed. The batch
     closes when it holds `batch_max` commands or `batch_wait_s` after its first command arrived.
+    While one batch commits (on the commit thread, I/O), the next is prepared in memory; a batch
+    is handed to the store only after the one before it landed, and fails if that one failed.
     """
 
     def __init__(
@@ -50,6 +52,8 @@ class ShardWriter:
         )
         self._accepting = False
         self._on_batch = on_batch
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-commit-{app.shard_id}")
+        self._inflight: Future[bool] | None = None
         self.batches = 0
         self.commands = 0
 
@@ -115,9 +119,11 @@ class ShardWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            self._commit(batch)
+            self._process(batch)
+        self._settle_inflight()
+        self._committer.shutdown(wait=True)
 
-    def _commit(self, batch: list[object]) -> None:
+    def _process(self, batch: list[object]) -> None:
         commands: list[Command] = []
         futures: list[Future[Any]] = []
         presenters: list[Presenter | None] = []
@@ -126,8 +132,10 @@ class ShardWriter:
             if not future.set_running_or_notify_cancel():
                 continue
             if command is None:
-                self._flush(commands, futures, presenters)
+                # a read sees committed state only: let the batch in flight land first
+                self._dispatch(commands, futures, presenters)
                 commands, futures, presenters = [], [], []
+                self._settle_inflight()
                 try:
                     assert fn is not None
                     future.set_result(fn(self.app))
@@ -137,36 +145,57 @@ class ShardWriter:
             commands.append(command)
             futures.append(future)
             presenters.append(fn)
-        self._flush(commands, futures, presenters)
+        self._dispatch(commands, futures, presenters)
 
-    def _flush(
+    def _dispatch(
         self,
         commands: list[Command],
         futures: list[Future[Any]],
         presenters: list[Presenter | None],
     ) -> None:
+        """Prepare this batch in memory while the previous one commits, then hand it over."""
         if not commands:
             return
         started = time.perf_counter()
         try:
-            results = self.app.execute_batch(commands)
+            prepared = self.app.prepare(commands, presenters)
         except Exception as exc:  # recovery itself failed: the store is unreachable
             log.error("batch failed shard=%s error=%s", self.app.shard_id, exc)
+            self._settle_inflight()
             for future in futures:
                 future.set_exception(exc)
             return
-        elapsed = time.perf_counter() - started
+        if not self._settle_inflight():
+            # the batch it was built on did not land: neither may this one
+            self.app.fail(prepared, CommandFailedError("the previous batch failed to commit"))
         self.batches += 1
         self.commands += len(commands)
+        if prepared.failed:
+            self._resolve(prepared, futures, started)
+            return
+        self._inflight = self._committer.submit(self._commit, prepared, futures, started)
+
+    def _commit(self, prepared: PreparedBatch, futures: list[Future[Any]], started: float) -> bool:
+        self.app.commit(prepared)
+        self._resolve(prepared, futures, started)
+        return not prepared.failed
+
+    def _resolve(self, prepared: PreparedBatch, futures: list[Future[Any]], started: float) -> None:
         if self._on_batch is not None:
-            self._on_batch(len(commands), elapsed)
-        for future, result, present in zip(futures, results, presenters, strict=True):
+            self._on_batch(len(futures), time.perf_counter() - started)
+        for future, result in zip(futures, prepared.results, strict=True):
             if isinstance(result, Exception):
                 future.set_exception(result)
-            elif present is None:
-                future.set_result(result)
             else:
-                try:
-                    future.set_result(present(result))
-                except Exception as exc:
-                    future.set_exception(exc)
+                future.set_result(result)
+
+    def _settle_inflight(self) -> bool:
+        """Wait for the batch being committed; False if it failed."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return True
+        try:
+            return inflight.result()
+        except Exception as exc:
+            log.error("commit thread failed shard=%s error=%s", self.app.shard_id, exc)
+            return False

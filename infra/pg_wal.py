@@ -19,47 +19,24 @@ _RECORD_COLUMNS = (
 class PostgresWalRecorder(PostgresApplicationRecorder):
     """eventsourcing's application recorder, extended with the shard WAL.
 
-    `insert_events(stored_events, wal_records=[...], wal_epoch=E, wal_prev_seq=P)` advances the
-    shard head from P (refused by the database if another writer moved it or a newer epoch owns
-    it), inserts the WAL rows and the stored events, and commits them together. The WAL head row
-    lock serializes writers of one shard, so the events table lock of the base class is not taken.
+    `append(stored_events, records, epoch=E, prev_seq=P)` writes a batch of commands: the WAL
+    rows and the aggregate events commit together or not at all. Ordering comes from the dense
+    per-shard seq, so the events table lock and notification channel of the base class are not
+    needed on this path.
     """
 
-    def _lock_table(self, curs: Any) -> None:
-        """Ordering comes from the dense per-shard WAL seq, not from notification ids."""
-
-    def _notify_channel(self, curs: Any) -> None:
-        """Nobody listens: readers follow the WAL."""
-
-    def _insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Without WAL records, eventsourcing's own path (snapshots, tests)."""
         records: Sequence[WalRecord] = kwargs.get("wal_records") or ()
-        if records:
-            first, last = records[0], records[-1]
-            curs.execute(
-                "SELECT wal_advance_head(%s, %s, %s, %s)",
-                (first.shard_id, kwargs["wal_prev_seq"], last.seq, kwargs["wal_epoch"]),
-                prepare=True,
-            )
-            curs.executemany(
-                f"INSERT INTO wal_records ({_RECORD_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        r.shard_id,
-                        r.seq,
-                        r.epoch,
-                        r.command_type,
-                        r.command_key,
-                        r.recorded_at_us,
-                        r.payload,
-                        r.checksum,
-                    )
-                    for r in records
-                ],
-            )
-        super()._insert_events(curs, stored_events, **kwargs)
+        if not records:
+            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            return ids
+        self.append(
+            stored_events, records, epoch=kwargs["wal_epoch"], prev_seq=kwargs["wal_prev_seq"]
+        )
+        return None
 
     def append(
         self,
@@ -69,15 +46,48 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
         epoch: int,
         prev_seq: int,
     ) -> None:
-        """Commit a batch of WAL records with their events; translate fencing into its error."""
+        """Commit a batch of WAL records and their events in one transaction.
+
+        The head advances first (row lock: one writer per shard at a time; refused if another
+        writer moved it or a newer epoch owns the shard), then both tables are filled by COPY.
+        """
+        if not records:
+            return
+        shard_id = records[0].shard_id
         try:
-            self.insert_events(
-                stored_events, wal_records=records, wal_epoch=epoch, wal_prev_seq=prev_seq
-            )
+            with (
+                self.datastore.get_connection() as conn,
+                conn.transaction(),
+                conn.cursor() as curs,
+            ):
+                curs.execute(
+                    "SELECT wal_advance_head(%s, %s, %s, %s)",
+                    (shard_id, prev_seq, records[-1].seq, epoch),
+                    prepare=True,
+                )
+                with curs.copy(f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN") as copy:
+                    for r in records:
+                        copy.write_row(
+                            (
+                                r.shard_id,
+                                r.seq,
+                                r.epoch,
+                                r.command_type,
+                                r.command_key,
+                                r.recorded_at_us,
+                                r.payload,
+                                r.checksum,
+                            )
+                        )
+                with curs.copy(
+                    f"COPY {self.events_table_name} "
+                    "(originator_id, originator_version, topic, state) FROM STDIN"
+                ) as copy:
+                    for e in stored_events:
+                        copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
         except PersistenceError as exc:
             if "WAL_FENCED" in str(exc):
-                shard = records[0].shard_id if records else "?"
-                raise WriterFencedError(shard, epoch, prev_seq) from exc
+                raise WriterFencedError(shard_id, epoch, prev_seq) from exc
             raise
 
     # -- reads ------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ class Settings:
     shard_map: ShardMap = DEFAULT_SHARD_MAP
     batch_max: int = 100
     batch_wait_ms: int = 2
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 10000
     snapshot_every: int = 100
     api_host: str = "127.0.0.1"
     api_port: int = 8080
