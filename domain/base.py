@@ -28,14 +28,17 @@ class ExchangeAggregate(Aggregate):
     """
 
     def _record(self, event_class: type[_E], **fields: Any) -> _E:
+        # The attributes below are BaseAggregate's own (eventsourcing 9.5); going past its
+        # properties saves four Python calls per event on the matching hot path.
+        version = self._version + 1
         event = event_class(
-            originator_id=self.id,
-            originator_version=self.version + 1,
+            originator_id=self._id,
+            originator_version=version,
             timestamp=event_class.create_timestamp(),
             **fields,
         )
         event.apply(self)
-        self.version = event.originator_version
-        self.modified_on = event.timestamp
-        self.pending_events.append(event)
+        self._version = version
+        self._modified_on = event.timestamp
+        self._pending_events.append(event)
         return event

@@ -455,10 +455,14 @@ class ShardEngine:
                 raise InvariantViolation(f"account {owner}: order margin out of step")
             if account.position_margin != position_margin.get(owner, Decimal(0)):
                 raise InvariantViolation(f"account {owner}: position margin out of step")
-        for (owner, symbol), (leverage, count) in self._leverage_in_use.items():
-            mine = [o for o in self._orders.values() if (o.owner, o.symbol) == (owner, symbol)]
-            if len(mine) != count or any(o.leverage != leverage for o in mine):
-                raise InvariantViolation(f"{owner} {symbol}: leverage bookkeeping out of step")
+        in_use: dict[tuple[str, str], list[int]] = {}
+        for order in self._orders.values():
+            counted = in_use.setdefault((order.owner, order.symbol), [order.leverage, 0])
+            if counted[0] != order.leverage:
+                raise InvariantViolation(f"{order.owner} {order.symbol}: mixed leverage")
+            counted[1] += 1
+        if in_use != self._leverage_in_use:
+            raise InvariantViolation("leverage bookkeeping out of step")
 
 
 def _created(event: Aggregate.Created, kind: type[_A]) -> _A:

@@ -2,7 +2,8 @@
 
 Each side keeps a dict price -> level and a sorted list of prices (bisect), so the best
 price is a list end. A level is an insertion-ordered dict order_id -> entry: FIFO with O(1)
-removal, plus a running total. Prices and sizes are integers (ticks, lots).
+removal, plus a running total. Prices and sizes are integers (ticks, lots). Maps are keyed
+by the order id's 128-bit integer: UUID.__hash__ is a Python-level call, int's is not.
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ class RestingOrder:
 class PriceLevel:
     """FIFO of resting orders at one price with its total volume."""
 
-    __slots__ = ("orders", "price_ticks", "total_lots")
+    __slots__ = ("last_priority", "orders", "price_ticks", "total_lots")
 
     def __init__(self, price_ticks: int) -> None:
         self.price_ticks = price_ticks
         self.total_lots = 0
-        self.orders: dict[UUID, RestingOrder] = {}
+        self.last_priority = 0  # highest priority ever appended: an upper bound, cheap to keep
+        self.orders: dict[int, RestingOrder] = {}
 
 
 class OrderBook:
@@ -71,17 +73,17 @@ class OrderBook:
         self._asks: dict[int, PriceLevel] = {}
         self._bid_prices: list[int] = []  # ascending, best bid last
         self._ask_prices: list[int] = []  # ascending, best ask first
-        self._orders: dict[UUID, RestingOrder] = {}
+        self._orders: dict[int, RestingOrder] = {}
 
     def __len__(self) -> int:
         return len(self._orders)
 
     def __contains__(self, order_id: object) -> bool:
-        return order_id in self._orders
+        return isinstance(order_id, UUID) and order_id.int in self._orders
 
     def get(self, order_id: UUID) -> RestingOrder | None:
         """The resting entry of an order, if it rests here."""
-        return self._orders.get(order_id)
+        return self._orders.get(order_id.int)
 
     def best_bid(self) -> int | None:
         """Highest resting buy price."""
@@ -106,10 +108,11 @@ class OrderBook:
     def add(self, order_id: UUID, owner: str, side: Side, price_ticks: int, quantity_lots: int,
             priority: int = 0, reduce_only: bool = False) -> None:
         """Rest an order at the back of its level (or by priority, when replay comes late)."""
-        if order_id in self._orders:
-            raise InvariantViolation(f"order {order_id} already rests in {self.symbol}")
+        key = order_id.int
         entry = RestingOrder(order_id, owner, side, price_ticks, quantity_lots, priority,
                              reduce_only)
+        if self._orders.setdefault(key, entry) is not entry:
+            raise InvariantViolation(f"order {order_id} already rests in {self.symbol}")
         if side is Side.BUY:
             levels, prices = self._bids, self._bid_prices
         else:
@@ -119,18 +122,18 @@ class OrderBook:
             level = levels[price_ticks] = PriceLevel(price_ticks)
             insort(prices, price_ticks)
         orders = level.orders
-        if orders and priority < next(reversed(orders.values())).priority:
+        if priority >= level.last_priority:
+            orders[key] = entry
+            level.last_priority = priority
+        else:
             ordered = sorted([*orders.values(), entry], key=lambda e: e.priority)
             orders.clear()
-            orders.update((e.order_id, e) for e in ordered)
-        else:
-            orders[order_id] = entry
+            orders.update((e.order_id.int, e) for e in ordered)
         level.total_lots += quantity_lots
-        self._orders[order_id] = entry
 
     def cancel(self, order_id: UUID) -> RestingOrder:
         """Take an order out of the book, returning its entry."""
-        entry = self._orders.pop(order_id, None)
+        entry = self._orders.pop(order_id.int, None)
         if entry is None:
             raise UnknownOrder(f"order {order_id} does not rest in {self.symbol}")
         self._unlink(entry, entry.remaining_lots)
@@ -138,9 +141,10 @@ class OrderBook:
 
     def fill(self, order_id: UUID, quantity_lots: int) -> None:
         """Reduce a resting order by an executed quantity, removing it when done."""
-        entry = self._orders[order_id]
+        key = order_id.int
+        entry = self._orders[key]
         if quantity_lots >= entry.remaining_lots:
-            del self._orders[order_id]
+            del self._orders[key]
             self._unlink(entry, entry.remaining_lots)
             return
         entry.remaining_lots -= quantity_lots
@@ -153,7 +157,7 @@ class OrderBook:
         else:
             levels, prices = self._asks, self._ask_prices
         level = levels[entry.price_ticks]
-        del level.orders[entry.order_id]
+        del level.orders[entry.order_id.int]
         level.total_lots -= lots
         if not level.orders:
             del levels[entry.price_ticks]
@@ -205,8 +209,9 @@ class OrderBook:
                 left -= lots
                 level.total_lots -= lots
                 if lots == entry.remaining_lots:
-                    del orders[entry.order_id]
-                    del orders_by_id[entry.order_id]
+                    key = entry.order_id.int
+                    del orders[key]
+                    del orders_by_id[key]
                 else:
                     entry.remaining_lots -= lots
             self._drop_empty(levels, prices, price, level)
@@ -266,8 +271,9 @@ class OrderBook:
                     raise InvariantViolation(f"{self.symbol} {side} {price}: empty level")
                 total = 0
                 last_priority: int | None = None
-                for order_id, e in level.orders.items():
-                    if self._orders.get(order_id) is not e or e.side is not side:
+                for key, e in level.orders.items():
+                    order_id = e.order_id
+                    if key != order_id.int or self._orders.get(key) is not e or e.side is not side:
                         raise InvariantViolation(f"{self.symbol}: order {order_id} not indexed")
                     if e.price_ticks != price or e.remaining_lots <= 0:
                         raise InvariantViolation(f"{self.symbol}: bad entry {order_id}")
