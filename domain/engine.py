@@ -106,6 +106,8 @@ class ShardEngine:
     def execute(self, command: Command) -> CommandResult:
         """Validate, then apply one command; raises DomainError with state untouched."""
         self._touched = {}
+        if command.account == FEE_OWNER:
+            raise UnknownAccount("the fee account takes no commands", field="account")
         if isinstance(command, PlaceOrder):
             return self._place(command)
         if isinstance(command, CancelOrder):

@@ -98,7 +98,7 @@ def plan_placement(
         if best is None:
             return Placement(order_id, reject_reason=RejectReason.NO_LIQUIDITY)
         limit = instrument.band_price_ticks(side, best)
-    per_lot = instrument.reserve_per_lot_e8(limit, command.leverage)
+    per_lot = instrument.reserve_per_lot_e8(limit, command.leverage, command.reduce_only)
     plan = Placement(order_id, per_lot)
     required = money(per_lot * command.quantity_lots)
     if required > account.available:

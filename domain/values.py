@@ -186,10 +186,15 @@ class Instrument:
             return best_opposite_ticks + move
         return max(1, best_opposite_ticks - move)
 
-    def reserve_per_lot_e8(self, price_ticks: int, leverage: int) -> int:
-        """Margin plus worst fee held per lot: linear, so partial fills release it exactly."""
+    def reserve_per_lot_e8(self, price_ticks: int, leverage: int,
+                           reduce_only: bool = False) -> int:
+        """Margin plus worst fee held per lot: linear, so partial fills release it exactly.
+
+        A reduce-only order can only free margin, so it holds the fee alone.
+        """
         worst_bps = max(self.maker_fee_bps, self.taker_fee_bps)
-        return self.margin_e8(price_ticks, leverage) + self.fee_e8(price_ticks, worst_bps)
+        margin = 0 if reduce_only else self.margin_e8(price_ticks, leverage)
+        return margin + self.fee_e8(price_ticks, worst_bps)
 
 
 DEFAULT_INSTRUMENTS: tuple[Instrument, ...] = (

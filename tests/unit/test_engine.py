@@ -296,3 +296,19 @@ def test_taker_refused_when_fills_at_better_prices_need_more_margin() -> None:
         h.limit("seller", "s1", SELL, 100, PRICE, leverage=10)
     assert h.engine.state_hash() == before
     h.check()
+
+
+def test_reduce_only_holds_only_the_fee(h: Harness) -> None:
+    h.limit("alice", "a1", SELL, 4, PRICE)
+    h.limit("bob", "b1", BUY, 4, PRICE)
+    order = h.limit("bob", "b2", SELL, 4, PRICE + 100, reduce_only=True).order
+    assert order is not None and order.reserved_margin == Decimal("0.10002")  # 5 bps of 200.04
+    h.check()
+
+
+def test_the_fee_account_takes_no_commands(h: Harness) -> None:
+    h.limit("alice", "a1", SELL, 4, PRICE)
+    h.limit("bob", "b1", BUY, 4, PRICE)
+    with pytest.raises(UnknownAccount):
+        h.run(Withdraw("__fees__", Decimal("0.01")))
+    h.check()
