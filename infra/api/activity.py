@@ -73,7 +73,14 @@ class ShardActivity:
         self.seq = max(self.seq, outcome.seq)
 
     def rebuild(self, app: ShardApp, progress: Callable[[int], None] | None = None) -> int:
-        """Scan the WAL up to the app's seq (call before its writer starts); returns records."""
+        """Index the WAL up to the app's seq, from scratch (run it on the writer thread).
+
+        Also the repair after a failed commit: presenters index outcomes before their batch is
+        durable, so a batch that did not land leaves entries that must go.
+        """
+        if app.needs_recovery:
+            app.recover()
+        self.orders, self._order_ids, self._fills = {}, {}, {}
         live: dict[UUID, Order] = {}
         records = 0
         for record in app.store.iter_records(self.shard_id, 0, upto_seq=app.seq):

@@ -52,6 +52,7 @@ class Facade:
         self.instruments: dict[str, Instrument] = {}
         self.symbol_shard: dict[str, str] = {}
         self.activity: dict[str, ShardActivity] = {}
+        self._repairing: dict[str, bool] = {}
         for shard_id, writer in self.writers.items():
             instruments = writer.app.instruments
             self.activity[shard_id] = ShardActivity(shard_id, instruments)
@@ -101,9 +102,26 @@ class Facade:
         future: Future[T] = self.writers[shard_id].submit_presented(command, present)
         try:
             return await self._wait(future)
+        except ApiError as exc:
+            if exc.code == "unavailable" and not self._repairing.get(shard_id):
+                self._repair_activity(shard_id)
+            raise
         finally:
             self.metrics.command_ack.labels(shard_id, type(command).__name__).observe(
                 time.perf_counter() - started)
+
+    def _repair_activity(self, shard_id: str) -> None:
+        """A batch failed to commit: re-index from the store once the writer gets to it."""
+        self._repairing[shard_id] = True
+        activity = self.activity[shard_id]
+
+        def repair(app: ShardApp) -> int:
+            try:
+                return activity.rebuild(app)
+            finally:
+                self._repairing[shard_id] = False
+
+        self.writers[shard_id].query(repair)
 
     async def query(self, shard_id: str, read: Callable[[ShardApp], T]) -> T:
         """A read on the writer thread, between batches."""

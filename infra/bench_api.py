@@ -1,0 +1,179 @@
+"""`bench api`: real HTTP load on a served facade (server and clients in separate processes).
+
+A scratch database is migrated, accounts and keys are created, `exchange-dr serve` starts as a
+subprocess, and client processes (aiohttp, N requests in flight each) place limit orders around
+a mid price on every symbol for the measured seconds. Commits are durable (fsync on, one
+transaction per writer batch). Latency is client-side: from send to the full response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from infra.api.keys import KeyStore
+from infra.bench_store import scratch_dsn
+from infra.bootstrap import drop_database, migrate
+from infra.settings import REPO_ROOT, Settings
+
+_MIDS = {"BTCUSDT": ("50000.0", "0.1", "0.001"), "ETHUSDT": ("3000.00", "0.01", "0.01"),
+         "SOLUSDT": ("150.000", "0.001", "0.1")}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _order_body(rng: random.Random, symbols: list[str], tag: str, n: int) -> dict[str, Any]:
+    from decimal import Decimal
+
+    symbol = rng.choice(symbols)
+    mid, tick, lot = _MIDS[symbol]
+    price = Decimal(mid) + Decimal(tick) * rng.randint(-20, 20)
+    return {"symbol": symbol, "side": rng.choice(("BUY", "SELL")), "price": str(price),
+            "quantity": str(Decimal(lot) * rng.randint(1, 10)),
+            "client_order_id": f"{tag}-{n}"}
+
+
+async def _drive(url: str, tokens: list[str], symbols: list[str], in_flight: int,
+                 warmup_s: float, seconds: float, seed: int) -> dict[str, Any]:
+    import aiohttp
+
+    rng = random.Random(seed)
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter() + warmup_s
+    stop = start + seconds
+    connector = aiohttp.TCPConnector(limit=in_flight)
+    async with aiohttp.ClientSession(url, connector=connector) as session:
+
+        async def worker(index: int) -> None:
+            nonlocal errors
+            headers = {"Authorization": f"Bearer {tokens[index % len(tokens)]}"}
+            tag = f"b{seed}-{index}-{uuid.uuid4().hex[:6]}"
+            n = 0
+            while True:
+                sent = time.perf_counter()
+                if sent >= stop:
+                    return
+                n += 1
+                try:
+                    async with session.post("/v1/orders", json=_order_body(rng, symbols, tag, n),
+                                            headers=headers) as response:
+                        await response.read()
+                        ok = response.status in (200, 201)
+                except aiohttp.ClientError:
+                    ok = False
+                done = time.perf_counter()
+                if sent >= start:
+                    if ok:
+                        latencies.append(done - sent)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(worker(i) for i in range(in_flight)))
+    return {"latencies": latencies, "errors": errors}
+
+
+def _client_process(args: tuple[str, list[str], list[str], int, float, float, int],
+                    ) -> dict[str, Any]:
+    url, tokens, symbols, in_flight, warmup_s, seconds, seed = args
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+    return asyncio.run(_drive(url, tokens, symbols, in_flight, warmup_s, seconds, seed))
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+def run_api(settings: Settings, *, seconds: float, concurrency: int, clients: int = 2,
+            accounts: int = 32, warmup_s: float = 1.0) -> dict[str, Any]:
+    """Measure order placement over HTTP; returns the benchmark's one JSON object."""
+    dsn = scratch_dsn(settings, "bench_api")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server: subprocess.Popen[bytes] | None = None
+    migrate(dsn)
+    try:
+        store = KeyStore(dsn)
+        tokens = []
+        for index in range(accounts):
+            name = f"bench-{index}"
+            store.create_account(name)
+            tokens.append(store.create_key(name).token)
+        store.close()
+        env = {**os.environ, "EXDR_PG_DSN": dsn, "EXDR_API_LEADS": "all"}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "serve", "--host", "127.0.0.1", "--port",
+             str(port)], cwd=REPO_ROOT, env=env)
+        _wait_healthy(url, server)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for token in tokens:
+                for shard in settings.shards():
+                    r = http.post("/v1/deposits", json={"amount": "1000000000", "shard": shard},
+                                  headers={"Authorization": f"Bearer {token}"})
+                    r.raise_for_status()
+        symbols = [s for symbols in settings.shards().values() for s in symbols
+                   if s in _MIDS]
+        per_client = max(1, concurrency // clients)
+        jobs = [(url, tokens, symbols, per_client, warmup_s, seconds, seed)
+                for seed in range(1, clients + 1)]
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(clients) as pool:
+            results = pool.map(_client_process, jobs)
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        drop_database(dsn)
+    latencies = [lat for r in results for lat in r["latencies"]]
+    return {
+        "seconds": seconds,
+        "concurrency": per_client * clients,
+        "client_processes": clients,
+        "orders": len(latencies),
+        "orders_per_second": round(len(latencies) / seconds, 1),
+        "p50_ms": round(_percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(_percentile(latencies, 99) * 1000, 2),
+        "errors": sum(int(r["errors"]) for r in results),
+    }
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode} before serving")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not healthy within {timeout_s:.0f}s")
