@@ -19,6 +19,19 @@ def uuid5_fast(namespace: UUID, name: str) -> UUID:
     return UUID(int=(int.from_bytes(digest[:16]) & _VERSION_MASK) | _VERSION_BITS)
 
 
+def build_event(event_class: type[_E], fields: dict[str, Any]) -> _E:
+    """Construct an event the way the store rebuilds one: straight into its __dict__.
+
+    The frozen dataclass __init__ sets each field through object.__setattr__ and re-checks
+    types in __post_init__, which costs more than everything else an event does here. The
+    result is equal (==) to a normally constructed event and serialises identically (the
+    mapper reads vars(event)); callers pass every field, computed by the engine.
+    """
+    event: _E = object.__new__(event_class)
+    event.__dict__.update(fields)
+    return event
+
+
 class ExchangeAggregate(Aggregate):
     """Aggregate that records engine-computed events with less per-event work.
 
@@ -31,12 +44,10 @@ class ExchangeAggregate(Aggregate):
         # The attributes below are BaseAggregate's own (eventsourcing 9.5); going past its
         # properties saves four Python calls per event on the matching hot path.
         version = self._version + 1
-        event = event_class(
-            originator_id=self._id,
-            originator_version=version,
-            timestamp=event_class.create_timestamp(),
-            **fields,
-        )
+        fields["originator_id"] = self._id
+        fields["originator_version"] = version
+        fields["timestamp"] = event_class.create_timestamp()
+        event = build_event(event_class, fields)
         event.apply(self)
         self._version = version
         self._modified_on = event.timestamp

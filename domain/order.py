@@ -13,7 +13,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.base import ExchangeAggregate, uuid5_fast
+from domain.base import ExchangeAggregate, build_event, uuid5_fast
 from domain.values import (
     CLOSED_STATUSES,
     Liquidity,
@@ -148,11 +148,11 @@ class Order(ExchangeAggregate):
     def place(cls, order_id: UUID, **fields: Any) -> Order:
         """Create the order from engine-computed fields, as _create() would, minus its
         signature binding and topic lookups (this runs once per command)."""
-        event = cls.Placed(
-            originator_topic=_ORDER_TOPIC, originator_id=order_id,
-            originator_version=cls.INITIAL_VERSION, timestamp=cls.Placed.create_timestamp(),
-            **fields,
-        )
+        event = build_event(cls.Placed, {
+            "originator_topic": _ORDER_TOPIC, "originator_id": order_id,
+            "originator_version": cls.INITIAL_VERSION,
+            "timestamp": cls.Placed.create_timestamp(), **fields,
+        })
         order = cls.__new__(cls)
         order.__base_init__(order_id, event.originator_version, event.timestamp)
         cls.__init__(order, **fields)

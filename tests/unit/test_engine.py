@@ -312,3 +312,12 @@ def test_the_fee_account_takes_no_commands(h: Harness) -> None:
     with pytest.raises(UnknownAccount):
         h.run(Withdraw("__fees__", Decimal("0.01")))
     h.check()
+
+
+def test_recorded_events_equal_normally_constructed_ones(h: Harness) -> None:
+    h.limit("alice", "a1", SELL, 4, PRICE)
+    h.limit("bob", "b1", BUY, 6, PRICE)
+    h.market("carol", "c1", SELL, 2)
+    for event in h.events:
+        rebuilt = type(event)(**vars(event))
+        assert rebuilt == event and vars(rebuilt) == vars(event)
