@@ -185,8 +185,14 @@ class ShardEngine:
         fees_e8 = 0
         taker_fee_e8 = 0
         taker_realized = 0
-        taker_margin_before = self._position_margin(command.account, command.symbol)
+        taker_position = self._positions.get((command.account, symbol))
+        taker_margin_before = Decimal(0)
+        taker_size = taker_cost = 0
+        if taker_position is not None:
+            taker_margin_before = taker_position.margin
+            taker_size, taker_cost = taker_position.size_lots, taker_position.cost_ticklots
         taker_remaining = command.quantity_lots
+        trade_id = 0
         maker_sign = -side.sign
         for entry, lots in plan.fills:
             trade_id = self._next_trade_id
@@ -217,8 +223,8 @@ class ShardEngine:
             taker_remaining -= lots
             order.fill(trade_id, price, lots, money(taker_fee), Liquidity.TAKER, maker.id,
                        order.reserve_per_lot * taker_remaining)
-            realized, _, _ = self._trade_position(
-                account, instrument, command.leverage, side.sign * lots, price, trade_id)
+            taker_size, taker_cost, realized = apply_trade(taker_size, taker_cost,
+                                                           side.sign * lots, price)
             taker_realized += realized
             trades.append(Trade(trade_id, symbol, price, lots, side, maker.id, order.id,
                                 entry.owner, command.account, money(maker_fee),
@@ -236,6 +242,17 @@ class ShardEngine:
                                         maker_account.position_margin)
             touched[maker_account.id] = maker_account
 
+        margin_after = taker_margin_before
+        if plan.fills:
+            # one Traded for the taker's whole sweep: its fills are already on the order
+            if taker_position is None:
+                taker_position = Position.open(account.id, account.owner, symbol,
+                                               instrument.tick_size, command.leverage)
+                self._register_position(taker_position)
+            margin_after = money(instrument.margin_e8(taker_cost, command.leverage))
+            taker_position.trade(trade_id, taker_size, taker_cost, command.leverage,
+                                 margin_after, money(taker_realized * instrument.contract_e8))
+            touched[taker_position.id] = taker_position
         rest_reserved = Decimal(0)
         if plan.rests:
             assert command.price_ticks is not None
@@ -245,7 +262,6 @@ class ShardEngine:
             rest_reserved = order.reserved_margin
         elif order.is_open:
             order.expire(plan.expire_reason or RejectReason.IOC_REMAINDER)
-        margin_after = self._position_margin(command.account, command.symbol)
         account.change_margin(
             account.order_margin + rest_reserved,
             account.position_margin - taker_margin_before + margin_after,
@@ -305,10 +321,6 @@ class ShardEngine:
             account = Account.open(self.shard_id, FEE_OWNER)
             self._register_account(account)
         return account
-
-    def _position_margin(self, owner: str, symbol: str) -> Decimal:
-        position = self._positions.get((owner, symbol))
-        return position.margin if position is not None else Decimal(0)
 
     def _trade_position(self, account: Account, instrument: Instrument, leverage: int,
                         delta_lots: int, price_ticks: int,

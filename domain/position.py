@@ -48,7 +48,8 @@ class Position(ExchangeAggregate):
         leverage: int
 
     class Traded(Aggregate.Event):
-        """New size, cost and margin after one execution; realized PnL of that execution."""
+        """New size, cost and margin after a maker fill or a taker's whole sweep (trade_id is
+        its last trade); realized PnL of those executions."""
 
         trade_id: int
         size_lots: int

@@ -192,9 +192,9 @@ class Instrument:
 
         A reduce-only order can only free margin, so it holds the fee alone.
         """
-        worst_bps = max(self.maker_fee_bps, self.taker_fee_bps)
-        margin = 0 if reduce_only else self.margin_e8(price_ticks, leverage)
-        return margin + self.fee_e8(price_ticks, worst_bps)
+        value = price_ticks * self.contract_e8
+        fee = -(-value * max(self.maker_fee_bps, self.taker_fee_bps) // _BPS)
+        return fee if reduce_only else fee - (-value // leverage)
 
 
 DEFAULT_INSTRUMENTS: tuple[Instrument, ...] = (
