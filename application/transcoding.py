@@ -14,7 +14,14 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    Transcoding,
+    UUIDAsHex,
+)
 from eventsourcing.utils import get_topic, resolve_topic
 
 
@@ -133,3 +140,12 @@ class TypedJSONTranscoder(JSONTranscoder):
         except _NotPlain:
             return super().encode(_box(obj))
         return self._native.encode(plain).encode("utf8")
+
+
+def make_mapper() -> Mapper[UUID]:
+    """The mapper every reader of our stored events uses (projections, tools, the shard)."""
+    transcoder = TypedJSONTranscoder()
+    transcoder.register(UUIDAsHex())
+    transcoder.register(DecimalAsStr())
+    transcoder.register(DatetimeAsISO())
+    return Mapper(transcoder=transcoder)
