@@ -22,6 +22,7 @@ from eventsourcing.domain import Aggregate
 from domain.account import FEE_OWNER, Account
 from domain.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from domain.errors import InvariantViolation, UnknownAccount, UnknownOrder, UnknownSymbol
+from domain.invariants import check_shard
 from domain.order import Order
 from domain.orderbook import BookDepth, OrderBook
 from domain.placement import Placement, plan_placement
@@ -442,41 +443,8 @@ class ShardEngine:
 
     def validate_internal_state(self) -> None:
         """Check books, reservations and margins against the aggregates."""
-        order_margin: dict[str, Decimal] = {}
-        for book in self.books.values():
-            book.validate_internal_state()
-        for order in self._orders.values():
-            entry = self.books[order.symbol].get(order.id)
-            if not order.is_open or entry is None or entry.remaining_lots != order.remaining_lots:
-                raise InvariantViolation(f"open order {order.id} and its book entry disagree")
-            if order.reserved_margin != order.reserve_per_lot * order.remaining_lots:
-                raise InvariantViolation(f"order {order.id}: reservation out of step")
-            order_margin[order.owner] = order_margin.get(order.owner, Decimal(0)) + (
-                order.reserved_margin)
-        if sum(len(b) for b in self.books.values()) != len(self._orders):
-            raise InvariantViolation("books hold orders the engine does not")
-        position_margin: dict[str, Decimal] = {}
-        for position in self._positions.values():
-            instrument = self.instruments[position.symbol]
-            expected = money(instrument.margin_e8(position.cost_ticklots, position.leverage))
-            if position.margin != expected or (position.size_lots == 0) != (
-                    position.cost_ticklots == 0):
-                raise InvariantViolation(f"position {position.id}: margin or cost inconsistent")
-            position_margin[position.owner] = position_margin.get(
-                position.owner, Decimal(0)) + position.margin
-        for owner, account in self._accounts.items():
-            if account.order_margin != order_margin.get(owner, Decimal(0)):
-                raise InvariantViolation(f"account {owner}: order margin out of step")
-            if account.position_margin != position_margin.get(owner, Decimal(0)):
-                raise InvariantViolation(f"account {owner}: position margin out of step")
-        in_use: dict[tuple[str, str], list[int]] = {}
-        for order in self._orders.values():
-            counted = in_use.setdefault((order.owner, order.symbol), [order.leverage, 0])
-            if counted[0] != order.leverage:
-                raise InvariantViolation(f"{order.owner} {order.symbol}: mixed leverage")
-            counted[1] += 1
-        if in_use != self._leverage_in_use:
-            raise InvariantViolation("leverage bookkeeping out of step")
+        check_shard(self.instruments, self.books, self._orders.values(),
+                    self._accounts.values(), self._positions.values(), self._leverage_in_use)
 
 
 def _created(event: Aggregate.Created, kind: type[_A]) -> _A:

@@ -6,6 +6,7 @@ from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.domain import Aggregate
 
 from domain.account import Account
 from domain.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
@@ -19,6 +20,7 @@ from domain.errors import (
     InvalidOrder,
     InvalidPrice,
     InvalidQuantity,
+    InvariantViolation,
     ReduceOnlyViolation,
     UnknownAccount,
     UnknownOrder,
@@ -321,3 +323,18 @@ def test_recorded_events_equal_normally_constructed_ones(h: Harness) -> None:
     for event in h.events:
         rebuilt = type(event)(**vars(event))
         assert rebuilt == event and vars(rebuilt) == vars(event)
+
+
+def test_validate_catches_an_account_out_of_step_with_its_orders(h: Harness) -> None:
+    h.limit("alice", "a1", BUY, 1, PRICE)
+    h.engine.account("alice").order_margin += 1  # type: ignore[union-attr]
+    with pytest.raises(InvariantViolation):
+        h.engine.validate_internal_state()
+
+
+def test_replay_refuses_foreign_events(h: Harness) -> None:
+    class Stranger(Aggregate):
+        pass
+
+    with pytest.raises(TypeError):
+        h.engine.apply(Stranger().collect_events()[0])
