@@ -115,7 +115,9 @@ class ShardEngine:
             return self._cancel(command)
         if isinstance(command, Deposit):
             return self._deposit(command)
-        return self._withdraw(command)
+        if isinstance(command, Withdraw):
+            return self._withdraw(command)
+        raise TypeError(f"not a shard command: {command!r}")
 
     def _deposit(self, command: Deposit) -> CommandResult:
         money_units(command.amount)

@@ -43,7 +43,7 @@ class Placement:
 def check_order_shape(command: PlaceOrder, instrument: Instrument) -> None:
     """Refuse malformed prices, quantities, leverage and flag combinations."""
     instrument.check_quantity_lots(command.quantity_lots)
-    if command.order_type is OrderType.LIMIT:
+    if command.order_type == OrderType.LIMIT:
         if command.price_ticks is None:
             raise InvalidPrice("a limit order needs a price", field="price_ticks")
         if command.price_ticks <= 0:
@@ -53,7 +53,7 @@ def check_order_shape(command: PlaceOrder, instrument: Instrument) -> None:
             raise InvalidPrice("a market order takes no price", field="price_ticks")
         if command.post_only:
             raise InvalidOrder("a market order cannot be post-only", field="post_only")
-    if command.post_only and command.time_in_force is not TimeInForce.GTC:
+    if command.post_only and command.time_in_force != TimeInForce.GTC:
         raise InvalidOrder("post-only orders must be GTC", field="time_in_force")
     if not 1 <= command.leverage <= instrument.max_leverage:
         raise InvalidLeverage(
@@ -107,11 +107,11 @@ def plan_placement(
             field="quantity_lots",
         )
     if not book.would_cross(side, limit):
-        if command.order_type is OrderType.MARKET:
+        if command.order_type == OrderType.MARKET:
             plan.expire_reason = RejectReason.PRICE_BAND
-        elif command.time_in_force is TimeInForce.IOC:
+        elif command.time_in_force == TimeInForce.IOC:
             plan.expire_reason = RejectReason.IOC_REMAINDER
-        elif command.time_in_force is TimeInForce.FOK:
+        elif command.time_in_force == TimeInForce.FOK:
             plan.expire_reason = RejectReason.FOK_NOT_FILLABLE
         else:
             plan.rests = True
@@ -121,18 +121,18 @@ def plan_placement(
         return plan
 
     left = _walk_book(command, limit, book, positions, plan)
-    if left and command.time_in_force is TimeInForce.FOK:
+    if left and command.time_in_force == TimeInForce.FOK:
         plan.fills.clear()
         plan.maker_expiries.clear()
         plan.expire_reason = RejectReason.FOK_NOT_FILLABLE
         return plan
     if left and plan.expire_reason is None:
-        if command.order_type is OrderType.MARKET:
+        if command.order_type == OrderType.MARKET:
             plan.expire_reason = (
                 RejectReason.PRICE_BAND if book.best_opposite(side) is not None
                 else RejectReason.NO_LIQUIDITY
             )
-        elif command.time_in_force is TimeInForce.IOC:
+        elif command.time_in_force == TimeInForce.IOC:
             plan.expire_reason = RejectReason.IOC_REMAINDER
         else:
             plan.rests = True

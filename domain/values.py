@@ -182,7 +182,7 @@ class Instrument:
     def band_price_ticks(self, side: Side, best_opposite_ticks: int) -> int:
         """Worst price a market order may trade at: best opposite price moved by the band."""
         move = best_opposite_ticks * self.price_band_bps // _BPS
-        if side is Side.BUY:
+        if side == Side.BUY:
             return best_opposite_ticks + move
         return max(1, best_opposite_ticks - move)
 

@@ -104,3 +104,13 @@ def test_validate_catches_a_wrong_total() -> None:
     book._bids[100].total_lots = 7
     with pytest.raises(InvariantViolation):
         book.validate_internal_state()
+
+
+def test_place_matches_then_rests_the_remainder() -> None:
+    book = book_with((1, "a", Side.SELL, 100, 2))
+    fills, left, rested = book.place(oid(2), "b", Side.BUY, 101, 5, priority=2)
+    assert [(f[0], f[3]) for f in fills] == [(oid(1), 2)] and (left, rested) == (3, True)
+    assert book.depth(1).bids == ((101, 3, 1),)
+    fills, left, rested = book.place(oid(3), "b", Side.SELL, 101, 1, priority=3)
+    assert fills == [] and (left, rested) == (1, False)  # self-trade: never rests crossed
+    book.validate_internal_state()
