@@ -69,6 +69,7 @@ class PreparedBatch:
     checkpoint: StoredCheckpoint | None = None
     committed: bool = False
     failed: bool = False
+    ack_seq: int = 0  # the highest seq any outcome depends on (what sync mode waits for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ class ShardApp(Application[UUID]):
         self._recent_keys_max = 200_000
         self.needs_recovery = True
         self.events_written = 0
+        self.last_applied_at_us = 0
 
     def construct_transcoder(self) -> Transcoder:
         """Enums and tuples must come back as they went in, or replay would diverge."""
@@ -166,6 +168,7 @@ class ShardApp(Application[UUID]):
             present = presenters[index] if presenters is not None else None
             key = keys[index]
             if key is not None and key in known:
+                batch.ack_seq = max(batch.ack_seq, known[key])
                 outcome = self._duplicate_outcome(command, known[key])
                 results[index] = outcome if present is None else present(outcome)
                 continue
@@ -209,6 +212,7 @@ class ShardApp(Application[UUID]):
             outcome = Outcome(self.seq, command, result, result.order)
             results[index] = outcome if present is None else present(outcome)
             batch.pending.append(index)
+            batch.ack_seq = self.seq
         if batch.records and (
             self.seq // self.checkpoint_every > (batch.first_seq - 1) // self.checkpoint_every
         ):
@@ -291,6 +295,54 @@ class ShardApp(Application[UUID]):
         if isinstance(command, PlaceOrder):
             order = self.find_order(UUID(command_key(self.shard_id, command)))
         return Outcome(seq, command, None, order, duplicate=True)
+
+    # -- replication (standby side) ---------------------------------------------------------
+
+    def append_replicated(self, records: Sequence[WalRecord]) -> int:
+        """Store verified records of the primary at their own seq and epoch, then apply them.
+
+        `records` must follow the applied head densely (the caller fills gaps first). The
+        store's head check refuses them if another writer moved the head or a newer epoch owns
+        the shard; the head row is this standby's tracking position, written in the same
+        transaction, so a record is stored exactly once. Returns the new applied seq.
+        """
+        if self.needs_recovery:
+            self.recover()
+        if not records:
+            return self.seq
+        expected = self.seq + 1
+        for record in records:
+            if record.shard_id != self.shard_id:
+                raise WALGapError(self.shard_id, expected, record.seq)
+            if record.seq != expected:
+                raise WALGapError(self.shard_id, expected, record.seq)
+            expected += 1
+        append = getattr(self.store, "append")  # noqa: B009 - the recorder's batch entry
+        start = 0
+        while start < len(records):
+            # one transaction per run of equal epochs: the head's epoch may only grow
+            end = start
+            while end < len(records) and records[end].epoch == records[start].epoch:
+                end += 1
+            run = records[start:end]
+            stored = [
+                StoredEvent(e.originator_id, e.originator_version, e.topic, e.state)
+                for record in run
+                for e in record.events
+            ]
+            try:
+                append(stored, run, epoch=run[0].epoch, prev_seq=self.seq)
+            except Exception:
+                self.needs_recovery = True
+                raise
+            for record in run:
+                self.apply_record(self.engine, record)
+            self.seq = self.durable_seq = run[-1].seq
+            self.epoch = max(self.epoch, run[-1].epoch)
+            self.events_written += len(stored)
+            self.last_applied_at_us = run[-1].recorded_at_us
+            start = end
+        return self.seq
 
     # -- queries ----------------------------------------------------------------------------
 

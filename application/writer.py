@@ -6,11 +6,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
+from application.replication import ReplicationTimeoutError, SyncGate
 from application.shard import CommandFailedError, Outcome, PreparedBatch, ShardApp
+from application.wal import WalRecord
 from domain.commands import Command
 
 log = logging.getLogger("exchange_dr.writer")
@@ -53,6 +55,8 @@ class ShardWriter:
         self._accepting = False
         self._on_batch = on_batch
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-commit-{app.shard_id}")
+        self.gate: SyncGate | None = None
+        self.on_committed: Callable[[Sequence[WalRecord]], None] | None = None
         self._inflight: Future[bool] | None = None
         self.batches = 0
         self.commands = 0
@@ -177,15 +181,46 @@ class ShardWriter:
 
     def _commit(self, prepared: PreparedBatch, futures: list[Future[Any]], started: float) -> bool:
         self.app.commit(prepared)
+        if prepared.committed and prepared.records and self.on_committed is not None:
+            try:
+                self.on_committed(prepared.records)
+            except Exception as exc:  # the relay catches up from the store on its own
+                log.warning("on_committed hook failed shard=%s error=%s", self.app.shard_id, exc)
         self._resolve(prepared, futures, started)
         return not prepared.failed
 
     def _resolve(self, prepared: PreparedBatch, futures: list[Future[Any]], started: float) -> None:
+        gate = self.gate
+        if gate is None or prepared.failed or prepared.ack_seq == 0:
+            self._settle(prepared, futures, started, acknowledged=True)
+            return
+        gate.release(
+            prepared.ack_seq,
+            lambda ok: self._settle(prepared, futures, started, acknowledged=ok),
+        )
+
+    def _settle(
+        self,
+        prepared: PreparedBatch,
+        futures: list[Future[Any]],
+        started: float,
+        *,
+        acknowledged: bool,
+    ) -> None:
         if self._on_batch is not None:
             self._on_batch(len(futures), time.perf_counter() - started)
+        refusal: Exception | None = None
+        if not acknowledged:
+            refusal = ReplicationTimeoutError(
+                f"shard {self.app.shard_id}: the standby did not confirm seq {prepared.ack_seq} "
+                "in time; the command is stored on the primary but NOT acknowledged "
+                "(retry with the same client_order_id)"
+            )
         for future, result in zip(futures, prepared.results, strict=True):
             if isinstance(result, Exception):
                 future.set_exception(result)
+            elif refusal is not None:
+                future.set_exception(refusal)
             else:
                 future.set_result(result)
 

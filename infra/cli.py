@@ -179,6 +179,26 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, commands=args.commands)
 
 
+# -- regions -------------------------------------------------------------------------------
+
+
+def cmd_node(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.node import run_node
+
+    return run_node(settings, args.region, loglevel=args.loglevel)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.status import collect_status, render_status
+
+    rows = collect_status(settings)
+    if args.json:
+        print(json.dumps({"shards": rows}, default=str))
+    else:
+        print(render_status(rows))
+    return 0 if all(r["state"] != "unreachable" for r in rows) else 1
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -238,6 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys_create.add_argument("--operator", action="store_true", help="operator role")
     keys_create.add_argument("--json", action="store_true")
     keys_create.set_defaults(handler=cmd_keys)
+
+    node = sub.add_parser("node", help="run one region: shards, REST facade, relay/replicator")
+    node.add_argument("--region", required=True)
+    node.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info"])
+    node.set_defaults(handler=cmd_node)
+
+    status = sub.add_parser("status", help="one row per shard and region: role, epoch, seq, lag")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
 
     demo = sub.add_parser("demo", help="run the main demonstration on the local servers")
     demo.add_argument("--commands", type=int, default=20_000)

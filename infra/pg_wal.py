@@ -152,6 +152,24 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             )
             return {row["command_key"]: int(row["seq"]) for row in curs.fetchall()}
 
+    # -- relay position ---------------------------------------------------------------------
+
+    def relay_position(self, shard_id: str) -> int:
+        """The last seq the relay knows the broker has (0: publish from the start)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT seq FROM relay_positions WHERE shard_id = %s", (shard_id,))
+            row = curs.fetchone()
+        return 0 if row is None else int(row["seq"])
+
+    def save_relay_position(self, shard_id: str, seq: int) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "INSERT INTO relay_positions (shard_id, seq) VALUES (%s, %s) "
+                "ON CONFLICT (shard_id) DO UPDATE SET seq = GREATEST(relay_positions.seq, "
+                "EXCLUDED.seq), updated_at = now()",
+                (shard_id, seq),
+            )
+
     # -- checkpoints ------------------------------------------------------------------------
 
     def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:

@@ -104,6 +104,49 @@ def _path(env: Mapping[str, str], var: str, default: Path) -> Path:
 
 DEFAULT_SHARD_MAP = parse_shards(DEFAULT_SHARDS)
 
+DEFAULT_REGIONS = (
+    "primary=postgresql://postgres@127.0.0.1:5432/exchange_dr|http://127.0.0.1:8080;"
+    "standby=postgresql://postgres@127.0.0.1:5432/exchange_dr_standby|http://127.0.0.1:8081"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A full copy of the stack: its own event store and its own REST facade."""
+
+    name: str
+    pg_dsn: str
+    api_url: str
+
+
+def parse_regions(spec: str, var: str = "EXDR_REGIONS") -> tuple[Region, ...]:
+    """Parse ``name=DSN|URL;name=DSN|URL``; at least one region, names unique."""
+    regions: list[Region] = []
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        name, sep, rest = part.partition("=")
+        dsn, bar, url = rest.partition("|")
+        name, dsn, url = name.strip(), dsn.strip(), url.strip()
+        if not sep or not bar or not _is_word(name):
+            raise ValueError(f"{var}: expected 'region=DSN|URL;...', got {part.strip()!r}")
+        _dsn({var: dsn}, var, dsn)
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{var}: region {name!r} needs an http(s) URL, got {url!r}")
+        if any(r.name == name for r in regions):
+            raise ValueError(f"{var}: region {name!r} is listed twice")
+        regions.append(Region(name, dsn, url.rstrip("/")))
+    if not regions:
+        raise ValueError(f"{var}: no regions configured")
+    return tuple(regions)
+
+
+def _choice(env: Mapping[str, str], var: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(var, default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{var}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -119,6 +162,11 @@ class Settings:
     snapshot_every: int = 100
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    regions: tuple[Region, ...] = parse_regions(DEFAULT_REGIONS)
+    replication_mode: str = "sync"
+    sync_policy: str = "strict"
+    sync_timeout_ms: int = 1000
+    topic_prefix: str = "exdr"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,7 +186,23 @@ class Settings:
             snapshot_every=_int(e, "EXDR_SNAPSHOT_EVERY", d.snapshot_every, minimum=1),
             api_host=_text(e, "EXDR_API_HOST", d.api_host),
             api_port=_int(e, "EXDR_API_PORT", d.api_port, minimum=1, maximum=65535),
+            regions=parse_regions(e.get("EXDR_REGIONS", DEFAULT_REGIONS)),
+            replication_mode=_choice(e, "EXDR_REPLICATION", "sync", ("sync", "async")),
+            sync_policy=_choice(e, "EXDR_SYNC_POLICY", "strict", ("strict", "degrade")),
+            sync_timeout_ms=_int(e, "EXDR_SYNC_TIMEOUT_MS", d.sync_timeout_ms, minimum=1),
+            topic_prefix=_text(e, "EXDR_TOPIC_PREFIX", d.topic_prefix),
         )
+
+    def region_named(self, name: str) -> Region:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        known = ", ".join(r.name for r in self.regions)
+        raise ValueError(f"unknown region {name!r}; configured: {known}")
+
+    def peers(self, name: str) -> tuple[Region, ...]:
+        """Every configured region except `name`."""
+        return tuple(r for r in self.regions if r.name != name)
 
     def shards(self) -> dict[str, tuple[str, ...]]:
         """Shard name -> its symbols, in configuration order."""

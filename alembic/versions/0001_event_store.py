@@ -1,4 +1,4 @@
-"""Event store, aggregate snapshots, WAL records, heads and checkpoints.
+"""Event store, aggregate snapshots, WAL records, heads, checkpoints and relay positions.
 
 The events and snapshots tables match what eventsourcing's PostgreSQL recorders expect for an
 application named "Exchange" (tables exchange_events, exchange_snapshots; composite type
@@ -92,6 +92,15 @@ def upgrade() -> None:
     op.execute("CREATE INDEX wal_records_created_at_idx ON wal_records (created_at)")
     op.execute(
         """
+        CREATE TABLE relay_positions (
+            shard_id text PRIMARY KEY,
+            seq bigint NOT NULL CHECK (seq >= 0),
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+    op.execute(
+        """
         CREATE TABLE wal_checkpoints (
             shard_id text NOT NULL,
             seq bigint NOT NULL,
@@ -137,6 +146,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS wal_advance_head(text, bigint, bigint, bigint)")
     op.execute("DROP TABLE IF EXISTS wal_checkpoints")
+    op.execute("DROP TABLE IF EXISTS relay_positions")
     op.execute("DROP TABLE IF EXISTS wal_records")
     op.execute("DROP TABLE IF EXISTS wal_heads")
     op.execute("DROP TABLE IF EXISTS exchange_snapshots")

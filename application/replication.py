@@ -1,0 +1,139 @@
+"""Sync replication: hold a command's acknowledgement until the standby has stored its record."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+log = logging.getLogger("exchange_dr.replication")
+
+
+class ReplicationMode(StrEnum):
+    SYNC = "sync"
+    ASYNC = "async"
+
+
+class SyncPolicy(StrEnum):
+    """What sync mode does when no standby confirms within the timeout."""
+
+    STRICT = "strict"  # fail the commands (retryable): nothing is acknowledged without the standby
+    DEGRADE = "degrade"  # switch to async with a critical alert: availability over RPO = 0
+
+
+class ReplicationTimeoutError(Exception):
+    """The standby did not confirm in time: stored on the primary, NOT acknowledged."""
+
+
+@dataclass(order=True)
+class _Waiter:
+    seq: int
+    deadline: float = field(compare=False)
+    resolve: Callable[[bool], None] = field(compare=False)
+
+
+class SyncGate:
+    """Acknowledgement gate of one shard (PostgreSQL's synchronous_commit = remote_apply).
+
+    The writer calls `release(seq, resolve)` after a batch ending at `seq` committed locally;
+    `resolve(True)` runs once the standby confirmed seq (at once in async mode), `resolve(False)`
+    when the timeout passes under the strict policy. Under the degrade policy a timeout switches
+    the shard to async, raises a critical alert and lets every waiter through.
+    """
+
+    def __init__(
+        self,
+        shard_id: str,
+        *,
+        mode: ReplicationMode = ReplicationMode.SYNC,
+        policy: SyncPolicy = SyncPolicy.STRICT,
+        timeout_s: float = 1.0,
+        on_degrade: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.shard_id = shard_id
+        self.configured_mode = mode
+        self.mode = mode
+        self.policy = policy
+        self.timeout_s = timeout_s
+        self.standby_seq = 0
+        self.standby_seen_at = 0.0
+        self.degraded = False
+        self._on_degrade = on_degrade
+        self._clock = clock
+        self._waiters: list[_Waiter] = []
+        self._lock = threading.Lock()
+
+    def release(self, seq: int, resolve: Callable[[bool], None]) -> None:
+        with self._lock:
+            if self.mode is ReplicationMode.ASYNC or seq <= self.standby_seq:
+                ready = True
+            else:
+                bisect.insort(self._waiters, _Waiter(seq, self._clock() + self.timeout_s, resolve))
+                ready = False
+        if ready:
+            resolve(True)
+
+    def standby_stored(self, seq: int) -> None:
+        """The standby confirmed every record up to `seq` durably stored."""
+        with self._lock:
+            self.standby_seen_at = self._clock()
+            if seq <= self.standby_seq:
+                return
+            self.standby_seq = seq
+            cut = 0
+            while cut < len(self._waiters) and self._waiters[cut].seq <= seq:
+                cut += 1
+            ready, self._waiters = self._waiters[:cut], self._waiters[cut:]
+            if self.degraded and not self._waiters:
+                # the standby is back and has everything: sync guarantees hold again
+                self.degraded = False
+                self.mode = self.configured_mode
+                log.warning(
+                    "replication restored shard=%s seq=%s mode=%s", self.shard_id, seq, self.mode
+                )
+        for waiter in ready:
+            waiter.resolve(True)
+
+    def tick(self) -> None:
+        """Expire waiters past their deadline (call this every few milliseconds)."""
+        now = self._clock()
+        expired: list[_Waiter] = []
+        degraded_now = False
+        with self._lock:
+            if not self._waiters or min(w.deadline for w in self._waiters) > now:
+                return
+            if self.policy is SyncPolicy.DEGRADE:
+                expired, self._waiters = self._waiters, []
+                if not self.degraded:
+                    self.degraded = degraded_now = True
+                    self.mode = ReplicationMode.ASYNC
+            else:
+                expired = [w for w in self._waiters if w.deadline <= now]
+                self._waiters = [w for w in self._waiters if w.deadline > now]
+        if degraded_now:
+            message = (
+                f"shard {self.shard_id}: no standby confirmation within {self.timeout_s:.3f}s; "
+                "replication degraded to ASYNC (RPO > 0 until the standby catches up)"
+            )
+            log.critical(message)
+            if self._on_degrade is not None:
+                self._on_degrade(self.shard_id, message)
+        ok = self.policy is SyncPolicy.DEGRADE
+        for waiter in expired:
+            waiter.resolve(ok)
+
+    def fail_all(self) -> None:
+        """Resolve every waiter as not acknowledged (the writer is stopping or deposed)."""
+        with self._lock:
+            expired, self._waiters = self._waiters, []
+        for waiter in expired:
+            waiter.resolve(False)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)

@@ -1,0 +1,90 @@
+"""`exchange-dr status`: the 3 a.m. table, read straight from each region's store."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from infra.settings import Settings
+
+
+def _heads(dsn: str) -> dict[str, tuple[int, int, int]]:
+    """shard -> (seq, epoch, recorded_at_us of the newest record)."""
+    with psycopg.connect(dsn, connect_timeout=3) as conn:
+        rows = conn.execute(
+            "SELECT h.shard_id, h.seq, h.epoch, coalesce(r.recorded_at_us, 0) FROM wal_heads h "
+            "LEFT JOIN wal_records r ON r.shard_id = h.shard_id AND r.seq = h.seq"
+        ).fetchall()
+    return {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
+
+def collect_status(settings: Settings) -> list[dict[str, Any]]:
+    """Per shard and region: role, state, epoch, seq, lag in records and seconds."""
+    import os
+
+    leader_name = os.environ.get("EXDR_LEADER_REGION", "").strip() or settings.regions[0].name
+    heads: dict[str, dict[str, tuple[int, int, int]] | None] = {}
+    for region in settings.regions:
+        try:
+            heads[region.name] = _heads(region.pg_dsn)
+        except psycopg.Error:
+            heads[region.name] = None
+    rows: list[dict[str, Any]] = []
+    now_us = time.time_ns() // 1000
+    for shard in settings.shards():
+        leader_heads = heads.get(leader_name) or {}
+        top_seq, _, _ = leader_heads.get(shard, (0, 0, 0))
+        for region in settings.regions:
+            region_heads = heads[region.name]
+            role = "leader" if region.name == leader_name else "standby"
+            if region_heads is None:
+                rows.append(
+                    {
+                        "shard": shard,
+                        "region": region.name,
+                        "role": role,
+                        "state": "unreachable",
+                        "epoch": None,
+                        "seq": None,
+                        "lag_records": None,
+                        "lag_seconds": None,
+                    }
+                )
+                continue
+            seq, epoch, at_us = region_heads.get(shard, (0, 0, 0))
+            lag = max(0, top_seq - seq) if role == "standby" else 0
+            lag_seconds = 0.0
+            if lag:
+                oldest = at_us or now_us
+                lag_seconds = round(max(0, now_us - oldest) / 1e6, 3)
+            rows.append(
+                {
+                    "shard": shard,
+                    "region": region.name,
+                    "role": role,
+                    "state": "streaming" if role == "standby" else "running",
+                    "epoch": epoch,
+                    "seq": seq,
+                    "lag_records": lag,
+                    "lag_seconds": lag_seconds,
+                }
+            )
+    return rows
+
+
+def render_status(rows: list[dict[str, Any]]) -> str:
+    headers = ["shard", "region", "role", "state", "epoch", "seq", "lag_records", "lag_seconds"]
+    table = [[("-" if r[h] is None else str(r[h])) for h in headers] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [
+        line,
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
+        line,
+    ]
+    for row in table:
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    out.append(line)
+    return "\n".join(out)

@@ -1,0 +1,132 @@
+"""Relay (outbox): publish a shard's committed WAL records to Kafka, in seq order, at least once.
+
+Records reach the relay two ways: handed over by the writer right after their commit (no
+polling delay), or read from the store from the relay's tracked position (after a restart, a
+broker loss, or whenever the hand-over skipped ahead). Only committed records exist in either
+place, so nothing uncommitted is ever published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from application.ports import WalStore
+from application.wal import WalRecord
+
+log = logging.getLogger("exchange_dr.relay")
+
+
+class Relay:
+    """One shard's publisher. `offer()` is thread-safe; `run()` is the asyncio loop."""
+
+    def __init__(
+        self,
+        shard_id: str,
+        store: WalStore,
+        topic: Any,
+        *,
+        page: int = 500,
+        save_every_s: float = 0.2,
+        idle_wait_s: float = 0.05,
+    ) -> None:
+        self.shard_id = shard_id
+        self.store = store
+        self.topic = topic
+        self.page = page
+        self.save_every_s = save_every_s
+        self.idle_wait_s = idle_wait_s
+        self.position = 0
+        self.published = 0
+        self._offered: deque[WalRecord] = deque()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+
+    def offer(self, records: Sequence[WalRecord]) -> None:
+        """Hand over just-committed records (called from the writer's commit thread)."""
+        self._offered.extend(records)
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while True:
+            try:
+                self.position = await asyncio.to_thread(self.store.relay_position, self.shard_id)
+                break
+            except Exception as exc:
+                log.warning("relay cannot read its position shard=%s error=%s", self.shard_id, exc)
+                await asyncio.sleep(0.5)
+        log.info("relay started shard=%s from seq=%s", self.shard_id, self.position)
+        saved_at, saved = time.monotonic(), self.position
+        while not self._stopping:
+            try:
+                saved_at, saved = await self._round(saved_at, saved)
+            except Exception as exc:  # the store or the broker is away: retry, never give up
+                log.warning(
+                    "relay round failed shard=%s seq=%s error=%s", self.shard_id, self.position, exc
+                )
+                await asyncio.sleep(0.2)
+        if self.position != saved:
+            await asyncio.to_thread(self.store.save_relay_position, self.shard_id, self.position)
+
+    async def _round(self, saved_at: float, saved: int) -> tuple[float, int]:
+        assert self._wake is not None
+        records = self._take_offered()
+        if not records:
+            records = list(
+                await asyncio.to_thread(
+                    self.store.read_records, self.shard_id, self.position, self.page
+                )
+            )
+        if records:
+            await self._publish(records)
+        else:
+            self._wake.clear()
+            if not self._offered:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.idle_wait_s)
+        if self.position != saved and time.monotonic() - saved_at >= self.save_every_s:
+            await asyncio.to_thread(self.store.save_relay_position, self.shard_id, self.position)
+            saved_at, saved = time.monotonic(), self.position
+        return saved_at, saved
+
+    def _take_offered(self) -> list[WalRecord]:
+        """Offered records that continue the published sequence; anything older is dropped."""
+        taken: list[WalRecord] = []
+        expected = self.position + 1
+        while self._offered:
+            head = self._offered[0]
+            if head.seq < expected:
+                self._offered.popleft()
+                continue
+            if head.seq != expected:
+                break  # a hole: the store fills it on this round, the offer waits
+            taken.append(self._offered.popleft())
+            expected += 1
+            if len(taken) >= self.page:
+                break
+        return taken
+
+    async def _publish(self, records: Sequence[WalRecord]) -> None:
+        key = self.shard_id.encode()
+        pending = [
+            await self.topic.send(key=key, value=json.dumps(r.to_wire()).encode()) for r in records
+        ]
+        await asyncio.gather(*pending)  # delivered to the broker before the position moves
+        self.position = records[-1].seq
+        self.published += len(records)

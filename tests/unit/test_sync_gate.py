@@ -1,0 +1,70 @@
+"""The sync gate holds acknowledgements until the standby confirms, and times out by policy."""
+
+from __future__ import annotations
+
+from application.replication import ReplicationMode, SyncGate, SyncPolicy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_waits_for_the_standby_then_releases_in_order() -> None:
+    clock = Clock()
+    gate = SyncGate("s", timeout_s=1.0, clock=clock)
+    got: list[tuple[int, bool]] = []
+    for seq in (3, 1, 2):
+        gate.release(seq, lambda ok, seq=seq: got.append((seq, ok)))
+    assert got == [] and gate.waiting == 3
+    gate.standby_stored(2)
+    assert got == [(1, True), (2, True)]
+    gate.release(2, lambda ok: got.append((20, ok)))  # already confirmed: at once
+    assert got[-1] == (20, True)
+    gate.standby_stored(3)
+    assert got[-1] == (3, True) and gate.waiting == 0
+
+
+def test_strict_policy_refuses_after_the_timeout() -> None:
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.STRICT, timeout_s=0.5, clock=clock)
+    got: list[bool] = []
+    gate.release(1, got.append)
+    clock.now = 0.4
+    gate.tick()
+    assert got == []
+    clock.now = 0.6
+    gate.tick()
+    assert got == [False] and gate.mode is ReplicationMode.SYNC
+
+
+def test_degrade_policy_alerts_goes_async_and_recovers() -> None:
+    clock = Clock()
+    alerts: list[str] = []
+    gate = SyncGate(
+        "s",
+        policy=SyncPolicy.DEGRADE,
+        timeout_s=0.5,
+        clock=clock,
+        on_degrade=lambda shard, message: alerts.append(message),
+    )
+    got: list[bool] = []
+    gate.release(1, got.append)
+    clock.now = 1.0
+    gate.tick()
+    assert got == [True] and gate.degraded and gate.mode is ReplicationMode.ASYNC
+    assert len(alerts) == 1 and "degraded to ASYNC" in alerts[0]
+    gate.release(5, got.append)  # async now: acknowledged at once
+    assert got == [True, True]
+    gate.standby_stored(5)
+    assert not gate.degraded and gate.mode is ReplicationMode.SYNC
+
+
+def test_async_mode_never_waits() -> None:
+    gate = SyncGate("s", mode=ReplicationMode.ASYNC)
+    got: list[bool] = []
+    gate.release(10, got.append)
+    assert got == [True]
