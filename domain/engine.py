@@ -4,9 +4,9 @@ Every command is validated and fully planned against unchanged state first (a Do
 leaves nothing behind); only then are events triggered. Self-trade prevention: a taker that
 would meet a resting order of its own account stops there and its remainder EXPIRES with
 SELF_TRADE (the resting order is kept). Reduce-only resting orders that a fill would turn into
-an increase are filled only up to the position and the rest EXPIRES. Prices move a position's
-margin, not the account: liquidation is out of this layer, so a losing close can make
-`available` negative; the engine then refuses anything but deposits and closes that fit.
+an increase are filled only up to the position and the rest EXPIRES. Liquidation is out of
+this layer: a close at a loss larger than the margin it frees can leave `available` negative,
+after which new orders and withdrawals are refused until a deposit covers it.
 """
 
 from __future__ import annotations

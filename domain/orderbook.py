@@ -101,6 +101,12 @@ class OrderBook:
             return self._ask_prices[0] if self._ask_prices else None
         return self._bid_prices[-1] if self._bid_prices else None
 
+    def rests_beyond(self, side: Side, limit_ticks: int) -> bool:
+        """True if some opposite liquidity lies past a taker's limit (e.g. the price band)."""
+        if side == _BUY:
+            return bool(self._ask_prices) and self._ask_prices[-1] > limit_ticks
+        return bool(self._bid_prices) and self._bid_prices[0] < limit_ticks
+
     def would_cross(self, side: Side, price_ticks: int) -> bool:
         """True if a limit order at this price would trade on arrival."""
         if side == _BUY:

@@ -129,7 +129,7 @@ def plan_placement(
     if left and plan.expire_reason is None:
         if command.order_type == OrderType.MARKET:
             plan.expire_reason = (
-                RejectReason.PRICE_BAND if book.best_opposite(side) is not None
+                RejectReason.PRICE_BAND if book.rests_beyond(side, limit)
                 else RejectReason.NO_LIQUIDITY
             )
         elif command.time_in_force == TimeInForce.IOC:

@@ -338,3 +338,11 @@ def test_replay_refuses_foreign_events(h: Harness) -> None:
 
     with pytest.raises(TypeError):
         h.engine.apply(Stranger().collect_events()[0])
+
+
+def test_market_that_empties_the_book_expires_for_lack_of_liquidity(h: Harness) -> None:
+    h.limit("alice", "a1", SELL, 2, PRICE)
+    order = h.market("bob", "b1", BUY, 5).order
+    assert order is not None and order.status is OrderStatus.EXPIRED
+    assert order.filled_lots == 2 and order.reject_reason is RejectReason.NO_LIQUIDITY
+    h.check()
