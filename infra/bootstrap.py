@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from alembic.config import Config as AlembicConfig
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.utils import Environment
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command as alembic_command
+from application.ports import WalStore
 from application.shard import ShardApp
 from application.writer import ShardWriter
 from domain.values import DEFAULT_INSTRUMENTS, Instrument
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
 from infra.settings import REPO_ROOT, Settings
+from projections.projector import ReadModelProjector
 
 
 def eventsourcing_env(dsn: str, *, pool_size: int = 4) -> dict[str, str]:
@@ -126,3 +134,56 @@ def make_key_store(settings: Settings, *, dsn: str | None = None) -> KeyStore:
 def make_leadership() -> StaticLeadership:
     """Until the failover manager lands: EXDR_API_LEADS=all|none and EXDR_LEADER_URL."""
     return StaticLeadership.from_env()
+
+
+# -- projections (read models) ---------------------------------------------------------------
+
+
+def make_wal_reader(dsn: str) -> WalStore:
+    """A WAL store for reading only (projections, tools): no shard application around it."""
+    env = Environment(ShardApp.name, eventsourcing_env(dsn, pool_size=2))
+    recorder = InfrastructureFactory.construct(env).application_recorder()
+    if not isinstance(recorder, WalStore):
+        raise TypeError(f"recorder {type(recorder).__name__} does not keep a WAL")
+    return recorder
+
+
+def make_read_model_sessions(dsn: str) -> sessionmaker[Session]:
+    """SQLAlchemy sessions on the region's database (psycopg 3 driver)."""
+    url = dsn
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            url = "postgresql+psycopg://" + url.removeprefix(scheme)
+    engine = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def all_instruments(settings: Settings) -> tuple[Instrument, ...]:
+    """Instruments of every configured shard."""
+    return tuple(i for symbols in settings.shards().values() for i in instruments_for(symbols))
+
+
+def make_projector(settings: Settings, *, dsn: str | None = None) -> ReadModelProjector:
+    """The read-model projector of a region: its views and its own WAL store."""
+    region_dsn = dsn or settings.pg_dsn
+    return ReadModelProjector(
+        make_read_model_sessions(region_dsn), make_wal_reader(region_dsn), all_instruments(settings)
+    )
+
+
+def run_projections(
+    settings: Settings, *, region: str | None = None, shards: Sequence[str] | None = None
+) -> None:
+    """Run the Faust projector worker for the configured shards until stopped (SIGTERM/INT)."""
+    import asyncio
+
+    import faust
+
+    from projections.agents import ProjectorWorker, build_projector_app, ensure_wal_topics
+
+    started = time.monotonic()
+    chosen = tuple(shards or settings.shards())
+    asyncio.run(ensure_wal_topics(settings, chosen))
+    worker = ProjectorWorker(make_projector(settings), chosen)
+    app = build_projector_app(settings, worker, region=region or settings.region, started=started)
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()

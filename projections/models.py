@@ -87,8 +87,9 @@ class PositionRow(ReadModelBase):
     """Exposure of one account in one symbol (flat positions are kept)."""
 
     __tablename__ = "rm_positions"
-    __table_args__ = (Index("rm_positions_account_symbol_idx", "shard", "account", "symbol",
-                            unique=True),)
+    __table_args__ = (
+        Index("rm_positions_account_symbol_idx", "shard", "account", "symbol", unique=True),
+    )
 
     position_id: Mapped[UUID] = mapped_column(primary_key=True)
     shard: Mapped[str] = mapped_column(String)

@@ -1,0 +1,182 @@
+"""The projector worker: a Faust agent over the shards' WAL topics feeding ReadModelProjector.
+
+Kafka is the low-latency path only. Every message is verified (`WalRecord.from_wire`); a corrupt
+one is never applied: a critical line names its shard and seq and the record is read from the
+region's store instead. Records are taken in batches (500 or 10 ms) and each shard's part of a
+batch commits in one transaction with its tracking row; all database work runs on one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from application.wal import WALCorruptionError, WalRecord
+from infra.settings import Settings
+from projections.app import make_faust_app
+from projections.projector import ReadModelProjector, StoreBehindError
+from projections.topics import topic_prefix, wal_topic_name
+
+log = logging.getLogger("exchange_dr.projections")
+
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.01
+RETRY_EVERY_S = 0.5
+
+
+def projector_group(region: str) -> str:
+    """Consumer group (and Faust app id) of a region's projectors."""
+    return f"{topic_prefix()}.projections.{region}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One decoded message: a verified record, or the place of a corrupt one."""
+
+    shard_id: str
+    seq: int
+    record: WalRecord | None
+
+
+def decode_delivery(value: bytes | str | None) -> Delivery:
+    """Verify one wire message; corruption is logged critical and returned as a hole."""
+    try:
+        data = json.loads(value) if value is not None else None
+        if not isinstance(data, dict):
+            raise WALCorruptionError("?", -1, "message is not a JSON object")
+        record = WalRecord.from_wire(data)
+    except (ValueError, WALCorruptionError) as exc:
+        shard = getattr(exc, "shard_id", "?")
+        seq = int(getattr(exc, "seq", -1))
+        log.critical(
+            "corrupt WAL record from Kafka: shard=%s seq=%s (%s); not applied, "
+            "reading it from the store",
+            shard,
+            seq,
+            exc,
+        )
+        return Delivery(str(shard), seq, None)
+    return Delivery(record.shard_id, record.seq, record)
+
+
+@dataclass
+class ProjectorWorker:
+    """Holds what the agent needs between batches: the projector and records a gap kept back."""
+
+    projector: ReadModelProjector
+    shards: tuple[str, ...]
+    held: dict[str, dict[int, WalRecord]] = field(default_factory=lambda: defaultdict(dict))
+    seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    tracked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    applied: int = 0
+
+    def apply_deliveries(self, deliveries: Iterable[Delivery]) -> None:
+        """Apply a batch, per shard in one transaction each (runs on the database thread)."""
+        touched: set[str] = set()
+        for d in deliveries:
+            if d.shard_id not in self.shards:
+                if d.record is not None:
+                    log.error("record of unconfigured shard %s seq %s ignored", d.shard_id, d.seq)
+                continue
+            touched.add(d.shard_id)
+            self.seen[d.shard_id] = max(self.seen[d.shard_id], d.seq)
+            if d.record is not None:
+                self.held[d.shard_id][d.seq] = d.record
+        for shard in sorted(touched):
+            self._apply(shard)
+
+    def retry_pending(self) -> None:
+        """Retry shards whose last batch waited for the store (records seen, not yet applied).
+
+        Only then: the stream, not a poll of the store, is what moves the views, so a broken
+        Kafka path shows up as lag instead of being papered over.
+        """
+        for shard in self.shards:
+            if self.seen[shard] > self.tracked[shard]:
+                self._apply(shard)
+
+    def _apply(self, shard: str) -> None:
+        held = self.held[shard]
+        try:
+            report = self.projector.apply(shard, list(held.values()), through=self.seen[shard])
+        except StoreBehindError as exc:
+            log.warning("projection waits for the store: %s", exc)
+            tracked = self.projector.tracked(shard)
+        except Exception:
+            # kept in memory and retried; the views stay exactly at their tracking row
+            log.exception("projection of shard %s failed; will retry", shard)
+            return
+        else:
+            tracked = report.tracked
+            self.applied += report.applied
+        self.tracked[shard] = tracked
+        for seq in [s for s in held if s <= tracked]:
+            del held[seq]
+
+
+async def ensure_wal_topics(settings: Settings, shards: Sequence[str]) -> None:
+    """Create missing shard topics with ONE partition each (order per shard)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [wal_topic_name(s) for s in shards if wal_topic_name(s) not in existing]
+        if wanted:
+            await admin.create_topics([NewTopic(name, 1, 1) for name in wanted])
+    finally:
+        await admin.close()
+
+
+def build_projector_app(
+    settings: Settings, worker: ProjectorWorker, *, region: str, started: float | None = None
+) -> faust.App:
+    """The Faust app of a region's projector for the worker's shards."""
+    begun = time.monotonic() if started is None else started
+    app = make_faust_app(settings, projector_group(region))
+    topic = app.topic(
+        *[wal_topic_name(s) for s in worker.shards],
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=1,
+    )
+    database = ThreadPoolExecutor(1, thread_name_prefix="projector-db")
+
+    async def on_database(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(database, fn, *args)
+
+    @app.agent(topic, name="project_wal_records")
+    async def project_wal_records(stream: Any) -> None:
+        async for values in stream.take(BATCH_MAX, within=BATCH_WITHIN_S):
+            deliveries = [decode_delivery(v) for v in values]
+            await on_database(worker.apply_deliveries, deliveries)
+
+    @app.on_partitions_assigned.connect
+    async def joined(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        log.warning(
+            "projector group %s joined in %.2f s (%s partitions)",
+            projector_group(region),
+            time.monotonic() - begun,
+            len(assigned),
+        )
+
+    async def retry_waiting_shards() -> None:
+        while not app.should_stop:
+            await asyncio.sleep(RETRY_EVERY_S)
+            try:
+                await on_database(worker.retry_pending)
+            except Exception:
+                log.exception("projector retry failed; trying again")
+
+    app.task(retry_waiting_shards)
+    return app
