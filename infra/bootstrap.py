@@ -174,7 +174,10 @@ def make_projector(settings: Settings, *, dsn: str | None = None) -> ReadModelPr
 def run_projections(
     settings: Settings, *, region: str | None = None, shards: Sequence[str] | None = None
 ) -> None:
-    """Run the Faust projector worker for the configured shards until stopped (SIGTERM/INT)."""
+    """Run the Faust projector worker for the configured shards until stopped (SIGTERM/INT).
+
+    `region` names a configured region (EXDR_REGIONS): its database and its consumer group.
+    """
     import asyncio
 
     import faust
@@ -183,7 +186,9 @@ def run_projections(
 
     started = time.monotonic()
     chosen = tuple(shards or settings.shards())
+    # a named region's views live in that region's database; otherwise EXDR_PG_DSN's
+    dsn = settings.region_named(region).pg_dsn if region else settings.pg_dsn
     asyncio.run(ensure_wal_topics(settings, chosen))
-    worker = ProjectorWorker(make_projector(settings), chosen)
+    worker = ProjectorWorker(make_projector(settings, dsn=dsn), chosen)
     app = build_projector_app(settings, worker, region=region or settings.region, started=started)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()

@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the projector worker (Faust) for the configured shards"
     )
     projections_run.add_argument(
-        "--region", help="region whose views these are (consumer group; default: EXDR_REGION)"
+        "--region", help="region whose views these are: its database (EXDR_REGIONS) and consumer "
+        "group; default: EXDR_PG_DSN, EXDR_REGION"
     )
     projections_run.add_argument("--shard", action="append", help="only this shard (repeatable)")
     projections_run.set_defaults(handler=cmd_projections_run)

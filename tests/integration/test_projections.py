@@ -136,7 +136,7 @@ class Projector:
         self.log = Path(f"/tmp/exdr-projector-{prefix}.log")
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [str(EXE), "projections", "run", "--region", "test", "--shard", SHARD],
+            [str(EXE), "projections", "run", "--shard", SHARD],
             env=_env(dsn, EXDR_TOPIC_PREFIX=prefix, EXDR_VAR_DIR=f"/tmp/exdr-{prefix}"),
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("w"),
         )
