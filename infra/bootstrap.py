@@ -192,3 +192,34 @@ def run_projections(
     worker = ProjectorWorker(make_projector(settings, dsn=dsn), chosen)
     app = build_projector_app(settings, worker, region=region or settings.region, started=started)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+def copy_credentials(settings: Settings) -> dict[str, str | None]:
+    """Copy API accounts and keys (hashes only) from this region's store to every other
+    configured region's; returns region -> None when copied, or the reason it was not."""
+    results: dict[str, str | None] = {}
+    with psycopg.connect(settings.pg_dsn, connect_timeout=5) as source:
+        accounts = source.execute("SELECT account, created_at FROM api_accounts").fetchall()
+        keys = source.execute(
+            "SELECT key_id, account, role, secret_hash, created_at, revoked_at FROM api_keys"
+        ).fetchall()
+    for region in settings.regions:
+        if region.pg_dsn == settings.pg_dsn:
+            continue
+        try:
+            with psycopg.connect(region.pg_dsn, connect_timeout=5) as target:
+                target.cursor().executemany(
+                    "INSERT INTO api_accounts (account, created_at) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    accounts,
+                )
+                target.cursor().executemany(
+                    "INSERT INTO api_keys (key_id, account, role, secret_hash, created_at, "
+                    "revoked_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO "
+                    "UPDATE SET revoked_at = EXCLUDED.revoked_at",
+                    keys,
+                )
+            results[region.name] = None
+        except psycopg.Error as exc:
+            results[region.name] = str(exc).strip().splitlines()[0]
+    return results

@@ -115,8 +115,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     elif args.kind == "api":
         from infra.bench_api import run_api
 
-        result = run_api(settings, seconds=args.seconds, concurrency=args.concurrency,
-                         clients=args.clients)
+        result = run_api(
+            settings, seconds=args.seconds, concurrency=args.concurrency, clients=args.clients
+        )
     elif args.kind == "replay":
         from infra.bench_store import run_replay
 
@@ -137,6 +138,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _copy_credentials(settings: Settings) -> None:
+    """Accounts and keys must work in every region after a failover: copy them to the others."""
+    from infra.bootstrap import copy_credentials
+
+    for region, problem in copy_credentials(settings).items():
+        if problem:
+            print(
+                f"exchange-dr: warning: region {region}: keys not copied ({problem})",
+                file=sys.stderr,
+            )
+
+
 def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
     from infra.api.keys import KeyStoreError
     from infra.bootstrap import make_key_store
@@ -148,8 +161,12 @@ def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(str(exc)) from None
     finally:
         store.close()
-    _emit({"account": args.name, "created": created}, args.json,
-          "account created" if created else "account already exists")
+    _copy_credentials(settings)
+    _emit(
+        {"account": args.name, "created": created},
+        args.json,
+        "account created" if created else "account already exists",
+    )
     return 0
 
 
@@ -164,8 +181,13 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(str(exc)) from None
     finally:
         store.close()
-    data = {"key_id": issued.key_id, "account": issued.account, "role": issued.role,
-            "key": issued.token}
+    _copy_credentials(settings)
+    data = {
+        "key_id": issued.key_id,
+        "account": issued.account,
+        "role": issued.role,
+        "key": issued.token,
+    }
     _emit(data, args.json, "API key created; the key is shown only now, store it safely")
     return 0
 

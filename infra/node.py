@@ -28,6 +28,7 @@ from application.writer import ShardWriter
 from infra.api.app import create_app
 from infra.api.leadership import StaticLeadership
 from infra.bootstrap import make_key_store, make_shard_app, make_writer, migrate
+from infra.dr_metrics import NodeCollector
 from infra.settings import Region, Settings
 from projections.app import make_faust_app
 from projections.relay import Relay
@@ -70,6 +71,7 @@ def leader_region(settings: Settings) -> Region:
 
 
 def build_node(settings: Settings, region_name: str) -> Node:
+    started = time.monotonic()
     region = settings.region_named(region_name)
     leader = leader_region(settings)
     migrate(region.pg_dsn)
@@ -92,6 +94,14 @@ def build_node(settings: Settings, region_name: str) -> Node:
             _wire_standby(node, shard_id, writer, topic, acks_topic)
     if node.leads:
         _wire_acks(node, acks_topic)
+    joined: list[float] = []
+
+    @faust_app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _joined(app: Any, assigned: Any, **_: Any) -> None:
+        if not joined:
+            joined.append(time.monotonic() - started)
+            log.info("group joined after %.2fs region=%s", joined[0], region.name)
+
     return node
 
 
@@ -104,6 +114,8 @@ def _wire_leader(node: Node, shard_id: str, writer: ShardWriter, topic: Any) -> 
         timeout_s=settings.sync_timeout_ms / 1000,
     )
     relay = Relay(shard_id, writer.app.store, topic)
+    tamper = os.environ.get("EXDR_FAULT_TAMPER_SEQS", "").strip()
+    relay.tamper_seqs = {int(s) for s in tamper.split(",") if s.strip()}
     writer.gate = gate
     writer.on_committed = relay.offer
     node.gates[shard_id] = gate
@@ -185,6 +197,7 @@ def start_api(node: Node) -> threading.Thread:
     app = create_app(
         node.settings, node.writers, leadership, key_store, replica_lag_ms=node.replica_lag_ms
     )
+    app.state.facade.metrics.registry.register(NodeCollector(node))
     host, port = _host_port(region.api_url)
     config = uvicorn.Config(
         app,

@@ -9,6 +9,7 @@ place, so nothing uncommitted is ever published.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -48,6 +49,7 @@ class Relay:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self.tamper_seqs: set[int] = set()
 
     def offer(self, records: Sequence[WalRecord]) -> None:
         """Hand over just-committed records (called from the writer's commit thread)."""
@@ -105,6 +107,17 @@ class Relay:
             saved_at, saved = time.monotonic(), self.position
         return saved_at, saved
 
+    def _wire(self, record: WalRecord) -> dict[str, Any]:
+        wire = record.to_wire()
+        if record.seq in self.tamper_seqs:
+            # fault injection for drills: the record is altered in transit, once
+            self.tamper_seqs.discard(record.seq)
+            payload = bytearray(base64.b64decode(wire["payload"]))
+            payload[-1] ^= 0x01
+            wire["payload"] = base64.b64encode(bytes(payload)).decode()
+            log.warning("fault injected: tampered shard=%s seq=%s", self.shard_id, record.seq)
+        return wire
+
     def _take_offered(self) -> list[WalRecord]:
         """Offered records that continue the published sequence; anything older is dropped."""
         taken: list[WalRecord] = []
@@ -125,7 +138,8 @@ class Relay:
     async def _publish(self, records: Sequence[WalRecord]) -> None:
         key = self.shard_id.encode()
         pending = [
-            await self.topic.send(key=key, value=json.dumps(r.to_wire()).encode()) for r in records
+            await self.topic.send(key=key, value=json.dumps(self._wire(r)).encode())
+            for r in records
         ]
         await asyncio.gather(*pending)  # delivered to the broker before the position moves
         self.position = records[-1].seq

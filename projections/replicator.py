@@ -5,6 +5,7 @@ Plain logic, no Kafka here: the Faust agent in infra/node.py hands it batches of
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -88,14 +89,14 @@ class Replicator:
         return self._apply({})
 
     def _decode(self, value: Any) -> WalRecord | None:
-        import json
-
         try:
             data = json.loads(value) if isinstance(value, bytes | str) else value
             return WalRecord.from_wire(data)
         except WALCorruptionError as exc:
             self.stats.corrupt += 1
-            self.stats.corrupt_seqs.append(exc.seq)
+            if exc.seq > self.app.seq and exc.seq not in self.stats.corrupt_seqs:
+                self.stats.corrupt_seqs.append(exc.seq)
+            self.stats.last_seen_seq = max(self.stats.last_seen_seq, exc.seq)
             message = (
                 f"corrupt WAL record from the broker: shard {exc.shard_id} seq {exc.seq}; "
                 "not applied, healing from the primary's store"
@@ -115,7 +116,8 @@ class Replicator:
             del good[seq]
             self.stats.duplicates += 1
         target = max(good, default=applied)
-        target = max(target, self.stats.last_seen_seq if self.stats.corrupt_seqs else target)
+        if self.stats.corrupt_seqs:
+            target = max(target, *self.stats.corrupt_seqs)
         batch: list[WalRecord] = []
         expected = applied + 1
         while expected <= target:
@@ -129,7 +131,11 @@ class Replicator:
                         break
                     if item.seq in self.stats.corrupt_seqs:
                         self.stats.healed += 1
-                        self.stats.corrupt_seqs.remove(item.seq)
+                        log.warning(
+                            "healed shard=%s seq=%s from the primary's store",
+                            self.shard_id,
+                            item.seq,
+                        )
                     else:
                         self.stats.gap_fills += 1
                     good[item.seq] = item
@@ -140,6 +146,9 @@ class Replicator:
             expected += 1
         if batch:
             self.app.append_replicated(batch)
+            healed = [s for s in self.stats.corrupt_seqs if s <= self.app.seq]
+            for seq in healed:
+                self.stats.corrupt_seqs.remove(seq)
             self.stats.applied += len(batch)
             log.debug(
                 "replicated shard=%s epoch=%s seq=%s..%s",

@@ -64,21 +64,32 @@ def _decimal(text: str, field: str) -> Decimal:
 # -- orders -----------------------------------------------------------------------------------
 
 
-@router.post("/orders", status_code=201, response_model=s.OrderOut,
-             responses={200: {"model": s.OrderOut, "description": "retry of an existing order"}})
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=s.OrderOut,
+    responses={200: {"model": s.OrderOut, "description": "retry of an existing order"}},
+)
 async def place_order(body: s.PlaceOrderIn, request: Request, key: Caller) -> JSONResponse:
     """Place an order; the same client_order_id with the same body returns the first one."""
     facade = _facade(request)
     shard = facade.shard_of(body.symbol)
     instrument = facade.instruments[body.symbol]
-    price_ticks = (None if body.price is None
-                   else instrument.price_to_ticks(_decimal(body.price, "price")))
+    price_ticks = (
+        None if body.price is None else instrument.price_to_ticks(_decimal(body.price, "price"))
+    )
     command = PlaceOrder(
-        account=key.account, client_order_id=body.client_order_id, symbol=body.symbol,
-        side=body.side, order_type=body.type,
+        account=key.account,
+        client_order_id=body.client_order_id,
+        symbol=body.symbol,
+        side=body.side,
+        order_type=body.type,
         quantity_lots=instrument.quantity_to_lots(_decimal(body.quantity, "quantity")),
-        price_ticks=price_ticks, time_in_force=body.time_in_force, post_only=body.post_only,
-        reduce_only=body.reduce_only, leverage=body.leverage,
+        price_ticks=price_ticks,
+        time_in_force=body.time_in_force,
+        post_only=body.post_only,
+        reduce_only=body.reduce_only,
+        leverage=body.leverage,
     )
     facade.require_leader(shard)
     activity = facade.activity[shard]
@@ -98,12 +109,19 @@ async def place_order(body: s.PlaceOrderIn, request: Request, key: Caller) -> JS
 
     status, view = await facade.submit(shard, command, present)
     if status == 409:
-        raise ApiError(409, "client_order_id_conflict",
-                       f"client_order_id {body.client_order_id!r} was already used for a "
-                       "different order", field="client_order_id")
+        raise ApiError(
+            409,
+            "client_order_id_conflict",
+            f"client_order_id {body.client_order_id!r} was already used for a different order",
+            field="client_order_id",
+        )
     if view is None:
-        raise ApiError(503, "unavailable", "the order was committed but cannot be read yet; "
-                       "retry with the same client_order_id", headers={"Retry-After": "1"})
+        raise ApiError(
+            503,
+            "unavailable",
+            "the order was committed but cannot be read yet; retry with the same client_order_id",
+            headers={"Retry-After": "1"},
+        )
     return JSONResponse(view, status_code=status)
 
 
@@ -169,27 +187,30 @@ def _page_cursor(facade: Facade, symbol: str | None, cursor: str | None) -> tupl
         return shards, 0
     match = _CURSOR.match(cursor)
     if match is None or int(match.group(1)) >= len(facade.shard_ids):
-        raise ApiError(400, "invalid_request", "cursor is not one this server returned",
-                       field="cursor")
+        raise ApiError(
+            400, "invalid_request", "cursor is not one this server returned", field="cursor"
+        )
     first = facade.shard_ids[int(match.group(1))]
     if first not in shards:
         raise ApiError(400, "invalid_request", "cursor belongs to another symbol", field="cursor")
-    return shards[shards.index(first):], int(match.group(2))
+    return shards[shards.index(first) :], int(match.group(2))
 
 
 PageRead = Callable[[ShardActivity, int, int], Page]
 
 
-async def _paginate(facade: Facade, symbol: str | None, cursor: str | None, limit: int,
-                    read: PageRead) -> tuple[list[dict[str, Any]], str | None]:
+async def _paginate(
+    facade: Facade, symbol: str | None, cursor: str | None, limit: int, read: PageRead
+) -> tuple[list[dict[str, Any]], str | None]:
     shards, position = _page_cursor(facade, symbol, cursor)
     items: list[dict[str, Any]] = []
     for index, shard in enumerate(shards):
         want = limit - len(items)
         activity = facade.activity[shard]
 
-        def read_page(_app: ShardApp, a: ShardActivity = activity, p: int = position,
-                      w: int = want) -> Page:
+        def read_page(
+            _app: ShardApp, a: ShardActivity = activity, p: int = position, w: int = want
+        ) -> Page:
             return read(a, p, w)
 
         page = await facade.query(shard, read_page)
@@ -204,29 +225,47 @@ async def _paginate(facade: Facade, symbol: str | None, cursor: str | None, limi
 
 @router.get("/orders", response_model=s.OrderPage)
 async def list_orders(
-    request: Request, key: Caller, symbol: SymbolFilter = None,
-    status: Annotated[OrderStatus | None, Query()] = None, limit: Limit = 100,
+    request: Request,
+    key: Caller,
+    symbol: SymbolFilter = None,
+    status: Annotated[OrderStatus | None, Query()] = None,
+    limit: Limit = 100,
     cursor: Cursor = None,
 ) -> JSONResponse:
     """The caller's orders in placement order, filtered by symbol and status, paginated."""
     facade = _facade(request)
     wanted = None if status is None else str(status)
     items, next_cursor = await _paginate(
-        facade, symbol, cursor, limit,
+        facade,
+        symbol,
+        cursor,
+        limit,
         lambda activity, start, want: activity.list_orders(
-            key.account, symbol=symbol, status=wanted, start=start, limit=want))
+            key.account, symbol=symbol, status=wanted, start=start, limit=want
+        ),
+    )
     return JSONResponse({"orders": items, "next_cursor": next_cursor})
 
 
 @router.get("/trades", response_model=s.TradePage)
-async def list_trades(request: Request, key: Caller, symbol: SymbolFilter = None,
-                      limit: Limit = 100, cursor: Cursor = None) -> JSONResponse:
+async def list_trades(
+    request: Request,
+    key: Caller,
+    symbol: SymbolFilter = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> JSONResponse:
     """The caller's executions (maker and taker sides), in trade order, paginated."""
     facade = _facade(request)
     items, next_cursor = await _paginate(
-        facade, symbol, cursor, limit,
+        facade,
+        symbol,
+        cursor,
+        limit,
         lambda activity, start, want: activity.list_fills(
-            key.account, symbol=symbol, start=start, limit=want))
+            key.account, symbol=symbol, start=start, limit=want
+        ),
+    )
     return JSONResponse({"trades": items, "next_cursor": next_cursor})
 
 
@@ -258,8 +297,7 @@ def _account_view(app: ShardApp, shard: str, owner: str) -> AccountView:
 
 
 @router.get("/positions", response_model=s.PositionList)
-async def my_positions(request: Request, key: Caller,
-                       symbol: SymbolFilter = None) -> JSONResponse:
+async def my_positions(request: Request, key: Caller, symbol: SymbolFilter = None) -> JSONResponse:
     """The caller's positions (flat ones included once traded)."""
     facade = _facade(request)
     shards = facade.shard_ids if symbol is None else [facade.shard_of(symbol)]
@@ -286,16 +324,16 @@ async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONRespo
     facade = _facade(request)
     if body.shard is not None:
         if body.shard not in facade.writers:
-            raise ApiError(400, "unknown_shard", f"shard {body.shard!r} is not served here",
-                           field="shard")
+            raise ApiError(
+                400, "unknown_shard", f"shard {body.shard!r} is not served here", field="shard"
+            )
         shard = body.shard
     elif body.symbol is not None:
         shard = facade.shard_of(body.symbol)
     elif len(facade.shard_ids) == 1:
         shard = facade.shard_ids[0]
     else:
-        raise ApiError(400, "invalid_request", "name the shard (or a symbol of it)",
-                       field="shard")
+        raise ApiError(400, "invalid_request", "name the shard (or a symbol of it)", field="shard")
     amount = _decimal(body.amount, "amount")
     facade.require_leader(shard)
 
@@ -305,8 +343,9 @@ async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONRespo
 
     view = await facade.submit(shard, Deposit(key.account, amount), present)
     seq = view.pop("seq")
-    return JSONResponse({"account": key.account, "shard": shard, "seq": seq, "balance": view},
-                        status_code=201)
+    return JSONResponse(
+        {"account": key.account, "shard": shard, "seq": seq, "balance": view}, status_code=201
+    )
 
 
 # -- market data and operators ------------------------------------------------------------------
@@ -314,34 +353,44 @@ async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONRespo
 
 @router.get("/book/{symbol}", response_model=s.BookOut)
 async def order_book(
-    request: Request, key: Caller, symbol: Annotated[str, Path(max_length=64)],
+    request: Request,
+    key: Caller,
+    symbol: Annotated[str, Path(max_length=64)],
     depth: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> JSONResponse:
     """Aggregated price levels of a symbol, best first, with the seq they reflect."""
     facade = _facade(request)
     shard = facade.shard_of(symbol)
     instrument = facade.instruments[symbol]
-    body = await facade.query(shard, lambda app: book_json(app.engine.depth(symbol, depth),
-                                                           instrument, shard, app.seq))
+    body = await facade.query(
+        shard, lambda app: book_json(app.engine.depth(symbol, depth), instrument, shard, app.seq)
+    )
     return JSONResponse(body)
 
 
 @router.get("/shards", response_model=s.ShardList)
-async def shards(request: Request, key: Operator) -> JSONResponse:
-    """Operators: each served shard, whether this instance leads it, and its WAL position."""
+async def shards(
+    request: Request, key: Operator, state_hash: Annotated[bool, Query()] = False
+) -> JSONResponse:
+    """Operators: each served shard, whether this instance leads it, and its WAL position;
+    with ?state_hash=true also the hash of its hot state (costs a pass over the state)."""
     facade = _facade(request)
     rows = []
     for shard in facade.shard_ids:
         writer = facade.writers[shard]
-        seq, epoch = await facade.query(shard, _seq_epoch)
-        rows.append({
-            "shard": shard,
-            "symbols": [i.symbol for i in writer.app.instruments],
-            "leader": facade.leadership.is_leader(shard),
-            "leader_url": facade.leadership.leader_url(shard),
-            "seq": seq,
-            "epoch": epoch,
-            "commands": writer.commands,
-        })
+        seq, epoch, digest = await facade.query(
+            shard, lambda app: (app.seq, app.epoch, app.engine.state_hash() if state_hash else None)
+        )
+        rows.append(
+            {
+                "state_hash": digest,
+                "shard": shard,
+                "symbols": [i.symbol for i in writer.app.instruments],
+                "leader": facade.leadership.is_leader(shard),
+                "leader_url": facade.leadership.leader_url(shard),
+                "seq": seq,
+                "epoch": epoch,
+                "commands": writer.commands,
+            }
+        )
     return JSONResponse({"shards": rows})
-

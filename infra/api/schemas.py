@@ -163,6 +163,7 @@ class ShardStatus(BaseModel):
     seq: int
     epoch: int
     commands: int
+    state_hash: str | None = None
 
 
 class ShardList(BaseModel):

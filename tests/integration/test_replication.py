@@ -1,0 +1,154 @@
+"""Hot standby with real processes: two regions, their own broker, real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster import Cluster, place_orders, wait_for
+
+pytestmark = pytest.mark.integration
+
+SHARD = "shard-1"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    c.prepare()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def caught_up(cluster: Cluster, timeout: float = 60) -> int:
+    primary_seq = cluster.shards("primary")[SHARD]["seq"]
+    wait_for(
+        lambda: cluster.shards("standby")[SHARD]["seq"] == primary_seq,
+        timeout,
+        f"standby to reach seq {primary_seq}",
+    )
+    return int(primary_seq)
+
+
+def assert_same_state(cluster: Cluster) -> None:
+    primary = cluster.shards("primary", state_hash=True)[SHARD]
+    standby = cluster.shards("standby", state_hash=True)[SHARD]
+    assert standby["seq"] == primary["seq"]
+    assert standby["state_hash"] == primary["state_hash"], "hot state differs"
+    heads = {region: cluster.store_heads(region)[SHARD] for region in ("primary", "standby")}
+    seq, count, distinct = heads["standby"]
+    assert seq == count == distinct == heads["primary"][0], f"gap or duplicate: {heads}"
+
+
+def test_standby_holds_the_same_state_after_ten_thousand_commands(cluster: Cluster) -> None:
+    started = time.monotonic()
+    cluster.start("primary")
+    cluster.start("standby")
+    print(f"\nboth regions answering after {time.monotonic() - started:.1f}s")
+    cluster.create_keys()
+    ids = [f"load-{i}" for i in range(10_000)]
+    result = asyncio.run(place_orders(cluster.url("primary"), cluster.key, ids, concurrency=48))
+    assert result["statuses"] == {201: 10_000}, result["statuses"]
+    seq = caught_up(cluster)
+    assert seq == 10_001
+    assert_same_state(cluster)
+    # every acknowledged command is on the standby (sync mode: RPO = 0)
+    assert max(result["acked"].values()) <= cluster.shards("standby")[SHARD]["seq"]
+    joined = re.findall(r"group joined after ([0-9.]+)s", cluster.log("standby").read_text())
+    print(f"standby consumer group joined after {joined} s")
+
+
+def test_broker_restart_loses_topics_but_not_records(cluster: Cluster) -> None:
+    cluster.start("primary")
+    cluster.start("standby")
+    cluster.create_keys()
+    first = asyncio.run(
+        place_orders(cluster.url("primary"), cluster.key, [f"a-{i}" for i in range(800)])
+    )
+    assert first["statuses"] == {201: 800}
+    cluster.restart_broker()  # every topic, offset and group is gone
+    second = asyncio.run(
+        place_orders(cluster.url("primary"), cluster.key, [f"b-{i}" for i in range(800)])
+    )
+    assert set(second["statuses"]) <= {201, 503}
+    caught_up(cluster)
+    assert_same_state(cluster)
+
+
+def test_standby_killed_with_sigkill_catches_up_exactly_once(cluster: Cluster) -> None:
+    cluster.start("primary", EXDR_REPLICATION="async")
+    cluster.start("standby")
+    cluster.create_keys()
+    ids = [f"k-{i}" for i in range(3000)]
+
+    async def load_and_kill() -> dict[str, object]:
+        task = asyncio.create_task(place_orders(cluster.url("primary"), cluster.key, ids))
+        await asyncio.sleep(2.0)
+        cluster.stop("standby", signal.SIGKILL)
+        result = await task
+        return result
+
+    result = asyncio.run(load_and_kill())
+    assert result["statuses"] == {201: 3000}
+    cluster.start("standby")
+    caught_up(cluster)
+    assert_same_state(cluster)
+
+
+def test_record_altered_in_transit_is_never_applied_and_heals(cluster: Cluster) -> None:
+    cluster.start("primary", EXDR_FAULT_TAMPER_SEQS="5,40")
+    cluster.start("standby")
+    cluster.create_keys()
+    result = asyncio.run(
+        place_orders(cluster.url("primary"), cluster.key, [f"t-{i}" for i in range(100)])
+    )
+    assert result["statuses"] == {201: 100}
+    caught_up(cluster)
+    assert_same_state(cluster)
+    log = cluster.log("standby").read_text()
+    for seq in (5, 40):
+        assert f"corrupt WAL record from the broker: shard {SHARD} seq {seq}" in log
+        assert f"healed shard={SHARD} seq={seq}" in log
+    assert cluster.metric("standby", "replication_corrupt_records_total") == 2
+
+
+def test_sync_strict_acknowledges_nothing_without_a_standby(cluster: Cluster) -> None:
+    cluster.start("primary", EXDR_SYNC_POLICY="strict", EXDR_SYNC_TIMEOUT_MS="400")
+    cluster.create_keys()
+    headers = {"Authorization": f"Bearer {cluster.key}"}
+    with httpx.Client(base_url=cluster.url("primary"), headers=headers, timeout=10) as client:
+        deposit = client.post("/v1/deposits", json={"amount": "1000", "symbol": "BTCUSDT"})
+        assert deposit.status_code == 503, deposit.text
+        assert deposit.json()["code"] == "unavailable"
+    # the standby arrives: it copies what the primary stored, and acks flow again
+    cluster.start("standby")
+    caught_up(cluster)
+    with httpx.Client(base_url=cluster.url("primary"), headers=headers, timeout=10) as client:
+        again = client.post("/v1/deposits", json={"amount": "1000", "symbol": "BTCUSDT"})
+        assert again.status_code == 201, again.text
+
+
+def test_sync_degrade_alerts_and_continues_without_a_standby(cluster: Cluster) -> None:
+    cluster.start("primary", EXDR_SYNC_POLICY="degrade", EXDR_SYNC_TIMEOUT_MS="400")
+    cluster.create_keys()
+    result = asyncio.run(
+        place_orders(cluster.url("primary"), cluster.key, [f"d-{i}" for i in range(50)])
+    )
+    assert result["statuses"] == {201: 50}
+    log = cluster.log("primary").read_text()
+    assert "replication degraded to ASYNC" in log
+    assert cluster.metric("primary", "replication_degraded") == 1
+    cluster.start("standby")
+    caught_up(cluster)
+    wait_for(
+        lambda: cluster.metric("primary", "replication_degraded") == 0, 10, "sync mode to come back"
+    )
