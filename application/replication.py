@@ -127,6 +127,23 @@ class SyncGate:
         for waiter in expired:
             waiter.resolve(ok)
 
+    def reset_for_new_term(self) -> None:
+        """A promotion: the old peer is gone. Under degrade, run async until a standby confirms
+        (a critical alert says so); under strict, wait for one as always."""
+        with self._lock:
+            self.standby_seen_at = 0.0
+            if self.policy is SyncPolicy.DEGRADE and self.configured_mode is ReplicationMode.SYNC:
+                self.degraded = True
+                self.mode = ReplicationMode.ASYNC
+        if self.degraded:
+            message = (
+                f"shard {self.shard_id}: promoted without a confirmed standby; acknowledging "
+                "asynchronously until one catches up"
+            )
+            log.critical(message)
+            if self._on_degrade is not None:
+                self._on_degrade(self.shard_id, message)
+
     def fail_all(self) -> None:
         """Resolve every waiter as not acknowledged (the writer is stopping or deposed)."""
         with self._lock:

@@ -28,6 +28,10 @@ class WriterStoppedError(Exception):
     """The writer no longer takes commands (stopped, or deposed)."""
 
 
+class NotLeaderError(WriterStoppedError):
+    """This instance does not lead the shard (any more): the command was not executed."""
+
+
 class ShardWriter:
     """Runs a ShardApp's commands on one thread, batching whatever queued while it committed.
 
@@ -56,6 +60,7 @@ class ShardWriter:
         self._on_batch = on_batch
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-commit-{app.shard_id}")
         self.gate: SyncGate | None = None
+        self.guard: Callable[[], bool] | None = None  # False: refuse commands, not leader
         self.on_committed: Callable[[Sequence[WalRecord]], None] | None = None
         self._inflight: Future[bool] | None = None
         self.batches = 0
@@ -159,6 +164,11 @@ class ShardWriter:
     ) -> None:
         """Prepare this batch in memory while the previous one commits, then hand it over."""
         if not commands:
+            return
+        if self.guard is not None and not self.guard():
+            refusal = NotLeaderError(f"this instance does not lead shard {self.app.shard_id}")
+            for future in futures:
+                future.set_exception(refusal)
             return
         started = time.perf_counter()
         try:

@@ -26,8 +26,11 @@ from infra.bench_store import scratch_dsn
 from infra.bootstrap import drop_database, migrate
 from infra.settings import REPO_ROOT, Settings
 
-_MIDS = {"BTCUSDT": ("50000.0", "0.1", "0.001"), "ETHUSDT": ("3000.00", "0.01", "0.01"),
-         "SOLUSDT": ("150.000", "0.001", "0.1")}
+_MIDS = {
+    "BTCUSDT": ("50000.0", "0.1", "0.001"),
+    "ETHUSDT": ("3000.00", "0.01", "0.01"),
+    "SOLUSDT": ("150.000", "0.001", "0.1"),
+}
 
 
 def _free_port() -> int:
@@ -44,13 +47,24 @@ def _order_body(rng: random.Random, symbols: list[str], tag: str, n: int) -> dic
     symbol = rng.choice(symbols)
     mid, tick, lot = _MIDS[symbol]
     price = Decimal(mid) + Decimal(tick) * rng.randint(-20, 20)
-    return {"symbol": symbol, "side": rng.choice(("BUY", "SELL")), "price": str(price),
-            "quantity": str(Decimal(lot) * rng.randint(1, 10)),
-            "client_order_id": f"{tag}-{n}"}
+    return {
+        "symbol": symbol,
+        "side": rng.choice(("BUY", "SELL")),
+        "price": str(price),
+        "quantity": str(Decimal(lot) * rng.randint(1, 10)),
+        "client_order_id": f"{tag}-{n}",
+    }
 
 
-async def _drive(url: str, tokens: list[str], symbols: list[str], in_flight: int,
-                 warmup_s: float, seconds: float, seed: int) -> dict[str, Any]:
+async def _drive(
+    url: str,
+    tokens: list[str],
+    symbols: list[str],
+    in_flight: int,
+    warmup_s: float,
+    seconds: float,
+    seed: int,
+) -> dict[str, Any]:
     import aiohttp
 
     rng = random.Random(seed)
@@ -72,8 +86,9 @@ async def _drive(url: str, tokens: list[str], symbols: list[str], in_flight: int
                     return
                 n += 1
                 try:
-                    async with session.post("/v1/orders", json=_order_body(rng, symbols, tag, n),
-                                            headers=headers) as response:
+                    async with session.post(
+                        "/v1/orders", json=_order_body(rng, symbols, tag, n), headers=headers
+                    ) as response:
                         await response.read()
                         ok = response.status in (200, 201)
                 except aiohttp.ClientError:
@@ -89,8 +104,9 @@ async def _drive(url: str, tokens: list[str], symbols: list[str], in_flight: int
     return {"latencies": latencies, "errors": errors}
 
 
-def _client_process(args: tuple[str, list[str], list[str], int, float, float, int],
-                    ) -> dict[str, Any]:
+def _client_process(
+    args: tuple[str, list[str], list[str], int, float, float, int],
+) -> dict[str, Any]:
     url, tokens, symbols, in_flight, warmup_s, seconds, seed = args
     try:
         import uvloop
@@ -108,8 +124,15 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
-def run_api(settings: Settings, *, seconds: float, concurrency: int, clients: int = 2,
-            accounts: int = 32, warmup_s: float = 1.0) -> dict[str, Any]:
+def run_api(
+    settings: Settings,
+    *,
+    seconds: float,
+    concurrency: int,
+    clients: int = 2,
+    accounts: int = 32,
+    warmup_s: float = 1.0,
+) -> dict[str, Any]:
     """Measure order placement over HTTP; returns the benchmark's one JSON object."""
     dsn = scratch_dsn(settings, "bench_api")
     port = _free_port()
@@ -126,20 +149,35 @@ def run_api(settings: Settings, *, seconds: float, concurrency: int, clients: in
         store.close()
         env = {**os.environ, "EXDR_PG_DSN": dsn, "EXDR_API_LEADS": "all"}
         server = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "serve", "--host", "127.0.0.1", "--port",
-             str(port)], cwd=REPO_ROOT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "infra.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+        )
         _wait_healthy(url, server)
         with httpx.Client(base_url=url, timeout=30) as http:
             for token in tokens:
                 for shard in settings.shards():
-                    r = http.post("/v1/deposits", json={"amount": "1000000000", "shard": shard},
-                                  headers={"Authorization": f"Bearer {token}"})
+                    r = http.post(
+                        "/v1/deposits",
+                        json={"amount": "1000000000", "shard": shard},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
                     r.raise_for_status()
-        symbols = [s for symbols in settings.shards().values() for s in symbols
-                   if s in _MIDS]
+        symbols = [s for symbols in settings.shards().values() for s in symbols if s in _MIDS]
         per_client = max(1, concurrency // clients)
-        jobs = [(url, tokens, symbols, per_client, warmup_s, seconds, seed)
-                for seed in range(1, clients + 1)]
+        jobs = [
+            (url, tokens, symbols, per_client, warmup_s, seconds, seed)
+            for seed in range(1, clients + 1)
+        ]
         context = multiprocessing.get_context("spawn")
         with context.Pool(clients) as pool:
             results = pool.map(_client_process, jobs)

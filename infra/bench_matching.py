@@ -62,8 +62,17 @@ def generate_flow(orders: int, seed: int) -> list[FlowItem]:
             entry = shadow.get(order_id)
             if entry is not None:
                 shadow.cancel(order_id)
-                flow.append(FlowItem("cancel", order_id, entry.owner, entry.side, None, 0,
-                                     CancelOrder(entry.owner, order_id)))
+                flow.append(
+                    FlowItem(
+                        "cancel",
+                        order_id,
+                        entry.owner,
+                        entry.side,
+                        None,
+                        0,
+                        CancelOrder(entry.owner, order_id),
+                    )
+                )
                 continue
         side = Side.BUY if rng.random() < 0.5 else Side.SELL
         lots = rng.randint(1, 20)
@@ -72,13 +81,13 @@ def generate_flow(orders: int, seed: int) -> list[FlowItem]:
         if roll < CANCEL_SHARE + PASSIVE_SHARE:
             offset = rng.randint(1, 40)
             price = MID_TICKS - offset if side is Side.BUY else MID_TICKS + offset
-            command: Command = PlaceOrder(owner, client_order_id, SYMBOL, side,
-                                          OrderType.LIMIT, lots, price)
+            command: Command = PlaceOrder(
+                owner, client_order_id, SYMBOL, side, OrderType.LIMIT, lots, price
+            )
             flow.append(FlowItem("limit", order_id, owner, side, price, lots, command))
         elif roll < 0.96:
             price = MID_TICKS + 10 if side is Side.BUY else MID_TICKS - 10
-            command = PlaceOrder(owner, client_order_id, SYMBOL, side, OrderType.LIMIT, lots,
-                                 price)
+            command = PlaceOrder(owner, client_order_id, SYMBOL, side, OrderType.LIMIT, lots, price)
             flow.append(FlowItem("limit", order_id, owner, side, price, lots, command))
         else:
             command = PlaceOrder(owner, client_order_id, SYMBOL, side, OrderType.MARKET, lots)
@@ -99,8 +108,7 @@ def run_book(flow: list[FlowItem]) -> float:
             if get(item.order_id) is not None:
                 cancel(item.order_id)
             continue
-        place(item.order_id, item.owner, item.side, item.price_ticks, item.quantity_lots,
-              priority)
+        place(item.order_id, item.owner, item.side, item.price_ticks, item.quantity_lots, priority)
     return len(flow) / (time.perf_counter() - started)
 
 

@@ -258,6 +258,54 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(r["state"] != "unreachable" for r in rows) else 1
 
 
+def cmd_switchover(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    import httpx
+
+    from infra.status import current_leaders
+
+    key = args.key or os.environ.get("EXDR_OPERATOR_KEY", "")
+    if not key:
+        raise CliError("an operator key is needed: --key or EXDR_OPERATOR_KEY")
+    settings.region_named(args.to)
+    if args.shard not in settings.shards():
+        raise CliError(f"unknown shard {args.shard!r}; configured: {', '.join(settings.shards())}")
+    leader = current_leaders(settings).get(args.shard)
+    if leader is None:
+        raise CliError(f"shard {args.shard} has no leader right now; nothing to switch over")
+    if leader["region"] == args.to:
+        raise CliError(f"{args.to} already leads shard {args.shard}")
+    print(f"Switchover of shard {args.shard}: {leader['region']} ({leader['url']}) -> {args.to}")
+    if not args.force:
+        if not sys.stdin.isatty():
+            raise CliError("refusing without confirmation; pass --force to proceed")
+        if input("Proceed? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("aborted")
+            return 1
+    response = httpx.post(
+        leader["url"] + "/v1/admin/switchover",
+        json={"shard": args.shard, "to": args.to},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    if response.status_code != 200:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        raise CliError(f"switchover refused ({response.status_code}): {message}")
+    result = response.json()
+    print(f"drained and handed over at seq {result['seq']} in {result['drained_in_s']}s")
+    import time
+
+    from infra.status import collect_status, render_status
+
+    time.sleep(0.5)
+    print(render_status(collect_status(settings)))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -335,8 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the projector worker (Faust) for the configured shards"
     )
     projections_run.add_argument(
-        "--region", help="region whose views these are: its database (EXDR_REGIONS) and consumer "
-        "group; default: EXDR_PG_DSN, EXDR_REGION"
+        "--region",
+        help="region whose views these are: its database (EXDR_REGIONS) and consumer "
+        "group; default: EXDR_PG_DSN, EXDR_REGION",
     )
     projections_run.add_argument("--shard", action="append", help="only this shard (repeatable)")
     projections_run.set_defaults(handler=cmd_projections_run)
@@ -348,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     projections_rebuild.add_argument("--json", action="store_true")
     projections_rebuild.set_defaults(handler=cmd_projections_rebuild)
+
+    switch = sub.add_parser("switchover", help="planned hand-over of a shard to another region")
+    switch.add_argument("--shard", required=True)
+    switch.add_argument("--to", required=True, help="region that takes the shard")
+    switch.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    switch.add_argument("--key", help="operator API key (default: EXDR_OPERATOR_KEY)")
+    switch.set_defaults(handler=cmd_switchover)
 
     demo = sub.add_parser("demo", help="run the main demonstration on the local servers")
     demo.add_argument("--commands", type=int, default=20_000)

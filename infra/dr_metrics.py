@@ -24,7 +24,6 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
-        role = "primary" if node.leads else "standby"
         region = node.region.name
         up = GaugeMetricFamily(
             "up",
@@ -64,8 +63,46 @@ class NodeCollector(Collector):
         gaps = CounterMetricFamily(
             "replication_gap_fills", "Records fetched from the primary's store", labels=["shard"]
         )
+        failovers = CounterMetricFamily(
+            "failover",
+            "Failovers and switchovers that made this region the leader",
+            labels=["shard"],
+        )
+        info = GaugeMetricFamily(
+            "failover_info",
+            "One sample per failover into this region",
+            labels=["shard", "from_region", "to_region", "epoch", "reason"],
+        )
+        rto = GaugeMetricFamily(
+            "failover_rto_seconds",
+            "Seconds from the leader's failure being noticed to this region accepting commands",
+            labels=["shard"],
+        )
+        zk = GaugeMetricFamily(
+            "zookeeper_connected",
+            "1 while this region's ZooKeeper session is connected",
+            labels=["region"],
+        )
+        coord = node.coordinator
+        zk.add_metric([region], 1.0 if coord is not None and coord.connected else 0.0)
+        for shard_id, controller in node.controllers.items():
+            failovers.add_metric([shard_id], float(len(controller.failovers)))
+            for record in controller.failovers:
+                info.add_metric(
+                    [
+                        shard_id,
+                        record.from_region,
+                        record.to_region,
+                        str(record.epoch),
+                        record.reason[:60],
+                    ],
+                    1.0,
+                )
+            if controller.last_rto_s is not None:
+                rto.add_metric([shard_id], controller.last_rto_s)
         for shard_id, writer in node.writers.items():
             app = writer.app
+            role = "primary" if node.role_of(shard_id) == "leader" else "standby"
             up.add_metric([role, shard_id, region], 1.0)
             seq.add_metric([shard_id], float(app.seq))
             count.add_metric([shard_id], float(app.seq))
@@ -81,4 +118,19 @@ class NodeCollector(Collector):
                 lag_r.add_metric([shard_id], float(replicator.lag_records()))
                 corrupt.add_metric([shard_id], float(replicator.stats.corrupt))
                 gaps.add_metric([shard_id], float(replicator.stats.gap_fills))
-        yield from (up, seq, count, events, lag_s, lag_r, degraded, waiting, corrupt, gaps)
+        yield from (
+            up,
+            seq,
+            count,
+            events,
+            lag_s,
+            lag_r,
+            degraded,
+            waiting,
+            corrupt,
+            gaps,
+            failovers,
+            info,
+            rto,
+            zk,
+        )

@@ -1,11 +1,12 @@
-"""`exchange-dr node --region R`: one region's process: shards, REST facade, relay, replicator.
+"""`exchange-dr node --region R`: one region's process: shards, REST facade, relay, replicator,
+ZooKeeper leadership and the failover manager.
 
-The leader region writes (batched writer), relays every committed WAL record to the shard's
-topic and, in sync mode, holds each acknowledgement until a standby confirmed the record.
-A standby region applies those records (Faust agent -> Replicator) into its own store and keeps
-its hot state in memory, so promotion needs no replay. Both serve the REST facade; a standby
-answers commands with not_leader. The facade runs in its own thread and event loop; Faust owns
-the main thread (signals, graceful stop).
+Each shard has a role here (infra/failover.py). The leader writes (batched writer), relays
+every committed WAL record to the shard's topic and, in sync mode, holds each acknowledgement
+until a standby confirmed the record. A standby applies those records (Faust agent ->
+Replicator) into its own store and keeps its hot state in memory, so promotion needs no replay.
+Both serve the REST facade; a standby answers commands with not_leader and the leader's URL.
+The facade runs in its own thread and event loop; Faust owns the main thread (signals, stop).
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import httpx
 import uvicorn
 
 from application.replication import ReplicationMode, SyncGate, SyncPolicy
 from application.writer import ShardWriter
 from infra.api.app import create_app
-from infra.api.leadership import StaticLeadership
 from infra.bootstrap import make_key_store, make_shard_app, make_writer, migrate
+from infra.coordination import Coordinator, LeaderInfo
 from infra.dr_metrics import NodeCollector
+from infra.failover import FailoverSettings, ShardController, send_alert
 from infra.settings import Region, Settings
 from projections.app import make_faust_app
 from projections.relay import Relay
 from projections.replicator import Replicator
-from projections.topics import acks_topic_name, wal_topic_name
+from projections.topics import acks_topic_name, topic_prefix, wal_topic_name
 
 log = logging.getLogger("exchange_dr.node")
 
@@ -44,90 +47,168 @@ class Node:
 
     settings: Settings
     region: Region
-    leader: Region
     faust_app: faust.App
-    writers: dict[str, ShardWriter] = field(default_factory=dict)
-    gates: dict[str, SyncGate] = field(default_factory=dict)
-    relays: dict[str, Relay] = field(default_factory=dict)
-    replicators: dict[str, Replicator] = field(default_factory=dict)
+    failover: FailoverSettings
+    coordinator: Coordinator | None = None
+    controllers: dict[str, ShardController] = field(default_factory=dict)
     api_server: uvicorn.Server | None = None
-    primary_views: list[Any] = field(default_factory=list)
+    api_app: Any = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    # views used by metrics and the facade
+    @property
+    def writers(self) -> dict[str, ShardWriter]:
+        return {s: c.writer for s, c in self.controllers.items()}
+
+    @property
+    def gates(self) -> dict[str, SyncGate]:
+        return {s: c.gate for s, c in self.controllers.items() if c.role == "leader"}
+
+    @property
+    def replicators(self) -> dict[str, Replicator]:
+        return {s: c.replicator for s, c in self.controllers.items() if c.role == "standby"}
 
     @property
     def leads(self) -> bool:
-        return self.region.name == self.leader.name
+        return any(c.role == "leader" for c in self.controllers.values())
+
+    def role_of(self, shard_id: str) -> str:
+        return self.controllers[shard_id].role
 
     def replica_lag_ms(self, shard_id: str) -> float | None:
-        replicator = self.replicators.get(shard_id)
-        if self.leads or replicator is None:
+        controller = self.controllers.get(shard_id)
+        if controller is None or controller.role != "standby":
             return None
-        return replicator.lag_seconds() * 1000
+        return controller.replicator.lag_seconds() * 1000
+
+    def leader_region_name(self, shard_id: str) -> str | None:
+        return self.controllers[shard_id].leader_region
+
+    def is_leader(self, shard_id: str) -> bool:
+        """The Leadership port for the facade: the shard's role and a live lease."""
+        controller = self.controllers.get(shard_id)
+        return controller is not None and controller.accepting()
+
+    def leader_url(self, shard_id: str) -> str | None:
+        return None if self.coordinator is None else self.coordinator.leader_url(shard_id)
+
+    def on_promoted(self, controller: ShardController) -> None:
+        facade = getattr(getattr(self.api_app, "state", None), "facade", None)
+        if facade is not None:
+            # the index followed replication; from now on it follows the shard's commands
+            facade.activity[controller.shard_id].seq = controller.app.seq
+
+    def on_demoted(self, controller: ShardController) -> None:
+        facade = getattr(getattr(self.api_app, "state", None), "facade", None)
+        if facade is not None:
+            activity = facade.activity[controller.shard_id]
+            controller.writer.query(activity.rebuild)
 
 
-def leader_region(settings: Settings) -> Region:
-    """Until the failover manager decides it: EXDR_LEADER_REGION (default: the first region)."""
-    name = os.environ.get("EXDR_LEADER_REGION", "").strip() or settings.regions[0].name
-    return settings.region_named(name)
+def preferred_leader(settings: Settings) -> str:
+    """Who leads a brand-new cluster: EXDR_LEADER_REGION (default: the first region)."""
+    return os.environ.get("EXDR_LEADER_REGION", "").strip() or settings.regions[0].name
 
 
 def build_node(settings: Settings, region_name: str) -> Node:
-    started = time.monotonic()
     region = settings.region_named(region_name)
-    leader = leader_region(settings)
     migrate(region.pg_dsn)
-    faust_app = make_faust_app(settings, f"exdr-{region.name}")
-    node = Node(settings, region, leader, faust_app)
+    faust_app = make_faust_app(settings, f"exdr-{topic_prefix()}-{region.name}")
+    node = Node(settings, region, faust_app, FailoverSettings.from_env(os.environ))
+    session_s = float(os.environ.get("EXDR_ZK_SESSION_MS", "2000")) / 1000
+    node.coordinator = Coordinator(
+        settings.zk_hosts,
+        region.name,
+        region.api_url,
+        root=f"/exdr/{topic_prefix()}",
+        session_timeout_s=session_s,
+    )
     acks_topic = faust_app.topic(
         acks_topic_name(), key_type=bytes, value_type=bytes, value_serializer="raw"
     )
     for shard_id in settings.shards():
         app = make_shard_app(settings, shard_id, dsn=region.pg_dsn)
         app.recover()
-        writer = make_writer(settings, app).start()
-        node.writers[shard_id] = writer
+        writer = make_writer(settings, app)
         topic = faust_app.topic(
             wal_topic_name(shard_id), key_type=bytes, value_type=bytes, value_serializer="raw"
         )
-        if node.leads:
-            _wire_leader(node, shard_id, writer, topic)
-        else:
-            _wire_standby(node, shard_id, writer, topic, acks_topic)
-    if node.leads:
-        _wire_acks(node, acks_topic)
-    joined: list[float] = []
+        gate = SyncGate(
+            shard_id,
+            mode=ReplicationMode(settings.replication_mode),
+            policy=SyncPolicy(settings.sync_policy),
+            timeout_s=settings.sync_timeout_ms / 1000,
+        )
+        relay = Relay(shard_id, app.store, topic)
+        tamper = os.environ.get("EXDR_FAULT_TAMPER_SEQS", "").strip()
+        relay.tamper_seqs = {int(s) for s in tamper.split(",") if s.strip()}
+        replicator = Replicator(app, app.store)  # pointed at the leader's store by follow()
+        stall = os.environ.get("EXDR_FAULT_STALL_AFTER_SEQ", "").strip()
+        replicator.stall_after_seq = int(stall) if stall else None
+        controller = ShardController(node, shard_id, writer, replicator, gate, relay)
+        replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
+        writer.gate = gate
+        writer.on_committed = relay.offer
+        writer.guard = controller.accepting
+        writer.start()
+        node.controllers[shard_id] = controller
+        _wire_standby(node, controller, topic, acks_topic)
+    _wire_acks(node, acks_topic)
+    _wire_failover(node)
 
     @faust_app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _joined(app: Any, assigned: Any, **_: Any) -> None:
-        if not joined:
-            joined.append(time.monotonic() - started)
-            log.info("group joined after %.2fs region=%s", joined[0], region.name)
+        if not getattr(node, "_joined", False):
+            node._joined = True  # type: ignore[attr-defined]
+            log.info(
+                "group joined after %.2fs region=%s",
+                time.monotonic() - node.started_at,
+                region.name,
+            )
 
     return node
 
 
-def _wire_leader(node: Node, shard_id: str, writer: ShardWriter, topic: Any) -> None:
-    settings = node.settings
-    gate = SyncGate(
-        shard_id,
-        mode=ReplicationMode(settings.replication_mode),
-        policy=SyncPolicy(settings.sync_policy),
-        timeout_s=settings.sync_timeout_ms / 1000,
-    )
-    relay = Relay(shard_id, writer.app.store, topic)
-    tamper = os.environ.get("EXDR_FAULT_TAMPER_SEQS", "").strip()
-    relay.tamper_seqs = {int(s) for s in tamper.split(",") if s.strip()}
-    writer.gate = gate
-    writer.on_committed = relay.offer
-    node.gates[shard_id] = gate
-    node.relays[shard_id] = relay
+async def take_initial_roles(node: Node) -> None:
+    """Lead a brand-new shard if preferred; otherwise follow whoever leads (rejoining first)."""
+    coord = node.coordinator
+    assert coord is not None
+    for shard_id, controller in node.controllers.items():
+        leader = await asyncio.to_thread(coord.refresh_leader, shard_id)
+        deadline = time.monotonic() + coord.session_timeout_s * 2
+        while leader is not None and leader.region == node.region.name:
+            # our previous life's session has not expired yet: it cannot be used, wait it out
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+            leader = await asyncio.to_thread(coord.refresh_leader, shard_id)
+        history = await asyncio.to_thread(coord.epochs, shard_id)
+        if leader is None and not history and node.region.name == preferred_leader(node.settings):
+            epoch = await asyncio.to_thread(
+                coord.take_leadership,
+                shard_id,
+                applied_seq=controller.app.seq,
+                min_epoch=controller.app.epoch,
+            )
 
-    @node.faust_app.task  # type: ignore[untyped-decorator]
-    async def relay_records() -> None:
-        await relay.run()
+            def adopt(app: Any, epoch: int = epoch) -> int:
+                app.epoch = epoch
+                return int(app.seq)
 
-    @node.faust_app.timer(0.005)  # type: ignore[untyped-decorator]
-    async def expire_waits() -> None:
-        gate.tick()
+            await asyncio.wrap_future(controller.writer.query(adopt))
+            controller.history = await asyncio.to_thread(coord.epochs, shard_id)
+            controller.start_relay()
+            controller.role = "leader"
+            log.warning(
+                "bootstrap leader shard=%s region=%s epoch=%s", shard_id, node.region.name, epoch
+            )
+        elif leader is not None and leader.region != node.region.name:
+            controller.role = "fenced"
+            await controller.become_standby()
+        else:
+            controller.history = history
+            controller.role = "standby"
+            log.warning("shard=%s has no leader: standing by for the failover manager", shard_id)
 
 
 def _wire_acks(node: Node, acks_topic: Any) -> None:
@@ -135,24 +216,40 @@ def _wire_acks(node: Node, acks_topic: Any) -> None:
     async def standby_confirmed(stream: Any) -> None:
         async for value in stream:
             ack = json.loads(value)
-            gate = node.gates.get(ack.get("shard", ""))
-            if gate is None or ack.get("region") == node.region.name:
+            controller = node.controllers.get(ack.get("shard", ""))
+            if controller is None or ack.get("region") == node.region.name:
                 continue
-            if int(ack.get("epoch", 0)) < node.writers[gate.shard_id].app.epoch:
+            if controller.role not in ("leader", "handing_over"):
+                continue
+            if int(ack.get("epoch", 0)) < controller.app.epoch:
                 continue  # confirmations of an older epoch prove nothing about ours
-            gate.standby_stored(int(ack["seq"]))
+            controller.gate.standby_stored(int(ack["seq"]))
 
 
-def _wire_standby(
-    node: Node, shard_id: str, writer: ShardWriter, topic: Any, acks_topic: Any
-) -> None:
-    primary_app = make_shard_app(node.settings, shard_id, dsn=node.leader.pg_dsn)
-    node.primary_views.append(primary_app)  # keeps its connection pool alive
-    replicator = Replicator(writer.app, primary_app.store)
-    node.replicators[shard_id] = replicator
+def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic: Any) -> None:
+    shard_id = controller.shard_id
+    writer = controller.writer
+    replicator = controller.replicator
 
     def _apply(values: list[Any], _: object) -> int:
-        return replicator.apply_wire(values)
+        seq = replicator.apply_wire(values)
+        _index(seq)
+        return seq
+
+    def _catch_up(_: object) -> int:
+        seq = replicator.catch_up()
+        _index(seq)
+        return seq
+
+    def _index(seq: int) -> None:
+        facade = getattr(getattr(node.api_app, "state", None), "facade", None)
+        if facade is None:
+            return
+        activity = facade.activity[shard_id]
+        if activity.seq < seq:
+            activity.index_records(
+                writer.app, writer.app.store.iter_records(shard_id, activity.seq, upto_seq=seq)
+            )
 
     async def confirm(seq: int) -> None:
         ack = {
@@ -167,37 +264,94 @@ def _wire_standby(
     @node.faust_app.agent(topic)
     async def replicate(stream: Any) -> None:
         async for values in stream.take(500, within=0.002):
+            if controller.role != "standby":
+                continue
             try:
                 seq = await asyncio.wrap_future(
                     writer.query(functools.partial(_apply, list(values)))
                 )
             except Exception as exc:
-                # the records stay unapplied; catch_up pulls them from the primary's store
+                # the records stay unapplied; catch_up pulls them from the leader's store
                 log.error("replication failed shard=%s error=%s", shard_id, exc)
                 continue
             await confirm(seq)
 
     @node.faust_app.timer(0.5)  # type: ignore[untyped-decorator]
     async def catch_up() -> None:
-        # a broker that lost its topics, or a quiet primary: the store is the source of truth
+        # a broker that lost its topics, or a quiet leader: the store is the source of truth
+        if controller.role != "standby" or node.coordinator is None:
+            return
+        if node.coordinator.leader(shard_id) is None:
+            return  # nobody to copy from; the failover manager decides
         try:
-            seq = await asyncio.wrap_future(writer.query(lambda _: replicator.catch_up()))
+            seq = await asyncio.wrap_future(writer.query(_catch_up))
         except Exception as exc:
-            log.warning("catch-up from the primary's store failed shard=%s error=%s", shard_id, exc)
+            log.warning("catch-up from the leader's store failed shard=%s error=%s", shard_id, exc)
             return
         if seq:
             await confirm(seq)
 
 
+def _wire_failover(node: Node) -> None:
+    interval = node.failover.health_interval_s
+    client = httpx.AsyncClient()
+    started = asyncio.Event()
+
+    @node.faust_app.task  # type: ignore[untyped-decorator]
+    async def roles() -> None:
+        coord = node.coordinator
+        assert coord is not None
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(coord.start, list(node.controllers))
+
+        def leader_changed(shard: str, info: LeaderInfo | None) -> None:
+            controller = node.controllers[shard]
+            if info is not None and info.region != node.region.name:
+                loop.call_soon_threadsafe(controller.follow, info)
+
+        def deposed(shard: str, why: str) -> None:
+            controller = node.controllers[shard]
+
+            def schedule() -> None:
+                controller.rejoin_task = asyncio.ensure_future(controller.deposed(why))
+
+            loop.call_soon_threadsafe(schedule)
+
+        coord.on_leader_change = leader_changed
+        coord.on_deposed = deposed
+        await take_initial_roles(node)
+        started.set()
+
+    @node.faust_app.task  # type: ignore[untyped-decorator]
+    async def health() -> None:
+        await started.wait()
+        while True:
+            began = time.monotonic()
+            try:
+                await asyncio.gather(*(c.check(client) for c in node.controllers.values()))
+            except Exception as exc:  # a round that failed is a round; the next one comes
+                log.error("health round failed: %s", exc)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+
+    @node.faust_app.task  # type: ignore[untyped-decorator]
+    async def expire_waits() -> None:
+        while True:
+            for controller in node.controllers.values():
+                controller.gate.tick()
+            await asyncio.sleep(0.005)
+
+
 def start_api(node: Node) -> threading.Thread:
     """Serve the REST facade on its own thread and event loop."""
     region = node.region
-    leadership = StaticLeadership(leads=node.leads, url=None if node.leads else node.leader.api_url)
+    assert node.coordinator is not None
     key_store = make_key_store(node.settings, dsn=region.pg_dsn)
     app = create_app(
-        node.settings, node.writers, leadership, key_store, replica_lag_ms=node.replica_lag_ms
+        node.settings, node.writers, node, key_store, replica_lag_ms=node.replica_lag_ms
     )
     app.state.facade.metrics.registry.register(NodeCollector(node))
+    app.state.switchover = functools.partial(_switchover, node)
+    node.api_app = app
     host, port = _host_port(region.api_url)
     config = uvicorn.Config(
         app,
@@ -216,6 +370,16 @@ def start_api(node: Node) -> threading.Thread:
     return thread
 
 
+async def _switchover(node: Node, shard_id: str, to_region: str) -> dict[str, Any]:
+    """Called from the facade's loop: run the handover on Faust's loop and wait for it."""
+    controller = node.controllers.get(shard_id)
+    if controller is None:
+        raise ValueError(f"unknown shard {shard_id!r}")
+    loop = node.faust_app.loop
+    future = asyncio.run_coroutine_threadsafe(controller.hand_over(to_region), loop)
+    return await asyncio.wrap_future(future)
+
+
 def _host_port(url: str) -> tuple[str, int]:
     from urllib.parse import urlsplit
 
@@ -229,20 +393,36 @@ def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") ->
 
     @node.faust_app.on_before_shutdown.connect  # type: ignore[arg-type]
     def _stop(app: Any, **_: Any) -> None:
-        for relay in node.relays.values():
-            relay.stop()
+        coord = node.coordinator
+        for controller in node.controllers.values():
+            controller.stop_relay()
+            if controller.role == "leader" and coord is not None:
+                # a graceful stop hands the shard over at once instead of waiting for expiry
+                peers = node.settings.peers(node.region.name)
+                if peers:
+                    coord.request_handover(controller.shard_id, peers[0].name)
+                coord.resign(controller.shard_id)
+                send_alert(
+                    "warning",
+                    "LeaderStopped",
+                    f"shard {controller.shard_id}: leader {node.region.name} stopped "
+                    "gracefully and resigned",
+                    {"shard": controller.shard_id},
+                    node.failover.webhook_url,
+                )
+            controller.role = "fenced"
         if node.api_server is not None:
             node.api_server.should_exit = True
-        for writer in node.writers.values():
-            writer.stop()
-        for gate in node.gates.values():
-            gate.fail_all()
+        for controller in node.controllers.values():
+            controller.writer.stop()
+            controller.gate.fail_all()
+        if coord is not None:
+            coord.stop()
 
     log.info(
-        "node region=%s role=%s shards=%s api=%s",
+        "node region=%s shards=%s api=%s",
         node.region.name,
-        "leader" if node.leads else "standby",
-        ",".join(node.writers),
+        ",".join(node.controllers),
         node.region.api_url,
     )
     worker = faust.Worker(node.faust_app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

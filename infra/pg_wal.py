@@ -152,6 +152,69 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             )
             return {row["command_key"]: int(row["seq"]) for row in curs.fetchall()}
 
+    # -- divergent history ------------------------------------------------------------------
+
+    def first_divergent_seq(self, shard_id: str, history: Sequence[tuple[int, int]]) -> int | None:
+        """The lowest seq whose stored epoch is not the epoch that owns it in `history`."""
+        fork: int | None = None
+        with self.datastore.transaction(commit=False) as curs:
+            for index, (epoch, start) in enumerate(history):
+                end = history[index + 1][1] - 1 if index + 1 < len(history) else 2**62
+                curs.execute(
+                    "SELECT min(seq) AS seq FROM wal_records WHERE shard_id = %s "
+                    "AND seq BETWEEN %s AND %s AND epoch <> %s",
+                    (shard_id, start, end, epoch),
+                )
+                row = curs.fetchone()
+                if row is not None and row["seq"] is not None:
+                    seq = int(row["seq"])
+                    fork = seq if fork is None else min(fork, seq)
+        return fork
+
+    def quarantine_from(self, shard_id: str, fork_seq: int, reason: str) -> int:
+        """Set aside every record at or after `fork_seq` (kept for audit) with its events,
+        snapshots and checkpoints, and move the head back; returns how many records."""
+        records = list(self.iter_records(shard_id, fork_seq - 1))
+        events = [(e.originator_id, e.originator_version) for r in records for e in r.events]
+        first_version: dict[Any, int] = {}
+        for originator_id, version in events:
+            first_version[originator_id] = min(version, first_version.get(originator_id, version))
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"INSERT INTO wal_quarantine ({_RECORD_COLUMNS}, reason) "
+                f"SELECT {_RECORD_COLUMNS}, %s FROM wal_records "
+                "WHERE shard_id = %s AND seq >= %s",
+                (reason, shard_id, fork_seq),
+            )
+            for originator_id, version in first_version.items():
+                curs.execute(
+                    f"DELETE FROM {self.events_table_name} "
+                    "WHERE originator_id = %s AND originator_version >= %s",
+                    (originator_id, version),
+                )
+                curs.execute(
+                    "DELETE FROM exchange_snapshots "
+                    "WHERE originator_id = %s AND originator_version >= %s",
+                    (originator_id, version),
+                )
+            curs.execute(
+                "DELETE FROM wal_records WHERE shard_id = %s AND seq >= %s", (shard_id, fork_seq)
+            )
+            curs.execute(
+                "DELETE FROM wal_checkpoints WHERE shard_id = %s AND seq >= %s",
+                (shard_id, fork_seq),
+            )
+            curs.execute(
+                "UPDATE wal_heads SET seq = %s, epoch = coalesce((SELECT epoch FROM wal_records "
+                "WHERE shard_id = %s AND seq = %s), 0), updated_at = now() WHERE shard_id = %s",
+                (fork_seq - 1, shard_id, fork_seq - 1, shard_id),
+            )
+            curs.execute(
+                "UPDATE relay_positions SET seq = LEAST(seq, %s) WHERE shard_id = %s",
+                (fork_seq - 1, shard_id),
+            )
+        return len(records)
+
     # -- relay position ---------------------------------------------------------------------
 
     def relay_position(self, shard_id: str) -> int:

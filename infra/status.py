@@ -20,11 +20,37 @@ def _heads(dsn: str) -> dict[str, tuple[int, int, int]]:
     return {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in rows}
 
 
+def current_leaders(settings: Settings) -> dict[str, dict[str, Any]]:
+    """shard -> the leader node's data in ZooKeeper ({} when unreachable or none)."""
+    import json
+
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoNodeError
+
+    from projections.topics import topic_prefix
+
+    leaders: dict[str, dict[str, Any]] = {}
+    zk = KazooClient(hosts=settings.zk_hosts, timeout=3.0)
+    try:
+        zk.start(timeout=3.0)
+    except Exception:
+        return leaders
+    try:
+        for shard in settings.shards():
+            try:
+                data, _ = zk.get(f"/exdr/{topic_prefix()}/shards/{shard}/leader")
+            except NoNodeError:
+                continue
+            leaders[shard] = json.loads(data)
+    finally:
+        zk.stop()
+        zk.close()
+    return leaders
+
+
 def collect_status(settings: Settings) -> list[dict[str, Any]]:
     """Per shard and region: role, state, epoch, seq, lag in records and seconds."""
-    import os
-
-    leader_name = os.environ.get("EXDR_LEADER_REGION", "").strip() or settings.regions[0].name
+    leaders = current_leaders(settings)
     heads: dict[str, dict[str, tuple[int, int, int]] | None] = {}
     for region in settings.regions:
         try:
@@ -34,11 +60,14 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     now_us = time.time_ns() // 1000
     for shard in settings.shards():
-        leader_heads = heads.get(leader_name) or {}
+        leader_name = leaders.get(shard, {}).get("region")
+        leader_heads = (heads.get(leader_name) if leader_name else None) or {}
         top_seq, _, _ = leader_heads.get(shard, (0, 0, 0))
         for region in settings.regions:
             region_heads = heads[region.name]
             role = "leader" if region.name == leader_name else "standby"
+            if leader_name is None:
+                role = "no leader"
             if region_heads is None:
                 rows.append(
                     {

@@ -28,6 +28,7 @@ class ReplicationStats:
     gap_fills: int = 0
     healed: int = 0
     corrupt: int = 0
+    stale: int = 0  # records of an epoch that does not own their seq (a deposed writer's)
     last_seen_seq: int = 0
     last_seen_recorded_at_us: int = 0
     corrupt_seqs: list[int] = field(default_factory=list)
@@ -54,6 +55,9 @@ class Replicator:
         self.shard_id = app.shard_id
         self.stats = ReplicationStats()
         self._alert = alert
+        self.accept: Callable[[WalRecord], bool] | None = None  # e.g. the epoch history
+        self.stall_after_seq: int | None = None  # fault injection: never apply beyond it
+        self.behind_since_us: int | None = None
         self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
 
     @property
@@ -64,10 +68,17 @@ class Replicator:
         return max(0, self.stats.last_seen_seq - self.app.seq)
 
     def lag_seconds(self) -> float:
-        """Age of the oldest record seen but not applied (0 when caught up)."""
-        if self.lag_records() == 0 or not self.app.last_applied_at_us:
+        """How long this standby has been missing records it knows exist (0 when caught up)."""
+        self._track_lag()
+        if self.behind_since_us is None:
             return 0.0
-        return max(0.0, (self._clock_us() - self.app.last_applied_at_us) / 1e6)
+        return max(0.0, (self._clock_us() - self.behind_since_us) / 1e6)
+
+    def _track_lag(self) -> None:
+        if self.lag_records() == 0:
+            self.behind_since_us = None
+        elif self.behind_since_us is None:
+            self.behind_since_us = self._clock_us()
 
     def apply_wire(self, values: Iterable[Any]) -> int:
         """Apply a batch of wire records (dicts or JSON bytes); returns the applied seq."""
@@ -75,6 +86,9 @@ class Replicator:
         for value in values:
             record = self._decode(value)
             if record is None or record.shard_id != self.shard_id:
+                continue
+            if self.accept is not None and not self.accept(record):
+                self.stats.stale += 1
                 continue
             if record.seq > self.stats.last_seen_seq:
                 self.stats.last_seen_seq = record.seq
@@ -84,8 +98,9 @@ class Replicator:
 
     def catch_up(self) -> int:
         """Pull everything the primary's store has beyond the applied seq."""
-        head = self.primary.head(self.shard_id).seq
-        self.stats.last_seen_seq = max(self.stats.last_seen_seq, head)
+        head = self.primary.head(self.shard_id)
+        if head.seq > self.stats.last_seen_seq:
+            self.stats.last_seen_seq = head.seq
         return self._apply({})
 
     def _decode(self, value: Any) -> WalRecord | None:
@@ -144,6 +159,8 @@ class Replicator:
                     break
             batch.append(record)
             expected += 1
+        if self.stall_after_seq is not None:
+            batch = [r for r in batch if r.seq <= self.stall_after_seq]
         if batch:
             self.app.append_replicated(batch)
             healed = [s for s in self.stats.corrupt_seqs if s <= self.app.seq]
@@ -157,4 +174,5 @@ class Replicator:
                 batch[0].seq,
                 batch[-1].seq,
             )
+        self._track_lag()
         return self.app.seq

@@ -65,12 +65,16 @@ class Cluster:
     ports: dict[str, int] = field(default_factory=dict)
     key: str = ""
     operator_key: str = ""
+    own_zookeeper: bool = False
+    zookeeper: subprocess.Popen[bytes] | None = None
+    zk_port: int = 0
 
     def __post_init__(self) -> None:
         base = Settings.from_env().pg_dsn.rsplit("/", 1)[0]
         self.dsns = {r: f"{base}/exdr_c{self.tag}_{r}" for r in ("primary", "standby")}
         self.ports = {r: free_port() for r in ("primary", "standby")}
         self.kafka_port = free_port()
+        self.zk_port = free_port() if self.own_zookeeper else 0
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     # -- servers --------------------------------------------------------------------------
@@ -88,8 +92,13 @@ class Cluster:
             "EXDR_SHARDS": self.shard_spec,
             "EXDR_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
             "EXDR_TOPIC_PREFIX": f"t{self.tag}",
+            **({"EXDR_ZK_HOSTS": f"127.0.0.1:{self.zk_port}"} if self.own_zookeeper else {}),
             "EXDR_VAR_DIR": str(self.workdir / "var"),
             "EXDR_SYNC_TIMEOUT_MS": "2000",
+            "EXDR_ZK_SESSION_MS": "1000",
+            "EXDR_HEALTH_INTERVAL_MS": "100",
+            "EXDR_FAILOVER_AFTER_MS": "500",
+            "EXDR_MAX_STANDBY_LAG_MS": "2000",
             **self.env,
         }
 
@@ -114,6 +123,40 @@ class Cluster:
             lambda: socket.create_connection(("127.0.0.1", self.kafka_port), 0.2), 10, "the broker"
         )
 
+    def start_zookeeper(self) -> None:
+        """A ZooKeeper of this cluster's own (tickTime 200 ms), data kept across restarts."""
+        data = self.workdir / "zookeeper"
+        data.mkdir(exist_ok=True)
+        config = data / "zoo.cfg"
+        config.write_text(
+            f"tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={data}\n"
+            f"clientPort={self.zk_port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n"
+            "admin.enableServer=false\n4lw.commands.whitelist=*\n"
+        )
+        classpath = ":".join(
+            f"/usr/share/java/{jar}"
+            for jar in ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar")
+        )
+        log = open(self.workdir / "zookeeper.log", "ab")  # noqa: SIM115
+        self.zookeeper = subprocess.Popen(
+            ["java", "-Xmx128m", "-XX:+UseSerialGC", "-cp", classpath,
+             "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=data,
+        )
+
+        def answers() -> bool:
+            with socket.create_connection(("127.0.0.1", self.zk_port), 0.5) as sock:
+                sock.sendall(b"ruok")
+                return sock.recv(4) == b"imok"
+
+        wait_for(answers, 30, "zookeeper")
+
+    def stop_zookeeper(self) -> None:
+        if self.zookeeper is not None:
+            self.zookeeper.kill()
+            self.zookeeper.wait(10)
+            self.zookeeper = None
+
     def restart_broker(self) -> None:
         """Kill the broker and start a new one: every topic and offset is gone."""
         assert self.broker is not None
@@ -126,6 +169,8 @@ class Cluster:
             drop_database(dsn)
             migrate(dsn)
         self.start_broker()
+        if self.own_zookeeper:
+            self.start_zookeeper()
 
     def start(self, region: str, **extra_env: str) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{region}.log", "ab")  # noqa: SIM115
@@ -167,6 +212,7 @@ class Cluster:
         if self.broker is not None:
             self.broker.kill()
             self.broker.wait(10)
+        self.stop_zookeeper()
         for dsn in self.dsns.values():
             drop_database(dsn)
 
@@ -262,7 +308,11 @@ async def place_orders(
                     "quantity": "0.001",
                     "client_order_id": cid,
                 }
-                r = await client.post("/v1/orders", json=body)
+                try:
+                    r = await client.post("/v1/orders", json=body)
+                except httpx.HTTPError:
+                    statuses[-1] = statuses.get(-1, 0) + 1  # no answer: not acknowledged
+                    continue
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                 if r.status_code in (200, 201):
                     acked[cid] = int(r.json()["seq"])

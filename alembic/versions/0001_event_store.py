@@ -1,4 +1,5 @@
-"""Event store, aggregate snapshots, WAL records, heads, checkpoints and relay positions.
+"""Event store, aggregate snapshots, WAL records, heads, checkpoints, relay positions and the
+quarantine where a deposed primary sets aside what it wrote after the fork point.
 
 The events and snapshots tables match what eventsourcing's PostgreSQL recorders expect for an
 application named "Exchange" (tables exchange_events, exchange_snapshots; composite type
@@ -92,6 +93,23 @@ def upgrade() -> None:
     op.execute("CREATE INDEX wal_records_created_at_idx ON wal_records (created_at)")
     op.execute(
         """
+        CREATE TABLE wal_quarantine (
+            shard_id text NOT NULL,
+            seq bigint NOT NULL,
+            epoch bigint NOT NULL,
+            command_type text NOT NULL,
+            command_key text,
+            recorded_at_us bigint NOT NULL,
+            payload bytea NOT NULL,
+            checksum char(64) NOT NULL,
+            quarantined_at timestamptz NOT NULL DEFAULT now(),
+            reason text NOT NULL,
+            PRIMARY KEY (shard_id, seq, epoch, quarantined_at)
+        )
+        """
+    )
+    op.execute(
+        """
         CREATE TABLE relay_positions (
             shard_id text PRIMARY KEY,
             seq bigint NOT NULL CHECK (seq >= 0),
@@ -147,6 +165,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS wal_advance_head(text, bigint, bigint, bigint)")
     op.execute("DROP TABLE IF EXISTS wal_checkpoints")
     op.execute("DROP TABLE IF EXISTS relay_positions")
+    op.execute("DROP TABLE IF EXISTS wal_quarantine")
     op.execute("DROP TABLE IF EXISTS wal_records")
     op.execute("DROP TABLE IF EXISTS wal_heads")
     op.execute("DROP TABLE IF EXISTS exchange_snapshots")

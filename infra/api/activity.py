@@ -21,6 +21,7 @@ from eventsourcing.persistence import StoredEvent
 
 from application.shard import Outcome, ShardApp
 from application.views import FillView, OrderView
+from application.wal import WalRecord
 from domain.order import Order
 from domain.values import Instrument, Liquidity
 
@@ -46,6 +47,7 @@ class ShardActivity:
         self.orders: dict[UUID, OrderView] = {}
         self._order_ids: dict[str, list[UUID]] = {}
         self._fills: dict[str, list[FillView]] = {}
+        self._live: dict[UUID, Order] = {}
         self.seq = 0
 
     # -- writes (writer thread) -------------------------------------------------------------
@@ -57,19 +59,45 @@ class ShardActivity:
             return
         for aggregate in result.touched:
             if isinstance(aggregate, Order):
-                self._put(OrderView.of(aggregate, self.instruments[aggregate.symbol],
-                                       self.shard_id, outcome.seq))
+                self._put(
+                    OrderView.of(
+                        aggregate, self.instruments[aggregate.symbol], self.shard_id, outcome.seq
+                    )
+                )
         for trade in result.trades:
             instrument = self.instruments[trade.symbol]
             price = instrument.ticks_to_price(trade.price_ticks)
             quantity = instrument.lots_to_quantity(trade.quantity_lots)
-            self._add_fill(FillView(trade.trade_id, self.shard_id, trade.maker_account,
-                                    trade.symbol, trade.maker_order_id, trade.taker_side.opposite,
-                                    price, quantity, trade.maker_fee, Liquidity.MAKER,
-                                    outcome.seq))
-            self._add_fill(FillView(trade.trade_id, self.shard_id, trade.taker_account,
-                                    trade.symbol, trade.taker_order_id, trade.taker_side, price,
-                                    quantity, trade.taker_fee, Liquidity.TAKER, outcome.seq))
+            self._add_fill(
+                FillView(
+                    trade.trade_id,
+                    self.shard_id,
+                    trade.maker_account,
+                    trade.symbol,
+                    trade.maker_order_id,
+                    trade.taker_side.opposite,
+                    price,
+                    quantity,
+                    trade.maker_fee,
+                    Liquidity.MAKER,
+                    outcome.seq,
+                )
+            )
+            self._add_fill(
+                FillView(
+                    trade.trade_id,
+                    self.shard_id,
+                    trade.taker_account,
+                    trade.symbol,
+                    trade.taker_order_id,
+                    trade.taker_side,
+                    price,
+                    quantity,
+                    trade.taker_fee,
+                    Liquidity.TAKER,
+                    outcome.seq,
+                )
+            )
         self.seq = max(self.seq, outcome.seq)
 
     def rebuild(self, app: ShardApp, progress: Callable[[int], None] | None = None) -> int:
@@ -81,45 +109,76 @@ class ShardActivity:
         if app.needs_recovery:
             app.recover()
         self.orders, self._order_ids, self._fills = {}, {}, {}
-        live: dict[UUID, Order] = {}
+        self._live = {}
+        self.seq = 0
         records = 0
         for record in app.store.iter_records(self.shard_id, 0, upto_seq=app.seq):
             records += 1
+            self.index_records(app, [record])
+            if progress is not None and records % 10_000 == 0:
+                progress(records)
+        self.seq = app.seq
+        log.info(
+            "activity index shard=%s records=%s orders=%s", self.shard_id, records, len(self.orders)
+        )
+        return records
+
+    def index_records(self, app: ShardApp, records: Iterable[WalRecord]) -> None:
+        """Index records that follow what is indexed (a standby calls this as it replicates)."""
+        live = self._live
+        for record in records:
+            if record.seq <= self.seq:
+                continue
             changed: dict[UUID, Order] = {}
             for recorded in record.events:
                 if not recorded.topic.startswith(_ORDER_TOPIC):
                     continue
-                event = cast(Aggregate.Event, app.mapper.to_domain_event(StoredEvent(
-                    originator_id=recorded.originator_id,
-                    originator_version=recorded.originator_version,
-                    topic=recorded.topic, state=recorded.state)))
+                event = cast(
+                    Aggregate.Event,
+                    app.mapper.to_domain_event(
+                        StoredEvent(
+                            originator_id=recorded.originator_id,
+                            originator_version=recorded.originator_version,
+                            topic=recorded.topic,
+                            state=recorded.state,
+                        )
+                    ),
+                )
                 if isinstance(event, Order.Placed):
                     order = cast(Order, event.mutate(None))
                     live[order.id] = order
                 else:
-                    order = live[event.originator_id]
+                    found = live.get(event.originator_id)
+                    if found is None:
+                        continue
+                    order = found
                     event.mutate(order)
                     if isinstance(event, Order.Filled):
                         self._add_fill(self._fill_of(order, event, record.seq))
                 changed[order.id] = order
             for order in changed.values():
-                self._put(OrderView.of(order, self.instruments[order.symbol], self.shard_id,
-                                       record.seq))
+                self._put(
+                    OrderView.of(order, self.instruments[order.symbol], self.shard_id, record.seq)
+                )
                 if not order.is_open:
                     live.pop(order.id, None)
-            if progress is not None and records % 10_000 == 0:
-                progress(records)
-        self.seq = app.seq
-        log.info("activity index shard=%s records=%s orders=%s", self.shard_id, records,
-                 len(self.orders))
-        return records
+            self.seq = record.seq
 
     def _fill_of(self, order: Order, event: Order.Filled, seq: int) -> FillView:
         instrument = self.instruments[order.symbol]
-        return FillView(event.trade_id, self.shard_id, order.owner, order.symbol, order.id,
-                        order.side, instrument.ticks_to_price(event.price_ticks),
-                        instrument.lots_to_quantity(event.quantity_lots), event.fee,
-                        event.liquidity, seq)
+        return FillView(
+            event.trade_id,
+            self.shard_id,
+            order.owner,
+            order.symbol,
+            order.id,
+            order.side,
+            instrument.ticks_to_price(event.price_ticks),
+            instrument.lots_to_quantity(event.quantity_lots),
+            event.fee,
+            event.liquidity,
+            seq,
+        )
 
     def _put(self, view: OrderView) -> None:
         if view.order_id not in self.orders:
@@ -134,8 +193,9 @@ class ShardActivity:
     def order(self, order_id: UUID) -> OrderView | None:
         return self.orders.get(order_id)
 
-    def list_orders(self, account: str, *, symbol: str | None, status: str | None,
-                    start: int, limit: int) -> Page:
+    def list_orders(
+        self, account: str, *, symbol: str | None, status: str | None, start: int, limit: int
+    ) -> Page:
         """The account's orders in placement order, from position `start`."""
         ids = self._order_ids.get(account, [])
         found: list[OrderView | FillView] = []

@@ -24,15 +24,20 @@ async def authenticated(
     """The caller's key; 401 if missing, malformed, unknown or revoked."""
     token = bearer.credentials if bearer is not None else header_key
     if not token:
-        raise ApiError(401, "unauthenticated", "an API key is required",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "unauthenticated", "an API key is required", headers={"WWW-Authenticate": "Bearer"}
+        )
     store = facade_of(request.app.state).key_store
     key = store.cached(token)
     if key is False:
         key = await run_in_threadpool(store.verify, token)
     if not isinstance(key, ApiKey):
-        raise ApiError(401, "unauthenticated", "the API key is not valid",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "the API key is not valid",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return key
 
 

@@ -52,8 +52,16 @@ _FIELD_NAMES = {"price_ticks": "price", "quantity_lots": "quantity"}
 class ApiError(Exception):
     """A refusal decided by the facade itself."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 leader: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        leader: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -63,8 +71,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_body(code: str, message: str, field: str | None = None,
-               leader: str | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, field: str | None = None, leader: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         body["field"] = field
@@ -73,11 +82,18 @@ def error_body(code: str, message: str, field: str | None = None,
     return body
 
 
-def error_response(status: int, code: str, message: str, *, field: str | None = None,
-                   leader: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message, field, leader), status_code=status,
-                        headers=headers)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    leader: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(code, message, field, leader), status_code=status, headers=headers
+    )
 
 
 def domain_error_response(exc: DomainError) -> JSONResponse:
@@ -90,8 +106,11 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return error_response(400, "malformed_json", "request body is not valid JSON")
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path",
-                                                                       "header")]
+    loc = [
+        str(part)
+        for part in first.get("loc", ())
+        if part not in ("body", "query", "path", "header")
+    ]
     field = ".".join(loc) or None
     message = str(first.get("msg", "invalid request"))
     if first.get("type") == "missing" and not loc:
@@ -102,8 +121,14 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, field=exc.field,
-                              leader=exc.leader, headers=exc.headers)
+        return error_response(
+            exc.status,
+            exc.code,
+            exc.message,
+            field=exc.field,
+            leader=exc.leader,
+            headers=exc.headers,
+        )
 
     async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
@@ -116,8 +141,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail),
-                              headers=dict(exc.headers or {}))
+        return error_response(
+            exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
+        )
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(DomainError, on_domain_error)
@@ -146,8 +172,13 @@ class GuardMiddleware:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 if not value.isdigit() or int(value) > MAX_BODY_BYTES:
-                    await _send_json(send, 413, error_body(
-                        "payload_too_large", f"request body above {MAX_BODY_BYTES} bytes"))
+                    await _send_json(
+                        send,
+                        413,
+                        error_body(
+                            "payload_too_large", f"request body above {MAX_BODY_BYTES} bytes"
+                        ),
+                    )
                     return
                 break
         received = 0
@@ -165,13 +196,19 @@ class GuardMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _send_json(send, 413, error_body(
-                    "payload_too_large", f"request body above {MAX_BODY_BYTES} bytes"))
+                await _send_json(
+                    send,
+                    413,
+                    error_body("payload_too_large", f"request body above {MAX_BODY_BYTES} bytes"),
+                )
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                await _send_json(send, 503, error_body(
-                    "unavailable", "temporary failure; the request may be retried"))
+                await _send_json(
+                    send,
+                    503,
+                    error_body("unavailable", "temporary failure; the request may be retried"),
+                )
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -183,7 +220,14 @@ class _BodyTooLarge(StarletteHTTPException):
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

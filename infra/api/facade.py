@@ -12,7 +12,7 @@ from uuid import UUID
 
 from application.leadership import Leadership
 from application.shard import Outcome, ShardApp
-from application.writer import ShardWriter
+from application.writer import NotLeaderError, ShardWriter
 from domain.commands import Command
 from domain.errors import DomainError
 from domain.values import Instrument
@@ -70,8 +70,9 @@ class Facade:
     def shard_of(self, symbol: str) -> str:
         shard = self.symbol_shard.get(symbol)
         if shard is None:
-            raise ApiError(400, "unknown_symbol", f"symbol {symbol!r} is not traded here",
-                           field="symbol")
+            raise ApiError(
+                400, "unknown_symbol", f"symbol {symbol!r} is not traded here", field="symbol"
+            )
         return shard
 
     def shard_of_order(self, order_id: UUID) -> str | None:
@@ -87,28 +88,30 @@ class Facade:
         self.metrics.not_leader.labels(shard_id).inc()
         leader = self.leadership.leader_url(shard_id)
         raise ApiError(
-            503, "not_leader",
+            503,
+            "not_leader",
             f"this instance does not lead shard {shard_id}"
             + (f"; send commands to {leader}" if leader else ""),
-            leader=leader, headers={"Retry-After": str(RETRY_AFTER_S)},
+            leader=leader,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
     # -- writer round trips -----------------------------------------------------------------
 
-    async def submit(self, shard_id: str, command: Command,
-                     present: Callable[[Outcome], T]) -> T:
+    async def submit(self, shard_id: str, command: Command, present: Callable[[Outcome], T]) -> T:
         """Run a command on its shard's writer; `present` runs on the writer after commit."""
         started = time.perf_counter()
         future: Future[T] = self.writers[shard_id].submit_presented(command, present)
         try:
-            return await self._wait(future)
+            return await self._wait(future, shard_id)
         except ApiError as exc:
             if exc.code == "unavailable" and not self._repairing.get(shard_id):
                 self._repair_activity(shard_id)
             raise
         finally:
             self.metrics.command_ack.labels(shard_id, type(command).__name__).observe(
-                time.perf_counter() - started)
+                time.perf_counter() - started
+            )
 
     def _repair_activity(self, shard_id: str) -> None:
         """A batch failed to commit: re-index from the store once the writer gets to it."""
@@ -125,20 +128,36 @@ class Facade:
 
     async def query(self, shard_id: str, read: Callable[[ShardApp], T]) -> T:
         """A read on the writer thread, between batches."""
-        return await self._wait(self.writers[shard_id].query(read))
+        return await self._wait(self.writers[shard_id].query(read), shard_id)
 
-    async def _wait(self, future: Future[T]) -> T:
+    async def _wait(self, future: Future[T], shard_id: str = "") -> T:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout_s)
         except (DomainError, ApiError):
             raise
+        except NotLeaderError:
+            self.require_leader(shard_id)
+            raise ApiError(
+                503,
+                "not_leader",
+                "this instance does not lead the shard",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
         except TimeoutError:
-            raise ApiError(503, "timeout", "the shard did not answer in time; retry with the "
-                           "same client_order_id", headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                503,
+                "timeout",
+                "the shard did not answer in time; retry with the same client_order_id",
+                headers={"Retry-After": "1"},
+            ) from None
         except Exception as exc:
             log.warning("shard call failed: %s: %s", type(exc).__name__, exc)
-            raise ApiError(503, "unavailable", "the shard could not commit; retry with the same "
-                           "client_order_id", headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                503,
+                "unavailable",
+                "the shard could not commit; retry with the same client_order_id",
+                headers={"Retry-After": "1"},
+            ) from None
 
     # -- health -----------------------------------------------------------------------------
 

@@ -22,8 +22,7 @@ _PROBE: dict[int | str, dict[str, Any]] = {
 def _body(request: Request, role_ok: bool) -> dict[str, Any]:
     facade = facade_of(request.app.state)
     leads = {shard: facade.leadership.is_leader(shard) for shard in facade.shard_ids}
-    role = "primary" if all(leads.values()) else ("replica" if not any(leads.values())
-                                                   else "mixed")
+    role = "primary" if all(leads.values()) else ("replica" if not any(leads.values()) else "mixed")
     return {"status": "ok" if role_ok else "unavailable", "role": role, "shards": leads}
 
 
@@ -55,10 +54,16 @@ async def replica(
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
-                             "description": "Prometheus text exposition"}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition",
+        }
+    },
+)
 async def metrics(request: Request) -> Response:
     """Request counts and latencies, command ack latency, not-leader refusals."""
-    return Response(facade_of(request.app.state).metrics.render(),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(facade_of(request.app.state).metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -17,21 +17,30 @@ class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "exdr_api_requests_total", "HTTP requests by route and status",
-            ["method", "route", "status"], registry=self.registry,
+            "exdr_api_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "exdr_api_request_seconds", "HTTP request latency by route",
-            ["method", "route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "exdr_api_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.command_ack = Histogram(
             "exdr_api_command_ack_seconds",
             "From submitting a command to its writer until its commit was acknowledged",
-            ["shard", "command"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            ["shard", "command"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.not_leader = Counter(
-            "exdr_api_not_leader_total", "Commands refused because this instance does not lead",
-            ["shard"], registry=self.registry,
+            "exdr_api_not_leader_total",
+            "Commands refused because this instance does not lead",
+            ["shard"],
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

@@ -394,3 +394,24 @@ async def shards(
             }
         )
     return JSONResponse({"shards": rows})
+
+
+@router.post(
+    "/admin/switchover", response_model=s.SwitchoverOut, responses={409: {"model": s.Error}}
+)
+async def switchover(request: Request, key: Operator, body: s.SwitchoverIn) -> JSONResponse:
+    """Operators: drain the shard, wait until `to` holds every record, hand leadership over."""
+    run = getattr(request.app.state, "switchover", None)
+    if run is None:
+        raise ApiError(
+            409,
+            "not_supported",
+            "this process runs no failover manager (start it with `exchange-dr node`)",
+        )
+    try:
+        result = await run(body.shard, body.to)
+    except ValueError as exc:
+        raise ApiError(409, "switchover_refused", str(exc)) from None
+    except TimeoutError as exc:
+        raise ApiError(409, "switchover_timeout", str(exc)) from None
+    return JSONResponse(result)

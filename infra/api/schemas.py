@@ -12,9 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain.values import OrderType, Side, TimeInForce
 
-PriceText = Annotated[
-    str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$", examples=["50000.5"])
-]
+PriceText = Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$", examples=["50000.5"])]
 AmountText = Annotated[
     str, Field(pattern=r"^[0-9]{1,15}(\.[0-9]{1,12})?$", examples=["10000.12345678"])
 ]
@@ -175,3 +173,18 @@ class Health(BaseModel):
     role: str
     shards: dict[str, bool] = Field(default_factory=dict)
     lag_ms: float | None = None
+
+
+class SwitchoverIn(_Strict):
+    """Hand shard `shard` over to region `to` (operators only)."""
+
+    shard: Name
+    to: Name
+
+
+class SwitchoverOut(BaseModel):
+    shard: str
+    from_region: str
+    to_region: str
+    seq: int
+    drained_in_s: float

@@ -19,8 +19,13 @@ from infra.settings import Settings
 log = logging.getLogger("exchange_dr.api")
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
-          access_log: bool = False) -> None:
+def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    access_log: bool = False,
+) -> None:
     """Run until SIGINT/SIGTERM: uvicorn finishes in-flight requests, then writers drain."""
     migrate(settings.pg_dsn)
     writers = start_shard_writers(settings)

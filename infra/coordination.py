@@ -1,0 +1,289 @@
+"""ZooKeeper coordination: one leader per shard, a lease shorter than the session, epochs.
+
+Layout per shard (under EXDR_ZK_ROOT, default /exdr):
+    shards/<shard>/leader     ephemeral: {"region", "url", "epoch", "start_seq"} of the leader
+    shards/<shard>/epochs     persistent: [[epoch, start_seq], ...], only ever appended to
+    shards/<shard>/lock       kazoo lock: one failover or switchover at a time
+    shards/<shard>/handover   persistent: {"to": region} while a planned switchover runs
+
+The leader may accept commands only while its lease holds. The lease is renewed by a read
+that reaches the server; it lasts `lease_s`, shorter than the session timeout, so a leader
+cut off from ZooKeeper stops before the server can expire its session and let another region
+in (ZooKeeper expires a session `session_timeout` after it last heard from the client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+log = logging.getLogger("exchange_dr.coordination")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderInfo:
+    region: str
+    url: str
+    epoch: int
+    start_seq: int
+
+
+class Coordinator:
+    """This region's view of ZooKeeper; implements the application's Leadership port."""
+
+    def __init__(
+        self,
+        hosts: str,
+        region: str,
+        url: str,
+        *,
+        root: str = "/exdr",
+        session_timeout_s: float = 2.0,
+        lease_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.region = region
+        self.url = url
+        self.root = root.rstrip("/")
+        self.session_timeout_s = session_timeout_s
+        self.lease_s = lease_s if lease_s is not None else session_timeout_s / 2
+        self._clock = clock
+        self.zk = KazooClient(hosts=hosts, timeout=session_timeout_s)
+        self.zk.add_listener(self._on_state)
+        self.connected = False
+        self._lease_until: dict[str, float] = {}
+        self._leading: set[str] = set()
+        self._leaders: dict[str, LeaderInfo | None] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self.on_deposed: Callable[[str, str], None] | None = None
+        self.on_leader_change: Callable[[str, LeaderInfo | None], None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, shards: list[str], timeout: float = 15.0) -> None:
+        self.zk.start(timeout=timeout)
+        for shard in shards:
+            self.zk.ensure_path(self._path(shard))
+            self._leaders[shard] = None
+            self.zk.DataWatch(self._path(shard, "leader"), self._watcher(shard))
+        self._renewer = threading.Thread(target=self._renew_loop, name="zk-lease", daemon=True)
+        self._renewer.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.zk.stop()
+            self.zk.close()
+        except Exception as exc:  # already gone: nothing to release
+            log.debug("zookeeper stop: %s", exc)
+
+    def _path(self, shard: str, *parts: str) -> str:
+        return "/".join([self.root, "shards", shard, *parts])
+
+    def _on_state(self, state: str) -> None:
+        self.connected = state == KazooState.CONNECTED
+        if state != KazooState.CONNECTED:
+            # cut off: stop accepting at once, whatever is left of the lease
+            with self._lock:
+                self._lease_until.clear()
+            log.warning("zookeeper %s region=%s: commands paused", state.lower(), self.region)
+        if state == KazooState.LOST:
+            for shard in list(self._leading):
+                self._deposed(shard, "zookeeper session expired")
+
+    def _watcher(self, shard: str) -> Callable[[bytes | None, Any], bool]:
+        def watch(data: bytes | None, stat: Any) -> bool:
+            info = None
+            if data:
+                try:
+                    raw = json.loads(data)
+                    info = LeaderInfo(
+                        raw["region"], raw["url"], int(raw["epoch"]), int(raw.get("start_seq", 0))
+                    )
+                except (ValueError, KeyError, TypeError):
+                    info = None
+            self._leaders[shard] = info
+            if shard in self._leading and (info is None or info.region != self.region):
+                self._deposed(shard, "leader node changed hands")
+            if self.on_leader_change is not None:
+                self.on_leader_change(shard, info)
+            return not self._stop.is_set()
+
+        return watch
+
+    def _deposed(self, shard: str, why: str) -> None:
+        with self._lock:
+            was = shard in self._leading
+            self._leading.discard(shard)
+            self._lease_until.pop(shard, None)
+        if was:
+            log.critical("deposed shard=%s region=%s: %s", shard, self.region, why)
+            if self.on_deposed is not None:
+                self.on_deposed(shard, why)
+
+    def _renew_loop(self) -> None:
+        interval = max(0.02, self.lease_s / 5)
+        while not self._stop.wait(interval):
+            for shard in list(self._leading):
+                started = self._clock()
+                try:
+                    data, _ = self.zk.get(self._path(shard, "leader"))
+                    owner = json.loads(data).get("region")
+                except NoNodeError:
+                    self._deposed(shard, "leader node is gone")
+                    continue
+                except Exception as exc:  # no answer: the lease simply runs out
+                    log.debug("lease renewal failed shard=%s: %s", shard, exc)
+                    continue
+                if owner != self.region:
+                    self._deposed(shard, f"leader node belongs to {owner}")
+                    continue
+                with self._lock:
+                    if shard in self._leading:
+                        self._lease_until[shard] = started + self.lease_s
+
+    # -- the Leadership port ----------------------------------------------------------------
+
+    def is_leader(self, shard_id: str) -> bool:
+        with self._lock:
+            return shard_id in self._leading and self._clock() < self._lease_until.get(
+                shard_id, 0.0
+            )
+
+    def leader_url(self, shard_id: str) -> str | None:
+        info = self._leaders.get(shard_id)
+        return None if info is None else info.url
+
+    def leader(self, shard_id: str) -> LeaderInfo | None:
+        return self._leaders.get(shard_id)
+
+    def refresh_leader(self, shard_id: str) -> LeaderInfo | None:
+        """Read the leader node now (not from the watch cache)."""
+        try:
+            data, _ = self.zk.get(self._path(shard_id, "leader"))
+        except NoNodeError:
+            self._leaders[shard_id] = None
+            return None
+        raw = json.loads(data)
+        info = LeaderInfo(
+            raw["region"], raw["url"], int(raw["epoch"]), int(raw.get("start_seq", 0))
+        )
+        self._leaders[shard_id] = info
+        return info
+
+    # -- epochs -----------------------------------------------------------------------------
+
+    def epochs(self, shard: str) -> list[tuple[int, int]]:
+        """[(epoch, start_seq), ...] oldest first; empty before the first leader."""
+        try:
+            data, _ = self.zk.get(self._path(shard, "epochs"))
+        except NoNodeError:
+            return []
+        return [(int(e), int(s)) for e, s in json.loads(data)]
+
+    def epoch_of_seq(self, shard: str, seq: int) -> int | None:
+        """Which epoch wrote `seq` according to the history (None: unknown)."""
+        history = self.epochs(shard)
+        owner = None
+        for epoch, start in history:
+            if start <= seq:
+                owner = epoch
+        return owner
+
+    # -- becoming leader --------------------------------------------------------------------
+
+    def lock(self, shard: str, timeout: float = 2.0) -> Any:
+        """The shard's failover lock (a context manager once acquired), or None on timeout."""
+        lock = self.zk.Lock(self._path(shard, "lock"), self.region)
+        if lock.acquire(timeout=timeout):
+            return lock
+        return None
+
+    def take_leadership(self, shard: str, *, applied_seq: int, min_epoch: int = 0) -> int:
+        """Append a new epoch starting after `applied_seq` and create the leader node.
+
+        Raises NodeExistsError if another leader holds the shard (its session is alive).
+        The epoch is CAS-appended to the history first: it only grows, even across races.
+        """
+        path = self._path(shard, "epochs")
+        while True:
+            try:
+                data, stat = self.zk.get(path)
+                history = [(int(e), int(s)) for e, s in json.loads(data)]
+                version = stat.version
+            except NoNodeError:
+                history, version = [], -1
+            if self.zk.exists(self._path(shard, "leader")) is not None:
+                raise NodeExistsError(f"shard {shard} has a leader")
+            epoch = max([min_epoch, *[e for e, _ in history]]) + 1
+            history.append((epoch, applied_seq + 1))
+            encoded = json.dumps(history).encode()
+            try:
+                if version < 0:
+                    self.zk.create(path, encoded, makepath=True)
+                else:
+                    self.zk.set(path, encoded, version=version)
+                break
+            except (BadVersionError, NodeExistsError):
+                continue  # another writer appended first: read again
+        started = self._clock()
+        leader = {
+            "region": self.region,
+            "url": self.url,
+            "epoch": epoch,
+            "start_seq": applied_seq + 1,
+        }
+        self.zk.create(self._path(shard, "leader"), json.dumps(leader).encode(), ephemeral=True)
+        with self._lock:
+            self._leading.add(shard)
+            self._lease_until[shard] = started + self.lease_s
+        self._leaders[shard] = LeaderInfo(self.region, self.url, epoch, applied_seq + 1)
+        log.warning(
+            "leader shard=%s region=%s epoch=%s start_seq=%s",
+            shard,
+            self.region,
+            epoch,
+            applied_seq + 1,
+        )
+        return epoch
+
+    def resign(self, shard: str) -> None:
+        """Give up leadership now (planned switchover, graceful shutdown)."""
+        with self._lock:
+            self._leading.discard(shard)
+            self._lease_until.pop(shard, None)
+        with contextlib.suppress(NoNodeError):
+            self.zk.delete(self._path(shard, "leader"))
+
+    # -- planned switchover -------------------------------------------------------------------
+
+    def request_handover(self, shard: str, to_region: str) -> None:
+        path = self._path(shard, "handover")
+        value = json.dumps({"to": to_region, "from": self.region}).encode()
+        try:
+            self.zk.create(path, value, makepath=True)
+        except NodeExistsError:
+            self.zk.set(path, value)
+
+    def handover_target(self, shard: str) -> str | None:
+        try:
+            data, _ = self.zk.get(self._path(shard, "handover"))
+        except NoNodeError:
+            return None
+        target = json.loads(data).get("to")
+        return str(target) if target else None
+
+    def clear_handover(self, shard: str) -> None:
+        with contextlib.suppress(NoNodeError):
+            self.zk.delete(self._path(shard, "handover"))

@@ -1,0 +1,391 @@
+"""One shard in one region: leader or standby, and the safe moves between them.
+
+FailoverManager (the seed's): every `health_interval` a standby checks the leader; after
+`failover_after` of failures AND with the leader's ZooKeeper node gone (its session expired,
+so it has stopped accepting by its lease), it takes the shard's lock, drains what it can,
+refuses if it lags more than `max_lag`, then promotes: a new epoch, its relay, commands.
+A deposed leader fences itself at once, then rejoins: it quarantines what it wrote after the
+fork point and follows the new leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from application.replication import SyncGate
+from application.shard import ShardApp
+from application.writer import ShardWriter
+from infra.coordination import Coordinator, LeaderInfo
+from projections.relay import Relay
+from projections.replicator import Replicator
+
+if TYPE_CHECKING:
+    from infra.node import Node
+
+log = logging.getLogger("exchange_dr.failover")
+
+
+@dataclass
+class FailoverSettings:
+    health_interval_s: float = 1.0
+    failover_after_s: float = 5.0
+    max_lag_s: float = 2.0
+    webhook_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Any) -> FailoverSettings:
+        def ms(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw) / 1000
+            except ValueError:
+                raise ValueError(f"{name}: expected milliseconds, got {raw!r}") from None
+            if value <= 0:
+                raise ValueError(f"{name}: must be > 0, got {raw!r}")
+            return value
+
+        return cls(
+            health_interval_s=ms("EXDR_HEALTH_INTERVAL_MS", 1.0),
+            failover_after_s=ms("EXDR_FAILOVER_AFTER_MS", 5.0),
+            max_lag_s=ms("EXDR_MAX_STANDBY_LAG_MS", 2.0),
+            webhook_url=(env.get("EXDR_ALERT_WEBHOOK") or "").strip() or None,
+        )
+
+
+@dataclass
+class FailoverRecord:
+    shard: str
+    from_region: str
+    to_region: str
+    epoch: int
+    seq: int
+    at: float
+    reason: str
+
+
+def send_alert(
+    severity: str, name: str, message: str, labels: dict[str, Any], webhook: str | None
+) -> None:
+    """One structured log line, and the webhook if configured (best effort, 2 s)."""
+    line = {"alert": name, "severity": severity, "message": message, **labels}
+    log.critical("ALERT %s", json.dumps(line, sort_keys=True, default=str))
+    if webhook:
+        try:
+            request = urllib.request.Request(
+                webhook,
+                data=json.dumps(line, default=str).encode(),
+                headers={"content-type": "application/json"},
+                method="POST",
+            )
+            urllib.request.urlopen(request, timeout=2).close()
+        except OSError as exc:
+            log.warning("alert webhook failed: %s", exc)
+
+
+@dataclass
+class ShardController:
+    """The role of one shard in this region, and every transition of it."""
+
+    node: Node
+    shard_id: str
+    writer: ShardWriter
+    replicator: Replicator
+    gate: SyncGate
+    relay: Relay
+    role: str = "standby"  # standby | leader | promoting | fenced | handing_over
+    failing_since: float | None = None
+    relay_task: asyncio.Task[None] | None = None
+    history: list[tuple[int, int]] = field(default_factory=list)
+    failovers: list[FailoverRecord] = field(default_factory=list)
+    leader_views: dict[str, ShardApp] = field(default_factory=dict)
+    leader_region: str | None = None
+    last_rto_s: float | None = None
+    rejoin_task: asyncio.Task[None] | None = None
+
+    @property
+    def app(self) -> ShardApp:
+        return self.writer.app
+
+    @property
+    def coord(self) -> Coordinator:
+        assert self.node.coordinator is not None
+        return self.node.coordinator
+
+    def accepting(self) -> bool:
+        return self.role == "leader" and self.coord.is_leader(self.shard_id)
+
+    # -- following ------------------------------------------------------------------------
+
+    def follow(self, leader: LeaderInfo | None) -> None:
+        """Point gap-filling at the leader's store (its region's database)."""
+        if leader is None or leader.region == self.node.region.name:
+            return
+        self.leader_region = leader.region
+        region = self.node.settings.region_named(leader.region)
+        view = self.leader_views.get(region.name)
+        if view is None:
+            from infra.bootstrap import make_shard_app
+
+            view = make_shard_app(self.node.settings, self.shard_id, dsn=region.pg_dsn)
+            self.leader_views[region.name] = view
+        self.replicator.primary = view.store
+        self.history = self.coord.epochs(self.shard_id)
+
+    def record_is_current(self, seq: int, epoch: int) -> bool:
+        """A replicated record counts only if the epoch history says its epoch owns its seq."""
+        owner = None
+        for e, start in self.history:
+            if start <= seq:
+                owner = e
+        return owner is None or owner == epoch
+
+    def rejoin(self) -> int:
+        """Set aside what this region wrote after the fork point, then rebuild (writer thread).
+
+        Returns how many records were quarantined (0 when the history agrees)."""
+        self.history = self.coord.epochs(self.shard_id)
+        fork = self.app.store.first_divergent_seq(self.shard_id, self.history)
+        if fork is None:
+            return 0
+        moved = self.app.store.quarantine_from(
+            self.shard_id, fork, f"diverged from the epoch history at seq {fork}"
+        )
+        send_alert(
+            "critical",
+            "WALQuarantined",
+            f"shard {self.shard_id}: {moved} record(s) from seq {fork} written after the fork "
+            "point were set aside in wal_quarantine (never merged); following the new leader",
+            {
+                "shard": self.shard_id,
+                "seq": fork,
+                "records": moved,
+                "region": self.node.region.name,
+            },
+            self.node.failover.webhook_url,
+        )
+        self.app.needs_recovery = True
+        self.app.recover()
+        return moved
+
+    # -- promotion ------------------------------------------------------------------------
+
+    async def try_failover(self, reason: str, *, planned: bool = False) -> bool:
+        """Take the shard if its leader is gone and this standby is safe to promote."""
+        coord = self.coord
+        lock = await asyncio.to_thread(coord.lock, self.shard_id, 1.0)
+        if lock is None:
+            log.warning("failover of shard=%s already running elsewhere", self.shard_id)
+            return False
+        log.warning("failover lock taken shard=%s region=%s", self.shard_id, self.node.region.name)
+        try:
+            current = await asyncio.to_thread(coord.refresh_leader, self.shard_id)
+            if current is not None:
+                return False  # somebody leads (and holds a live session)
+            old_leader = self.node.leader_region_name(self.shard_id)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.wrap_future(self.writer.query(lambda _: self.replicator.catch_up())),
+                    1.0,
+                )
+            lag_s = self.replicator.lag_seconds()
+            lag_records = self.replicator.lag_records()
+            if lag_s > self.node.failover.max_lag_s:
+                send_alert(
+                    "critical",
+                    "FailoverRefused",
+                    f"cannot fail over shard {self.shard_id}: standby "
+                    f"{self.node.region.name} lags {lag_s:.3f}s ({lag_records} records), more "
+                    f"than {self.node.failover.max_lag_s:.3f}s; the shard stays down rather "
+                    "than lose data",
+                    {"shard": self.shard_id, "lag_seconds": lag_s, "lag_records": lag_records},
+                    self.node.failover.webhook_url,
+                )
+                return False
+            self.role = "promoting"
+            applied = self.app.seq
+            epoch = await asyncio.to_thread(
+                coord.take_leadership,
+                self.shard_id,
+                applied_seq=applied,
+                min_epoch=self.app.epoch,
+            )
+
+            def adopt(app: ShardApp) -> int:
+                app.epoch = epoch
+                return app.seq
+
+            seq = await asyncio.wrap_future(self.writer.query(adopt))
+            self.relay.position = seq
+            await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
+            self.gate.standby_seq = seq
+            self.gate.reset_for_new_term()
+            self.start_relay()
+            self.role = "leader"
+            if self.failing_since is not None:
+                self.last_rto_s = time.monotonic() - self.failing_since
+            record = FailoverRecord(
+                self.shard_id,
+                old_leader or "?",
+                self.node.region.name,
+                epoch,
+                seq,
+                time.time(),
+                reason,
+            )
+            self.failovers.append(record)
+            self.leader_region = self.node.region.name
+            self.history = coord.epochs(self.shard_id)
+            send_alert(
+                "critical" if not planned else "warning",
+                "FailoverCompleted" if not planned else "SwitchoverCompleted",
+                f"shard {self.shard_id}: {self.node.region.name} is the new primary at epoch "
+                f"{epoch} from seq {seq + 1} ({reason})",
+                {
+                    "shard": self.shard_id,
+                    "epoch": epoch,
+                    "seq": seq,
+                    "from": old_leader,
+                    "to": self.node.region.name,
+                },
+                self.node.failover.webhook_url,
+            )
+            self.node.on_promoted(self)
+            return True
+        except Exception as exc:
+            log.error("failover of shard=%s failed: %s", self.shard_id, exc)
+            if self.role == "promoting":
+                self.role = "standby"
+            return False
+        finally:
+            await asyncio.to_thread(lock.release)
+
+    def start_relay(self) -> None:
+        self.relay._stopping = False
+        self.relay_task = asyncio.ensure_future(self.relay.run())
+
+    def stop_relay(self) -> None:
+        self.relay.stop()
+
+    # -- losing the shard -----------------------------------------------------------------
+
+    async def deposed(self, why: str) -> None:
+        """Stop at once; then rejoin as a standby of whoever leads now."""
+        if self.role not in ("leader", "handing_over", "promoting"):
+            return
+        self.role = "fenced"
+        self.stop_relay()
+        self.gate.fail_all()
+        log.critical("fenced shard=%s region=%s: %s", self.shard_id, self.node.region.name, why)
+        await self.become_standby()
+
+    async def become_standby(self) -> None:
+        """Wait for a leader elsewhere, set aside divergent records, follow it."""
+        while True:
+            leader = await asyncio.to_thread(self.coord.refresh_leader, self.shard_id)
+            if leader is not None and leader.region != self.node.region.name:
+                break
+            await asyncio.sleep(0.2)
+        self.follow(leader)
+        await asyncio.wrap_future(self.writer.query(lambda _: self.rejoin()))
+        self.replicator.stats.last_seen_seq = self.app.seq
+        self.role = "standby"
+        self.failing_since = None
+        self.node.on_demoted(self)
+        log.warning(
+            "standby shard=%s region=%s following %s from seq %s",
+            self.shard_id,
+            self.node.region.name,
+            leader.region,
+            self.app.seq,
+        )
+
+    # -- the seed's health check ------------------------------------------------------------
+
+    async def check(self, client: httpx.AsyncClient) -> None:
+        """One health round of a standby (FailoverManager.checkHealth)."""
+        if self.role != "standby":
+            return
+        settings = self.node.failover
+        leader = self.coord.leader(self.shard_id)
+        healthy = False
+        if leader is not None:
+            try:
+                response = await client.get(
+                    leader.url + "/health", timeout=settings.health_interval_s
+                )
+                healthy = response.status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+        planned = self.coord.handover_target(self.shard_id) == self.node.region.name
+        if healthy and not planned:
+            self.failing_since = None
+            return
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+            log.warning(
+                "leader of shard=%s unhealthy (%s)",
+                self.shard_id,
+                "no leader node" if leader is None else leader.url,
+            )
+        if leader is not None:
+            return  # its session is alive: it still leads (and fences itself if cut off)
+        if planned or now - self.failing_since >= settings.failover_after_s:
+            reason = (
+                "planned switchover"
+                if planned
+                else (
+                    f"leader unhealthy for {now - self.failing_since:.2f}s and its session expired"
+                )
+            )
+            if await self.try_failover(reason, planned=planned) and planned:
+                await asyncio.to_thread(self.coord.clear_handover, self.shard_id)
+
+    # -- planned switchover (on the leader) -------------------------------------------------
+
+    async def hand_over(self, to_region: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        """Drain, wait for `to_region` to hold every record, resign; it promotes at once."""
+        if self.role != "leader":
+            raise ValueError(f"this region does not lead shard {self.shard_id}")
+        if to_region == self.node.region.name:
+            raise ValueError(f"{to_region} already leads shard {self.shard_id}")
+        self.node.settings.region_named(to_region)
+        started = time.monotonic()
+        self.role = "handing_over"  # new commands: not_leader from here on
+        seq = await asyncio.wrap_future(self.writer.query(lambda app: app.seq))
+        deadline = started + timeout_s
+        while self.gate.standby_seq < seq and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if self.gate.standby_seq < seq:
+            self.role = "leader"
+            raise TimeoutError(
+                f"{to_region} did not confirm seq {seq} within {timeout_s}s; nothing changed"
+            )
+        await asyncio.to_thread(self.coord.request_handover, self.shard_id, to_region)
+        self.stop_relay()
+        await asyncio.to_thread(self.coord.resign, self.shard_id)
+        self.role = "fenced"
+        self.rejoin_task = asyncio.ensure_future(self.become_standby())
+        return {
+            "shard": self.shard_id,
+            "from_region": self.node.region.name,
+            "to_region": to_region,
+            "seq": seq,
+            "drained_in_s": round(time.monotonic() - started, 3),
+        }
+
+
+def controller_guard(controller: ShardController) -> Callable[[], bool]:
+    return controller.accepting
