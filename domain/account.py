@@ -59,7 +59,7 @@ class Account(ExchangeAggregate):
             account.position_margin = self.position_margin
 
     class FeeCharged(Aggregate.Event):
-        """Trading fee paid to the shard's fee account."""
+        """Trading fee paid to the shard's fee account (records before Settled)."""
 
         amount: Decimal
         symbol: str
@@ -69,7 +69,8 @@ class Account(ExchangeAggregate):
             account.balance -= self.amount
 
     class FeeCollected(Aggregate.Event):
-        """Fees received by the shard's fee account (the other leg of FeeCharged)."""
+        """Fees of one command received by the shard's fee account (the other leg of the
+        fees in Settled)."""
 
         amount: Decimal
         symbol: str
@@ -79,7 +80,7 @@ class Account(ExchangeAggregate):
             account.balance += self.amount
 
     class PnlRealized(Aggregate.Event):
-        """Profit or loss of closing (part of) a position."""
+        """Profit or loss of closing (part of) a position (records before Settled)."""
 
         amount: Decimal
         symbol: str
@@ -87,6 +88,23 @@ class Account(ExchangeAggregate):
         def apply(self, aggregate: Any) -> None:
             account: Account = aggregate
             account.balance += self.amount
+
+    class Settled(Aggregate.Event):
+        """Everything one command's trades did to the account: the new totals, plus the fees
+        paid and the PnL realized in `symbol` on the way (balance = before - fee + pnl)."""
+
+        symbol: str
+        balance: Decimal
+        order_margin: Decimal
+        position_margin: Decimal
+        fee: Decimal
+        realized_pnl: Decimal
+
+        def apply(self, aggregate: Any) -> None:
+            account: Account = aggregate
+            account.balance = self.balance
+            account.order_margin = self.order_margin
+            account.position_margin = self.position_margin
 
     def __init__(self, shard_id: str, owner: str) -> None:
         self.shard_id = shard_id
@@ -146,20 +164,17 @@ class Account(ExchangeAggregate):
             self._record(self.MarginChanged, order_margin=order_margin,
                                position_margin=position_margin)
 
-    def charge_fee(self, amount: Decimal, symbol: str) -> None:
-        """Debit a trading fee (zero fees leave no event)."""
-        if amount:
-            self._record(self.FeeCharged, amount=amount, symbol=symbol)
+    def settle(self, symbol: str, fee: Decimal, realized_pnl: Decimal, order_margin: Decimal,
+               position_margin: Decimal) -> None:
+        """Record one command's trades at once: fee and PnL booked, margins at new totals."""
+        self._record(self.Settled, symbol=symbol, balance=self.balance - fee + realized_pnl,
+                     order_margin=order_margin, position_margin=position_margin, fee=fee,
+                     realized_pnl=realized_pnl)
 
     def collect_fee(self, amount: Decimal, symbol: str) -> None:
         """Credit fees to the fee account."""
         if amount:
             self._record(self.FeeCollected, amount=amount, symbol=symbol)
-
-    def realize_pnl(self, amount: Decimal, symbol: str) -> None:
-        """Credit (or debit) realized profit and loss."""
-        if amount:
-            self._record(self.PnlRealized, amount=amount, symbol=symbol)
 
     def canonical(self) -> str:
         """Stable text of the account for state hashes."""

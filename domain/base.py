@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from eventsourcing.domain import TZINFO, Aggregate
 
@@ -13,12 +14,28 @@ _E = TypeVar("_E", bound=Aggregate.Event)
 _now = datetime.now  # what create_timestamp() ends in, without its two extra calls
 _VERSION_MASK = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_BITS = (0x8000 << 48) | (5 << 76)
+_sha1 = hashlib.sha1
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_UNKNOWN = SafeUUID.unknown
+
+
+def now() -> datetime:
+    """Event timestamp, exactly as Aggregate.Event.create_timestamp() makes it."""
+    return _now(TZINFO)
+
+
+def uuid_of_digest(digest: bytes) -> UUID:
+    """The version-5 UUID of a SHA-1 digest, as UUID(int=...) builds it minus its checks."""
+    uuid = _new_object(UUID)
+    _set_attribute(uuid, "int", (int.from_bytes(digest[:16]) & _VERSION_MASK) | _VERSION_BITS)
+    _set_attribute(uuid, "is_safe", _UNKNOWN)
+    return uuid
 
 
 def uuid5_fast(namespace: UUID, name: str) -> UUID:
     """Exactly uuid.uuid5(namespace, name), without its per-call overhead."""
-    digest = hashlib.sha1(namespace.bytes + name.encode()).digest()
-    return UUID(int=(int.from_bytes(digest[:16]) & _VERSION_MASK) | _VERSION_BITS)
+    return uuid_of_digest(_sha1(namespace.bytes + name.encode()).digest())
 
 
 def build_event(event_class: type[_E], fields: dict[str, Any]) -> _E:
@@ -29,7 +46,7 @@ def build_event(event_class: type[_E], fields: dict[str, Any]) -> _E:
     result is equal (==) to a normally constructed event and serialises identically (the
     mapper reads vars(event)); callers pass every field, computed by the engine.
     """
-    event: _E = object.__new__(event_class)
+    event: _E = _new_object(event_class)
     event.__dict__.update(fields)
     return event
 
@@ -48,10 +65,17 @@ class ExchangeAggregate(Aggregate):
         version = self._version + 1
         fields["originator_id"] = self._id
         fields["originator_version"] = version
-        fields["timestamp"] = _now(TZINFO)
-        event = build_event(event_class, fields)
+        fields["timestamp"] = timestamp = _now(TZINFO)
+        event: _E = _new_object(event_class)
+        _set_attribute(event, "__dict__", fields)
         event.apply(self)
         self._version = version
-        self._modified_on = event.timestamp
+        self._modified_on = timestamp
         self._pending_events.append(event)
         return event
+
+    def collect_events(self) -> Sequence[Any]:
+        """The pending events, handed over whole (the library pops them one at a time)."""
+        collected = self._pending_events
+        self._pending_events = []
+        return collected

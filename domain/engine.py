@@ -32,6 +32,8 @@ from domain.values import Instrument, Liquidity, RejectReason, money, money_unit
 
 __all__ = ["CommandResult", "ShardEngine", "Trade"]
 
+_MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
+
 _A = TypeVar("_A", bound=Aggregate)
 
 
@@ -50,7 +52,6 @@ class ShardEngine:
         self._leverage_in_use: dict[tuple[str, str], list[int]] = {}  # [leverage, open orders]
         self._next_priority = 1
         self._next_trade_id = 1
-        self._touched: dict[UUID, Aggregate] = {}
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -106,7 +107,6 @@ class ShardEngine:
 
     def execute(self, command: Command) -> CommandResult:
         """Validate, then apply one command; raises DomainError with state untouched."""
-        self._touched = {}
         if command.account == FEE_OWNER:
             raise UnknownAccount("the fee account takes no commands", field="account")
         if isinstance(command, PlaceOrder):
@@ -164,115 +164,106 @@ class ShardEngine:
 
     def _apply_placement(self, command: PlaceOrder, instrument: Instrument, account: Account,
                          book: OrderBook, plan: Placement) -> CommandResult:
-        order = Order.place(
-            plan.order_id, account_id=account.id, owner=command.account,
-            client_order_id=command.client_order_id, symbol=command.symbol,
-            side=command.side, order_type=command.order_type,
-            price_ticks=command.price_ticks, quantity_lots=command.quantity_lots,
-            time_in_force=command.time_in_force, post_only=command.post_only,
-            reduce_only=command.reduce_only, leverage=command.leverage,
-            priority=self._next_priority, reserve_per_lot=money(plan.reserve_per_lot_e8),
-        )
-        self._next_priority += 1
-        touched = self._touched
-        touched[order.id] = order
-        events_before = len(account.pending_events)
+        priority = self._next_priority
+        self._next_priority = priority + 1
+        order = Order.place(plan.order_id, {
+            "account_id": account.id, "owner": command.account,
+            "client_order_id": command.client_order_id, "symbol": command.symbol,
+            "side": command.side, "order_type": command.order_type,
+            "price_ticks": command.price_ticks, "quantity_lots": command.quantity_lots,
+            "time_in_force": command.time_in_force, "post_only": command.post_only,
+            "reduce_only": command.reduce_only, "leverage": command.leverage,
+            "priority": priority, "reserve_per_lot": money(plan.reserve_per_lot_e8),
+        })
         if plan.reject_reason is not None:
             order.reject(plan.reject_reason)
             return CommandResult(touched=(order,), order=order)
-        if not plan.fills and not plan.maker_expiries:
-            return self._rest_or_expire(command, account, book, order, plan)
+        if plan.fills or plan.maker_expiries:
+            return self._trade(command, instrument, account, book, order, plan)
+        if not plan.rests:
+            order.expire(plan.expire_reason or RejectReason.IOC_REMAINDER)
+            return CommandResult(touched=(order,), order=order)
+        # most of the flow: meets nothing and rests
+        assert command.price_ticks is not None
+        book.add(order.id, command.account, command.side, command.price_ticks,
+                 command.quantity_lots, priority, command.reduce_only)
+        self._remember_order(order)
+        account.change_margin(account.order_margin + order.reserved_margin,
+                              account.position_margin)
+        return CommandResult(touched=(order, account), order=order, account=account)
 
+    def _trade(self, command: PlaceOrder, instrument: Instrument, account: Account,
+               book: OrderBook, order: Order, plan: Placement) -> CommandResult:
+        """Execute the planned fills: Filled per fill and order, then one Traded per position
+        and one Settled per account for the whole command, and the fees collected once."""
         symbol, side = command.symbol, command.side
+        touched: dict[UUID, Aggregate] = {order.id: order}
         trades: list[Trade] = []
-        fees_e8 = 0
-        taker_fee_e8 = 0
-        taker_realized = 0
-        taker_position = self._positions.get((command.account, symbol))
-        taker_margin_before = Decimal(0)
-        taker_size = taker_cost = 0
-        if taker_position is not None:
-            taker_margin_before = taker_position.margin
-            taker_size, taker_cost = taker_position.size_lots, taker_position.cost_ticklots
-        taker_remaining = command.quantity_lots
-        trade_id = 0
+        makers: dict[str, _Settlement] = {}
         maker_sign = -side.sign
+        maker_bps, taker_bps = instrument.maker_fee_bps, instrument.taker_fee_bps
+        orders = self._orders
+        taker = _Settlement(account, self._positions.get((command.account, symbol)),
+                            command.leverage)
+        taker_remaining = command.quantity_lots
+        trade_id = self._next_trade_id
         for entry, lots in plan.fills:
-            trade_id = self._next_trade_id
-            self._next_trade_id += 1
             price = entry.price_ticks
             ticklots = price * lots
-            maker_fee = instrument.fee_e8(ticklots, instrument.maker_fee_bps)
-            taker_fee = instrument.fee_e8(ticklots, instrument.taker_fee_bps)
-            fees_e8 += maker_fee + taker_fee
-            taker_fee_e8 += taker_fee
-            maker = self._orders[entry.order_id]
+            maker_fee = instrument.fee_e8(ticklots, maker_bps)
+            taker_fee = instrument.fee_e8(ticklots, taker_bps)
+            maker = orders[entry.order_id]
             book.fill(entry.order_id, lots)
-            maker.fill(trade_id, price, lots, money(maker_fee), Liquidity.MAKER, order.id,
+            maker_fee_money = money(maker_fee)
+            maker.fill(trade_id, price, lots, maker_fee_money, _MAKER, order.id,
                        maker.reserve_per_lot * (maker.remaining_lots - lots))
             touched[maker.id] = maker
-            maker_account = self._accounts[entry.owner]
-            realized, margin_before, margin_after = self._trade_position(
-                maker_account, instrument, maker.leverage, maker_sign * lots, price, trade_id)
-            maker_account.change_margin(
-                maker_account.order_margin - maker.reserve_per_lot * lots,
-                maker_account.position_margin - margin_before + margin_after,
-            )
-            maker_account.charge_fee(money(maker_fee), symbol)
-            maker_account.realize_pnl(money(realized * instrument.contract_e8), symbol)
-            touched[maker_account.id] = maker_account
+            settlement = makers.get(entry.owner)
+            if settlement is None:
+                maker_account = self._accounts[entry.owner]
+                settlement = makers[entry.owner] = _Settlement(
+                    maker_account, self._positions.get((entry.owner, symbol)), maker.leverage)
+            settlement.fill(trade_id, maker_sign * lots, price, maker_fee)
+            settlement.released += maker.reserve_per_lot * lots
             if not maker.is_open:
                 self._forget_order(maker)
             taker_remaining -= lots
-            order.fill(trade_id, price, lots, money(taker_fee), Liquidity.TAKER, maker.id,
+            taker_fee_money = money(taker_fee)
+            order.fill(trade_id, price, lots, taker_fee_money, _TAKER, maker.id,
                        order.reserve_per_lot * taker_remaining)
-            taker_size, taker_cost, realized = apply_trade(taker_size, taker_cost,
-                                                           side.sign * lots, price)
-            taker_realized += realized
+            taker.fill(trade_id, side.sign * lots, price, taker_fee)
             trades.append(Trade(trade_id, symbol, price, lots, side, maker.id, order.id,
-                                entry.owner, command.account, money(maker_fee),
-                                money(taker_fee)))
+                                entry.owner, command.account, maker_fee_money,
+                                taker_fee_money))
+            trade_id += 1
+        self._next_trade_id = trade_id
 
         for entry in plan.maker_expiries:
-            maker = self._orders[entry.order_id]
+            maker = orders[entry.order_id]
             book.cancel(entry.order_id)
             released = maker.reserved_margin
             maker.expire(RejectReason.REDUCE_ONLY_WOULD_INCREASE)
             touched[maker.id] = maker
             self._forget_order(maker)
-            maker_account = self._accounts[entry.owner]
-            maker_account.change_margin(maker_account.order_margin - released,
-                                        maker_account.position_margin)
-            touched[maker_account.id] = maker_account
+            settlement = makers.get(entry.owner)
+            if settlement is None:
+                settlement = makers[entry.owner] = _Settlement(
+                    self._accounts[entry.owner], self._positions.get((entry.owner, symbol)),
+                    maker.leverage)
+            settlement.released += released
 
-        margin_after = taker_margin_before
-        if plan.fills:
-            # one Traded for the taker's whole sweep: its fills are already on the order
-            if taker_position is None:
-                taker_position = Position.open(account.id, account.owner, symbol,
-                                               instrument.tick_size, command.leverage)
-                self._register_position(taker_position)
-            margin_after = money(instrument.margin_e8(taker_cost, command.leverage))
-            taker_position.trade(trade_id, taker_size, taker_cost, command.leverage,
-                                 margin_after, money(taker_realized * instrument.contract_e8))
-            touched[taker_position.id] = taker_position
-        rest_reserved = Decimal(0)
         if plan.rests:
             assert command.price_ticks is not None
             book.add(order.id, command.account, side, command.price_ticks, taker_remaining,
                      order.priority, command.reduce_only)
             self._remember_order(order)
-            rest_reserved = order.reserved_margin
+            taker.released = -order.reserved_margin
         elif order.is_open:
             order.expire(plan.expire_reason or RejectReason.IOC_REMAINDER)
-        account.change_margin(
-            account.order_margin + rest_reserved,
-            account.position_margin - taker_margin_before + margin_after,
-        )
-        account.charge_fee(money(taker_fee_e8), symbol)
-        account.realize_pnl(money(taker_realized * instrument.contract_e8), symbol)
-        if len(account.pending_events) > events_before:
-            touched[account.id] = account
+        for settlement in makers.values():
+            self._settle(settlement, instrument, touched)
+        self._settle(taker, instrument, touched)
+        fees_e8 = sum(s.fee_e8 for s in makers.values()) + taker.fee_e8
         if fees_e8:
             fee_account = self._fee_account()
             fee_account.collect_fee(money(fees_e8), symbol)
@@ -280,19 +271,32 @@ class ShardEngine:
         return CommandResult(touched=tuple(touched.values()), order=order, account=account,
                              trades=tuple(trades))
 
-    def _rest_or_expire(self, command: PlaceOrder, account: Account, book: OrderBook,
-                        order: Order, plan: Placement) -> CommandResult:
-        """Outcome of an order that meets nothing on arrival (most of the flow)."""
-        if not plan.rests:
-            order.expire(plan.expire_reason or RejectReason.IOC_REMAINDER)
-            return CommandResult(touched=(order,), order=order)
-        assert command.price_ticks is not None
-        book.add(order.id, command.account, command.side, command.price_ticks,
-                 command.quantity_lots, order.priority, command.reduce_only)
-        self._remember_order(order)
-        account.change_margin(account.order_margin + order.reserved_margin,
-                              account.position_margin)
-        return CommandResult(touched=(order, account), order=order, account=account)
+    def _settle(self, settlement: _Settlement, instrument: Instrument,
+                touched: dict[UUID, Aggregate]) -> None:
+        """One Traded for the position and one Settled for the account, if they changed."""
+        account = settlement.account
+        margin_before = margin_after = Decimal(0)
+        pnl = Decimal(0)
+        if settlement.trade_id:
+            position = settlement.position
+            if position is None:
+                position = Position.open(account.id, account.owner, instrument.symbol,
+                                         instrument.tick_size, settlement.leverage)
+                self._register_position(position)
+            else:
+                margin_before = position.margin
+            margin_after = money(instrument.margin_e8(settlement.cost_ticklots,
+                                                      settlement.leverage))
+            pnl = money(settlement.realized_ticklots * instrument.contract_e8)
+            position.trade(settlement.trade_id, settlement.size_lots, settlement.cost_ticklots,
+                           settlement.leverage, margin_after, pnl)
+            touched[position.id] = position
+        fee = money(settlement.fee_e8)
+        if fee or pnl or settlement.released or margin_after != margin_before:
+            account.settle(instrument.symbol, fee, pnl,
+                           account.order_margin - settlement.released,
+                           account.position_margin - margin_before + margin_after)
+            touched[account.id] = account
 
     # ---- bookkeeping shared by the live and the replay paths -----------------------------
 
@@ -324,25 +328,6 @@ class ShardEngine:
             account = Account.open(self.shard_id, FEE_OWNER)
             self._register_account(account)
         return account
-
-    def _trade_position(self, account: Account, instrument: Instrument, leverage: int,
-                        delta_lots: int, price_ticks: int,
-                        trade_id: int) -> tuple[int, Decimal, Decimal]:
-        """Apply one execution to a position: (realized tick-lots, margin before, after)."""
-        key = (account.owner, instrument.symbol)
-        position = self._positions.get(key)
-        if position is None:
-            position = Position.open(account.id, account.owner, instrument.symbol,
-                                     instrument.tick_size, leverage)
-            self._register_position(position)
-        size, cost, realized = apply_trade(position.size_lots, position.cost_ticklots,
-                                           delta_lots, price_ticks)
-        before = position.margin
-        after = money(instrument.margin_e8(cost, leverage))
-        position.trade(trade_id, size, cost, leverage, after,
-                       money(realized * instrument.contract_e8))
-        self._touched[position.id] = position
-        return realized, before, after
 
     def _remember_order(self, order: Order) -> None:
         self._orders[order.id] = order
@@ -447,6 +432,31 @@ class ShardEngine:
         """Check books, reservations and margins against the aggregates."""
         check_shard(self.instruments, self.books, self._orders.values(),
                     self._accounts.values(), self._positions.values(), self._leverage_in_use)
+
+
+class _Settlement:
+    """What one command's fills do to one account's position, fee and order margin."""
+
+    __slots__ = ("account", "cost_ticklots", "fee_e8", "leverage", "position",
+                 "realized_ticklots", "released", "size_lots", "trade_id")
+
+    def __init__(self, account: Account, position: Position | None, leverage: int) -> None:
+        self.account = account
+        self.position = position
+        self.leverage = leverage
+        self.size_lots = position.size_lots if position is not None else 0
+        self.cost_ticklots = position.cost_ticklots if position is not None else 0
+        self.realized_ticklots = 0
+        self.fee_e8 = 0
+        self.released = Decimal(0)  # order margin given back (negative: newly reserved)
+        self.trade_id = 0  # last trade of the command; 0: no fill
+
+    def fill(self, trade_id: int, delta_lots: int, price_ticks: int, fee_e8: int) -> None:
+        self.size_lots, self.cost_ticklots, realized = apply_trade(
+            self.size_lots, self.cost_ticklots, delta_lots, price_ticks)
+        self.realized_ticklots += realized
+        self.fee_e8 += fee_e8
+        self.trade_id = trade_id
 
 
 def _created(event: Aggregate.Created, kind: type[_A]) -> _A:

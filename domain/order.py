@@ -6,6 +6,7 @@ events carry the computed values and their apply() only assigns them, so replay 
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -13,7 +14,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.base import ExchangeAggregate, build_event, uuid5_fast
+from domain.base import ExchangeAggregate, build_event, now, uuid_of_digest
 from domain.values import (
     CLOSED_STATUSES,
     Liquidity,
@@ -25,6 +26,11 @@ from domain.values import (
 )
 
 _ORDER_NAMESPACE = uuid5(NAMESPACE_URL, "exchange-dr:order")
+_ID_PREFIXES: dict[UUID, bytes] = {}
+"""Hashed prefix of each account's order ids (namespace, account hex, "/"): one per account."""
+_ID_PREFIXES_MAX = 100_000
+_sha1 = hashlib.sha1
+_new_object = object.__new__
 
 
 class Order(ExchangeAggregate):
@@ -142,21 +148,31 @@ class Order(ExchangeAggregate):
     @staticmethod
     def create_id(account_id: UUID, client_order_id: str) -> UUID:
         """Deterministic id: the same client order id of an account is the same order."""
-        return uuid5_fast(_ORDER_NAMESPACE, f"{account_id.hex}/{client_order_id}")
+        prefix = _ID_PREFIXES.get(account_id)
+        if prefix is None:
+            if len(_ID_PREFIXES) >= _ID_PREFIXES_MAX:
+                _ID_PREFIXES.clear()
+            prefix = _ID_PREFIXES[account_id] = (
+                _ORDER_NAMESPACE.bytes + f"{account_id.hex}/".encode())
+        return uuid_of_digest(_sha1(prefix + client_order_id.encode()).digest())
 
     @classmethod
-    def place(cls, order_id: UUID, **fields: Any) -> Order:
-        """Create the order from engine-computed fields, as _create() would, minus its
-        signature binding and topic lookups (this runs once per command)."""
+    def place(cls, order_id: UUID, fields: dict[str, Any]) -> Order:
+        """Create the order from engine-computed Placed fields, as _create() would, minus
+        its signature binding, topic lookups and keyword passing (once per command)."""
+        timestamp = now()
         event = build_event(cls.Placed, {
             "originator_topic": _ORDER_TOPIC, "originator_id": order_id,
-            "originator_version": cls.INITIAL_VERSION,
-            "timestamp": cls.Placed.create_timestamp(), **fields,
+            "originator_version": 1, "timestamp": timestamp, **fields,
         })
-        order = cls.__new__(cls)
-        order.__base_init__(order_id, event.originator_version, event.timestamp)
-        cls.__init__(order, **fields)
-        order.pending_events.append(event)
+        order: Order = _new_object(cls)
+        # the attributes __base_init__() and __init__() set, in their order
+        order.__dict__.update({
+            "_id": order_id, "_version": 1, "_created_on": timestamp,
+            "_modified_on": timestamp, "_pending_events": [event], **fields,
+            "reserved_margin": fields["reserve_per_lot"] * fields["quantity_lots"],
+            "filled_lots": 0, "status": OrderStatus.NEW, "reject_reason": None, "fills": [],
+        })
         return order
 
     @property

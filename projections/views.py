@@ -239,6 +239,10 @@ def _project_account(rows: ViewRows, event: Account.Event, shard: str, seq: int)
     elif isinstance(event, Account.MarginChanged):
         row.order_margin = event.order_margin
         row.position_margin = event.position_margin
+    elif isinstance(event, Account.Settled):
+        row.balance = event.balance
+        row.order_margin = event.order_margin
+        row.position_margin = event.position_margin
     else:
         raise ProjectionError(f"shard {shard} seq {seq}: unknown account event {event!r}")
     row.available = row.balance - row.order_margin - row.position_margin

@@ -10,6 +10,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.account import Account
 from domain.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
+from domain.engine import ShardEngine
 from domain.errors import (
     DomainError,
     DuplicateClientOrderId,
@@ -27,7 +28,15 @@ from domain.errors import (
     UnknownSymbol,
 )
 from domain.order import Order
-from domain.values import Liquidity, OrderStatus, OrderType, RejectReason, Side, TimeInForce
+from domain.values import (
+    DEFAULT_INSTRUMENTS,
+    Liquidity,
+    OrderStatus,
+    OrderType,
+    RejectReason,
+    Side,
+    TimeInForce,
+)
 from tests.unit.shard_harness import BTC, SHARD, Harness
 
 BUY, SELL = Side.BUY, Side.SELL
@@ -346,3 +355,46 @@ def test_market_that_empties_the_book_expires_for_lack_of_liquidity(h: Harness) 
     assert order is not None and order.status is OrderStatus.EXPIRED
     assert order.filled_lots == 2 and order.reject_reason is RejectReason.NO_LIQUIDITY
     h.check()
+
+
+def test_one_event_per_account_and_position_per_command(h: Harness) -> None:
+    h.limit("alice", "a1", SELL, 2, PRICE)
+    h.limit("alice", "a2", SELL, 3, PRICE + 1)
+    h.limit("bob", "b1", SELL, 1, PRICE + 2)
+    alice_before = h.engine.account("alice").balance  # type: ignore[union-attr]
+    seen = len(h.events)
+    result = h.limit("carol", "c1", BUY, 6, PRICE + 2)
+    assert len(result.trades) == 3
+    events = h.events[seen:]
+    kinds = [type(e).__qualname__ for e in events]
+    assert kinds.count("Account.Settled") == 3  # alice, bob, carol: once each
+    assert kinds.count("Position.Traded") == 3
+    assert kinds.count("Account.FeeCollected") == 1
+    assert kinds.count("Order.Filled") == 6  # each execution, on both orders
+    alice = h.engine.account("alice")
+    assert alice is not None
+    (settled,) = [e for e in events if isinstance(e, Account.Settled)
+                  and e.originator_id == alice.id]
+    assert settled.fee == sum(t.maker_fee for t in result.trades if t.maker_account == "alice")
+    assert settled.balance == alice_before - settled.fee + settled.realized_pnl == alice.balance
+    fees = h.engine.fee_account()
+    assert fees is not None
+    assert fees.balance == sum(t.maker_fee + t.taker_fee for t in result.trades)
+    assert h.total_balance() == h.net_deposits
+    h.check()
+
+
+def test_records_written_before_settled_still_replay() -> None:
+    """Histories with one MarginChanged, FeeCharged and PnlRealized per fill stay readable."""
+    engine = ShardEngine(SHARD, DEFAULT_INSTRUMENTS)
+    account = Account.open(SHARD, "old")
+    account.trigger_event(Account.Deposited, amount=Decimal(100))
+    account.trigger_event(Account.MarginChanged, order_margin=Decimal(0),
+                          position_margin=Decimal(5))
+    account.trigger_event(Account.FeeCharged, amount=Decimal("0.25"), symbol=BTC)
+    account.trigger_event(Account.PnlRealized, amount=Decimal("1.5"), symbol=BTC)
+    for event in account.collect_events():
+        engine.apply(event)  # type: ignore[arg-type]
+    replayed = engine.account("old")
+    assert replayed is not None
+    assert (replayed.balance, replayed.position_margin) == (Decimal("101.25"), Decimal(5))
