@@ -17,14 +17,15 @@ from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import StoredEvent, Transcoder
 
 from application.ports import StoredCheckpoint, WalStore
+from application.replay import decoder_for, raw_pages, replay_rows
 from application.transcoding import TypedJSONTranscoder
 from application.wal import (
     RecordedEvent,
     WALCorruptionError,
     WALGapError,
     WalRecord,
-    decode_payload,
     encode_payload,
+    iter_payload,
 )
 from domain.account import Account
 from domain.commands import Command, PlaceOrder
@@ -408,18 +409,27 @@ class ShardApp(Application[UUID]):
         else:
             engine = ShardEngine(self.shard_id, self.instruments)
             start = 0
-        expected = start + 1
-        events = 0
         hash_matches: bool | None = None
-        for record in self.store.iter_records(self.shard_id, start, upto_seq=target):
-            if record.seq != expected:
-                raise WALGapError(self.shard_id, expected, record.seq)
-            events += self.apply_record(engine, record)
-            if verify_at is not None and record.seq == verify_at.seq:
+
+        def on_record(seq: int) -> None:
+            nonlocal hash_matches
+            if verify_at is not None and seq == verify_at.seq:
                 hash_matches = engine.state_hash() == verify_at.state_hash
-            expected += 1
-            if progress is not None and record.seq % 1000 == 0:
-                progress(record.seq - start, target - start)
+            if progress is not None and seq % 1000 == 0:
+                progress(seq - start, target - start)
+
+        pages = raw_pages(self.store, self.shard_id, start, target)
+        try:
+            expected, events = replay_rows(
+                self.shard_id,
+                pages,
+                decoder_for(self.mapper),
+                engine.apply,
+                expected=start + 1,
+                on_record=on_record,
+            )
+        finally:
+            pages.close()
         if expected - 1 != target:
             raise WALGapError(self.shard_id, target, expected - 1)
         if progress is not None:
@@ -454,14 +464,19 @@ class ShardApp(Application[UUID]):
 
     def apply_record(self, engine: ShardEngine, record: WalRecord) -> int:
         """Apply one verified WAL record's events to an engine; returns how many."""
+        decode = decoder_for(self.mapper).decode
         for recorded in record.events:
-            stored = StoredEvent(
-                originator_id=recorded.originator_id,
-                originator_version=recorded.originator_version,
-                topic=recorded.topic,
-                state=recorded.state,
+            engine.apply(
+                cast(
+                    Aggregate.Event,
+                    decode(
+                        recorded.originator_id,
+                        recorded.originator_version,
+                        recorded.topic,
+                        recorded.state,
+                    ),
+                )
             )
-            engine.apply(cast(Aggregate.Event, self.mapper.to_domain_event(stored)))
         return len(record.events)
 
     def restore_checkpoint(self, checkpoint: StoredCheckpoint) -> ShardEngine:
@@ -475,15 +490,16 @@ class ShardApp(Application[UUID]):
             )
         counters_length = int.from_bytes(checkpoint.state[:4], "big")
         counters = json.loads(checkpoint.state[4 : 4 + counters_length])
+        decode = decoder_for(self.mapper).decode
         aggregates = []
-        for recorded in decode_payload(checkpoint.state[4 + counters_length :]):
-            stored = StoredEvent(
-                originator_id=recorded.originator_id,
-                originator_version=recorded.originator_version,
-                topic=recorded.topic,
-                state=recorded.state,
-            )
-            snapshot = cast(Snapshot, self.mapper.to_domain_event(stored))
+        try:
+            stored = list(iter_payload(checkpoint.state[4 + counters_length :]))
+        except ValueError as exc:
+            raise WALCorruptionError(
+                checkpoint.shard_id, checkpoint.seq, f"undecodable checkpoint: {exc}"
+            ) from None
+        for originator_id, version, topic, state in stored:
+            snapshot = cast(Snapshot, decode(originator_id, version, topic, state))
             aggregates.append(cast(Aggregate, snapshot.mutate(None)))
         return ShardEngine.restore(
             self.shard_id,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.rows import tuple_row
 
 from application.ports import Head, StoredCheckpoint
+from application.replay import RawRow
 from application.wal import WalRecord, WriterFencedError
 
 _RECORD_COLUMNS = (
@@ -139,6 +141,38 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             if len(batch) < page:
                 return
             position = batch[-1].seq
+
+    def iter_raw_pages(
+        self, shard_id: str, after_seq: int, upto_seq: int, *, page: int = 4000
+    ) -> Iterator[list[RawRow]]:
+        """Pages of stored rows for replay, unverified and undecoded:
+        (seq, epoch, command_type, command_key, recorded_at_us, payload, checksum).
+
+        Binary results: the payload arrives as bytes, not as hex text to parse. The caller
+        verifies every checksum (application.replay.replay_rows).
+        """
+        position = after_seq
+        while position < upto_seq:
+            with (
+                self.datastore.get_connection() as conn,
+                conn.transaction(),
+                conn.cursor(row_factory=tuple_row) as curs,
+            ):
+                curs.execute(
+                    "SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, "
+                    "checksum FROM wal_records WHERE shard_id = %s AND seq > %s "
+                    "AND seq <= %s ORDER BY seq LIMIT %s",
+                    (shard_id, position, upto_seq, page),
+                    prepare=True,
+                    binary=True,
+                )
+                rows = cast(list[RawRow], curs.fetchall())
+            if not rows:
+                return
+            yield rows
+            if len(rows) < page:
+                return
+            position = rows[-1][0]
 
     def find_command_keys(self, shard_id: str, keys: Iterable[str]) -> Mapping[str, int]:
         wanted = list(keys)
