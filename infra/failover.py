@@ -291,14 +291,21 @@ class ShardController:
         await self.become_standby()
 
     async def become_standby(self) -> None:
-        """Wait for a leader elsewhere, set aside divergent records, follow it."""
+        """Wait for a leader elsewhere, set aside divergent records, follow it.
+
+        Retries until it succeeds: ZooKeeper or the stores may be coming back themselves."""
         while True:
-            leader = await asyncio.to_thread(self.coord.refresh_leader, self.shard_id)
-            if leader is not None and leader.region != self.node.region.name:
+            try:
+                leader = await asyncio.to_thread(self.coord.refresh_leader, self.shard_id)
+                if leader is None or leader.region == self.node.region.name:
+                    await asyncio.sleep(0.2)
+                    continue
+                self.follow(leader)
+                await asyncio.wrap_future(self.writer.query(lambda _: self.rejoin()))
                 break
-            await asyncio.sleep(0.2)
-        self.follow(leader)
-        await asyncio.wrap_future(self.writer.query(lambda _: self.rejoin()))
+            except Exception as exc:
+                log.warning("rejoin of shard=%s not possible yet: %s", self.shard_id, exc)
+                await asyncio.sleep(0.2)
         self.replicator.stats.last_seen_seq = self.app.seq
         self.role = "standby"
         self.failing_since = None

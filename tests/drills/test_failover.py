@@ -109,9 +109,9 @@ def test_paused_primary_is_fenced_then_rejoins_as_standby(make_cluster: Any) -> 
     asyncio.run(place_orders(cluster.url("primary"), cluster.key, [f"p-{i}" for i in range(200)]))
     old = cluster.procs["primary"]
     old.send_signal(signal.SIGSTOP)
-    paused = time.monotonic()
     try:
-        first_accept(cluster, "standby", paused)
+        wait_for(lambda: "FailoverCompleted" in cluster.log("standby").read_text(), 15,
+                 "the standby's promotion")
     finally:
         old.send_signal(signal.SIGCONT)
     # the old primary woke up with an expired lease: it accepts nothing
@@ -120,6 +120,9 @@ def test_paused_primary_is_fenced_then_rejoins_as_standby(make_cluster: Any) -> 
                           json=order("after-wake"), timeout=10)
     assert response.status_code == 503
     assert response.json()["code"] in ("not_leader", "unavailable")
+    # strict sync: the new primary acknowledges once its new standby (the old primary) holds
+    # the records, which needs the rejoin
+    first_accept(cluster, "standby", time.monotonic(), limit=30)
     # ... and rejoins as a standby of the new primary, with the same state
     asyncio.run(place_orders(cluster.url("standby"), cluster.key, [f"n-{i}" for i in range(50)],
                              deposit=__import__("decimal").Decimal("1")))
@@ -143,7 +146,8 @@ def test_zookeeper_restart_causes_no_failover(make_cluster: Any) -> None:
     time.sleep(1.5)
     cluster.start_zookeeper()
     time.sleep(3.0)
-    first_accept(cluster, "primary", time.monotonic(), limit=15)
+    after = asyncio.run(place_orders(cluster.url("primary"), cluster.key, ["z-1", "z-2"]))
+    assert after["statuses"] == {201: 2}, after
     assert cluster.shards("primary")[SHARD]["leader"] is True
     assert cluster.shards("primary")[SHARD]["epoch"] == epoch
     assert cluster.shards("standby")[SHARD]["leader"] is False
