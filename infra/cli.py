@@ -306,6 +306,41 @@ def cmd_switchover(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.drills.run import run_drill
+
+    results = []
+    for n in range(args.repeat):
+        result = run_drill(args.kind, rate=args.rate, seconds=args.seconds, mode=args.mode)
+        results.append(result)
+        if not args.json:
+            print(
+                f"drill {n + 1}/{args.repeat}: rto={result['rto_seconds']}s "
+                f"acked={result['acked']} lost={result['lost']} "
+                f"duplicated={result['duplicated']} phantom={result['phantom']} "
+                f"refused={result['refused']} epoch {result['epoch_before']}"
+                f"->{result['epoch_after']}",
+                file=sys.stderr,
+            )
+    if args.json:
+        print(json.dumps(results[0] if args.repeat == 1 else {"drills": results}))
+    else:
+        rtos = sorted(r["rto_seconds"] for r in results if r["rto_seconds"] is not None)
+        summary = {
+            "drills": len(results),
+            "rto_p50": rtos[len(rtos) // 2] if rtos else None,
+            "rto_max": rtos[-1] if rtos else None,
+            "lost": sum(r["lost"] for r in results),
+            "duplicated": sum(r["duplicated"] for r in results),
+            "phantom": sum(r["phantom"] for r in results),
+        }
+        _emit(summary, False, f"drill {args.kind}")
+    ok = all(
+        r["lost"] == 0 and r["duplicated"] == 0 and r["rto_seconds"] is not None for r in results
+    )
+    return 0 if ok else 1
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -404,6 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
     switch.add_argument("--force", action="store_true", help="do not ask for confirmation")
     switch.add_argument("--key", help="operator API key (default: EXDR_OPERATOR_KEY)")
     switch.set_defaults(handler=cmd_switchover)
+
+    drill = sub.add_parser("drill", help="a failover under load, with RTO and RPO measured")
+    drill.add_argument("kind", choices=["planned", "unplanned"])
+    drill.add_argument("--rate", type=float, default=200.0, help="orders per second")
+    drill.add_argument("--seconds", type=float, default=10.0, help="length of the load")
+    drill.add_argument("--repeat", type=int, default=1)
+    drill.add_argument("--mode", choices=["sync", "async"], default="sync")
+    drill.add_argument("--json", action="store_true")
+    drill.set_defaults(handler=cmd_drill)
 
     demo = sub.add_parser("demo", help="run the main demonstration on the local servers")
     demo.add_argument("--commands", type=int, default=20_000)

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from infra.coordination import Coordinator
+from infra.drills.cluster import Cluster, place_orders, wait_for
 from infra.settings import Settings
-from tests.cluster import Cluster, place_orders, wait_for
 
 pytestmark = pytest.mark.drill
 

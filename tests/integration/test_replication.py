@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import Cluster, place_orders, wait_for
+from infra.drills.cluster import Cluster, place_orders, wait_for
 
 pytestmark = pytest.mark.integration
 

