@@ -45,6 +45,8 @@ from application.transcoding import EnumAsTopicAndValue, TupleAsList
 from application.wal import WALCorruptionError, WALGapError, compute_checksum, iter_payload
 
 _CACHE_MAX = 200_000
+_MISSING: Any = object()
+_LEAF_DATA = frozenset({str, list})
 
 
 class EventDecoder:
@@ -76,6 +78,13 @@ class EventDecoder:
         self._uuids: dict[str, UUID] = {}
         self._enums: dict[tuple[str, Any], Enum] = {}
         self._enum_types: dict[str, Any] = {}
+        leaves: dict[str, Callable[[Any], Any]] = {
+            "decimal_str": self._leaf_decimal,
+            "uuid_hex": self._leaf_uuid,
+            "datetime_iso": self._leaf_datetime,
+            "enum": self._leaf_enum,
+        }
+        self._leaves = {name: leaf for name, leaf in leaves.items() if name in self._stock}
 
     def decode(self, originator_id: UUID, version: int, topic: str, state: bytes) -> Any:
         """The domain event the mapper would return for this stored event."""
@@ -113,15 +122,68 @@ class EventDecoder:
     # -- reviving transcoded values --------------------------------------------------------
 
     def _revive_dict(self, d: dict[str, Any]) -> Any:
+        leaves = self._leaves
         for key, value in d.items():
             kind = type(value)
             if kind is dict:
+                if len(value) == 2:
+                    # the common case, a form with a scalar (or [topic, value]) payload
+                    name = value.get("_type_")
+                    data = value.get("_data_", _MISSING)
+                    if type(name) is str and type(data) in _LEAF_DATA:
+                        leaf = leaves.get(name)
+                        if leaf is not None:
+                            revived = leaf(data)
+                            if revived is not _MISSING:
+                                d[key] = revived
+                                continue
                 d[key] = self._revive_dict(value)
             elif kind is list:
                 d[key] = self._revive_list(value)
         if len(d) == 2 and "_type_" in d and "_data_" in d:
             return self._transcoded(d["_type_"], d["_data_"])
         return d
+
+    def _leaf_decimal(self, data: Any) -> Any:
+        if type(data) is not str:
+            return _MISSING
+        decimal = self._decimals.get(data)
+        if decimal is None:
+            if len(self._decimals) >= _CACHE_MAX:
+                self._decimals.clear()
+            decimal = self._decimals[data] = Decimal(data)
+        return decimal
+
+    def _leaf_uuid(self, data: Any) -> Any:
+        if type(data) is not str:
+            return _MISSING
+        uuid = self._uuids.get(data)
+        if uuid is None:
+            if len(self._uuids) >= _CACHE_MAX:
+                self._uuids.clear()
+            uuid = self._uuids[data] = UUID(data)
+        return uuid
+
+    @staticmethod
+    def _leaf_datetime(data: Any) -> Any:
+        if type(data) is not str:
+            return _MISSING
+        return datetime.fromisoformat(data)
+
+    def _leaf_enum(self, data: Any) -> Any:
+        if type(data) is not list or len(data) != 2:
+            return _MISSING
+        topic, raw = data
+        if type(topic) is not str or type(raw) not in (str, int):
+            return _MISSING
+        key = (topic, raw)
+        member = self._enums.get(key)
+        if member is None:
+            enum_class = self._enum_types.get(topic)
+            if enum_class is None:
+                enum_class = self._enum_types[topic] = resolve_topic(topic)
+            member = self._enums[key] = enum_class(raw)
+        return member
 
     def _revive_list(self, items: list[Any]) -> list[Any]:
         for index, value in enumerate(items):
@@ -133,36 +195,13 @@ class EventDecoder:
         return items
 
     def _transcoded(self, name: str, data: Any) -> Any:
-        if name in self._stock:
-            if name == "decimal_str":
-                decimal = self._decimals.get(data)
-                if decimal is None:
-                    if len(self._decimals) >= _CACHE_MAX:
-                        self._decimals.clear()
-                    decimal = self._decimals[data] = Decimal(data)
-                return decimal
-            if name == "datetime_iso":
-                assert isinstance(data, str)
-                return datetime.fromisoformat(data)
-            if name == "uuid_hex":
-                assert isinstance(data, str)
-                uuid = self._uuids.get(data)
-                if uuid is None:
-                    if len(self._uuids) >= _CACHE_MAX:
-                        self._uuids.clear()
-                    uuid = self._uuids[data] = UUID(data)
-                return uuid
-            if name == "enum":
-                key = (data[0], data[1])
-                member = self._enums.get(key)
-                if member is None:
-                    enum_class = self._enum_types.get(data[0])
-                    if enum_class is None:
-                        enum_class = self._enum_types[data[0]] = resolve_topic(data[0])
-                    member = self._enums[key] = enum_class(data[1])
-                return member
-            if name == "tuple":
-                return tuple(data)
+        leaf = self._leaves.get(name)
+        if leaf is not None:
+            revived = leaf(data)
+            if revived is not _MISSING:
+                return revived
+        if name == "tuple" and name in self._stock:
+            return tuple(data)
         try:
             transcoding = self._names[name]
         except KeyError as exc:
