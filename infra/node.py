@@ -40,6 +40,8 @@ from projections.topics import acks_topic_name, topic_prefix, wal_topic_name
 
 log = logging.getLogger("exchange_dr.node")
 
+QUERY_TIMEOUT_S = 10.0  # a writer-thread call that takes longer is logged, never waited on forever
+
 
 @dataclass
 class Node:
@@ -267,8 +269,9 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
             if controller.role != "standby":
                 continue
             try:
-                seq = await asyncio.wrap_future(
-                    writer.query(functools.partial(_apply, list(values)))
+                seq = await asyncio.wait_for(
+                    asyncio.wrap_future(writer.query(functools.partial(_apply, list(values)))),
+                    QUERY_TIMEOUT_S,
                 )
             except Exception as exc:
                 # the records stay unapplied; catch_up pulls them from the leader's store
@@ -284,7 +287,9 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
         if node.coordinator.leader(shard_id) is None:
             return  # nobody to copy from; the failover manager decides
         try:
-            seq = await asyncio.wrap_future(writer.query(_catch_up))
+            seq = await asyncio.wait_for(
+                asyncio.wrap_future(writer.query(_catch_up)), QUERY_TIMEOUT_S
+            )
         except Exception as exc:
             log.warning("catch-up from the leader's store failed shard=%s error=%s", shard_id, exc)
             return
@@ -388,6 +393,12 @@ def _host_port(url: str) -> tuple[str, int]:
 
 
 def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") -> int:
+    import faulthandler
+    import signal
+    import sys
+
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)  # stack dump
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     node = build_node(settings, region_name)
     api_thread = start_api(node)
 
