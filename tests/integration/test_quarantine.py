@@ -1,0 +1,53 @@
+"""A deposed primary's records after the fork point are set aside for audit, never merged."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from domain.commands import Deposit
+from infra.bootstrap import make_shard_app
+from infra.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+SHARD = "shard-1"
+
+
+def test_records_after_the_fork_are_quarantined_and_state_rewinds(
+    settings: Settings, dsn: str
+) -> None:
+    app = make_shard_app(settings, SHARD, dsn=dsn, epoch=2)
+    app.recover()
+    for i in range(10):
+        [result] = app.execute_batch([Deposit(f"acct-{i % 3}", Decimal(i + 1))])
+        assert not isinstance(result, Exception)
+    at_fork = make_shard_app(settings, SHARD, dsn=dsn)
+    at_fork.recover(upto_seq=6)
+    expected_hash = at_fork.engine.state_hash()
+    # epoch 3 took over from seq 7: our records 7..10 (epoch 2) are divergent
+    history = [(2, 1), (3, 7)]
+    assert app.store.first_divergent_seq(SHARD, history) == 7
+    assert app.store.first_divergent_seq(SHARD, [(2, 1)]) is None
+    moved = app.store.quarantine_from(SHARD, 7, "diverged at seq 7")
+    assert moved == 4
+    with psycopg.connect(dsn) as conn:
+        kept = conn.execute("SELECT max(seq) FROM wal_records").fetchone()
+        aside = conn.execute(
+            "SELECT seq, epoch, reason FROM wal_quarantine ORDER BY seq"
+        ).fetchall()
+        head = conn.execute("SELECT seq, epoch FROM wal_heads").fetchone()
+    assert kept == (6,)
+    assert [row[0] for row in aside] == [7, 8, 9, 10]
+    assert {row[1] for row in aside} == {2} and aside[0][2] == "diverged at seq 7"
+    assert head == (6, 2)
+    rewound = make_shard_app(settings, SHARD, dsn=dsn)
+    assert rewound.recover().state_hash == expected_hash
+    # the new epoch's records can now follow at seq 7
+    rewound.epoch = 3
+    [result] = rewound.execute_batch([Deposit("acct-0", Decimal("5"))])
+    assert not isinstance(result, Exception) and result.seq == 7
+    for a in (app, at_fork, rewound):
+        a.close()
