@@ -118,6 +118,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         result = run_api(
             settings, seconds=args.seconds, concurrency=args.concurrency, clients=args.clients
         )
+    elif args.kind == "replication":
+        from infra.bench_replication import run_replication
+
+        result = run_replication(rate=args.rate, seconds=args.seconds, mode=args.mode)
     elif args.kind == "replay":
         from infra.bench_store import run_replay
 
@@ -369,13 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint.set_defaults(handler=cmd_checkpoint)
 
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object with --json")
-    bench.add_argument("kind", choices=["matching", "store", "replay", "api"])
+    bench.add_argument("kind", choices=["matching", "store", "replay", "replication", "api"])
     bench.add_argument("--orders", type=int, default=200_000, help="matching: orders")
     bench.add_argument("--commands", type=int, default=20_000, help="store: commands")
     bench.add_argument("--events", type=int, default=100_000, help="replay: events")
     bench.add_argument("--seconds", type=float, default=10.0, help="api: measured seconds")
     bench.add_argument("--concurrency", type=int, default=64, help="api: requests in flight")
     bench.add_argument("--clients", type=int, default=2, help="api: client processes")
+    bench.add_argument("--rate", type=float, default=1000.0, help="replication: commands/s")
+    bench.add_argument("--mode", choices=["sync", "async"], default="sync",
+                       help="replication: acknowledgement mode")
     bench.add_argument("--seed", type=int, default=1)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=cmd_bench)
