@@ -48,7 +48,7 @@ class ShardEngine:
         self._accounts_by_id: dict[UUID, Account] = {}
         self._positions: dict[tuple[str, str], Position] = {}
         self._positions_by_id: dict[UUID, Position] = {}
-        self._orders: dict[UUID, Order] = {}
+        self._orders: dict[int, Order] = {}  # by the id's integer, as the books key them
         self._leverage_in_use: dict[tuple[str, str], list[int]] = {}  # [leverage, open orders]
         self._next_priority = 1
         self._next_trade_id = 1
@@ -57,7 +57,7 @@ class ShardEngine:
 
     def order(self, order_id: UUID) -> Order | None:
         """An open order."""
-        return self._orders.get(order_id)
+        return self._orders.get(order_id.int)
 
     def account(self, owner: str) -> Account | None:
         """An owner's account on this shard."""
@@ -137,7 +137,7 @@ class ShardEngine:
 
     def _cancel(self, command: CancelOrder) -> CommandResult:
         account = self._existing_account(command.account)
-        order = self._orders.get(command.order_id)
+        order = self._orders.get(command.order_id.int)
         if order is None or order.owner != command.account:
             raise UnknownOrder(f"no open order {command.order_id} for {command.account}",
                                field="order_id")
@@ -153,13 +153,20 @@ class ShardEngine:
         if instrument is None:
             raise UnknownSymbol(f"{command.symbol} is not traded on shard {self.shard_id}",
                                 field="symbol")
-        account = self._existing_account(command.account)
+        account = self._accounts.get(command.account)
+        if account is None:
+            raise UnknownAccount(f"no account {command.account!r} on shard {self.shard_id}",
+                                 field="account")
+        key = (command.account, command.symbol)
+        position = self._positions.get(key)
+        if position is not None and position.size_lots:
+            leverage: int | None = position.leverage
+        else:  # leverage_in_use(), inlined: this runs once per placement
+            in_use = self._leverage_in_use.get(key)
+            leverage = in_use[0] if in_use else None
         book = self.books[command.symbol]
-        position = self._positions.get((command.account, command.symbol))
-        plan = plan_placement(
-            command, instrument, account, position, book, self._orders,
-            self.leverage_in_use(command.account, command.symbol), self._positions,
-        )
+        plan = plan_placement(command, instrument, account, position, book, self._orders,
+                              leverage, self._positions)
         return self._apply_placement(command, instrument, account, book, plan)
 
     def _apply_placement(self, command: PlaceOrder, instrument: Instrument, account: Account,
@@ -167,7 +174,7 @@ class ShardEngine:
         priority = self._next_priority
         self._next_priority = priority + 1
         order = Order.place(plan.order_id, {
-            "account_id": account.id, "owner": command.account,
+            "account_id": account._id, "owner": command.account,
             "client_order_id": command.client_order_id, "symbol": command.symbol,
             "side": command.side, "order_type": command.order_type,
             "price_ticks": command.price_ticks, "quantity_lots": command.quantity_lots,
@@ -185,7 +192,7 @@ class ShardEngine:
             return CommandResult(touched=(order,), order=order)
         # most of the flow: meets nothing and rests
         assert command.price_ticks is not None
-        book.add(order.id, command.account, command.side, command.price_ticks,
+        book.add(order._id, command.account, command.side, command.price_ticks,
                  command.quantity_lots, priority, command.reduce_only)
         self._remember_order(order)
         account.change_margin(account.order_margin + order.reserved_margin,
@@ -197,7 +204,7 @@ class ShardEngine:
         """Execute the planned fills: Filled per fill and order, then one Traded per position
         and one Settled per account for the whole command, and the fees collected once."""
         symbol, side = command.symbol, command.side
-        touched: dict[UUID, Aggregate] = {order.id: order}
+        touched: dict[int, Aggregate] = {order._id.int: order}
         trades: list[Trade] = []
         makers: dict[str, _Settlement] = {}
         maker_sign = -side.sign
@@ -212,12 +219,12 @@ class ShardEngine:
             ticklots = price * lots
             maker_fee = instrument.fee_e8(ticklots, maker_bps)
             taker_fee = instrument.fee_e8(ticklots, taker_bps)
-            maker = orders[entry.order_id]
+            maker = orders[entry.order_id.int]
             book.fill(entry.order_id, lots)
             maker_fee_money = money(maker_fee)
-            maker.fill(trade_id, price, lots, maker_fee_money, _MAKER, order.id,
+            maker.fill(trade_id, price, lots, maker_fee_money, _MAKER, order._id,
                        maker.reserve_per_lot * (maker.remaining_lots - lots))
-            touched[maker.id] = maker
+            touched[entry.order_id.int] = maker
             settlement = makers.get(entry.owner)
             if settlement is None:
                 maker_account = self._accounts[entry.owner]
@@ -229,21 +236,21 @@ class ShardEngine:
                 self._forget_order(maker)
             taker_remaining -= lots
             taker_fee_money = money(taker_fee)
-            order.fill(trade_id, price, lots, taker_fee_money, _TAKER, maker.id,
+            order.fill(trade_id, price, lots, taker_fee_money, _TAKER, entry.order_id,
                        order.reserve_per_lot * taker_remaining)
             taker.fill(trade_id, side.sign * lots, price, taker_fee)
-            trades.append(Trade(trade_id, symbol, price, lots, side, maker.id, order.id,
+            trades.append(Trade(trade_id, symbol, price, lots, side, entry.order_id, order._id,
                                 entry.owner, command.account, maker_fee_money,
                                 taker_fee_money))
             trade_id += 1
         self._next_trade_id = trade_id
 
         for entry in plan.maker_expiries:
-            maker = orders[entry.order_id]
+            maker = orders[entry.order_id.int]
             book.cancel(entry.order_id)
             released = maker.reserved_margin
             maker.expire(RejectReason.REDUCE_ONLY_WOULD_INCREASE)
-            touched[maker.id] = maker
+            touched[entry.order_id.int] = maker
             self._forget_order(maker)
             settlement = makers.get(entry.owner)
             if settlement is None:
@@ -254,7 +261,7 @@ class ShardEngine:
 
         if plan.rests:
             assert command.price_ticks is not None
-            book.add(order.id, command.account, side, command.price_ticks, taker_remaining,
+            book.add(order._id, command.account, side, command.price_ticks, taker_remaining,
                      order.priority, command.reduce_only)
             self._remember_order(order)
             taker.released = -order.reserved_margin
@@ -267,12 +274,12 @@ class ShardEngine:
         if fees_e8:
             fee_account = self._fee_account()
             fee_account.collect_fee(money(fees_e8), symbol)
-            touched[fee_account.id] = fee_account
+            touched[fee_account._id.int] = fee_account
         return CommandResult(touched=tuple(touched.values()), order=order, account=account,
                              trades=tuple(trades))
 
     def _settle(self, settlement: _Settlement, instrument: Instrument,
-                touched: dict[UUID, Aggregate]) -> None:
+                touched: dict[int, Aggregate]) -> None:
         """One Traded for the position and one Settled for the account, if they changed."""
         account = settlement.account
         margin_before = margin_after = Decimal(0)
@@ -290,13 +297,13 @@ class ShardEngine:
             pnl = money(settlement.realized_ticklots * instrument.contract_e8)
             position.trade(settlement.trade_id, settlement.size_lots, settlement.cost_ticklots,
                            settlement.leverage, margin_after, pnl)
-            touched[position.id] = position
+            touched[position._id.int] = position
         fee = money(settlement.fee_e8)
         if fee or pnl or settlement.released or margin_after != margin_before:
             account.settle(instrument.symbol, fee, pnl,
                            account.order_margin - settlement.released,
                            account.position_margin - margin_before + margin_after)
-            touched[account.id] = account
+            touched[account._id.int] = account
 
     # ---- bookkeeping shared by the live and the replay paths -----------------------------
 
@@ -330,7 +337,7 @@ class ShardEngine:
         return account
 
     def _remember_order(self, order: Order) -> None:
-        self._orders[order.id] = order
+        self._orders[order._id.int] = order
         key = (order.owner, order.symbol)
         entry = self._leverage_in_use.get(key)
         if entry is None:
@@ -339,7 +346,7 @@ class ShardEngine:
             entry[1] += 1
 
     def _forget_order(self, order: Order) -> None:
-        if self._orders.pop(order.id, None) is None:
+        if self._orders.pop(order._id.int, None) is None:
             return
         key = (order.owner, order.symbol)
         entry = self._leverage_in_use[key]
@@ -373,7 +380,7 @@ class ShardEngine:
             raise TypeError(f"not an event of this shard's aggregates: {event!r}")
 
     def _apply_order_event(self, event: Order.Event) -> None:
-        order = self._orders.get(event.originator_id)
+        order = self._orders.get(event.originator_id.int)
         if order is None:
             raise InvariantViolation(f"event for an order that is not open: {event!r}")
         event.mutate(order)

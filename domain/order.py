@@ -6,15 +6,15 @@ events carry the computed values and their apply() only assigns them, so replay 
 
 from __future__ import annotations
 
-import hashlib
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import TZINFO, Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.base import ExchangeAggregate, build_event, now, uuid_of_digest
+from domain.base import ExchangeAggregate, build_event, sha1_digest, uuid_of_digest
 from domain.values import (
     CLOSED_STATUSES,
     Liquidity,
@@ -29,8 +29,8 @@ _ORDER_NAMESPACE = uuid5(NAMESPACE_URL, "exchange-dr:order")
 _ID_PREFIXES: dict[UUID, bytes] = {}
 """Hashed prefix of each account's order ids (namespace, account hex, "/"): one per account."""
 _ID_PREFIXES_MAX = 100_000
-_sha1 = hashlib.sha1
 _new_object = object.__new__
+_now = datetime.now
 
 
 class Order(ExchangeAggregate):
@@ -154,13 +154,13 @@ class Order(ExchangeAggregate):
                 _ID_PREFIXES.clear()
             prefix = _ID_PREFIXES[account_id] = (
                 _ORDER_NAMESPACE.bytes + f"{account_id.hex}/".encode())
-        return uuid_of_digest(_sha1(prefix + client_order_id.encode()).digest())
+        return uuid_of_digest(sha1_digest(prefix + client_order_id.encode()))
 
     @classmethod
     def place(cls, order_id: UUID, fields: dict[str, Any]) -> Order:
         """Create the order from engine-computed Placed fields, as _create() would, minus
         its signature binding, topic lookups and keyword passing (once per command)."""
-        timestamp = now()
+        timestamp = _now(TZINFO)
         event = build_event(cls.Placed, {
             "originator_topic": _ORDER_TOPIC, "originator_id": order_id,
             "originator_version": 1, "timestamp": timestamp, **fields,

@@ -68,7 +68,7 @@ def plan_placement(
     account: Account,
     position: Position | None,
     book: OrderBook,
-    open_orders: Mapping[UUID, Order],
+    open_orders: Mapping[int, Order],
     leverage_in_use: int | None,
     positions: Mapping[tuple[str, str], Position],
 ) -> Placement:
@@ -78,8 +78,8 @@ def plan_placement(
         raise InvalidLeverage(
             f"{command.symbol} already uses leverage {leverage_in_use}", field="leverage"
         )
-    order_id = Order.create_id(account.id, command.client_order_id)
-    if order_id in open_orders:
+    order_id = Order.create_id(account._id, command.client_order_id)
+    if order_id.int in open_orders:
         raise DuplicateClientOrderId(
             f"client order id {command.client_order_id!r} is already open",
             field="client_order_id",
@@ -101,7 +101,7 @@ def plan_placement(
     per_lot = instrument.reserve_per_lot_e8(limit, command.leverage, command.reduce_only)
     plan = Placement(order_id, per_lot)
     required = money(per_lot * command.quantity_lots)
-    if required > account.available:
+    if required > account.balance - account.order_margin - account.position_margin:
         raise InsufficientMargin(
             f"order needs {required} of margin and fees, available {account.available}",
             field="quantity_lots",
