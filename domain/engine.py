@@ -207,8 +207,9 @@ class ShardEngine:
         touched: dict[int, Aggregate] = {order._id.int: order}
         trades: list[Trade] = []
         makers: dict[str, _Settlement] = {}
-        maker_sign = -side.sign
-        maker_bps, taker_bps = instrument.maker_fee_bps, instrument.taker_fee_bps
+        taker_sign = side.sign
+        maker_sign = -taker_sign
+        fees_of = instrument.fees_e8
         orders = self._orders
         taker = _Settlement(account, self._positions.get((command.account, symbol)),
                             command.leverage)
@@ -216,9 +217,7 @@ class ShardEngine:
         trade_id = self._next_trade_id
         for entry, lots in plan.fills:
             price = entry.price_ticks
-            ticklots = price * lots
-            maker_fee = instrument.fee_e8(ticklots, maker_bps)
-            taker_fee = instrument.fee_e8(ticklots, taker_bps)
+            maker_fee, taker_fee = fees_of(price * lots)
             maker = orders[entry.order_id.int]
             book.fill(entry.order_id, lots)
             maker_fee_money = money(maker_fee)
@@ -232,13 +231,13 @@ class ShardEngine:
                     maker_account, self._positions.get((entry.owner, symbol)), maker.leverage)
             settlement.fill(trade_id, maker_sign * lots, price, maker_fee)
             settlement.released += maker.reserve_per_lot * lots
-            if not maker.is_open:
+            if maker.filled_lots == maker.quantity_lots:
                 self._forget_order(maker)
             taker_remaining -= lots
             taker_fee_money = money(taker_fee)
             order.fill(trade_id, price, lots, taker_fee_money, _TAKER, entry.order_id,
                        order.reserve_per_lot * taker_remaining)
-            taker.fill(trade_id, side.sign * lots, price, taker_fee)
+            taker.fill(trade_id, taker_sign * lots, price, taker_fee)
             trades.append(Trade(trade_id, symbol, price, lots, side, entry.order_id, order._id,
                                 entry.owner, command.account, maker_fee_money,
                                 taker_fee_money))

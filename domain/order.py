@@ -26,7 +26,7 @@ from domain.values import (
 )
 
 _ORDER_NAMESPACE = uuid5(NAMESPACE_URL, "exchange-dr:order")
-_ID_PREFIXES: dict[UUID, bytes] = {}
+_ID_PREFIXES: dict[int, bytes] = {}
 """Hashed prefix of each account's order ids (namespace, account hex, "/"): one per account."""
 _ID_PREFIXES_MAX = 100_000
 _new_object = object.__new__
@@ -148,11 +148,11 @@ class Order(ExchangeAggregate):
     @staticmethod
     def create_id(account_id: UUID, client_order_id: str) -> UUID:
         """Deterministic id: the same client order id of an account is the same order."""
-        prefix = _ID_PREFIXES.get(account_id)
+        prefix = _ID_PREFIXES.get(account_id.int)
         if prefix is None:
             if len(_ID_PREFIXES) >= _ID_PREFIXES_MAX:
                 _ID_PREFIXES.clear()
-            prefix = _ID_PREFIXES[account_id] = (
+            prefix = _ID_PREFIXES[account_id.int] = (
                 _ORDER_NAMESPACE.bytes + f"{account_id.hex}/".encode())
         return uuid_of_digest(sha1_digest(prefix + client_order_id.encode()))
 

@@ -175,6 +175,11 @@ class Instrument:
         """Initial margin in 1e-8 for an entry cost, rounded up."""
         return ceil_div(abs(cost_ticklots) * self.contract_e8, leverage)
 
+    def fees_e8(self, ticklots: int) -> tuple[int, int]:
+        """(maker fee, taker fee) in 1e-8 on a traded value: fee_e8 at both rates at once."""
+        value = abs(ticklots) * self.contract_e8
+        return -(-value * self.maker_fee_bps // _BPS), -(-value * self.taker_fee_bps // _BPS)
+
     def fee_e8(self, ticklots: int, fee_bps: int) -> int:
         """Fee in 1e-8 on a traded value, rounded up so the fee account never loses."""
         return ceil_div(abs(ticklots) * self.contract_e8 * fee_bps, _BPS)
