@@ -207,8 +207,7 @@ class ShardEngine:
         touched: dict[int, Aggregate] = {order._id.int: order}
         trades: list[Trade] = []
         makers: dict[str, _Settlement] = {}
-        taker_sign = side.sign
-        maker_sign = -taker_sign
+        maker_sign = -side.sign
         fees_of = instrument.fees_e8
         orders = self._orders
         taker = _Settlement(account, self._positions.get((command.account, symbol)),
@@ -237,11 +236,14 @@ class ShardEngine:
             taker_fee_money = money(taker_fee)
             order.fill(trade_id, price, lots, taker_fee_money, _TAKER, entry.order_id,
                        order.reserve_per_lot * taker_remaining)
-            taker.fill(trade_id, taker_sign * lots, price, taker_fee)
             trades.append(Trade(trade_id, symbol, price, lots, side, entry.order_id, order._id,
                                 entry.owner, command.account, maker_fee_money,
                                 taker_fee_money))
             trade_id += 1
+        if plan.fills:  # the taker's side as planned: the same arithmetic, done once
+            (taker.size_lots, taker.cost_ticklots, taker.realized_ticklots,
+             taker.fee_e8) = plan.taker_after
+            taker.trade_id = trade_id - 1
         self._next_trade_id = trade_id
 
         for entry in plan.maker_expiries:

@@ -38,6 +38,8 @@ class Placement:
     maker_expiries: list[RestingOrder] = field(default_factory=list)
     rests: bool = False
     expire_reason: RejectReason | None = None
+    taker_after: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """The taker's position (size, cost) after the fills, their realized PnL and fees."""
 
 
 def check_order_shape(command: PlaceOrder, instrument: Instrument) -> None:
@@ -185,6 +187,7 @@ def _check_taker_affordable(command: PlaceOrder, instrument: Instrument, account
         fees += instrument.fee_e8(entry.price_ticks * lots, instrument.taker_fee_bps)
     if not plan.fills and not plan.rests:
         return
+    plan.taker_after = (size, cost, realized, fees)
     margin_after = money(instrument.margin_e8(cost, command.leverage))
     rest = money(plan.reserve_per_lot_e8 * left) if plan.rests else Decimal(0)
     available = (
