@@ -104,7 +104,7 @@ class ShardController:
     replicator: Replicator
     gate: SyncGate
     relay: Relay
-    role: str = "standby"  # standby | leader | promoting | fenced | handing_over
+    role: str = "starting"  # starting | standby | leader | promoting | fenced | handing_over
     failing_since: float | None = None
     relay_task: asyncio.Task[None] | None = None
     history: list[tuple[int, int]] = field(default_factory=list)

@@ -130,7 +130,8 @@ class Replicator:
         for seq in [s for s in good if s <= applied]:
             del good[seq]
             self.stats.duplicates += 1
-        target = max(good, default=applied)
+        # everything known to exist: delivered records, and the leader's head seen by catch_up
+        target = max(max(good, default=applied), self.stats.last_seen_seq)
         if self.stats.corrupt_seqs:
             target = max(target, *self.stats.corrupt_seqs)
         batch: list[WalRecord] = []

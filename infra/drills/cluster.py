@@ -288,6 +288,7 @@ async def place_orders(
     concurrency: int = 32,
     deposit: Decimal = Decimal("100000000"),
     symbol: str = "BTCUSDT",
+    retries: int = 0,
 ) -> dict[str, Any]:
     """Deposit, then place one small limit order per client id; returns status counts and
     the acknowledged ids with their seq."""
@@ -317,13 +318,18 @@ async def place_orders(
                     "quantity": "0.001",
                     "client_order_id": cid,
                 }
-                try:
-                    r = await client.post("/v1/orders", json=body)
-                except httpx.HTTPError:
-                    statuses[-1] = statuses.get(-1, 0) + 1  # no answer: not acknowledged
-                    continue
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if r.status_code in (200, 201):
+                for _ in range(retries + 1):
+                    # a client retries what was not acknowledged, with the same client_order_id
+                    try:
+                        r = await client.post("/v1/orders", json=body)
+                    except httpx.HTTPError:
+                        status = -1  # no answer: not acknowledged
+                    else:
+                        status = r.status_code
+                    if status not in (-1, 503):
+                        break
+                statuses[status] = statuses.get(status, 0) + 1
+                if status in (200, 201):
                     acked[cid] = int(r.json()["seq"])
 
         await asyncio.gather(*(worker(n) for n in range(concurrency)))

@@ -56,8 +56,13 @@ def test_standby_holds_the_same_state_after_ten_thousand_commands(cluster: Clust
     print(f"\nboth regions answering after {time.monotonic() - started:.1f}s")
     cluster.create_keys()
     ids = [f"load-{i}" for i in range(10_000)]
-    result = asyncio.run(place_orders(cluster.url("primary"), cluster.key, ids, concurrency=48))
-    assert result["statuses"] == {201: 10_000}, result["statuses"]
+    result = asyncio.run(
+        place_orders(cluster.url("primary"), cluster.key, ids, concurrency=48, retries=5)
+    )
+    # every order acknowledged exactly once (a retry after a 503 returns the first outcome)
+    assert result["statuses"] == {201: 10_000} or (
+        set(result["statuses"]) <= {200, 201} and len(result["acked"]) == 10_000
+    ), result["statuses"]
     seq = caught_up(cluster)
     assert seq == 10_001
     assert_same_state(cluster)
