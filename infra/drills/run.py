@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import tempfile
 import threading
@@ -61,7 +62,11 @@ def run_drill(
     mode: str = "sync",
 ) -> dict[str, Any]:
     work = workdir or Path(tempfile.mkdtemp(prefix=f"exdr-drill-{kind}-"))
-    cluster = Cluster(work, env={"EXDR_REPLICATION": mode, "EXDR_SYNC_POLICY": "degrade"})
+    # drills run the way a latency-tuned deployment would: a 600 ms ZooKeeper session (lease
+    # 300 ms); degrade, so the new primary acknowledges while its old peer is still down
+    session_ms = os.environ.get("EXDR_DRILL_ZK_SESSION_MS", "600")
+    cluster = Cluster(work, env={"EXDR_REPLICATION": mode, "EXDR_SYNC_POLICY": "degrade",
+                                 "EXDR_ZK_SESSION_MS": session_ms})
     cluster.prepare()
     try:
         cluster.start("primary")
