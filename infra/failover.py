@@ -16,7 +16,6 @@ import json
 import logging
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -392,7 +391,3 @@ class ShardController:
             "seq": seq,
             "drained_in_s": round(time.monotonic() - started, 3),
         }
-
-
-def controller_guard(controller: ShardController) -> Callable[[], bool]:
-    return controller.accepting

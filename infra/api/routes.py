@@ -287,10 +287,6 @@ async def my_account(request: Request, key: Caller) -> JSONResponse:
     return JSONResponse({"account": key.account, "balances": balances})
 
 
-def _seq_epoch(app: ShardApp) -> tuple[int, int]:
-    return app.seq, app.epoch
-
-
 def _account_view(app: ShardApp, shard: str, owner: str) -> AccountView:
     account = app.engine.account(owner)
     return AccountView.empty(owner, shard) if account is None else AccountView.of(account, shard)

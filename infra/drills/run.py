@@ -11,7 +11,6 @@ acknowledged by the new primary. RPO: acknowledged commands missing on the new p
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import tempfile
@@ -134,7 +133,3 @@ def run_drill(
         }
     finally:
         cluster.close()
-
-
-def main_json(kind: str, rate: float, seconds: float) -> str:
-    return json.dumps(run_drill(kind, rate=rate, seconds=seconds))
