@@ -288,7 +288,7 @@ async def place_orders(
     concurrency: int = 32,
     deposit: Decimal = Decimal("100000000"),
     symbol: str = "BTCUSDT",
-    retries: int = 0,
+    retries: int = 3,
 ) -> dict[str, Any]:
     """Deposit, then place one small limit order per client id; returns status counts and
     the acknowledged ids with their seq."""
