@@ -119,6 +119,11 @@ class Replicator:
             log.critical(message)
             if self._alert is not None:
                 self._alert("WALRecordCorrupt", message, {"shard": exc.shard_id, "seq": exc.seq})
+            if exc.seq <= self.app.seq:
+                # the good copy already came from the primary's store (catch-up ran first)
+                self.stats.healed += 1
+                log.warning("healed shard=%s seq=%s from the primary's store", exc.shard_id,
+                            exc.seq)
             return None
         except (ValueError, TypeError) as exc:
             self.stats.corrupt += 1
