@@ -122,8 +122,9 @@ class Replicator:
             if exc.seq <= self.app.seq:
                 # the good copy already came from the primary's store (catch-up ran first)
                 self.stats.healed += 1
-                log.warning("healed shard=%s seq=%s from the primary's store", exc.shard_id,
-                            exc.seq)
+                log.warning(
+                    "healed shard=%s seq=%s from the primary's store", exc.shard_id, exc.seq
+                )
             return None
         except (ValueError, TypeError) as exc:
             self.stats.corrupt += 1
