@@ -25,6 +25,7 @@ from typing import Any
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.retry import KazooRetry
 
 log = logging.getLogger("exchange_dr.coordination")
 
@@ -57,7 +58,9 @@ class Coordinator:
         self.session_timeout_s = session_timeout_s
         self.lease_s = lease_s if lease_s is not None else session_timeout_s / 2
         self._clock = clock
-        self.zk = KazooClient(hosts=hosts, timeout=session_timeout_s)
+        # reconnect quickly: the lease can only be renewed over a live connection
+        retry = KazooRetry(max_tries=-1, delay=0.05, backoff=1.5, max_delay=0.5)
+        self.zk = KazooClient(hosts=hosts, timeout=session_timeout_s, connection_retry=retry)
         self.zk.add_listener(self._on_state)
         self.connected = False
         self._lease_until: dict[str, float] = {}
