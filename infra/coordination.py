@@ -38,6 +38,18 @@ class LeaderInfo:
     start_seq: int
 
 
+def _spread_hosts(hosts: str, at_least: int = 4) -> str:
+    """Repeat the host list: kazoo waits session_timeout / len(hosts) for a handshake, and a
+    connect that meets a server still starting must give up and retry well within the session,
+    or the session expires while the client waits (a ZooKeeper restart would depose a leader)."""
+    base, slash, chroot = hosts.partition("/")
+    entries = [h.strip() for h in base.split(",") if h.strip()]
+    spread = list(entries)
+    while len(spread) < at_least:
+        spread += entries
+    return ",".join(spread) + (slash + chroot if slash else "")
+
+
 class Coordinator:
     """This region's view of ZooKeeper; implements the application's Leadership port."""
 
@@ -60,7 +72,9 @@ class Coordinator:
         self._clock = clock
         # reconnect quickly: the lease can only be renewed over a live connection
         retry = KazooRetry(max_tries=-1, delay=0.05, backoff=1.5, max_delay=0.5)
-        self.zk = KazooClient(hosts=hosts, timeout=session_timeout_s, connection_retry=retry)
+        self.zk = KazooClient(
+            hosts=_spread_hosts(hosts), timeout=session_timeout_s, connection_retry=retry
+        )
         self.zk.add_listener(self._on_state)
         self.connected = False
         self._lease_until: dict[str, float] = {}
