@@ -111,20 +111,6 @@ class WalRecord:
             object.__setattr__(self, "_payload", cached)
         return cached
 
-    def verify(self) -> None:
-        """Raise WALCorruptionError unless the checksum matches the content."""
-        expected = compute_checksum(
-            self.shard_id,
-            self.epoch,
-            self.seq,
-            self.command_type,
-            self.command_key,
-            self.recorded_at_us,
-            self.payload,
-        )
-        if expected != self.checksum:
-            raise WALCorruptionError(self.shard_id, self.seq)
-
     @classmethod
     def from_row(
         cls,
