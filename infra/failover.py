@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import psycopg
 
 from application.replication import SyncGate
 from application.shard import ShardApp
@@ -39,6 +40,7 @@ class FailoverSettings:
     health_interval_s: float = 1.0
     failover_after_s: float = 5.0
     max_lag_s: float = 2.0
+    store_loss_after_s: float = 1.0
     webhook_url: str | None = None
 
     @classmethod
@@ -59,6 +61,7 @@ class FailoverSettings:
             health_interval_s=ms("EXDR_HEALTH_INTERVAL_MS", 1.0),
             failover_after_s=ms("EXDR_FAILOVER_AFTER_MS", 5.0),
             max_lag_s=ms("EXDR_MAX_STANDBY_LAG_MS", 2.0),
+            store_loss_after_s=ms("EXDR_STORE_LOSS_AFTER_MS", 1.0),
             webhook_url=(env.get("EXDR_ALERT_WEBHOOK") or "").strip() or None,
         )
 
@@ -93,6 +96,32 @@ def send_alert(
             log.warning("alert webhook failed: %s", exc)
 
 
+class StoreProbe:
+    """`SELECT 1` on one kept connection to a region's database (reconnects after a failure)."""
+
+    def __init__(self, dsn: str, timeout_s: float = 2.0) -> None:
+        self.dsn = dsn
+        self.timeout_s = timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def ping(self) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(
+                    self.dsn, connect_timeout=max(2, int(self.timeout_s)), autocommit=True
+                )
+            self._conn.execute("SELECT 1")
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
 @dataclass
 class ShardController:
     """The role of one shard in this region, and every transition of it."""
@@ -112,6 +141,8 @@ class ShardController:
     leader_region: str | None = None
     last_rto_s: float | None = None
     rejoin_task: asyncio.Task[None] | None = None
+    store_failing_since: float | None = None
+    store_probe: StoreProbe = field(default_factory=lambda: StoreProbe(""))
 
     @property
     def app(self) -> ShardApp:
@@ -316,6 +347,57 @@ class ShardController:
             leader.region,
             self.app.seq,
         )
+
+    # -- the leader's own store (Patroni: no database, no leader key) ------------------------
+
+    async def check_store(self) -> None:
+        """On the leader: if its region's database stops answering for `store_loss_after`,
+        resign so that the standby promotes, instead of holding a shard it cannot write."""
+        if self.role != "leader":
+            self.store_failing_since = None
+            return
+        try:
+            await asyncio.to_thread(self.store_probe.ping)
+        except Exception as exc:
+            now = time.monotonic()
+            if self.store_failing_since is None:
+                self.store_failing_since = now
+                log.error(
+                    "store of shard=%s region=%s not answering: %s",
+                    self.shard_id,
+                    self.node.region.name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+            if now - self.store_failing_since >= self.node.failover.store_loss_after_s:
+                await self.resign_store_lost(now - self.store_failing_since)
+            return
+        self.store_failing_since = None
+
+    async def resign_store_lost(self, for_s: float) -> None:
+        """Fence at once, hand the shard to a peer, then wait (as a standby) for the store."""
+        if self.role != "leader":
+            return
+        self.role = "fenced"
+        self.stop_relay()
+        self.gate.fail_all()
+        peers = self.node.settings.peers(self.node.region.name)
+        try:
+            if peers:
+                await asyncio.to_thread(self.coord.request_handover, self.shard_id, peers[0].name)
+            await asyncio.to_thread(self.coord.resign, self.shard_id)
+        except Exception as exc:  # ZooKeeper gone too: the session expiry resigns for us
+            log.error("resign of shard=%s failed: %s", self.shard_id, exc)
+        send_alert(
+            "critical",
+            "LeaderStoreLost",
+            f"shard {self.shard_id}: the database of leader {self.node.region.name} did not "
+            f"answer for {for_s:.2f}s; it resigned so that "
+            f"{peers[0].name if peers else 'a standby'} takes over",
+            {"shard": self.shard_id, "region": self.node.region.name},
+            self.node.failover.webhook_url,
+        )
+        self.store_failing_since = None
+        self.rejoin_task = asyncio.ensure_future(self.become_standby())
 
     # -- the seed's health check ------------------------------------------------------------
 

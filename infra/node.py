@@ -31,7 +31,7 @@ from infra.api.app import create_app
 from infra.bootstrap import make_key_store, make_shard_app, make_writer, migrate
 from infra.coordination import Coordinator, LeaderInfo
 from infra.dr_metrics import NodeCollector
-from infra.failover import FailoverSettings, ShardController, send_alert
+from infra.failover import FailoverSettings, ShardController, StoreProbe, send_alert
 from infra.settings import Region, Settings
 from projections.app import make_faust_app
 from projections.relay import Relay
@@ -148,6 +148,7 @@ def build_node(settings: Settings, region_name: str) -> Node:
         stall = os.environ.get("EXDR_FAULT_STALL_AFTER_SEQ", "").strip()
         replicator.stall_after_seq = int(stall) if stall else None
         controller = ShardController(node, shard_id, writer, replicator, gate, relay)
+        controller.store_probe = StoreProbe(region.pg_dsn)
         replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
         writer.gate = gate
         writer.on_committed = relay.offer
@@ -333,7 +334,10 @@ def _wire_failover(node: Node) -> None:
         while True:
             began = time.monotonic()
             try:
-                await asyncio.gather(*(c.check(client) for c in node.controllers.values()))
+                await asyncio.gather(
+                    *(c.check(client) for c in node.controllers.values()),
+                    *(c.check_store() for c in node.controllers.values()),
+                )
             except Exception as exc:  # a round that failed is a round; the next one comes
                 log.error("health round failed: %s", exc)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))

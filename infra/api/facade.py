@@ -28,6 +28,7 @@ LagFn = Callable[[str], float | None]
 """Replication lag of a shard in milliseconds on this (standby) instance; None if unknown."""
 
 RETRY_AFTER_S = 1
+LEADERSHIP_POLL_S = 0.05  # a command in flight notices a lost leadership this fast
 
 
 class Facade:
@@ -103,7 +104,7 @@ class Facade:
         started = time.perf_counter()
         future: Future[T] = self.writers[shard_id].submit_presented(command, present)
         try:
-            return await self._wait(future, shard_id)
+            return await self._wait(future, shard_id, command=True)
         except ApiError as exc:
             if exc.code == "unavailable" and not self._repairing.get(shard_id):
                 self._repair_activity(shard_id)
@@ -130,9 +131,29 @@ class Facade:
         """A read on the writer thread, between batches."""
         return await self._wait(self.writers[shard_id].query(read), shard_id)
 
-    async def _wait(self, future: Future[T], shard_id: str = "") -> T:
+    async def _until_done(self, future: Future[T], shard_id: str, while_leader: bool) -> T:
+        """The future's result; for a command, given up (not_leader) as soon as this instance
+        stops leading the shard: its outcome is then unknown, the client retries elsewhere
+        with the same client_order_id, and an uncommitted or unreplicated write is set aside
+        when this region rejoins."""
+        wrapped = asyncio.wrap_future(future)
+        if not while_leader:
+            return await asyncio.wait_for(wrapped, self.command_timeout_s)
+        deadline = time.monotonic() + self.command_timeout_s
+        while True:
+            done, _ = await asyncio.wait({wrapped}, timeout=LEADERSHIP_POLL_S)
+            if done:
+                return wrapped.result()
+            if not self.leadership.is_leader(shard_id) or time.monotonic() > deadline:
+                # not cancelled: the writer owns it; whatever it ends with is only retrieved
+                wrapped.add_done_callback(_discard)
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                raise NotLeaderError(shard_id)
+
+    async def _wait(self, future: Future[T], shard_id: str = "", *, command: bool = False) -> T:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout_s)
+            return await self._until_done(future, shard_id, command and bool(shard_id))
         except (DomainError, ApiError):
             raise
         except NotLeaderError:
@@ -180,3 +201,8 @@ def facade_of(state: Any) -> Facade:
     facade = state.facade
     assert isinstance(facade, Facade)
     return facade
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
