@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable
@@ -25,6 +27,7 @@ import httpx
 import psycopg
 
 from infra.bootstrap import drop_database, migrate
+from infra.drills.load import Trader
 from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +54,79 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def _pg_binary(name: str) -> str:
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    found = str(versions[-1]) if versions else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: install Debian's postgresql")
+    return found
+
+
+@dataclass
+class PgServer:
+    """A PostgreSQL server of its own (initdb + pg_ctl on a spare port), as a region has.
+
+    Run as the `postgres` user when we are root (the server refuses to run as root)."""
+
+    datadir: Path
+    port: int
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = list(args)
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, check=check, timeout=60)
+
+    def init(self) -> None:
+        self.datadir.mkdir(mode=0o700, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.datadir, "postgres", "postgres")
+        self._run(
+            _pg_binary("initdb"),
+            "-D",
+            str(self.datadir),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        with open(self.datadir / "postgresql.conf", "a") as conf:
+            conf.write(
+                f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.datadir}'\nshared_buffers = 64MB\n"
+                "max_connections = 200\n"
+            )
+
+    def start(self) -> None:
+        self._run(
+            _pg_binary("pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.datadir / "server.log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate`: the server process dies at once, as on a lost machine."""
+        self._run(
+            _pg_binary("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False
+        )
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
 @dataclass
 class Cluster:
     """Regions `primary` and `standby` on one PostgreSQL server, separate databases."""
@@ -68,10 +144,19 @@ class Cluster:
     own_zookeeper: bool = False
     zookeeper: subprocess.Popen[bytes] | None = None
     zk_port: int = 0
+    own_postgres: bool = False  # each region on its own PostgreSQL server (region-loss drills)
+    pg_servers: dict[str, PgServer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         base = Settings.from_env().pg_dsn.rsplit("/", 1)[0]
         self.dsns = {r: f"{base}/exdr_c{self.tag}_{r}" for r in ("primary", "standby")}
+        if self.own_postgres:
+            root = Path(tempfile.mkdtemp(prefix=f"exdr-pg-{self.tag}-"))
+            root.chmod(0o755)  # the server may run as another user (postgres, when we are root)
+            for region in ("primary", "standby"):
+                server = PgServer(root / region, free_port())
+                self.pg_servers[region] = server
+                self.dsns[region] = f"postgresql://postgres@127.0.0.1:{server.port}/exdr_{region}"
         self.ports = {r: free_port() for r in ("primary", "standby")}
         self.kafka_port = free_port()
         self.zk_port = free_port() if self.own_zookeeper else 0
@@ -174,6 +259,9 @@ class Cluster:
         self.start_broker()
 
     def prepare(self) -> None:
+        for server in self.pg_servers.values():
+            server.init()
+            server.start()
         for dsn in self.dsns.values():
             drop_database(dsn)
             migrate(dsn)
@@ -222,6 +310,10 @@ class Cluster:
             self.broker.kill()
             self.broker.wait(10)
         self.stop_zookeeper()
+        if self.pg_servers:
+            for server in self.pg_servers.values():
+                server.remove()
+            return
         for dsn in self.dsns.values():
             drop_database(dsn)
 
@@ -235,6 +327,25 @@ class Cluster:
         self.operator_key = self._cli(
             env, "keys", "create", "--account", "ops", "--operator", "--json"
         )["key"]
+
+    def create_traders(self, count: int) -> list[Trader]:
+        """Accounts trader-1..count with a key each, in both regions (in-process: fast)."""
+        from infra.bootstrap import copy_credentials, make_key_store
+
+        settings = Settings.from_env({**self.base_env(), "EXDR_PG_DSN": self.dsns["primary"]})
+        store = make_key_store(settings)
+        traders = []
+        try:
+            for n in range(1, count + 1):
+                owner = f"trader-{n}"
+                store.create_account(owner)
+                traders.append(Trader(owner, store.create_key(owner, "trader").token))
+        finally:
+            store.close()
+        problems = {r: p for r, p in copy_credentials(settings).items() if p}
+        if problems:
+            raise RuntimeError(f"credentials not copied: {problems}")
+        return traders
 
     def _cli(self, env: dict[str, str], *args: str) -> dict[str, Any]:
         import json
