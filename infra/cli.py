@@ -398,6 +398,14 @@ def cmd_drills(args: argparse.Namespace, settings: Settings) -> int:
     plan = [k for k in KINDS for _ in range(each)] + ["unplanned"] * extra_unplanned
     if not plan:
         raise CliError("nothing to run: --each and --unplanned are both 0")
+    if args.dry_run:
+        counts = {k: plan.count(k) for k in dict.fromkeys(plan)}
+        print(
+            f"schedule {args.schedule}: {len(plan)} drills at {args.rate:g} requests/s, "
+            f"{args.seconds:g}s of load each: "
+            + ", ".join(f"{kind} x{n}" for kind, n in counts.items())
+        )
+        return 0
     reports = Path(args.reports)
     results = []
     for n, kind in enumerate(plan, 1):
@@ -568,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     drills.add_argument("--rate", type=float, default=DEFAULT_RATE)
     drills.add_argument("--seconds", type=float, default=12.0)
     drills.add_argument("--reports", default=reports_default)
+    drills.add_argument("--dry-run", action="store_true", help="list the drills, run none")
     drills.add_argument("--json", action="store_true")
     drills.set_defaults(handler=cmd_drills)
 

@@ -397,11 +397,7 @@ def _host_port(url: str) -> tuple[str, int]:
 
 
 def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") -> int:
-    import faulthandler
-    import signal
-    import sys
-
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)  # stack dump
+    # SIGUSR1: the Faust worker (mode) writes every thread's stack and every task to stderr
     logging.getLogger("httpx").setLevel(logging.WARNING)
     node = build_node(settings, region_name)
     api_thread = start_api(node)
