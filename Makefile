@@ -7,10 +7,11 @@ SHELL := /bin/bash
 
 BIN := .venv/bin
 
-.PHONY: help venv services status lint test test-unit demo stop clean
+.PHONY: help venv services status lint test test-unit demo drills stop clean
 
 help:
-	@echo "make demo       start the servers and run the end-to-end demo"
+	@echo "make demo       start the servers and fail over under load (RTO/RPO table, report)"
+	@echo "make drills     every drill kind, 20 unplanned failovers, one summary"
 	@echo "make test       lint + the whole suite (unit, integration, drills) on real servers"
 	@echo "make test-unit  fast tests, no servers"
 	@echo "make lint       ruff + mypy"
@@ -39,6 +40,9 @@ test-unit: venv
 
 demo: venv services
 	$(BIN)/exchange-dr demo
+
+drills: venv services
+	$(BIN)/exchange-dr drills --schedule weekly
 
 stop:
 	@scripts/services.sh stop
