@@ -338,6 +338,10 @@ def _drill_progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
+def _seconds(value: object) -> str:
+    return "-" if value is None else f"{value}s"
+
+
 def _public(result: dict[str, Any]) -> dict[str, Any]:
     """A drill's report without its raw timeline (that is in the JSON file)."""
     return {k: v for k, v in result.items() if k != "timeline"}
@@ -420,7 +424,7 @@ def cmd_drills(args: argparse.Namespace, settings: Settings) -> int:
         results.append(result)
         verdict = "passed" if result["passed"] else "FAILED: " + "; ".join(result["failures"])
         print(
-            f"[{n}/{len(plan)}] {kind}: rto={result.get('rto_seconds')}s "
+            f"[{n}/{len(plan)}] {kind}: rto={_seconds(result.get('rto_seconds'))} "
             f"lost={result.get('lost')} duplicated={result.get('duplicated')} "
             f"phantom={result.get('phantom')} {verdict}",
             file=sys.stderr,
