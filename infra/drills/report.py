@@ -92,6 +92,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("drill", f"{text(get('kind'), 'drill')}  {verdict_of(result)}"),
         ("rto", rto_text(result)),
         ("acked", f"{num(get('acked'))} of {num(get('sent'))} sent"),
+        ("load", f"{num(get('answered_per_second'))}/s answered of {num(get('rate'))}/s offered"),
         ("lost/dup/phantom", " / ".join(num(get(k)) for k in ("lost", "duplicated", "phantom"))),
         ("cancels lost", num(get("cancels_lost"))),
         ("refused", f"{num(get('refused'))} over {num(get('refused_window_seconds'), 2, 's')}"),
@@ -238,6 +239,11 @@ def _figures_table(result: Mapping[str, Any]) -> str:
     rows = [
         ("RTO", escape(rto_text(result)), rto_text(result) == "never recovered"),
         ("sent / acked", escape(f"{num(get('sent'))} / {num(get('acked'))}"), False),
+        (
+            "requests answered / offered",
+            escape(f"{num(get('answered_per_second'))}/s / {num(get('rate'))}/s"),
+            False,
+        ),
         (
             "lost / duplicated / phantom",
             escape(" / ".join(map(num, losses))),
