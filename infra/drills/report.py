@@ -165,7 +165,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     width = max([len(str(kind)) for kind in kinds] + [4])
     lines = [f"drills: {num(get('drills'))}  {verdict}"]
     lines += [
-        f"  {kind:<{width}}  {num(tally.get('passed'))}/{num(tally.get('count'))} passed"
+        f"  {kind:<{width}}  "
+        + f"{num(tally.get('passed'))}/{num(tally.get('count'))} passed".ljust(14)
         + (
             f"  rto p50 {num(tally.get('rto_p50'), 2, 's')} max {num(tally.get('rto_max'), 2, 's')}"
             if tally.get("rto_max") is not None
@@ -187,7 +188,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if isinstance(failed, list) and failed:
         lines.append("failed:")
         lines += [f"  {line}" for line in failed]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 # -- page sections --------------------------------------------------------------------------
