@@ -92,7 +92,12 @@ class Node:
         return controller is not None and controller.accepting()
 
     def leader_url(self, shard_id: str) -> str | None:
-        return None if self.coordinator is None else self.coordinator.leader_url(shard_id)
+        if self.coordinator is None:
+            return None
+        url = self.coordinator.leader_url(shard_id)
+        if url == self.region.api_url and not self.is_leader(shard_id):
+            return None  # our own stale view (cut off, lease lapsed): we do not know who leads
+        return url
 
     def on_promoted(self, controller: ShardController) -> None:
         facade = getattr(getattr(self.api_app, "state", None), "facade", None)

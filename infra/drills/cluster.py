@@ -28,6 +28,7 @@ import psycopg
 
 from infra.bootstrap import drop_database, migrate
 from infra.drills.load import Trader
+from infra.drills.proxy import PartitionProxy
 from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,6 +148,8 @@ class Cluster:
     zk_port: int = 0
     own_postgres: bool = False  # each region on its own PostgreSQL server (region-loss drills)
     pg_servers: dict[str, PgServer] = field(default_factory=dict)
+    partitionable: bool = False  # each region reaches ZooKeeper through a proxy it can lose
+    zk_proxies: dict[str, PartitionProxy] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         base = Settings.from_env().pg_dsn.rsplit("/", 1)[0]
@@ -260,6 +263,10 @@ class Cluster:
         self.start_broker()
 
     def prepare(self) -> None:
+        if self.partitionable:
+            target = self.zk_port or int(Settings.from_env().zk_hosts.split(",")[0].split(":")[1])
+            for region in ("primary", "standby"):
+                self.zk_proxies[region] = PartitionProxy(free_port(), target).start()
         for server in self.pg_servers.values():
             server.init()
             server.start()
@@ -275,13 +282,17 @@ class Cluster:
         proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "node", "--region", region, "--loglevel", "info"],
             cwd=ROOT,
-            env={**self.base_env(), **extra_env},
+            env={**self.base_env(), **self._region_env(region), **extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         self.procs[region] = proc
         wait_for(lambda: self._healthy(region), 60, f"{region} to answer /health")
         return proc
+
+    def _region_env(self, region: str) -> dict[str, str]:
+        proxy = self.zk_proxies.get(region)
+        return {} if proxy is None else {"EXDR_ZK_HOSTS": f"127.0.0.1:{proxy.port}"}
 
     def _healthy(self, region: str) -> bool:
         proc = self.procs[region]
@@ -311,6 +322,8 @@ class Cluster:
             self.broker.kill()
             self.broker.wait(10)
         self.stop_zookeeper()
+        for proxy in self.zk_proxies.values():
+            proxy.close()
         if self.pg_servers:
             for server in self.pg_servers.values():
                 server.remove()

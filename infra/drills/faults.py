@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
@@ -13,7 +14,8 @@ from domain.order import Order
 from infra.drills.cluster import SHARD, Cluster, wait_for
 from infra.drills.timeline import Timeline
 
-MARKERS = ("planned-before", "planned-after")  # the planned script's test orders
+# the planned script's test orders: ten before the hand-over, one after (as the seed's script)
+MARKERS = (*(f"planned-before-{n}" for n in range(10)), "planned-after")
 
 
 def inject(kind: str, cluster: Cluster, tl: Timeline) -> float:
@@ -43,22 +45,51 @@ def inject(kind: str, cluster: Cluster, tl: Timeline) -> float:
         tl.step("ZooKeeper restarted (its data kept, as a real ensemble member's)")
         return at
     if kind == "partition":
-        proc = cluster.procs["primary"]
-        at = tl.mark("failure")
-        proc.send_signal(signal.SIGSTOP)
-        tl.step("primary frozen (SIGSTOP): cut off from ZooKeeper, its standby and its clients")
-        wait_for(lambda: cluster.shards("standby")[SHARD]["leader"], 20, "the standby to take over")
-        tl.step("standby took over; the old primary is still frozen")
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGCONT)
-        tl.mark("healed")
-        tl.step("partition healed (SIGCONT): the old primary must find itself fenced")
-        return at
+        return partition(cluster, tl)
     if kind == "planned":
         return planned_script(cluster, tl)
     # replay: no fault under load; the checks after the load are the drill
     at = tl.mark("failure")
     tl.step("no fault: the load runs on; replay from scratch follows")
+    return at
+
+
+def partition(cluster: Cluster, tl: Timeline) -> float:
+    """Cut the primary off from ZooKeeper while it runs on and its clients still reach it.
+
+    Its lease must lapse before the standby may promote, so from then on it refuses every
+    command: a 2xx from it while cut off would be a split brain."""
+    at = tl.mark("failure")
+    cluster.zk_proxies["primary"].cut()
+    tl.step("primary cut off from ZooKeeper (every packet dropped); it runs on, clients reach it")
+    wait_for(lambda: cluster.shards("standby")[SHARD]["leader"], 20, "the standby to take over")
+    tl.mark("promotion")
+    tl.step(f"standby took over at epoch {cluster.shards('standby')[SHARD]['epoch']}")
+    answers = []
+    for n in range(5):  # a client that still talks to the old primary
+        response = httpx.post(
+            cluster.url("primary") + "/v1/orders",
+            headers={"Authorization": f"Bearer {cluster.key}"},
+            json={
+                "symbol": "ETHUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "price": "1000",
+                "quantity": "0.01",
+                "client_order_id": f"partitioned-{n}",
+            },
+            timeout=5,
+        )
+        code = response.json().get("code") if response.status_code >= 400 else "ACCEPTED"
+        answers.append(f"{response.status_code} {code}")
+        if response.status_code < 300:
+            tl.findings.append(f"split brain: the cut-off primary accepted an order ({code})")
+        time.sleep(0.1)
+    tl.step(f"the cut-off primary answered commands with: {', '.join(sorted(set(answers)))}")
+    time.sleep(1.0)
+    cluster.zk_proxies["primary"].heal()
+    tl.mark("healed")
+    tl.step("partition healed: the old primary must find itself fenced and follow")
     return at
 
 
@@ -75,8 +106,9 @@ def planned_script(cluster: Cluster, tl: Timeline) -> float:
         json={"amount": "100000", "symbol": "ETHUSDT"},
         timeout=10,
     ).raise_for_status()
-    marker = _place_marker(cluster, "primary", MARKERS[0])
-    tl.step(f"3. test order placed on the primary at seq {marker}")
+    with ThreadPoolExecutor(len(MARKERS) - 1) as pool:  # ten clients at once
+        seqs = sorted(pool.map(lambda cid: _place_marker(cluster, "primary", cid), MARKERS[:-1]))
+    tl.step(f"3. {len(seqs)} test orders placed on the primary, seq {seqs[0]}..{seqs[-1]}")
     at = tl.mark("failure")
     response = httpx.post(
         cluster.url("primary") + "/v1/admin/switchover",
@@ -84,14 +116,41 @@ def planned_script(cluster: Cluster, tl: Timeline) -> float:
         headers={"Authorization": f"Bearer {cluster.operator_key}"},
         timeout=30,
     )
-    tl.step(f"4. switchover answered {response.status_code}: {response.text[:160]}")
+    tl.step(f"4. primary handed over: {response.status_code} {response.text[:160]}")
     wait_for(lambda: cluster.shards("standby")[SHARD]["leader"], 20, "the standby to lead")
-    tl.step(f"5. new primary: standby leads at epoch {cluster.shards('standby')[SHARD]['epoch']}")
-    seq = _place_marker(cluster, "standby", MARKERS[1])
-    tl.step(f"6. test order placed on the new primary at seq {seq}")
-    ok = order_exists(cluster, "standby", MARKERS[0])
-    tl.step(f"7. verify: the first test order is on the new primary: {ok}")
+    tl.step("5. waited for the failover")
+    health = httpx.get(cluster.url("standby") + "/primary", timeout=5).status_code
+    epoch = cluster.shards("standby")[SHARD]["epoch"]
+    tl.step(f"6. new primary: standby answers /primary {health}, epoch {epoch}")
+    seq = _place_marker(cluster, "standby", MARKERS[-1])
+    tl.step(f"7. service test: an order placed on the new primary at seq {seq}")
+    listed = _listed_orders(cluster, "standby")
+    found = sum(1 for cid in MARKERS if cid in listed)
+    tl.step(f"8. verify: the new primary lists {found} of the {len(MARKERS)} test orders")
+    if found != len(MARKERS):
+        tl.findings.append(f"the new primary lists {found} of {len(MARKERS)} test orders")
     return at
+
+
+def _listed_orders(cluster: Cluster, region: str) -> set[str]:
+    """client_order_ids of the test account's ETHUSDT orders, every page (GET /v1/orders)."""
+    seen: set[str] = set()
+    params: dict[str, str] = {"symbol": "ETHUSDT", "limit": "100"}
+    for _ in range(50):
+        response = httpx.get(
+            cluster.url(region) + "/v1/orders",
+            params=params,
+            headers={"Authorization": f"Bearer {cluster.key}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        page = response.json()
+        seen.update(o["client_order_id"] for o in page["orders"])
+        cursor = page.get("next_cursor") or page.get("cursor")
+        if not cursor:
+            break
+        params["cursor"] = cursor
+    return seen
 
 
 def _place_marker(cluster: Cluster, region: str, cid: str) -> int:

@@ -146,13 +146,18 @@ class LoadGenerator:
             await asyncio.sleep(0.1)
         raise RuntimeError("could not deposit: no leader accepted commands")
 
-    def _follow(self, response: httpx.Response) -> None:
+    def _follow(self, response: httpx.Response) -> bool:
+        """Go where a not_leader answer points; False if it points nowhere new."""
         try:
             leader = response.json().get("leader")
         except ValueError:
             leader = None
-        if leader:
-            self.leader_url = str(leader).rstrip("/")
+        if not leader or str(leader).rstrip("/") == str(
+            response.request.url.copy_with(path="/", query=None)
+        ).rstrip("/"):
+            return False
+        self.leader_url = str(leader).rstrip("/")
+        return True
 
     async def _client(self, http: httpx.AsyncClient, n: int) -> None:
         trader = self.traders[n % len(self.traders)]
@@ -234,8 +239,10 @@ class LoadGenerator:
                     code = r.json().get("code")
                 except ValueError:
                     code = None
-                if code == "not_leader":
-                    self._follow(r)
+                if code == "not_leader" and not self._follow(r):
+                    # it does not lead and does not know who does: ask the next region
+                    tried += 1
+                    self.leader_url = self.urls[tried % len(self.urls)]
             except httpx.HTTPError:
                 status, code = -1, "no_answer"
                 # the leader may be gone: try the next region

@@ -18,8 +18,9 @@ Kinds (the fault, and what must follow):
                                                                  -> the standby takes over
   broker-loss       the broker restarted, every topic gone      -> no failover, no gap
   coordinator-loss  ZooKeeper restarted                         -> no failover
-  partition         the primary frozen (SIGSTOP: cut off from ZooKeeper and its peer), then
-                    thawed                                      -> one leader, the old one fenced
+  partition         the primary cut off from ZooKeeper (a proxy drops every packet) while it
+                    runs on and its clients reach it, then healed
+                                                                 -> it refuses commands; one leader
   replay            no fault: replay from scratch in both regions and rebuild the projections
                                                                  -> one state hash everywhere
 
@@ -85,6 +86,7 @@ def cluster_for(kind: str, work: Path, mode: str) -> Cluster:
         env=env,
         own_postgres=kind == "region-loss",
         own_zookeeper=kind == "coordinator-loss",
+        partitionable=kind == "partition",
     )
 
 
@@ -152,8 +154,9 @@ def run_drill(
         load_ended = tl.mark("load_end")
         ledger = ledger_box["ledger"]
         for cid in MARKERS if kind == "planned" else ():
-            ledger.sent.add(cid)  # the procedure's own test orders
+            ledger.sent.add(cid)  # the procedure's own test orders, each acknowledged
             ledger.owners[cid] = "traders"
+            ledger.acked[cid] = {"client_order_id": cid}
         say("load done; healing and checking")
 
         expected_leader = "standby" if kind in FAILOVER_KINDS else "primary"
@@ -265,6 +268,7 @@ def run_drill(
             failures.append("the test order placed before the switchover is missing")
         if not ledger.acked:
             failures.append("no command was acknowledged at all")
+        failures.extend(tl.findings)
     except Exception as exc:
         failures.append(f"drill aborted: {type(exc).__name__}: {exc}")
         result.setdefault("rto_seconds", None)

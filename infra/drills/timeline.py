@@ -23,6 +23,7 @@ class Timeline:
     events: dict[str, float | None] = field(default_factory=dict)
     lag: list[list[Any]] = field(default_factory=list)
     roles: list[list[Any]] = field(default_factory=list)  # [t, region, leader, epoch, seq]
+    findings: list[str] = field(default_factory=list)  # what a fault's own checks saw go wrong
 
     def rel(self, t: float) -> float:
         return round(t - self.t0, 3)
