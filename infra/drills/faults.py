@@ -67,19 +67,7 @@ def partition(cluster: Cluster, tl: Timeline) -> float:
     tl.step(f"standby took over at epoch {cluster.shards('standby')[SHARD]['epoch']}")
     answers = []
     for n in range(5):  # a client that still talks to the old primary
-        response = httpx.post(
-            cluster.url("primary") + "/v1/orders",
-            headers={"Authorization": f"Bearer {cluster.key}"},
-            json={
-                "symbol": "ETHUSDT",
-                "side": "BUY",
-                "type": "LIMIT",
-                "price": "1000",
-                "quantity": "0.01",
-                "client_order_id": f"partitioned-{n}",
-            },
-            timeout=5,
-        )
+        response = _post_test_order(cluster, "primary", f"partitioned-{n}")
         code = response.json().get("code") if response.status_code >= 400 else "ACCEPTED"
         answers.append(f"{response.status_code} {code}")
         if response.status_code < 300:
@@ -153,8 +141,9 @@ def _listed_orders(cluster: Cluster, region: str) -> set[str]:
     return seen
 
 
-def _place_marker(cluster: Cluster, region: str, cid: str) -> int:
-    response = httpx.post(
+def _post_test_order(cluster: Cluster, region: str, cid: str) -> httpx.Response:
+    """A small resting ETHUSDT buy of the operator's test account (not the load's accounts)."""
+    return httpx.post(
         cluster.url(region) + "/v1/orders",
         headers={"Authorization": f"Bearer {cluster.key}"},
         json={
@@ -167,6 +156,10 @@ def _place_marker(cluster: Cluster, region: str, cid: str) -> int:
         },
         timeout=10,
     )
+
+
+def _place_marker(cluster: Cluster, region: str, cid: str) -> int:
+    response = _post_test_order(cluster, region, cid)
     response.raise_for_status()
     return int(response.json()["seq"])
 
