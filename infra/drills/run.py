@@ -119,9 +119,9 @@ def run_drill(
         "failover_expected": kind in FAILOVER_KINDS,
     }
     say("starting two regions")
-    cluster.prepare()
     sampler: Sampler | None = None
     try:
+        cluster.prepare()
         cluster.start("primary")
         cluster.start("standby")
         cluster.create_keys()
@@ -136,11 +136,15 @@ def run_drill(
             cancel_every=5,
             crossing=True,
         )
-        ledger_box: dict[str, Ledger] = {}
-        driver = threading.Thread(
-            target=lambda: ledger_box.update(ledger=asyncio.run(load.run(seconds))),
-            name="drill-load",
-        )
+        ledger_box: dict[str, Any] = {}
+
+        def drive() -> None:
+            try:
+                ledger_box["ledger"] = asyncio.run(load.run(seconds))
+            except Exception as exc:  # reported by the drill, not lost in a thread
+                ledger_box["error"] = exc
+
+        driver = threading.Thread(target=drive, name="drill-load")
         sampler = Sampler(cluster, tl)
         sampler.start()
         load_started = time.monotonic()
@@ -152,7 +156,9 @@ def run_drill(
         failed_at = inject(kind, cluster, tl)
         driver.join(seconds + 90)
         load_ended = tl.mark("load_end")
-        ledger = ledger_box["ledger"]
+        if "ledger" not in ledger_box:
+            raise RuntimeError(f"the load generator failed: {ledger_box.get('error')!r}")
+        ledger: Ledger = ledger_box["ledger"]
         for cid in MARKERS if kind == "planned" else ():
             ledger.sent.add(cid)  # the procedure's own test orders, each acknowledged
             ledger.owners[cid] = "traders"
