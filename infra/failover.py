@@ -107,8 +107,18 @@ class StoreProbe:
     def ping(self) -> None:
         try:
             if self._conn is None or self._conn.closed:
+                # a server that hangs rather than refuses must fail the probe too: bound the
+                # query and the socket (unacknowledged data, idle keepalives)
                 self._conn = psycopg.connect(
-                    self.dsn, connect_timeout=max(2, int(self.timeout_s)), autocommit=True
+                    self.dsn,
+                    connect_timeout=max(2, int(self.timeout_s)),
+                    autocommit=True,
+                    options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
+                    keepalives=1,
+                    keepalives_idle=1,
+                    keepalives_interval=1,
+                    keepalives_count=2,
+                    tcp_user_timeout=int(self.timeout_s * 1000),
                 )
             self._conn.execute("SELECT 1")
         except Exception:
@@ -143,6 +153,7 @@ class ShardController:
     rejoin_task: asyncio.Task[None] | None = None
     store_failing_since: float | None = None
     store_probe: StoreProbe = field(default_factory=lambda: StoreProbe(""))
+    _store_ping: asyncio.Future[None] | None = None
 
     @property
     def app(self) -> ShardApp:
@@ -357,7 +368,7 @@ class ShardController:
             self.store_failing_since = None
             return
         try:
-            await asyncio.to_thread(self.store_probe.ping)
+            await self._ping_store()
         except Exception as exc:
             now = time.monotonic()
             if self.store_failing_since is None:
@@ -372,6 +383,17 @@ class ShardController:
                 await self.resign_store_lost(now - self.store_failing_since)
             return
         self.store_failing_since = None
+
+    async def _ping_store(self) -> None:
+        """One probe, bounded on this side: a server that hangs (a stopped process, a silent
+        network) fails the check after the probe's timeout; the stuck call is not repeated
+        while it hangs, so hung probes never pile up in the thread pool."""
+        if self._store_ping is None or self._store_ping.done():
+            self._store_ping = asyncio.ensure_future(asyncio.to_thread(self.store_probe.ping))
+        done, _ = await asyncio.wait({self._store_ping}, timeout=self.store_probe.timeout_s)
+        if not done:
+            raise TimeoutError(f"no answer within {self.store_probe.timeout_s:g}s")
+        self._store_ping.result()
 
     async def resign_store_lost(self, for_s: float) -> None:
         """Fence at once, hand the shard to a peer, then wait (as a standby) for the store."""

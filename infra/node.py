@@ -153,7 +153,7 @@ def build_node(settings: Settings, region_name: str) -> Node:
         stall = os.environ.get("EXDR_FAULT_STALL_AFTER_SEQ", "").strip()
         replicator.stall_after_seq = int(stall) if stall else None
         controller = ShardController(node, shard_id, writer, replicator, gate, relay)
-        controller.store_probe = StoreProbe(region.pg_dsn)
+        controller.store_probe = StoreProbe(region.pg_dsn, timeout_s=1.0)
         replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
         writer.gate = gate
         writer.on_committed = relay.offer
