@@ -325,11 +325,15 @@ class ShardController:
         """Stop at once; then rejoin as a standby of whoever leads now."""
         if self.role not in ("leader", "handing_over", "promoting"):
             return
+        self._fence(why)
+        await self.become_standby()
+
+    def _fence(self, why: str) -> None:
+        """Accept nothing more: no relay, every waiting acknowledgement failed."""
         self.role = "fenced"
         self.stop_relay()
         self.gate.fail_all()
         log.critical("fenced shard=%s region=%s: %s", self.shard_id, self.node.region.name, why)
-        await self.become_standby()
 
     async def become_standby(self) -> None:
         """Wait for a leader elsewhere, set aside divergent records, follow it.
@@ -399,9 +403,7 @@ class ShardController:
         """Fence at once, hand the shard to a peer, then wait (as a standby) for the store."""
         if self.role != "leader":
             return
-        self.role = "fenced"
-        self.stop_relay()
-        self.gate.fail_all()
+        self._fence(f"its database did not answer for {for_s:.2f}s")
         peers = self.node.settings.peers(self.node.region.name)
         try:
             if peers:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -85,9 +84,7 @@ def replay_everywhere(cluster: Cluster) -> dict[str, Any]:
 
     out: dict[str, Any] = {"replay": {}, "projection_problems": []}
     for region, dsn in cluster.dsns.items():
-        settings = replace(
-            Settings.from_env({**cluster.base_env(), "EXDR_PG_DSN": dsn}), pg_dsn=dsn
-        )
+        settings = Settings.from_env({**cluster.base_env(), "EXDR_PG_DSN": dsn})
         app = make_shard_app(settings, SHARD, dsn=dsn)
         try:
             report = app.recover(from_scratch=True)

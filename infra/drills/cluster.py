@@ -397,12 +397,16 @@ class Cluster:
         return {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in rows}
 
     def metric(self, region: str, name: str) -> float:
-        text = httpx.get(self.url(region) + "/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_total(httpx.get(self.url(region) + "/metrics", timeout=5).text, name)
+
+
+def metric_total(text: str, name: str) -> float:
+    """The sum of a metric's samples over all its labels, from Prometheus text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 async def place_orders(

@@ -140,23 +140,21 @@ class LoadGenerator:
                 )
                 if r.status_code == 201:
                     return
-                self._follow(r)
+                self._follow(r, self.leader_url)
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
         raise RuntimeError("could not deposit: no leader accepted commands")
 
-    def _follow(self, response: httpx.Response) -> bool:
-        """Go where a not_leader answer points; False if it points nowhere new."""
+    def _follow(self, response: httpx.Response, asked: str) -> bool:
+        """Go where a not_leader answer from `asked` points; False if it points nowhere new."""
         try:
-            leader = response.json().get("leader")
+            leader = str(response.json().get("leader") or "").rstrip("/")
         except ValueError:
-            leader = None
-        if not leader or str(leader).rstrip("/") == str(
-            response.request.url.copy_with(path="/", query=None)
-        ).rstrip("/"):
+            leader = ""
+        if not leader or leader == asked:
             return False
-        self.leader_url = str(leader).rstrip("/")
+        self.leader_url = leader
         return True
 
     async def _client(self, http: httpx.AsyncClient, n: int) -> None:
@@ -239,7 +237,7 @@ class LoadGenerator:
                     code = r.json().get("code")
                 except ValueError:
                     code = None
-                if code == "not_leader" and not self._follow(r):
+                if code == "not_leader" and not self._follow(r, url):
                     # it does not lead and does not know who does: ask the next region
                     tried += 1
                     self.leader_url = self.urls[tried % len(self.urls)]

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from infra.drills.cluster import Cluster
+from infra.drills.cluster import Cluster, metric_total
 from infra.drills.load import ACKED, RETRY, Ledger
 
 
@@ -79,8 +79,8 @@ class Sampler:
                                 [
                                     self.timeline.rel(now),
                                     region,
-                                    _metric(text, "matching_engine_standby_lag_seconds"),
-                                    _metric(text, "standby_lag_records"),
+                                    metric_total(text, "matching_engine_standby_lag_seconds"),
+                                    metric_total(text, "standby_lag_records"),
                                 ]
                             )
 
@@ -90,14 +90,6 @@ class Sampler:
             if r == region and leader and t >= rel_after:
                 return float(t)
         return None
-
-
-def _metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def timeline_data(tl: Timeline, ledger: Ledger | None, cluster: Cluster) -> dict[str, Any]:
