@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from infra.api.errors import ApiError
 from infra.api.facade import facade_of
-from infra.api.keys import ApiKey
+from infra.api.keys import ApiKey, KeyStore
 
 _bearer = HTTPBearer(auto_error=False, description="API key as `<key_id>.<secret>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -27,7 +27,11 @@ async def authenticated(
         raise ApiError(
             401, "unauthenticated", "an API key is required", headers={"WWW-Authenticate": "Bearer"}
         )
-    store = facade_of(request.app.state).key_store
+    return await key_of_token(facade_of(request.app.state).key_store, token)
+
+
+async def key_of_token(store: KeyStore, token: str) -> ApiKey:
+    """The key a token stands for, from cache or the table; 401 if it stands for none."""
     key = store.cached(token)
     if key is False:
         key = await run_in_threadpool(store.verify, token)

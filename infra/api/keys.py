@@ -1,7 +1,9 @@
 """API keys: `<key_id>.<secret>`, shown once; the table keeps only sha256(secret).
 
 Verified keys are cached for `cache_ttl_s`, so a revocation takes effect within that time and
-the database sees one lookup per key per TTL, not one per request.
+the database sees one lookup per key per TTL, not one per request. An entry that has just
+expired keeps answering while one background lookup refreshes it (stale-while-revalidate):
+under load every request of a busy key would otherwise queue behind its own lookup at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,6 +62,9 @@ class KeyStore:
         self._cache: dict[str, tuple[float, str, ApiKey | None]] = {}
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._refreshing: set[str] = set()
+        self._refresh_lock = threading.Lock()  # never held across a query: the loop takes it
+        self._refresher: ThreadPoolExecutor | None = None
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
@@ -80,6 +86,9 @@ class KeyStore:
             self._conn = None
 
     def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.shutdown(wait=False, cancel_futures=True)
+            self._refresher = None
         with self._lock:
             self.close_unlocked()
 
@@ -128,11 +137,41 @@ class KeyStore:
             return None
         key_id, secret = match.groups()
         entry = self._cache.get(key_id)
-        if entry is None or entry[0] < time.monotonic():
+        if entry is None:
             return False
+        now = time.monotonic()
+        if entry[0] < now:
+            if entry[0] + self.cache_ttl_s < now:
+                return False  # no refresh landed for a whole TTL (store away?): ask it directly
+            self._refresh(key_id, token)
         if entry[2] is None or not hmac.compare_digest(entry[1], secret_hash(secret)):
             return None
         return entry[2]
+
+    def _refresh(self, key_id: str, token: str) -> None:
+        """One background lookup per expired key, however many requests noticed it."""
+        with self._refresh_lock:
+            if key_id in self._refreshing:
+                return
+            self._refreshing.add(key_id)
+            if self._refresher is None:
+                self._refresher = ThreadPoolExecutor(1, thread_name_prefix="api-key-refresh")
+            refresher = self._refresher
+
+        def refresh() -> None:
+            try:
+                self.verify(token)
+            except Exception:  # the entry stays stale; the next request after a TTL asks again
+                pass
+            finally:
+                with self._refresh_lock:
+                    self._refreshing.discard(key_id)
+
+        try:
+            refresher.submit(refresh)
+        except RuntimeError:  # closed meanwhile: nothing left to refresh for
+            with self._refresh_lock:
+                self._refreshing.discard(key_id)
 
     def verify(self, token: str) -> ApiKey | None:
         """Check a token against the table (blocking) and refresh the cache."""
