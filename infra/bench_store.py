@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
 
 from infra.bootstrap import drop_database, make_shard_app, make_writer, migrate
 from infra.flow import generate_commands
@@ -72,29 +76,90 @@ def run_store(settings: Settings, *, commands: int, seed: int = 1) -> dict[str, 
     }
 
 
-def run_replay(settings: Settings, *, events: int, seed: int = 1) -> dict[str, Any]:
-    shard = _first_shard(settings)
-    dsn = scratch_dsn(settings, "bench_replay")
+def named_dsn(settings: Settings, name: str) -> str:
+    """A database on the configured server that outlives the process (`--keep-db NAME`)."""
+    url = urlsplit(settings.pg_dsn)
+    return url._replace(path=f"/exdr_bench_{name}").geturl()
+
+
+def _kept_generation(dsn: str) -> dict[str, Any] | None:
+    """What a kept database was generated with, from its comment (None: not generated)."""
+    url = urlsplit(dsn)
+    admin = url._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            (url.path.lstrip("/"),),
+        ).fetchone()
+    if row is None or not row[0]:
+        return None
     try:
-        migrate(dsn)
-        app = make_shard_app(settings, shard, dsn=dsn)
-        app.recover()
-        writer = make_writer(settings, app)
-        writer.batch_max = 500
-        writer.start()
-        chunk = 0
-        with Progress("generate", events) as bar:
-            while app.events_written < events:
-                flow = generate_commands(
-                    shard, app.instruments, 20_000, seed=seed + chunk, prefix=f"g{chunk}-"
-                )
-                drive(writer, flow, in_flight=2000)
-                chunk += 1
-                bar.update(min(app.events_written, events))
-        writer.stop()
-        written_events, head_seq = app.events_written, app.seq
-        live_hash = app.engine.state_hash()
-        app.close()
+        found: dict[str, Any] = json.loads(row[0])
+    except ValueError:
+        return None
+    return found
+
+
+def _mark_generated(dsn: str, generation: dict[str, Any]) -> None:
+    url = urlsplit(dsn)
+    admin = url._replace(path="/postgres").geturl()
+    name = url.path.lstrip("/")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(json.dumps(generation))
+            )
+        )
+
+
+def _generate(settings: Settings, shard: str, dsn: str, events: int, seed: int) -> dict[str, Any]:
+    """Drive generated commands through the batched writer until `events` are stored."""
+    migrate(dsn)
+    app = make_shard_app(settings, shard, dsn=dsn)
+    app.recover()
+    writer = make_writer(settings, app)
+    writer.batch_max = 500
+    writer.start()
+    chunk = 0
+    with Progress("generate", events) as bar:
+        while app.events_written < events:
+            flow = generate_commands(
+                shard, app.instruments, 20_000, seed=seed + chunk, prefix=f"g{chunk}-"
+            )
+            drive(writer, flow, in_flight=2000)
+            chunk += 1
+            bar.update(min(app.events_written, events))
+    writer.stop()
+    generation = {
+        "requested": events,
+        "seed": seed,
+        "events": app.events_written,
+        "records": app.seq,
+        "live_hash": app.engine.state_hash(),
+    }
+    app.close()
+    return generation
+
+
+def run_replay(
+    settings: Settings, *, events: int, seed: int = 1, keep_db: str | None = None
+) -> dict[str, Any]:
+    """Replay from scratch and recovery from the newest checkpoint, on `events` generated events.
+
+    With `keep_db` the generated database is kept and reused by the next run with the same
+    events and seed (its live state hash is kept in the database's comment).
+    """
+    shard = _first_shard(settings)
+    dsn = named_dsn(settings, keep_db) if keep_db else scratch_dsn(settings, "bench_replay")
+    try:
+        generation = _kept_generation(dsn) if keep_db else None
+        if generation is None or (generation["requested"], generation["seed"]) != (events, seed):
+            drop_database(dsn)
+            generation = _generate(settings, shard, dsn, events, seed)
+            if keep_db:
+                _mark_generated(dsn, generation)
+        written_events, head_seq = generation["events"], generation["records"]
+        live_hash = generation["live_hash"]
 
         # CPU seconds too: on a shared machine the wall clock also measures the neighbours
         scratch = make_shard_app(settings, shard, dsn=dsn)
@@ -109,7 +174,8 @@ def run_replay(settings: Settings, *, events: int, seed: int = 1) -> dict[str, A
         recovery_cpu = time.process_time() - cpu
         recovering.close()
     finally:
-        drop_database(dsn)
+        if not keep_db:
+            drop_database(dsn)
     return {
         "events": written_events,
         "records": head_seq,

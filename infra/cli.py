@@ -126,7 +126,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     elif args.kind == "replay":
         from infra.bench_store import run_replay
 
-        result = run_replay(settings, events=args.events, seed=args.seed)
+        result = run_replay(settings, events=args.events, seed=args.seed, keep_db=args.keep_db)
     else:  # pragma: no cover - argparse restricts choices
         raise CliError(f"unknown benchmark {args.kind}")
     _emit(result, args.json, f"bench {args.kind}")
@@ -492,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="replication: acknowledgement mode",
     )
     bench.add_argument("--seed", type=int, default=1)
+    bench.add_argument(
+        "--keep-db",
+        metavar="NAME",
+        help="replay: keep the generated database exdr_bench_NAME and reuse it next time",
+    )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=cmd_bench)
 
