@@ -69,9 +69,7 @@ class EventDecoder:
             "tuple": TupleAsList,
         }
         # a name registered with a transcoding of another class is decoded by that transcoding
-        self._stock = {
-            name for name, kind in stock.items() if type(self._names.get(name)) is kind
-        }
+        self._stock = {name for name, kind in stock.items() if type(self._names.get(name)) is kind}
         self._parse = json.JSONDecoder().decode
         self._classes: dict[str, tuple[type, Callable[[Any], Any]] | None] = {}
         self._decimals: dict[str, Decimal] = {}
@@ -120,6 +118,15 @@ class EventDecoder:
         return entry
 
     # -- reviving transcoded values --------------------------------------------------------
+
+    def revive(self, value: Any) -> Any:
+        """The value the transcoder encoded as this JSON-native data (revived in place)."""
+        kind = type(value)
+        if kind is dict:
+            return self._revive_dict(value)
+        if kind is list:
+            return self._revive_list(value)
+        return value
 
     def _revive_dict(self, d: dict[str, Any]) -> Any:
         leaves = self._leaves
@@ -225,9 +232,7 @@ def decoder_for(mapper: Mapper[UUID]) -> EventDecoder:
 RawRow = tuple[int, int, str, str | None, int, bytes, str]
 
 
-def prefetch(
-    pages: Iterator[list[RawRow]], depth: int = 2
-) -> Generator[list[RawRow], None, None]:
+def prefetch(pages: Iterator[list[RawRow]], depth: int = 2) -> Generator[list[RawRow], None, None]:
     """Read the next pages on a background thread while the caller applies the current one.
 
     The driver releases the GIL while it waits for the server, so reading overlaps applying.

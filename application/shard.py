@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
@@ -16,15 +18,15 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import StoredEvent, Transcoder
 
+from application.checkpoint import decode_state, encode_state, is_columnar
 from application.ports import StoredCheckpoint, WalStore
 from application.replay import decoder_for, raw_pages, replay_rows
-from application.transcoding import TypedJSONTranscoder
+from application.transcoding import TypedJSONTranscoder, plain_form
 from application.wal import (
     RecordedEvent,
     WALCorruptionError,
     WALGapError,
     WalRecord,
-    encode_payload,
     iter_payload,
 )
 from domain.account import Account
@@ -366,7 +368,12 @@ class ShardApp(Application[UUID]):
     # -- checkpoints and recovery -----------------------------------------------------------
 
     def _capture_checkpoint(self) -> StoredCheckpoint:
-        state = encode_engine_state(self.engine, self.mapper.to_stored_event)
+        transcoder = self.mapper.transcoder
+        state = encode_state(
+            self.engine.live_aggregates(),
+            self.engine.counters(),
+            lambda value: plain_form(transcoder, value),
+        )
         return StoredCheckpoint(
             shard_id=self.shard_id,
             seq=self.seq,
@@ -393,16 +400,22 @@ class ShardApp(Application[UUID]):
         progress: ProgressFn | None = None,
     ) -> RecoveryReport:
         """Rebuild the hot state: newest checkpoint (unless from scratch), then the WAL tail."""
+        with _collector_paused():
+            return self._recover(from_scratch, upto_seq, progress)
+
+    def _recover(
+        self, from_scratch: bool, upto_seq: int | None, progress: ProgressFn | None
+    ) -> RecoveryReport:
         started = time.perf_counter()
         head = self.store.head(self.shard_id)
         target = head.seq if upto_seq is None else min(upto_seq, head.seq)
         checkpoint = None
-        if not from_scratch:
-            checkpoint = self.store.latest_checkpoint(self.shard_id, at_or_before=target)
-        verify_at = None
+        verify_at: tuple[int, str] | None = None
         if from_scratch:
-            last = self.store.latest_checkpoint(self.shard_id, at_or_before=target)
-            verify_at = last
+            # only its hash: the state is what a replay from scratch must not read
+            verify_at = self.store.latest_checkpoint_hash(self.shard_id, at_or_before=target)
+        else:
+            checkpoint = self.store.latest_checkpoint(self.shard_id, at_or_before=target)
         if checkpoint is not None:
             engine = self.restore_checkpoint(checkpoint)
             start = checkpoint.seq
@@ -413,8 +426,8 @@ class ShardApp(Application[UUID]):
 
         def on_record(seq: int) -> None:
             nonlocal hash_matches
-            if verify_at is not None and seq == verify_at.seq:
-                hash_matches = engine.state_hash() == verify_at.state_hash
+            if verify_at is not None and seq == verify_at[0]:
+                hash_matches = engine.state_hash() == verify_at[1]
             if progress is not None and seq % 1000 == 0:
                 progress(seq - start, target - start)
 
@@ -488,25 +501,48 @@ class ShardApp(Application[UUID]):
             raise WALCorruptionError(
                 checkpoint.shard_id, checkpoint.seq, "checkpoint checksum mismatch"
             )
-        counters_length = int.from_bytes(checkpoint.state[:4], "big")
-        counters = json.loads(checkpoint.state[4 : 4 + counters_length])
+        decoder = decoder_for(self.mapper)
+        try:
+            if is_columnar(checkpoint.state):
+                aggregates, counters = decode_state(checkpoint.state, decoder.revive)
+            else:
+                aggregates, counters = self._decode_snapshots(checkpoint.state)
+        except ValueError as exc:
+            raise WALCorruptionError(checkpoint.shard_id, checkpoint.seq, str(exc)) from None
+        return ShardEngine.restore(self.shard_id, self.instruments, aggregates, counters)
+
+    def _decode_snapshots(self, state: bytes) -> tuple[list[Aggregate], dict[str, int]]:
+        """State of checkpoints written before the columnar layout: counters, then one
+        snapshot per aggregate framed like a WAL payload."""
+        counters_length = int.from_bytes(state[:4], "big")
+        counters = json.loads(state[4 : 4 + counters_length])
         decode = decoder_for(self.mapper).decode
         aggregates = []
         try:
-            stored = list(iter_payload(checkpoint.state[4 + counters_length :]))
+            stored = list(iter_payload(state[4 + counters_length :]))
         except ValueError as exc:
-            raise WALCorruptionError(
-                checkpoint.shard_id, checkpoint.seq, f"undecodable checkpoint: {exc}"
-            ) from None
-        for originator_id, version, topic, state in stored:
-            snapshot = cast(Snapshot, decode(originator_id, version, topic, state))
+            raise ValueError(f"undecodable checkpoint: {exc}") from None
+        for originator_id, version, topic, event_state in stored:
+            snapshot = cast(Snapshot, decode(originator_id, version, topic, event_state))
             aggregates.append(cast(Aggregate, snapshot.mutate(None)))
-        return ShardEngine.restore(
-            self.shard_id,
-            self.instruments,
-            aggregates,
-            {str(k): int(v) for k, v in counters.items()},
-        )
+        return aggregates, {str(k): int(v) for k, v in counters.items()}
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while recovery builds millions of objects, then freeze them.
+
+    Every young-generation pass would walk the growing state, and the state lives until the next
+    recovery: frozen, later collections skip it. Reference counting still frees what is dropped.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.freeze()
+            gc.enable()
 
 
 def command_key(shard_id: str, command: Command) -> str | None:
@@ -515,25 +551,6 @@ def command_key(shard_id: str, command: Command) -> str | None:
         account_id = Account.create_id(shard_id, command.account)
         return str(Order.create_id(account_id, command.client_order_id))
     return None
-
-
-def encode_engine_state(engine: ShardEngine, to_stored: Callable[[Any], StoredEvent]) -> bytes:
-    """Checkpoint bytes: length-prefixed counters (JSON), then every live aggregate's snapshot
-    framed like a WAL payload."""
-    snapshots = []
-    for agg in engine.live_aggregates():
-        stored = to_stored(Snapshot.take(agg))
-        snapshots.append(
-            RecordedEvent(
-                cast(UUID, stored.originator_id),
-                stored.originator_version,
-                stored.topic,
-                stored.state,
-            )
-        )
-    counters = json.dumps(dict(sorted(engine.counters().items())), separators=(",", ":"))
-    encoded = counters.encode()
-    return len(encoded).to_bytes(4, "big") + encoded + encode_payload(snapshots)
 
 
 def checkpoint_checksum(shard_id: str, seq: int, epoch: int, state: bytes) -> str:

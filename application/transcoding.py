@@ -19,6 +19,7 @@ from eventsourcing.persistence import (
     DecimalAsStr,
     JSONTranscoder,
     Mapper,
+    Transcoder,
     Transcoding,
     UUIDAsHex,
 )
@@ -140,6 +141,16 @@ class TypedJSONTranscoder(JSONTranscoder):
         except _NotPlain:
             return super().encode(_box(obj))
         return self._native.encode(plain).encode("utf8")
+
+
+def plain_form(transcoder: Transcoder, value: Any) -> Any:
+    """The JSON-native data `transcoder` writes for a value (its registered forms included)."""
+    if isinstance(transcoder, TypedJSONTranscoder):
+        try:
+            return _plain(value)
+        except _NotPlain:
+            pass
+    return json.loads(transcoder.encode(value))
 
 
 def make_mapper() -> Mapper[UUID]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from operator import attrgetter
 from typing import TypeVar
 from uuid import UUID
 
@@ -402,21 +403,26 @@ class ShardEngine:
         engine = cls(shard_id, instruments)
         orders: list[Order] = []
         for aggregate in aggregates:
-            if isinstance(aggregate, Account):
+            if isinstance(aggregate, Order):
+                if aggregate.is_open:
+                    orders.append(aggregate)
+            elif isinstance(aggregate, Account):
                 engine._register_account(aggregate)
             elif isinstance(aggregate, Position):
                 engine._register_position(aggregate)
-            elif isinstance(aggregate, Order):
-                if aggregate.is_open:
-                    orders.append(aggregate)
             else:
                 raise TypeError(f"not an aggregate of this shard: {aggregate!r}")
-        for order in sorted(orders, key=lambda o: (o.price_ticks or 0, o.priority)):
-            engine._remember_order(order)
-            if order.price_ticks is not None:
-                engine._book(order.symbol).add(order.id, order.owner, order.side,
-                                               order.price_ticks, order.remaining_lots,
-                                               order.priority, order.reduce_only)
+        # in time priority, each level's FIFO fills in order (checkpoints store them so)
+        orders.sort(key=_by_priority)
+        remember = engine._remember_order
+        books = {symbol: book.add for symbol, book in engine.books.items()}
+        for order in orders:
+            remember(order)
+            price_ticks = order.price_ticks
+            if price_ticks is not None:
+                add = books.get(order.symbol) or engine._book(order.symbol).add
+                add(order._id, order.owner, order.side, price_ticks,
+                    order.quantity_lots - order.filled_lots, order.priority, order.reduce_only)
         engine._next_priority = counters["next_priority"]
         engine._next_trade_id = counters["next_trade_id"]
         return engine
@@ -472,6 +478,9 @@ def _created(event: Aggregate.Created, kind: type[_A]) -> _A:
     if not isinstance(aggregate, kind):
         raise TypeError(f"{event!r} did not create a {kind.__name__}")
     return aggregate
+
+
+_by_priority = attrgetter("priority")
 
 
 def _by_id(aggregate: Aggregate) -> str:

@@ -290,10 +290,12 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
     ) -> StoredCheckpoint | None:
         limit = at_or_before if at_or_before is not None else 2**62
         with self.datastore.transaction(commit=False) as curs:
+            # binary: the state arrives as bytes, not as hex text twice its size to parse
             curs.execute(
                 "SELECT shard_id, seq, epoch, state, state_hash, checksum FROM wal_checkpoints "
                 "WHERE shard_id = %s AND seq <= %s ORDER BY seq DESC LIMIT 1",
                 (shard_id, limit),
+                binary=True,
             )
             row = curs.fetchone()
         if row is None:
@@ -306,6 +308,20 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             row["state_hash"],
             row["checksum"],
         )
+
+    def latest_checkpoint_hash(
+        self, shard_id: str, *, at_or_before: int | None = None
+    ) -> tuple[int, str] | None:
+        """(seq, state_hash) of the newest checkpoint, without its state (a replay check)."""
+        limit = at_or_before if at_or_before is not None else 2**62
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                "SELECT seq, state_hash FROM wal_checkpoints "
+                "WHERE shard_id = %s AND seq <= %s ORDER BY seq DESC LIMIT 1",
+                (shard_id, limit),
+            )
+            row = curs.fetchone()
+        return None if row is None else (int(row["seq"]), str(row["state_hash"]))
 
     def checkpoint_seqs(self, shard_id: str) -> Sequence[int]:
         with self.datastore.transaction(commit=False) as curs:

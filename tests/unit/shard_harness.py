@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from decimal import Decimal
+from typing import Any
 
 from eventsourcing.domain import Aggregate
 
@@ -13,6 +14,14 @@ from domain.values import DEFAULT_INSTRUMENTS, OrderType, Side, TimeInForce
 
 SHARD = "shard-t"
 BTC = "BTCUSDT"
+
+
+def assert_same_object(a: Any, b: Any) -> None:
+    """Same class, same attributes in the same order, equal reprs and types of every value."""
+    assert type(a) is type(b)
+    assert list(vars(a)) == list(vars(b))
+    assert repr(vars(a)) == repr(vars(b))
+    assert [type(v) for v in vars(a).values()] == [type(v) for v in vars(b).values()]
 
 
 class Harness:

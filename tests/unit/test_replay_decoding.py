@@ -23,7 +23,7 @@ from application.wal import (
 )
 from domain.engine import ShardEngine
 from domain.values import DEFAULT_INSTRUMENTS, Side
-from tests.unit.shard_harness import SHARD, Harness
+from tests.unit.shard_harness import SHARD, Harness, assert_same_object
 
 
 def _trading_harness() -> Harness:
@@ -37,13 +37,6 @@ def _trading_harness() -> Harness:
     return h
 
 
-def _same(a: Any, b: Any) -> None:
-    assert type(a) is type(b)
-    assert list(vars(a)) == list(vars(b))
-    assert repr(vars(a)) == repr(vars(b))
-    assert [type(v) for v in vars(a).values()] == [type(v) for v in vars(b).values()]
-
-
 def test_decoder_builds_the_events_the_mapper_builds() -> None:
     h = _trading_harness()
     mapper = make_mapper()
@@ -52,7 +45,7 @@ def test_decoder_builds_the_events_the_mapper_builds() -> None:
     stored += [mapper.to_stored_event(Snapshot.take(a)) for a in h.engine.live_aggregates()]
     for s in stored * 2:  # the second round comes from the caches
         fast = decoder.decode(s.originator_id, s.originator_version, s.topic, s.state)
-        _same(mapper.to_domain_event(s), fast)
+        assert_same_object(mapper.to_domain_event(s), fast)
 
 
 def test_decoder_revives_nested_forms_like_the_object_hook() -> None:
