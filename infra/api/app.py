@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -11,9 +13,18 @@ from application.writer import ShardWriter
 from infra.api import health, routes
 from infra.api.errors import GuardMiddleware, install_error_handlers
 from infra.api.facade import Facade, LagFn
+from infra.api.fastlane import OrderFastLane
 from infra.api.keys import KeyStore
 from infra.api.metrics import MetricsMiddleware
 from infra.settings import Settings
+
+# FastAPI >= 0.165 looks up OpenTelemetry providers on every request; this service exports its
+# own Prometheus metrics (infra/api/metrics.py), so that per-request work buys nothing here.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def create_app(
@@ -37,11 +48,13 @@ def create_app(
         title="exchange-dr",
         version="1",
         summary="Orders, accounts and market data of the exchange's shards.",
+        **_NO_TELEMETRY,
     )
     app.state.facade = facade
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(health.router)
+    app.add_middleware(OrderFastLane, facade=facade)
     app.add_middleware(MetricsMiddleware, metrics=facade.metrics)
     app.add_middleware(GuardMiddleware)
     return app

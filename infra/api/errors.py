@@ -96,6 +96,17 @@ def error_response(
     )
 
 
+def api_error_response(exc: ApiError) -> JSONResponse:
+    return error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        field=exc.field,
+        leader=exc.leader,
+        headers=exc.headers,
+    )
+
+
 def domain_error_response(exc: DomainError) -> JSONResponse:
     field = _FIELD_NAMES.get(exc.field or "", exc.field)
     return error_response(DOMAIN_STATUS.get(exc.code, 400), exc.code, exc.message, field=field)
@@ -121,14 +132,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return error_response(
-            exc.status,
-            exc.code,
-            exc.message,
-            field=exc.field,
-            leader=exc.leader,
-            headers=exc.headers,
-        )
+        return api_error_response(exc)
 
     async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)

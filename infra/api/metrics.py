@@ -36,6 +36,13 @@ class ApiMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.fast_lane = Counter(
+            "exdr_api_fast_lane_total",
+            "POST /v1/orders requests by the path they took: the fast lane, or the full "
+            "framework stack (bad body, unknown key, other content type)",
+            ["path"],
+            registry=self.registry,
+        )
         self.not_leader = Counter(
             "exdr_api_not_leader_total",
             "Commands refused because this instance does not lead",

@@ -72,14 +72,20 @@ def _decimal(text: str, field: str) -> Decimal:
 )
 async def place_order(body: s.PlaceOrderIn, request: Request, key: Caller) -> JSONResponse:
     """Place an order; the same client_order_id with the same body returns the first one."""
-    facade = _facade(request)
+    status, view = await place(_facade(request), key.account, body)
+    return JSONResponse(view, status_code=status)
+
+
+async def place(facade: Facade, account: str, body: s.PlaceOrderIn) -> tuple[int, dict[str, Any]]:
+    """The placement behind POST /v1/orders (also taken by infra/api/fastlane.py): the status
+    (201 new, 200 retry) and the order's JSON; refusals raise ApiError or DomainError."""
     shard = facade.shard_of(body.symbol)
     instrument = facade.instruments[body.symbol]
     price_ticks = (
         None if body.price is None else instrument.price_to_ticks(_decimal(body.price, "price"))
     )
     command = PlaceOrder(
-        account=key.account,
+        account=account,
         client_order_id=body.client_order_id,
         symbol=body.symbol,
         side=body.side,
@@ -122,7 +128,7 @@ async def place_order(body: s.PlaceOrderIn, request: Request, key: Caller) -> JS
             "the order was committed but cannot be read yet; retry with the same client_order_id",
             headers={"Retry-After": "1"},
         )
-    return JSONResponse(view, status_code=status)
+    return status, view
 
 
 def _placed_order_id(command: PlaceOrder, app: ShardApp) -> UUID:
