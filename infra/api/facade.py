@@ -54,6 +54,8 @@ class Facade:
         self.symbol_shard: dict[str, str] = {}
         self.activity: dict[str, ShardActivity] = {}
         self._repairing: dict[str, bool] = {}
+        self._pending: dict[str, dict[asyncio.Future[Any], float]] = {}
+        self._watchdog: asyncio.Task[None] | None = None
         for shard_id, writer in self.writers.items():
             instruments = writer.app.instruments
             self.activity[shard_id] = ShardActivity(shard_id, instruments)
@@ -135,21 +137,39 @@ class Facade:
         """The future's result; for a command, given up (not_leader) as soon as this instance
         stops leading the shard: its outcome is then unknown, the client retries elsewhere
         with the same client_order_id, and an uncommitted or unreplicated write is set aside
-        when this region rejoins."""
-        wrapped = asyncio.wrap_future(future)
+        when this region rejoins. One watchdog per facade checks leadership and deadlines
+        for every command in flight, rather than a timer per command."""
         if not while_leader:
-            return await asyncio.wait_for(wrapped, self.command_timeout_s)
-        deadline = time.monotonic() + self.command_timeout_s
-        while True:
-            done, _ = await asyncio.wait({wrapped}, timeout=LEADERSHIP_POLL_S)
-            if done:
-                return wrapped.result()
-            if not self.leadership.is_leader(shard_id) or time.monotonic() > deadline:
-                # not cancelled: the writer owns it; whatever it ends with is only retrieved
-                wrapped.add_done_callback(_discard)
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                raise NotLeaderError(shard_id)
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout_s)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        future.add_done_callback(lambda done: loop.call_soon_threadsafe(_settle, waiter, done))
+        pending = self._pending.setdefault(shard_id, {})
+        pending[waiter] = time.monotonic() + self.command_timeout_s
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = loop.create_task(self._watch())
+        try:
+            return await waiter
+        finally:
+            pending.pop(waiter, None)
+
+    async def _watch(self) -> None:
+        """Fail commands in flight on a shard this instance no longer leads, or past their
+        deadline; ends when nothing is in flight (the next command starts it again)."""
+        while any(self._pending.values()):
+            await asyncio.sleep(LEADERSHIP_POLL_S)
+            now = time.monotonic()
+            for shard_id, pending in self._pending.items():
+                if not pending:
+                    continue
+                leads = self.leadership.is_leader(shard_id)
+                for waiter, deadline in list(pending.items()):
+                    if waiter.done():
+                        continue
+                    if not leads:
+                        waiter.set_exception(NotLeaderError(shard_id))
+                    elif now > deadline:
+                        waiter.set_exception(TimeoutError())
 
     async def _wait(self, future: Future[T], shard_id: str = "", *, command: bool = False) -> T:
         try:
@@ -203,6 +223,13 @@ def facade_of(state: Any) -> Facade:
     return facade
 
 
-def _discard(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _settle(waiter: asyncio.Future[Any], done: Future[Any]) -> None:
+    """Copy a writer's outcome to the request's waiter, unless the watchdog settled it first
+    (not_leader, timeout) or the request went away: the writer owns the command either way."""
+    if waiter.done():
+        return
+    exc = done.exception()
+    if exc is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(done.result())

@@ -62,3 +62,52 @@ def test_metrics(new_account: NewAccount, served: Served) -> None:
     assert 'exdr_api_requests_total{method="POST",route="/v1/orders",status="201"}' in text
     assert 'exdr_api_request_seconds_bucket{le="0.05",method="POST",route="/v1/orders"}' in text
     assert 'exdr_api_command_ack_seconds_count{command="PlaceOrder",shard="shard-1"}' in text
+
+
+class _Switchable:
+    """Leadership that a test takes away while a command is in flight."""
+
+    def __init__(self) -> None:
+        self.leads = True
+
+    def is_leader(self, shard_id: str) -> bool:
+        return self.leads
+
+    def leader_url(self, shard_id: str) -> str | None:
+        return None if self.leads else LEADER_URL
+
+
+def test_a_command_in_flight_is_refused_as_soon_as_leadership_goes(e2e_dsn: str) -> None:
+    import threading
+    import time
+
+    from tests.e2e.conftest import serve_in_thread
+
+    leadership = _Switchable()
+    running = serve_in_thread(e2e_dsn, leadership)  # type: ignore[arg-type]
+    release = threading.Event()
+    try:
+        running.keys.create_account("inflight")
+        token = running.keys.create_key("inflight").token
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=running.url, headers=headers, timeout=10) as c:
+            assert c.post("/v1/deposits", json={"amount": "1000", "shard": "shard-1"}).is_success
+            writer = running.writers["shard-1"]
+            writer.query(lambda app: release.wait(10))  # the writer is busy: the order waits
+            box: dict[str, httpx.Response] = {}
+            sender = threading.Thread(target=lambda: box.update(r=c.post("/v1/orders",
+                                                                         json=order())))
+            sender.start()
+            time.sleep(0.3)
+            assert sender.is_alive()  # still waiting on the writer
+            taken_at = time.monotonic()
+            leadership.leads = False
+            sender.join(5)
+            answered_in = time.monotonic() - taken_at
+        response = box["r"]
+        assert response.status_code == 503 and response.json()["code"] == "not_leader"
+        assert response.json()["leader"] == LEADER_URL
+        assert answered_in < 1.0
+    finally:
+        release.set()
+        running.stop()
