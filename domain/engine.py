@@ -29,7 +29,14 @@ from domain.orderbook import BookDepth, OrderBook
 from domain.placement import Placement, plan_placement
 from domain.position import Position, apply_trade
 from domain.trades import CommandResult, Trade
-from domain.values import Instrument, Liquidity, RejectReason, money, money_units
+from domain.values import (
+    CLOSED_STATUSES,
+    Instrument,
+    Liquidity,
+    RejectReason,
+    money,
+    money_units,
+)
 
 __all__ = ["CommandResult", "ShardEngine", "Trade"]
 
@@ -360,40 +367,45 @@ class ShardEngine:
 
     def apply(self, event: Aggregate.Event) -> None:
         """Apply one recorded event (replay); books follow so FIFO order is reproduced."""
-        if isinstance(event, Order.Placed):
+        kind = _EVENT_KINDS.get(type(event))
+        if kind is None:
+            kind = _EVENT_KINDS[type(event)] = _event_kind(event)
+        if kind is _ORDER_EVENT:
+            self._apply_order_event(event)
+        elif kind is _ACCOUNT_EVENT:
+            self._accounts_by_id[event.originator_id].replay(event)
+        elif kind is _ORDER_PLACED:
             order = _created(event, Order)
             self._remember_order(order)
             if order.price_ticks is not None:
-                self._book(order.symbol).add(order.id, order.owner, order.side,
+                self._book(order.symbol).add(order._id, order.owner, order.side,
                                              order.price_ticks, order.quantity_lots,
                                              order.priority, order.reduce_only)
-            self._next_priority = max(self._next_priority, order.priority + 1)
-        elif isinstance(event, Account.Opened):
+            if order.priority >= self._next_priority:
+                self._next_priority = order.priority + 1
+        elif kind is _POSITION_EVENT:
+            self._positions_by_id[event.originator_id].replay(event)
+        elif kind is _ACCOUNT_OPENED:
             self._register_account(_created(event, Account))
-        elif isinstance(event, Position.Opened):
-            self._register_position(_created(event, Position))
-        elif isinstance(event, Order.Event):
-            self._apply_order_event(event)
-        elif isinstance(event, Account.Event):
-            event.mutate(self._accounts_by_id[event.originator_id])
-        elif isinstance(event, Position.Event):
-            event.mutate(self._positions_by_id[event.originator_id])
         else:
-            raise TypeError(f"not an event of this shard's aggregates: {event!r}")
+            self._register_position(_created(event, Position))
 
-    def _apply_order_event(self, event: Order.Event) -> None:
-        order = self._orders.get(event.originator_id.int)
+    def _apply_order_event(self, event: Aggregate.Event) -> None:
+        key = event.originator_id.int
+        order = self._orders.get(key)
         if order is None:
             raise InvariantViolation(f"event for an order that is not open: {event!r}")
-        event.mutate(order)
+        order.replay(event)
         book = self._book(order.symbol)
-        if isinstance(event, Order.Filled):
-            self._next_trade_id = max(self._next_trade_id, event.trade_id + 1)
-            if order.id in book:
-                book.fill(order.id, event.quantity_lots)
-        if not order.is_open:
-            if order.id in book:
-                book.cancel(order.id)
+        if type(event) is _FILLED:
+            trade_id = event.trade_id
+            if trade_id >= self._next_trade_id:
+                self._next_trade_id = trade_id + 1
+            if book.get(order._id) is not None:
+                book.fill(order._id, event.quantity_lots)
+        if order.status in CLOSED_STATUSES:
+            if book.get(order._id) is not None:
+                book.cancel(order._id)
             self._forget_order(order)
 
     @classmethod
@@ -473,7 +485,30 @@ class _Settlement:
         self.trade_id = trade_id
 
 
-def _created(event: Aggregate.Created, kind: type[_A]) -> _A:
+_ORDER_PLACED, _ACCOUNT_OPENED, _POSITION_OPENED = "order placed", "account opened", "position"
+_ORDER_EVENT, _ACCOUNT_EVENT, _POSITION_EVENT = "order", "account", "position event"
+_FILLED = Order.Filled
+_EVENT_KINDS: dict[type, str] = {}
+"""How replay applies each event class, decided once per class."""
+
+
+def _event_kind(event: Aggregate.Event) -> str:
+    if isinstance(event, Order.Placed):
+        return _ORDER_PLACED
+    if isinstance(event, Account.Opened):
+        return _ACCOUNT_OPENED
+    if isinstance(event, Position.Opened):
+        return _POSITION_OPENED
+    if isinstance(event, Order.Event):
+        return _ORDER_EVENT
+    if isinstance(event, Account.Event):
+        return _ACCOUNT_EVENT
+    if isinstance(event, Position.Event):
+        return _POSITION_EVENT
+    raise TypeError(f"not an event of this shard's aggregates: {event!r}")
+
+
+def _created(event: Aggregate.Event, kind: type[_A]) -> _A:
     aggregate = event.mutate(None)
     if not isinstance(aggregate, kind):
         raise TypeError(f"{event!r} did not create a {kind.__name__}")

@@ -54,6 +54,24 @@ class Order(ExchangeAggregate):
         priority: int
         reserve_per_lot: Decimal
 
+        def mutate(self, aggregate: Any) -> Any:
+            """The order Aggregate.Created.mutate() builds, attribute for attribute, without
+            its signature filtering (replay creates one per placed order)."""
+            state = self.__dict__
+            if aggregate is not None or state.get("originator_topic") != _ORDER_TOPIC:
+                return super().mutate(aggregate)
+            fields = {name: state[name] for name in _PLACED_FIELDS}
+            timestamp = state["timestamp"]
+            order: Order = _new_object(Order)
+            order.__dict__.update({
+                "_id": state["originator_id"], "_version": state["originator_version"],
+                "_created_on": timestamp, "_modified_on": timestamp, "_pending_events": [],
+                **fields,
+                "reserved_margin": fields["reserve_per_lot"] * fields["quantity_lots"],
+                "filled_lots": 0, "status": OrderStatus.NEW, "reject_reason": None, "fills": [],
+            })
+            return order
+
     class Filled(Aggregate.Event):
         """One execution against a counterparty order."""
 
@@ -219,3 +237,9 @@ class Order(ExchangeAggregate):
 
 
 _ORDER_TOPIC = get_topic(Order)
+_PLACED_FIELDS = (
+    "account_id", "owner", "client_order_id", "symbol", "side", "order_type", "price_ticks",
+    "quantity_lots", "time_in_force", "post_only", "reduce_only", "leverage", "priority",
+    "reserve_per_lot",
+)
+"""Order.__init__'s parameters, in the order it assigns them."""

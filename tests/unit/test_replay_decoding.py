@@ -9,7 +9,12 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.domain import Snapshot
+from eventsourcing.domain import (
+    Aggregate,
+    OriginatorIDError,
+    OriginatorVersionError,
+    Snapshot,
+)
 
 from application.replay import EventDecoder, prefetch, replay_rows
 from application.transcoding import make_mapper
@@ -22,6 +27,7 @@ from application.wal import (
     encode_payload,
 )
 from domain.engine import ShardEngine
+from domain.order import Order
 from domain.values import DEFAULT_INSTRUMENTS, Side
 from tests.unit.shard_harness import SHARD, Harness, assert_same_object
 
@@ -131,3 +137,30 @@ def test_prefetch_hands_over_reader_errors_in_order() -> None:
         for page in prefetch(pages()):  # type: ignore[arg-type]
             got.append(page)
     assert got == [[1]]
+
+
+def test_fast_order_creation_and_replay_match_the_library() -> None:
+    h = _trading_harness()
+    mapper = make_mapper()
+    decoder = EventDecoder(mapper)
+    library: dict[UUID, Any] = {}
+    fast: dict[UUID, Any] = {}
+    for event in h.events:
+        s = mapper.to_stored_event(event)
+        decoded = decoder.decode(s.originator_id, s.originator_version, s.topic, s.state)
+        if isinstance(decoded, Aggregate.Created):
+            library[decoded.originator_id] = Aggregate.Created.mutate(decoded, None)
+            fast[decoded.originator_id] = decoded.mutate(None)
+        else:
+            Aggregate.Event.mutate(decoded, library[decoded.originator_id])
+            fast[decoded.originator_id].replay(decoded)
+        assert_same_object(fast[decoded.originator_id], library[decoded.originator_id])
+    assert any(isinstance(a, Order) for a in fast.values())
+
+    order = next(a for a in fast.values() if isinstance(a, Order))
+    stale = next(e for e in h.events if e.originator_id == order.id and e.originator_version > 1)
+    with pytest.raises(OriginatorVersionError):
+        order.replay(stale)
+    other = next(a for a in fast.values() if a.id != order.id)
+    with pytest.raises(OriginatorIDError):
+        other.replay(stale)
