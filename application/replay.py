@@ -4,8 +4,9 @@ Replay spends most of its time turning stored bytes back into events. `EventDeco
 very events eventsourcing's `Mapper.to_domain_event` builds (same class, same `__dict__`, values
 of the same types and reprs), from the same stored bytes, with less work per event:
 
-- the JSON is parsed by the C scanner without an object hook, then only the values that are
-  dicts or lists are walked (bottom-up, exactly like the hook) to revive `_type_`/`_data_` forms;
+- the JSON is parsed by the C scanner, called directly and without an object hook, then only
+  the values that are dicts or lists are walked (bottom-up, exactly like the hook) to revive
+  `_type_`/`_data_` forms;
 - immutable values that recur (Decimal amounts, UUIDs, enum members) come from small caches;
 - topics resolve once per topic.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import json.scanner
 import queue
 import threading
 import weakref
@@ -70,7 +72,12 @@ class EventDecoder:
         }
         # a name registered with a transcoding of another class is decoded by that transcoding
         self._stock = {name for name, kind in stock.items() if type(self._names.get(name)) is kind}
-        self._parse = json.JSONDecoder().decode
+        decoder = json.JSONDecoder()
+        self._parse = decoder.decode
+        # the scanner decode() wraps, without its two whitespace regex matches per event
+        self._scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+            cast(Any, decoder)
+        )
         self._classes: dict[str, tuple[type, Callable[[Any], Any]] | None] = {}
         self._decimals: dict[str, Decimal] = {}
         self._uuids: dict[str, UUID] = {}
@@ -94,7 +101,10 @@ class EventDecoder:
             return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
         cls, convert = entry
         try:
-            event_state = self._parse(state.decode("utf8"))
+            text = state.decode("utf8")
+            event_state, end = self._scan(text, 0)
+            if end != len(text):  # not the compact form we write: the full decoder decides
+                event_state = self._parse(text)
             revived = self._revive_dict(event_state)
         except Exception:
             # let the mapper raise its own, detailed error

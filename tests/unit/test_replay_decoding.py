@@ -164,3 +164,14 @@ def test_fast_order_creation_and_replay_match_the_library() -> None:
     other = next(a for a in fast.values() if a.id != order.id)
     with pytest.raises(OriginatorIDError):
         other.replay(stale)
+
+
+def test_decoder_reads_state_with_whitespace_like_the_mapper() -> None:
+    h = _trading_harness()
+    mapper = make_mapper()
+    decoder = EventDecoder(mapper)
+    s = mapper.to_stored_event(h.events[-1])
+    for state in (b" " + s.state, s.state + b"\n ", b"\t" + s.state + b" "):
+        padded = type(s)(s.originator_id, s.originator_version, s.topic, state)
+        fast = decoder.decode(s.originator_id, s.originator_version, s.topic, state)
+        assert_same_object(mapper.to_domain_event(padded), fast)
