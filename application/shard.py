@@ -7,6 +7,7 @@ import gc
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import StoredEvent, Transcoder
 
 from application.checkpoint import decode_state, encode_state, is_columnar
+from application.keyfilter import KeyFilter
 from application.ports import StoredCheckpoint, WalStore
 from application.replay import decoder_for, raw_pages, replay_rows
 from application.transcoding import TypedJSONTranscoder, plain_form
@@ -123,6 +125,12 @@ class ShardApp(Application[UUID]):
         self.engine = ShardEngine(shard_id, self.instruments)
         self._recent_keys: OrderedDict[str, int] = OrderedDict()
         self._recent_keys_max = 200_000
+        # keys stored since the last recovery, and (once loaded behind it) every older one
+        self._new_keys = KeyFilter()
+        self._stored_keys: KeyFilter | None = None
+        self._keys_generation = 0
+        self._keys_lock = threading.Lock()
+        self._key_filter_on = False
         self.needs_recovery = True
         self.events_written = 0
         self.last_applied_at_us = 0
@@ -284,14 +292,57 @@ class ShardApp(Application[UUID]):
         recent = self._recent_keys
         known = {k: recent[k] for k in keys if k is not None and k in recent}
         missing = [k for k in keys if k is not None and k not in known]
+        stored = self._stored_keys
+        if missing and stored is not None:
+            # only a key either filter may hold can have been used: ask the store for those
+            new = self._new_keys
+            missing = [k for k in missing if k in new or k in stored]
         if missing:
             known.update(self.store.find_command_keys(self.shard_id, missing))
         return known
 
     def _remember_key(self, key: str, seq: int) -> None:
         self._recent_keys[key] = seq
+        self._new_keys.add(key)
         if len(self._recent_keys) > self._recent_keys_max:
             self._recent_keys.popitem(last=False)
+
+    def _load_stored_keys(self, upto_seq: int) -> None:
+        """Fill a filter with every key stored up to `upto_seq`, behind the writer's back;
+        until it is in place every key not among the recent ones is looked up in the store."""
+        with self._keys_lock:  # a loader of an older recovery must not install its filter
+            self._keys_generation += 1
+            generation = self._keys_generation
+            self._new_keys = KeyFilter()
+            self._stored_keys = None
+        read = getattr(self.store, "command_keys", None)
+        if read is None or not self._key_filter_on:
+            return
+
+        def load() -> None:
+            loaded = KeyFilter(capacity=max(1 << 16, upto_seq))
+            try:
+                for key in read(self.shard_id, upto_seq):
+                    loaded.add(key)
+            except Exception as exc:  # the store answers each lookup instead: slower, correct
+                log.warning(
+                    "idempotency key filter not loaded shard=%s error=%s", self.shard_id, exc
+                )
+                return
+            with self._keys_lock:
+                if generation != self._keys_generation:
+                    return
+                self._stored_keys = loaded
+            log.info("idempotency key filter loaded shard=%s upto_seq=%s", self.shard_id, upto_seq)
+
+        threading.Thread(target=load, name=f"key-filter-{self.shard_id}", daemon=True).start()
+
+    def enable_key_filter(self) -> None:
+        """Keep the idempotency key filter (the shard's writer does; one-off tools need not):
+        loaded behind every recovery, from now on if the state is already recovered."""
+        self._key_filter_on = True
+        if not self.needs_recovery:
+            self._load_stored_keys(self.seq)
 
     def _duplicate_outcome(self, command: Command, seq: int) -> Outcome:
         order: Order | None = None
@@ -340,6 +391,8 @@ class ShardApp(Application[UUID]):
                 raise
             for record in run:
                 self.apply_record(self.engine, record)
+                if record.command_key is not None:
+                    self._remember_key(record.command_key, record.seq)
             self.seq = self.durable_seq = run[-1].seq
             self.epoch = max(self.epoch, run[-1].epoch)
             self.events_written += len(stored)
@@ -451,6 +504,7 @@ class ShardApp(Application[UUID]):
         self.seq = self.durable_seq = target
         self.epoch = max(self._requested_epoch or 1, head.epoch)
         self._recent_keys.clear()
+        self._load_stored_keys(target)
         self.needs_recovery = False
         report = RecoveryReport(
             shard_id=self.shard_id,

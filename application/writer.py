@@ -67,6 +67,7 @@ class ShardWriter:
         self.commands = 0
 
     def start(self) -> ShardWriter:
+        self.app.enable_key_filter()
         self._accepting = True
         self._thread.start()
         return self

@@ -186,6 +186,26 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             )
             return {row["command_key"]: int(row["seq"]) for row in curs.fetchall()}
 
+    def command_keys(self, shard_id: str, upto_seq: int, *, page: int = 20_000) -> Iterator[str]:
+        """Every idempotency key stored up to `upto_seq`, in pages (for the key filter)."""
+        position = 0
+        while position < upto_seq:
+            with self.datastore.transaction(commit=False) as curs:
+                curs.execute(
+                    "SELECT seq, command_key FROM wal_records WHERE shard_id = %s "
+                    "AND seq > %s AND seq <= %s AND command_key IS NOT NULL "
+                    "ORDER BY seq LIMIT %s",
+                    (shard_id, position, upto_seq, page),
+                )
+                rows = curs.fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield row["command_key"]
+            if len(rows) < page:
+                return
+            position = int(rows[-1]["seq"])
+
     # -- divergent history ------------------------------------------------------------------
 
     def first_divergent_seq(self, shard_id: str, history: Sequence[tuple[int, int]]) -> int | None:

@@ -225,3 +225,46 @@ def test_records_verify_after_a_round_trip(settings: Settings, dsn: str) -> None
     [record] = app.store.read_records(SHARD, 0, 10)
     assert WalRecord.from_wire(record.to_wire()) == record
     app.close()
+
+
+def test_after_a_restart_new_keys_skip_the_store_and_old_ones_are_found(
+    settings: Settings, dsn: str
+) -> None:
+    import time
+
+    first = make_writer(settings, new_app(settings, dsn)).start()
+    first.execute(Deposit("carol", Decimal("100000")))
+    placed = [
+        first.execute(
+            PlaceOrder("carol", f"k{n}", "BTCUSDT", Side.BUY, OrderType.LIMIT, 1, 400_000)
+        )
+        for n in range(20)
+    ]
+    first.stop()
+
+    app = new_app(settings, dsn)
+    writer = make_writer(settings, app).start()
+    try:
+        deadline = time.monotonic() + 10
+        while app._stored_keys is None:  # loaded behind the recovery
+            assert time.monotonic() < deadline, "key filter never loaded"
+            time.sleep(0.01)
+        lookups: list[list[str]] = []
+        original = app.store.find_command_keys
+
+        def counting(shard_id: str, keys: object) -> object:
+            lookups.append(list(keys))  # type: ignore[call-overload]
+            return original(shard_id, lookups[-1])
+
+        app.store.find_command_keys = counting  # type: ignore[method-assign]
+        fresh = writer.execute(
+            PlaceOrder("carol", "new-1", "BTCUSDT", Side.BUY, OrderType.LIMIT, 1, 400_000)
+        )
+        assert not fresh.duplicate and lookups == []  # certainly new: no round trip
+        retry = writer.execute(
+            PlaceOrder("carol", "k7", "BTCUSDT", Side.BUY, OrderType.LIMIT, 1, 400_000)
+        )
+        assert retry.duplicate and retry.seq == placed[7].seq  # found in the store
+        assert len(lookups) == 1
+    finally:
+        writer.stop()
