@@ -447,7 +447,9 @@ class ShardEngine:
             lines.extend(self.books[symbol].canonical_lines())
         lines.extend(a.canonical() for a in sorted(self._accounts.values(), key=_by_id))
         lines.extend(p.canonical() for p in sorted(self._positions.values(), key=_by_id))
-        lines.extend(o.canonical() for o in sorted(self._orders.values(), key=_by_id))
+        # keyed by the id's integer, whose order is the order of its fixed-width hex text
+        orders = self._orders
+        lines.extend(orders[key].canonical() for key in sorted(orders))
         return lines
 
     def state_hash(self) -> str:

@@ -228,7 +228,7 @@ class Order(ExchangeAggregate):
     def canonical(self) -> str:
         """Stable text of the order for state hashes."""
         return (
-            f"order {self.id} {self.version} {self.owner} {self.client_order_id} {self.symbol}"
+            f"order {self._id} {self._version} {self.owner} {self.client_order_id} {self.symbol}"
             f" {self.side} {self.order_type} {self.price_ticks} {self.quantity_lots}"
             f" {self.filled_lots} {self.time_in_force} {self.post_only:d} {self.reduce_only:d}"
             f" {self.leverage} {self.priority} {self.reserved_margin.normalize()} {self.status}"
