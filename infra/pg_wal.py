@@ -16,6 +16,8 @@ from application.wal import WalRecord, WriterFencedError
 _RECORD_COLUMNS = (
     "shard_id, seq, epoch, command_type, command_key, recorded_at_us, payload, checksum"
 )
+_RECORD_COPY_TYPES = ["text", "int8", "int8", "text", "text", "int8", "bytea", "text"]
+_EVENT_COPY_TYPES = ["uuid", "int8", "text", "bytea"]
 
 
 class PostgresWalRecorder(PostgresApplicationRecorder):
@@ -67,7 +69,12 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
                     (shard_id, prev_seq, records[-1].seq, epoch),
                     prepare=True,
                 )
-                with curs.copy(f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN") as copy:
+                # binary COPY: a third of the CPU of the text format, which escapes every
+                # payload byte in Python; char(64) takes the text bytes as they are
+                with curs.copy(
+                    f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(_RECORD_COPY_TYPES)
                     for r in records:
                         copy.write_row(
                             (
@@ -83,8 +90,9 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
                         )
                 with curs.copy(
                     f"COPY {self.events_table_name} "
-                    "(originator_id, originator_version, topic, state) FROM STDIN"
+                    "(originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
+                    copy.set_types(_EVENT_COPY_TYPES)
                     for e in stored_events:
                         copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
         except PersistenceError as exc:
