@@ -104,6 +104,102 @@ async def _drive(
     return {"latencies": latencies, "errors": errors}
 
 
+async def _drive_rate(
+    url: str,
+    tokens: list[str],
+    symbols: list[str],
+    rate: float,
+    max_in_flight: int,
+    seconds: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Open loop: one order every 1/rate s whatever the answers do; latency runs from each
+    order's scheduled send time, so a stalled server shows up as latency, not as a lower
+    offered rate (no coordinated omission). Orders that would exceed `max_in_flight` count
+    as errors."""
+    import aiohttp
+
+    rng = random.Random(seed)
+    latencies: list[float] = []
+    errors = 0
+    tag = f"r{seed}-{uuid.uuid4().hex[:6]}"
+    gate = asyncio.Semaphore(max_in_flight)
+    connector = aiohttp.TCPConnector(limit=max_in_flight)
+    async with aiohttp.ClientSession(url, connector=connector) as session:
+
+        async def one(n: int, due: float) -> None:
+            nonlocal errors
+            headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+            try:
+                async with session.post(
+                    "/v1/orders", json=_order_body(rng, symbols, tag, n), headers=headers
+                ) as response:
+                    await response.read()
+                    ok = response.status in (200, 201)
+            except aiohttp.ClientError:
+                ok = False
+            finally:
+                gate.release()
+            if ok:
+                latencies.append(time.perf_counter() - due)
+            else:
+                errors += 1
+
+        tasks = []
+        start = time.perf_counter() + 0.2
+        total = int(rate * seconds)
+        for n in range(total):
+            due = start + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if gate.locked():
+                errors += 1
+                continue
+            await gate.acquire()
+            tasks.append(asyncio.create_task(one(n, due)))
+        await asyncio.gather(*tasks)
+    return {"latencies": latencies, "errors": errors, "offered": total}
+
+
+def _rate_process(
+    args: tuple[str, list[str], list[str], float, int, float, int],
+) -> dict[str, Any]:
+    url, tokens, symbols, rate, max_in_flight, seconds, seed = args
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+    return asyncio.run(_drive_rate(url, tokens, symbols, rate, max_in_flight, seconds, seed))
+
+
+def drive_at_rate(
+    url: str,
+    tokens: list[str],
+    symbols: list[str],
+    *,
+    rate: float,
+    seconds: float,
+    clients: int = 2,
+    max_in_flight: int = 256,
+) -> dict[str, Any]:
+    """Orders at a fixed total rate from `clients` processes; latencies and errors merged."""
+    jobs = [
+        (url, tokens, symbols, rate / clients, max(1, max_in_flight // clients), seconds, seed)
+        for seed in range(1, clients + 1)
+    ]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(clients) as pool:
+        results = pool.map(_rate_process, jobs)
+    return {
+        "latencies": [lat for r in results for lat in r["latencies"]],
+        "errors": sum(int(r["errors"]) for r in results),
+        "offered": sum(int(r["offered"]) for r in results),
+    }
+
+
 def _client_process(
     args: tuple[str, list[str], list[str], int, float, float, int],
 ) -> dict[str, Any]:

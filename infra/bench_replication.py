@@ -1,20 +1,38 @@
-"""`exchange-dr bench replication`: both regions as processes, load at a fixed rate, lag measured
-from the data itself: each record's primary timestamp against the standby's commit time."""
+"""`exchange-dr bench replication`: both regions as processes, orders at a fixed rate through the
+primary's facade, lag measured from the data itself: each record's primary timestamp against
+the standby's commit time.
+
+Two phases:
+1. Steady load at `rate` orders/s (open loop, two client processes): acknowledgement latency
+   at the client, and the standby's lag per record.
+2. Apply throughput: the standby is paused (SIGSTOP) while the primary takes as many orders as
+   it can for a few seconds, then resumed; the backlog's records divided by the time between
+   the standby storing the first and the last of them is what it sustains when it has work
+   (its consumer rejoining the group after the pause is not counted).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import os
+import signal
 import tempfile
-import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
+from infra.bench_api import drive_at_rate
 from infra.drills.cluster import Cluster, wait_for
-from infra.drills.load import LoadGenerator
+from infra.progress import Progress
 
 SHARD = "shard-1"
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+TRADERS = 16
+BACKLOG_SECONDS = 4.0
+BACKLOG_RATE = 3000.0
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -24,45 +42,112 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+def _stored(dsn: str, after_seq: int) -> list[tuple[int, int, int]]:
+    """(seq, primary recorded_at µs, standby stored_at µs) of the standby's records."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT seq, recorded_at_us, (extract(epoch FROM created_at) * 1e6)::bigint "
+            "FROM wal_records WHERE shard_id = %s AND seq > %s ORDER BY seq",
+            (SHARD, after_seq),
+        ).fetchall()
+
+
+def _watch_apply(
+    seq: Callable[[], int], resumed_at: float, start_seq: int, target: int, timeout_s: float = 120
+) -> dict[str, Any]:
+    """Wait for the standby's applied seq to reach `target`: the backlog over the time from
+    its resumption (so its own restart of consumption counts against it) to the end."""
+    deadline = resumed_at + timeout_s
+    while seq() < target:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the standby did not apply up to {target} in time")
+        time.sleep(0.01)
+    seconds = time.monotonic() - resumed_at
+    records = target - start_seq
+    return {
+        "backlog_records": records,
+        "backlog_seconds": round(seconds, 3),
+        "applied_per_second": round(records / seconds, 1) if seconds else 0.0,
+    }
+
+
 def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="exdr-bench-replication-"))
-    cluster = Cluster(work, env={"EXDR_REPLICATION": mode})
+    cluster = Cluster(work, env={"EXDR_REPLICATION": mode, "EXDR_SYNC_POLICY": "degrade"})
+    progress = Progress("bench replication", 5)
     cluster.prepare()
     try:
         cluster.start("primary")
         cluster.start("standby")
         cluster.create_keys()
-        load = LoadGenerator(
-            [cluster.url("primary")], cluster.key, rate=rate, clients=max(8, int(rate // 25))
-        )
-        box: dict[str, Any] = {}
-        thread = threading.Thread(target=lambda: box.update(ledger=asyncio.run(load.run(seconds))))
-        thread.start()
-        thread.join(seconds + 120)
-        ledger = box["ledger"]
-        top = cluster.shards("primary")[SHARD]["seq"]
-        wait_for(lambda: cluster.shards("standby")[SHARD]["seq"] >= top, 60, "the standby")
-        with psycopg.connect(cluster.dsns["standby"]) as conn:
-            rows = conn.execute(
-                "SELECT seq, recorded_at_us, (extract(epoch FROM created_at) * 1e6)::bigint "
-                "FROM wal_records WHERE shard_id = %s ORDER BY seq",
-                (SHARD,),
-            ).fetchall()
+        progress.update(1)
+        traders = cluster.create_traders(TRADERS)
+        url = cluster.url("primary")
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for trader in traders:
+                wait_for(
+                    lambda t=trader: (
+                        http.post(
+                            "/v1/deposits",
+                            json={"amount": "1000000000", "shard": SHARD},
+                            headers={"Authorization": f"Bearer {t.key}"},
+                        ).status_code
+                        == 201
+                    ),
+                    30,
+                    "a deposit on the primary",
+                )
+        tokens = [t.key for t in traders]
+
+        def primary_seq() -> int:
+            return int(cluster.shards("primary")[SHARD]["seq"])
+
+        def standby_seq() -> int:
+            return int(cluster.shards("standby")[SHARD]["seq"])
+
+        wait_for(lambda: standby_seq() >= primary_seq(), 60, "the standby")
+        progress.update(2)
+
+        # phase 1: steady load
+        before = primary_seq()
+        steady = drive_at_rate(url, tokens, SYMBOLS, rate=rate, seconds=seconds)
+        top = primary_seq()
+        wait_for(lambda: standby_seq() >= top, 60, "the standby")
+        rows = [r for r in _stored(cluster.dsns["standby"], before) if r[0] <= top]
         lags_ms = [(stored - recorded) / 1000 for _, recorded, stored in rows]
         span_s = (rows[-1][2] - rows[0][2]) / 1e6 if len(rows) > 1 else 0.0
-        acks = [a.latency_s * 1000 for a in ledger.attempts if a.status in (200, 201)]
+        acks = [lat * 1000 for lat in steady["latencies"]]
+        progress.update(3)
+
+        # phase 2: a backlog applied at full speed
+        standby = cluster.procs["standby"]
+        backlog_from = standby_seq()
+        os.kill(standby.pid, signal.SIGSTOP)
+        try:
+            drive_at_rate(url, tokens, SYMBOLS, rate=BACKLOG_RATE, seconds=BACKLOG_SECONDS)
+            backlog_to = primary_seq()
+        finally:
+            os.kill(standby.pid, signal.SIGCONT)
+            resumed_at = time.monotonic()
+        progress.update(4)
+        applied = _watch_apply(standby_seq, resumed_at, backlog_from, backlog_to)
+        progress.update(5)
         return {
             "mode": mode,
             "rate": rate,
             "seconds": seconds,
-            "commands_acked": len(ledger.acked),
-            "offered_per_second": round(len(ledger.sent) / seconds, 1),
+            "offered": steady["offered"],
+            "commands_acked": len(acks),
+            "errors": steady["errors"],
+            "acked_per_second": round(len(acks) / seconds, 1),
             "records": len(rows),
-            "applied_per_second": round(len(rows) / span_s, 1) if span_s else 0.0,
+            "records_per_second": round(len(rows) / span_s, 1) if span_s else 0.0,
             "lag_p50_ms": round(_percentile(lags_ms, 50), 2),
             "lag_p99_ms": round(_percentile(lags_ms, 99), 2),
             "ack_p50_ms": round(_percentile(acks, 50), 2),
             "ack_p99_ms": round(_percentile(acks, 99), 2),
+            **applied,
         }
     finally:
+        progress.close()
         cluster.close()
