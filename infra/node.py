@@ -245,7 +245,7 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
         return seq
 
     def _catch_up(_: object) -> int:
-        seq = replicator.catch_up()
+        seq = replicator.catch_up(everything=False)
         _index(seq)
         return seq
 
@@ -254,7 +254,12 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
         if facade is None:
             return
         activity = facade.activity[shard_id]
-        if activity.seq < seq:
+        if activity.seq >= seq:
+            return
+        applied = replicator.last_applied
+        if applied and applied[0].seq <= activity.seq + 1:
+            activity.index_records(writer.app, applied)  # what was just stored: no read back
+        else:
             activity.index_records(
                 writer.app, writer.app.store.iter_records(shard_id, activity.seq, upto_seq=seq)
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,8 @@ class Replicator:
         self.stall_after_seq: int | None = None  # fault injection: never apply beyond it
         self.behind_since_us: int | None = None
         self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
+        self._head_at_last_catch_up = 0
+        self.last_applied: list[WalRecord] = []  # the records the last call stored, in order
 
     @property
     def applied_seq(self) -> int:
@@ -81,10 +83,10 @@ class Replicator:
             self.behind_since_us = self._clock_us()
 
     def apply_wire(self, values: Iterable[Any]) -> int:
-        """Apply a batch of wire records (dicts or JSON bytes); returns the applied seq."""
+        """Apply a batch of broker messages (JSON bytes or decoded): each one wire record, or
+        {"records": [...]} with a run of them. Returns the applied seq."""
         good: dict[int, WalRecord] = {}
-        for value in values:
-            record = self._decode(value)
+        for record in self._records(values):
             if record is None or record.shard_id != self.shard_id:
                 continue
             if self.accept is not None and not self.accept(record):
@@ -96,16 +98,39 @@ class Replicator:
             good.setdefault(record.seq, record)
         return self._apply(good)
 
-    def catch_up(self) -> int:
-        """Pull everything the primary's store has beyond the applied seq."""
-        head = self.primary.head(self.shard_id)
-        if head.seq > self.stats.last_seen_seq:
-            self.stats.last_seen_seq = head.seq
+    def catch_up(self, *, everything: bool = True) -> int:
+        """Pull from the primary's store what it has beyond the applied seq (before a
+        promotion: everything). With everything=False (the periodic safety net), only what the
+        broker has not delivered since the previous such call: records that stayed overdue a
+        whole interval (a lost topic, a quiet leader). Records committed since then are most
+        likely in flight on the broker; pulling them now would only make their delivery a
+        duplicate to decode and drop."""
+        head = self.primary.head(self.shard_id).seq
+        overdue = head if everything else self._head_at_last_catch_up
+        self._head_at_last_catch_up = head
+        if overdue > self.stats.last_seen_seq:
+            self.stats.last_seen_seq = overdue
         return self._apply({})
 
-    def _decode(self, value: Any) -> WalRecord | None:
+    def _records(self, values: Iterable[Any]) -> Iterator[WalRecord | None]:
+        for value in values:
+            try:
+                data = json.loads(value) if isinstance(value, bytes | str) else value
+            except ValueError as exc:
+                self.stats.corrupt += 1
+                log.critical("undecodable WAL message for shard=%s: %s", self.shard_id, exc)
+                continue
+            run = data.get("records") if isinstance(data, dict) else None
+            if isinstance(run, list):
+                for item in run:
+                    yield self._decode(item)
+            else:
+                yield self._decode(data)
+
+    def _decode(self, data: Any) -> WalRecord | None:
         try:
-            data = json.loads(value) if isinstance(value, bytes | str) else value
+            if not isinstance(data, dict):
+                raise TypeError(f"a wire record is an object, not {type(data).__name__}")
             return WalRecord.from_wire(data)
         except WALCorruptionError as exc:
             self.stats.corrupt += 1
@@ -132,6 +157,7 @@ class Replicator:
             return None
 
     def _apply(self, good: dict[int, WalRecord]) -> int:
+        self.last_applied = []
         applied = self.app.seq
         for seq in [s for s in good if s <= applied]:
             del good[seq]
@@ -170,6 +196,7 @@ class Replicator:
             batch = [r for r in batch if r.seq <= self.stall_after_seq]
         if batch:
             self.app.append_replicated(batch)
+            self.last_applied = batch
             healed = [s for s in self.stats.corrupt_seqs if s <= self.app.seq]
             for seq in healed:
                 self.stats.corrupt_seqs.remove(seq)
