@@ -48,25 +48,40 @@ class Delivery:
     record: WalRecord | None
 
 
-def decode_delivery(value: bytes | str | None) -> Delivery:
-    """Verify one wire message; corruption is logged critical and returned as a hole."""
+def decode_deliveries(value: bytes | str | None) -> list[Delivery]:
+    """Verify one broker message: a wire record, or {"records": [...]} with a run of them
+    (what the relay sends). Corruption is logged critical and returned as a hole."""
     try:
         data = json.loads(value) if value is not None else None
+    except ValueError as exc:
+        return [_hole(WALCorruptionError("?", -1, f"message is not JSON: {exc}"))]
+    run = data.get("records") if isinstance(data, dict) else None
+    if isinstance(run, list):
+        return [_delivery(item) for item in run]
+    return [_delivery(data)]
+
+
+def _delivery(data: object) -> Delivery:
+    try:
         if not isinstance(data, dict):
             raise WALCorruptionError("?", -1, "message is not a JSON object")
         record = WalRecord.from_wire(data)
     except (ValueError, WALCorruptionError) as exc:
-        shard = getattr(exc, "shard_id", "?")
-        seq = int(getattr(exc, "seq", -1))
-        log.critical(
-            "corrupt WAL record from Kafka: shard=%s seq=%s (%s); not applied, "
-            "reading it from the store",
-            shard,
-            seq,
-            exc,
-        )
-        return Delivery(str(shard), seq, None)
+        return _hole(exc)
     return Delivery(record.shard_id, record.seq, record)
+
+
+def _hole(exc: Exception) -> Delivery:
+    shard = getattr(exc, "shard_id", "?")
+    seq = int(getattr(exc, "seq", -1))
+    log.critical(
+        "corrupt WAL record from Kafka: shard=%s seq=%s (%s); not applied, "
+        "reading it from the store",
+        shard,
+        seq,
+        exc,
+    )
+    return Delivery(str(shard), seq, None)
 
 
 @dataclass
@@ -157,7 +172,7 @@ def build_projector_app(
     @app.agent(topic, name="project_wal_records")
     async def project_wal_records(stream: Any) -> None:
         async for values in stream.take(BATCH_MAX, within=BATCH_WITHIN_S):
-            deliveries = [decode_delivery(v) for v in values]
+            deliveries = [d for v in values for d in decode_deliveries(v)]
             await on_database(worker.apply_deliveries, deliveries)
 
     @app.on_partitions_assigned.connect

@@ -36,6 +36,7 @@ class Relay:
         page: int = 500,
         save_every_s: float = 0.2,
         idle_wait_s: float = 0.05,
+        per_message: int = 100,
     ) -> None:
         self.shard_id = shard_id
         self.store = store
@@ -43,6 +44,7 @@ class Relay:
         self.page = page
         self.save_every_s = save_every_s
         self.idle_wait_s = idle_wait_s
+        self.per_message = per_message
         self.position = 0
         self.published = 0
         self._offered: deque[WalRecord] = deque()
@@ -136,11 +138,14 @@ class Relay:
         return taken
 
     async def _publish(self, records: Sequence[WalRecord]) -> None:
+        """Records travel in runs of up to `per_message`, one Kafka message each: the broker,
+        the producer and the standby's consumer then pay per run, not per record."""
         key = self.shard_id.encode()
-        pending = [
-            await self.topic.send(key=key, value=json.dumps(self._wire(r)).encode())
-            for r in records
-        ]
+        pending = []
+        for start in range(0, len(records), self.per_message):
+            run = [self._wire(r) for r in records[start : start + self.per_message]]
+            value = json.dumps({"records": run}).encode()
+            pending.append(await self.topic.send(key=key, value=value))
         await asyncio.gather(*pending)  # delivered to the broker before the position moves
         self.position = records[-1].seq
         self.published += len(records)
