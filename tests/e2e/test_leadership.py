@@ -77,14 +77,18 @@ class _Switchable:
         return None if self.leads else LEADER_URL
 
 
-def test_a_command_in_flight_is_refused_as_soon_as_leadership_goes(e2e_dsn: str) -> None:
+def test_a_command_in_flight_is_refused_as_soon_as_leadership_goes() -> None:
     import threading
     import time
 
+    from infra.bootstrap import drop_database, migrate
     from tests.e2e.conftest import serve_in_thread
+    from tests.integration.conftest import scratch_dsn
 
+    dsn = scratch_dsn("inflight")  # its own store: a second writer would fence the shared one
+    migrate(dsn)
     leadership = _Switchable()
-    running = serve_in_thread(e2e_dsn, leadership)  # type: ignore[arg-type]
+    running = serve_in_thread(dsn, leadership)  # type: ignore[arg-type]
     release = threading.Event()
     try:
         running.keys.create_account("inflight")
@@ -111,3 +115,4 @@ def test_a_command_in_flight_is_refused_as_soon_as_leadership_goes(e2e_dsn: str)
     finally:
         release.set()
         running.stop()
+        drop_database(dsn)
