@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from application.leadership import Leadership
 from application.writer import ShardWriter
 from infra.api import health, routes
-from infra.api.errors import GuardMiddleware, install_error_handlers
+from infra.api.errors import GuardMiddleware, Receive, Scope, Send, install_error_handlers
 from infra.api.facade import Facade, LagFn
 from infra.api.fastlane import OrderFastLane
 from infra.api.keys import KeyStore
@@ -25,6 +26,20 @@ _NO_TELEMETRY: dict[str, Any] = (
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters
     else {}
 )
+
+
+class ExchangeAPI(FastAPI):
+    """The facade's app: POST /v1/orders goes to the fast lane ahead of every framework layer
+    (infra/api/fastlane.py), everything else to FastAPI as usual."""
+
+    fast_lane: OrderFastLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.fast_lane
+        if lane is not None and lane.takes(scope):
+            await lane(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -44,7 +59,7 @@ def create_app(
     facade = Facade(shards, leadership, key_store, replica_lag_ms=replica_lag_ms)
     if rebuild_activity:
         facade.rebuild_activity()
-    app = FastAPI(
+    app = ExchangeAPI(
         title="exchange-dr",
         version="1",
         summary="Orders, accounts and market data of the exchange's shards.",
@@ -54,7 +69,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(health.router)
-    app.add_middleware(OrderFastLane, facade=facade)
     app.add_middleware(MetricsMiddleware, metrics=facade.metrics)
     app.add_middleware(GuardMiddleware)
+    app.fast_lane = OrderFastLane(functools.partial(FastAPI.__call__, app), facade)
     return app

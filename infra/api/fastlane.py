@@ -12,12 +12,16 @@ the OpenAPI description stays the route's.
 
 from __future__ import annotations
 
+import logging
+import time
+
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from domain.errors import DomainError
 from infra.api import schemas as s
 from infra.api.errors import (
+    MAX_BODY_BYTES,
     ApiError,
     ASGIApp,
     Message,
@@ -26,6 +30,7 @@ from infra.api.errors import (
     Send,
     api_error_response,
     domain_error_response,
+    error_response,
 )
 from infra.api.facade import Facade
 from infra.api.keys import ApiKey
@@ -33,14 +38,7 @@ from infra.api.routes import place
 
 PATH = "/v1/orders"
 
-
-class _Route:
-    """What MetricsMiddleware reads off scope["route"]: the route template."""
-
-    path = PATH
-
-
-_ROUTE = _Route()
+log = logging.getLogger("exchange_dr.api")
 
 
 def _token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -64,22 +62,31 @@ def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class OrderFastLane:
-    """ASGI layer in front of the app: takes POST /v1/orders, passes the rest through."""
+    """Takes POST /v1/orders in front of the framework's whole stack (ExchangeAPI calls it);
+    does for its requests what the framework's layers would: the body limit, the request
+    metrics, a 503 for an unexpected failure. `app` is the framework, for everything else."""
 
     def __init__(self, app: ASGIApp, facade: Facade) -> None:
         self.app = app
         self.facade = facade
-        self._taken = facade.metrics.fast_lane.labels("fast")
-        self._passed = facade.metrics.fast_lane.labels("framework")
+        metrics = facade.metrics
+        self._taken = metrics.fast_lane.labels("fast")
+        self._passed = metrics.fast_lane.labels("framework")
+        self._latency = metrics.latency.labels("POST", PATH)
+        self._requests = metrics.requests
+
+    @staticmethod
+    def takes(scope: Scope) -> bool:
+        return bool(
+            scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
+        started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         body = b""
         more = True
-        while more:
+        while more and len(body) <= MAX_BODY_BYTES:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away before sending its order
@@ -87,17 +94,17 @@ class OrderFastLane:
             more = message.get("more_body", False)
         key = self._caller(headers)
         parsed: s.PlaceOrderIn | None = None
-        if key is not None and _is_json(headers):
+        if key is not None and not more and len(body) <= MAX_BODY_BYTES and _is_json(headers):
             try:
                 parsed = s.PlaceOrderIn.model_validate_json(body)
             except ValidationError:
                 parsed = None
         if key is None or parsed is None:
+            # the framework's route answers (and its layers refuse an oversize body)
             self._passed.inc()
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, _replay(body, more, receive), send)
             return
         self._taken.inc()
-        scope["route"] = _ROUTE
         response: JSONResponse
         try:
             status, view = await place(self.facade, key.account, parsed)
@@ -106,7 +113,14 @@ class OrderFastLane:
             response = api_error_response(exc)
         except DomainError as exc:
             response = domain_error_response(exc)
+        except Exception:
+            log.exception("unhandled error on POST %s", PATH)
+            response = error_response(
+                503, "unavailable", "temporary failure; the request may be retried"
+            )
         await response(scope, receive, send)
+        self._requests.labels("POST", PATH, str(response.status_code)).inc()
+        self._latency.observe(time.perf_counter() - started)
 
     def _caller(self, headers: list[tuple[bytes, bytes]]) -> ApiKey | None:
         """The caller's key if the cache knows it as valid; None sends the request the slow
@@ -118,15 +132,16 @@ class OrderFastLane:
         return key if isinstance(key, ApiKey) else None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the already-read body over once, then defers to the real one."""
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A receive that hands the part of the body already read over once, then defers to the
+    real one (for the rest of an oversize body, and for the disconnect)."""
     sent = False
 
     async def replayed() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
         return await receive()
 
     return replayed

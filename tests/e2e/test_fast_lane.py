@@ -3,6 +3,7 @@ sees the same answers either way."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -72,3 +73,18 @@ def test_everything_else_goes_the_framework_way(new_account: NewAccount, served:
     assert by_header.status_code == 201, by_header.text
     after = _lane_counts(served)
     assert after["framework"] - before.get("framework", 0) == 3
+
+
+def test_an_oversize_order_is_refused_with_413(new_account: NewAccount) -> None:
+    c = new_account()
+    huge = order(client_order_id="x" * (70 * 1024))
+    declared = c.post("/v1/orders", json=huge)
+    assert declared.status_code == 413 and declared.json()["code"] == "payload_too_large"
+
+    def chunks() -> object:
+        body = json.dumps(huge).encode()
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    streamed = c.post("/v1/orders", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["code"] == "payload_too_large"
