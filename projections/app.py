@@ -9,6 +9,7 @@ Exactly once never comes from Kafka (no transactions on our broker): it comes fr
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,22 @@ REBALANCE_TIMEOUT_S = 2.0
 SESSION_TIMEOUT_S = 2.0
 HEARTBEAT_INTERVAL_S = 0.3
 FETCH_MAX_WAIT_MS = 10
-"""Longest a fetch with no new data waits on the broker: the floor of our consume latency."""
+"""Longest a fetch with no new data waits on the broker (EXDR_KAFKA_FETCH_WAIT_MS overrides).
+Apache Kafka answers a waiting fetch as soon as data arrives, so there a long wait (500) costs
+no latency; a broker that only answers at the deadline (tansu) makes it the floor of every
+hop's latency, traded against the CPU of polling more often."""
+
+
+def fetch_max_wait_ms() -> int:
+    raw = os.environ.get("EXDR_KAFKA_FETCH_WAIT_MS", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else FETCH_MAX_WAIT_MS
 
 
 class _LowWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # read by AIOKafkaConsumer.start() when it builds its Fetcher
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms()
         return consumer
 
 
