@@ -376,7 +376,7 @@ def start_api(node: Node) -> threading.Thread:
         app,
         host=host,
         port=port,
-        loop="asyncio",
+        loop="uvloop",
         http="httptools",
         access_log=False,
         log_level="warning",
