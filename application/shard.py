@@ -372,6 +372,7 @@ class ShardApp(Application[UUID]):
                 raise WALGapError(self.shard_id, expected, record.seq)
             expected += 1
         append = getattr(self.store, "append")  # noqa: B009 - the recorder's batch entry
+        before = self.seq
         start = 0
         while start < len(records):
             # one transaction per run of equal epochs: the head's epoch may only grow
@@ -398,7 +399,23 @@ class ShardApp(Application[UUID]):
             self.events_written += len(stored)
             self.last_applied_at_us = run[-1].recorded_at_us
             start = end
+        if self.seq // self.checkpoint_every > before // self.checkpoint_every:
+            self._checkpoint_replicated()
         return self.seq
+
+    def _checkpoint_replicated(self) -> None:
+        """A standby checkpoints at the leader's intervals too: promoted and then restarted, it
+        recovers from a recent checkpoint instead of replaying its whole WAL. A failure costs
+        recovery time, not data: it is logged and the next interval tries again."""
+        try:
+            checkpoint = self._capture_checkpoint()
+            self.store.save_checkpoint(checkpoint)
+        except Exception as exc:
+            log.warning("checkpoint failed shard=%s seq=%s error=%s", self.shard_id, self.seq, exc)
+            return
+        log.info(
+            "checkpoint shard=%s epoch=%s seq=%s (standby)", self.shard_id, self.epoch, self.seq
+        )
 
     # -- queries ----------------------------------------------------------------------------
 

@@ -268,3 +268,33 @@ def test_after_a_restart_new_keys_skip_the_store_and_old_ones_are_found(
         assert len(lookups) == 1
     finally:
         writer.stop()
+
+
+def test_a_standby_checkpoints_at_the_leaders_intervals(settings: Settings, dsn: str) -> None:
+    from infra.bootstrap import drop_database, migrate
+    from tests.integration.conftest import scratch_dsn
+
+    settings = dataclasses.replace(settings, checkpoint_every=300)
+    leader = new_app(settings, dsn)
+    writer = make_writer(settings, leader).start()
+    drive(writer, generate_commands(SHARD, leader.instruments, 1000, seed=5), in_flight=32)
+    writer.stop()
+    records = list(leader.store.iter_records(SHARD, 0))
+    other = scratch_dsn("standby")
+    migrate(other)
+    try:
+        standby = new_app(settings, other)
+        for start in range(0, len(records), 37):  # replicated in runs, as the broker delivers
+            standby.append_replicated(records[start : start + 37])
+        seqs = standby.store.checkpoint_seqs(SHARD)
+        assert len(seqs) == len(records) // 300
+        assert all(seq // 300 > (seq - 37) // 300 for seq in seqs)  # one per interval crossed
+        restarted = make_shard_app(settings, SHARD, dsn=other)
+        report = restarted.recover()
+        assert report.from_checkpoint_seq == seqs[-1]
+        assert report.state_hash == leader.engine.state_hash()
+        for a in (standby, restarted):
+            a.close()
+    finally:
+        drop_database(other)
+        leader.close()
