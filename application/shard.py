@@ -224,9 +224,7 @@ class ShardApp(Application[UUID]):
             results[index] = outcome if present is None else present(outcome)
             batch.pending.append(index)
             batch.ack_seq = self.seq
-        if batch.records and (
-            self.seq // self.checkpoint_every > (batch.first_seq - 1) // self.checkpoint_every
-        ):
+        if batch.records and self._crossed_checkpoint(batch.first_seq - 1):
             batch.checkpoint = self._capture_checkpoint()
         return batch
 
@@ -250,21 +248,7 @@ class ShardApp(Application[UUID]):
             except Exception as exc:  # a snapshot is a cache: losing one costs speed, not data
                 log.warning("snapshot write failed shard=%s error=%s", self.shard_id, exc)
         if batch.checkpoint is not None:
-            try:
-                self.store.save_checkpoint(batch.checkpoint)
-                log.info(
-                    "checkpoint shard=%s epoch=%s seq=%s",
-                    self.shard_id,
-                    self.epoch,
-                    batch.checkpoint.seq,
-                )
-            except Exception as exc:
-                log.warning(
-                    "checkpoint failed shard=%s seq=%s error=%s",
-                    self.shard_id,
-                    batch.checkpoint.seq,
-                    exc,
-                )
+            self._save_checkpoint(batch.checkpoint)
 
     def fail(self, batch: PreparedBatch, exc: BaseException) -> None:
         """Mark a prepared batch as not durable: its commands fail, the hot state is rebuilt."""
@@ -399,22 +383,35 @@ class ShardApp(Application[UUID]):
             self.events_written += len(stored)
             self.last_applied_at_us = run[-1].recorded_at_us
             start = end
-        if self.seq // self.checkpoint_every > before // self.checkpoint_every:
-            self._checkpoint_replicated()
+        if self._crossed_checkpoint(before):
+            # a standby checkpoints at the leader's intervals too: promoted and then restarted,
+            # it recovers from a recent checkpoint instead of replaying its whole WAL
+            try:
+                checkpoint = self._capture_checkpoint()
+            except Exception as exc:
+                log.warning(
+                    "checkpoint failed shard=%s seq=%s error=%s", self.shard_id, self.seq, exc
+                )
+            else:
+                self._save_checkpoint(checkpoint)
         return self.seq
 
-    def _checkpoint_replicated(self) -> None:
-        """A standby checkpoints at the leader's intervals too: promoted and then restarted, it
-        recovers from a recent checkpoint instead of replaying its whole WAL. A failure costs
-        recovery time, not data: it is logged and the next interval tries again."""
+    def _crossed_checkpoint(self, before_seq: int) -> bool:
+        """Whether the seq moved past a checkpoint interval since `before_seq`."""
+        return self.seq // self.checkpoint_every > before_seq // self.checkpoint_every
+
+    def _save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        """Store a captured checkpoint; a failure costs recovery time, not data (logged; the
+        next interval tries again)."""
         try:
-            checkpoint = self._capture_checkpoint()
             self.store.save_checkpoint(checkpoint)
         except Exception as exc:
-            log.warning("checkpoint failed shard=%s seq=%s error=%s", self.shard_id, self.seq, exc)
+            log.warning(
+                "checkpoint failed shard=%s seq=%s error=%s", self.shard_id, checkpoint.seq, exc
+            )
             return
         log.info(
-            "checkpoint shard=%s epoch=%s seq=%s (standby)", self.shard_id, self.epoch, self.seq
+            "checkpoint shard=%s epoch=%s seq=%s", self.shard_id, checkpoint.epoch, checkpoint.seq
         )
 
     # -- queries ----------------------------------------------------------------------------

@@ -162,16 +162,21 @@ async def _drive_rate(
     return {"latencies": latencies, "errors": errors, "offered": total}
 
 
-def _rate_process(
-    args: tuple[str, list[str], list[str], float, int, float, int],
-) -> dict[str, Any]:
-    url, tokens, symbols, rate, max_in_flight, seconds, seed = args
+def _use_uvloop() -> None:
+    """Client processes run on uvloop: the load generator should cost as little as it can."""
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency
         pass
+
+
+def _rate_process(
+    args: tuple[str, list[str], list[str], float, int, float, int],
+) -> dict[str, Any]:
+    url, tokens, symbols, rate, max_in_flight, seconds, seed = args
+    _use_uvloop()
     return asyncio.run(_drive_rate(url, tokens, symbols, rate, max_in_flight, seconds, seed))
 
 
@@ -204,12 +209,7 @@ def _client_process(
     args: tuple[str, list[str], list[str], int, float, float, int],
 ) -> dict[str, Any]:
     url, tokens, symbols, in_flight, warmup_s, seconds, seed = args
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        pass
+    _use_uvloop()
     return asyncio.run(_drive(url, tokens, symbols, in_flight, warmup_s, seconds, seed))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -143,7 +144,7 @@ class Facade:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout_s)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
-        future.add_done_callback(lambda done: loop.call_soon_threadsafe(_settle, waiter, done))
+        future.add_done_callback(functools.partial(_hand_over, loop, waiter))
         pending = self._pending.setdefault(shard_id, {})
         pending[waiter] = time.monotonic() + self.command_timeout_s
         if self._watchdog is None or self._watchdog.done():
@@ -221,6 +222,15 @@ def facade_of(state: Any) -> Facade:
     facade = state.facade
     assert isinstance(facade, Facade)
     return facade
+
+
+def _hand_over(
+    loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any], done: Future[Any]
+) -> None:
+    """From the writer's thread: settle the waiter on its loop (unless that loop is gone, as
+    asyncio.wrap_future also skips)."""
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(_settle, waiter, done)
 
 
 def _settle(waiter: asyncio.Future[Any], done: Future[Any]) -> None:
