@@ -1,9 +1,9 @@
 """`bench api`: real HTTP load on a served facade (server and clients in separate processes).
 
 A scratch database is migrated, accounts and keys are created, `exchange-dr serve` starts as a
-subprocess, and client processes (aiohttp, N requests in flight each) place limit orders around
-a mid price on every symbol for the measured seconds. Commits are durable (fsync on, one
-transaction per writer batch). Latency is client-side: from send to the full response.
+subprocess, and client processes (infra/loadgen.py, N requests in flight each) place limit
+orders around a mid price on every symbol for the measured seconds. Commits are durable (fsync
+on, one transaction per writer batch). Latency is client-side: from send to the full response.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -24,13 +23,8 @@ import httpx
 from infra.api.keys import KeyStore
 from infra.bench_store import scratch_dsn
 from infra.bootstrap import drop_database, migrate
+from infra.loadgen import MIDS, ConnectionPool, OrderRequests
 from infra.settings import REPO_ROOT, Settings
-
-_MIDS = {
-    "BTCUSDT": ("50000.0", "0.1", "0.001"),
-    "ETHUSDT": ("3000.00", "0.01", "0.01"),
-    "SOLUSDT": ("150.000", "0.001", "0.1"),
-}
 
 
 def _free_port() -> int:
@@ -39,21 +33,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _order_body(rng: random.Random, symbols: list[str], tag: str, n: int) -> dict[str, Any]:
-    from decimal import Decimal
-
-    symbol = rng.choice(symbols)
-    mid, tick, lot = _MIDS[symbol]
-    price = Decimal(mid) + Decimal(tick) * rng.randint(-20, 20)
-    return {
-        "symbol": symbol,
-        "side": rng.choice(("BUY", "SELL")),
-        "price": str(price),
-        "quantity": str(Decimal(lot) * rng.randint(1, 10)),
-        "client_order_id": f"{tag}-{n}",
-    }
 
 
 async def _drive(
@@ -65,42 +44,33 @@ async def _drive(
     seconds: float,
     seed: int,
 ) -> dict[str, Any]:
-    import aiohttp
-
-    rng = random.Random(seed)
+    """Closed loop: `in_flight` requests outstanding at all times, each on its own connection."""
+    requests = OrderRequests(url, tokens, symbols, f"b{seed}-{uuid.uuid4().hex[:6]}", seed)
+    pool = ConnectionPool(requests.host, requests.port, in_flight)
     latencies: list[float] = []
     errors = 0
     start = time.perf_counter() + warmup_s
     stop = start + seconds
-    connector = aiohttp.TCPConnector(limit=in_flight)
-    async with aiohttp.ClientSession(url, connector=connector) as session:
+    counter = iter(range(1 << 62))
 
-        async def worker(index: int) -> None:
-            nonlocal errors
-            headers = {"Authorization": f"Bearer {tokens[index % len(tokens)]}"}
-            tag = f"b{seed}-{index}-{uuid.uuid4().hex[:6]}"
-            n = 0
-            while True:
-                sent = time.perf_counter()
-                if sent >= stop:
-                    return
-                n += 1
-                try:
-                    async with session.post(
-                        "/v1/orders", json=_order_body(rng, symbols, tag, n), headers=headers
-                    ) as response:
-                        await response.read()
-                        ok = response.status in (200, 201)
-                except aiohttp.ClientError:
-                    ok = False
-                done = time.perf_counter()
-                if sent >= start:
-                    if ok:
-                        latencies.append(done - sent)
-                    else:
-                        errors += 1
+    async def worker() -> None:
+        nonlocal errors
+        while True:
+            sent = time.perf_counter()
+            if sent >= stop:
+                return
+            status = await pool.send(requests.build(next(counter)))
+            done = time.perf_counter()
+            if sent >= start:
+                if status in (200, 201):
+                    latencies.append(done - sent)
+                else:
+                    errors += 1
 
-        await asyncio.gather(*(worker(i) for i in range(in_flight)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+    finally:
+        pool.close()
     return {"latencies": latencies, "errors": errors}
 
 
@@ -117,48 +87,36 @@ async def _drive_rate(
     order's scheduled send time, so a stalled server shows up as latency, not as a lower
     offered rate (no coordinated omission). Orders that would exceed `max_in_flight` count
     as errors."""
-    import aiohttp
-
-    rng = random.Random(seed)
+    requests = OrderRequests(url, tokens, symbols, f"r{seed}-{uuid.uuid4().hex[:6]}", seed)
+    pool = ConnectionPool(requests.host, requests.port, max_in_flight)
     latencies: list[float] = []
     errors = 0
-    tag = f"r{seed}-{uuid.uuid4().hex[:6]}"
-    gate = asyncio.Semaphore(max_in_flight)
-    connector = aiohttp.TCPConnector(limit=max_in_flight)
-    async with aiohttp.ClientSession(url, connector=connector) as session:
 
-        async def one(n: int, due: float) -> None:
-            nonlocal errors
-            headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
-            try:
-                async with session.post(
-                    "/v1/orders", json=_order_body(rng, symbols, tag, n), headers=headers
-                ) as response:
-                    await response.read()
-                    ok = response.status in (200, 201)
-            except aiohttp.ClientError:
-                ok = False
-            finally:
-                gate.release()
-            if ok:
-                latencies.append(time.perf_counter() - due)
-            else:
-                errors += 1
+    async def one(request: bytes, due: float) -> None:
+        nonlocal errors
+        status = await pool.send(request)
+        if status in (200, 201):
+            latencies.append(time.perf_counter() - due)
+        else:
+            errors += 1
 
-        tasks = []
-        start = time.perf_counter() + 0.2
-        total = int(rate * seconds)
+    tasks = []
+    start = time.perf_counter() + 0.2
+    total = int(rate * seconds)
+    try:
         for n in range(total):
             due = start + n / rate
+            request = requests.build(n)
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if gate.locked():
+            if pool.exhausted:
                 errors += 1
                 continue
-            await gate.acquire()
-            tasks.append(asyncio.create_task(one(n, due)))
+            tasks.append(asyncio.create_task(one(request, due)))
         await asyncio.gather(*tasks)
+    finally:
+        pool.close()
     return {"latencies": latencies, "errors": errors, "offered": total}
 
 
@@ -268,7 +226,7 @@ def run_api(
                         headers={"Authorization": f"Bearer {token}"},
                     )
                     r.raise_for_status()
-        symbols = [s for symbols in settings.shards().values() for s in symbols if s in _MIDS]
+        symbols = [s for symbols in settings.shards().values() for s in symbols if s in MIDS]
         per_client = max(1, concurrency // clients)
         jobs = [
             (url, tokens, symbols, per_client, warmup_s, seconds, seed)
