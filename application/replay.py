@@ -17,8 +17,6 @@ transcoding registered by name that is not one of the stock ones) goes through t
 from __future__ import annotations
 
 import contextlib
-import json
-import json.scanner
 import queue
 import threading
 import weakref
@@ -29,6 +27,7 @@ from enum import Enum
 from typing import Any, cast
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     DatetimeAsISO,
@@ -72,12 +71,6 @@ class EventDecoder:
         }
         # a name registered with a transcoding of another class is decoded by that transcoding
         self._stock = {name for name, kind in stock.items() if type(self._names.get(name)) is kind}
-        decoder = json.JSONDecoder()
-        self._parse = decoder.decode
-        # the scanner decode() wraps, without its two whitespace regex matches per event
-        self._scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
-            cast(Any, decoder)
-        )
         self._classes: dict[str, tuple[type, Callable[[Any], Any]] | None] = {}
         self._decimals: dict[str, Decimal] = {}
         self._uuids: dict[str, UUID] = {}
@@ -101,10 +94,7 @@ class EventDecoder:
             return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
         cls, convert = entry
         try:
-            text = state.decode("utf8")
-            event_state, end = self._scan(text, 0)
-            if end != len(text):  # not the compact form we write: the full decoder decides
-                event_state = self._parse(text)
+            event_state = orjson.loads(state)
             revived = self._revive_dict(event_state)
         except Exception:
             # let the mapper raise its own, detailed error

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
@@ -125,22 +126,25 @@ class TypedJSONTranscoder(JSONTranscoder):
     """eventsourcing's JSON transcoder plus faithful enums and tuples.
 
     Encoding takes a fast path for the types the domain uses: one walk turns the value into what
-    the registered transcodings would emit, then the C encoder runs without callbacks. Anything
-    else falls back to the library's own path. The stored form is the same either way.
+    the registered transcodings would emit, then orjson writes it (the same bytes as the
+    standard library's compact form, an order of magnitude sooner). Anything else falls back to
+    the library's own path. The stored form is the same either way.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.register(EnumAsTopicAndValue())
         self.register(TupleAsList())
-        self._native = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
     def encode(self, obj: Any) -> bytes:
         try:
             plain = _plain(obj)
         except _NotPlain:
             return super().encode(_box(obj))
-        return self._native.encode(plain).encode("utf8")
+        try:
+            return orjson.dumps(plain)
+        except TypeError:  # beyond orjson's range (an int over 64 bits): the library decides
+            return super().encode(_box(obj))
 
 
 def plain_form(transcoder: Transcoder, value: Any) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 
 import faust
 import httpx
+import orjson
 import uvicorn
 
 from application.replication import ReplicationMode, SyncGate, SyncPolicy
@@ -223,7 +223,7 @@ def _wire_acks(node: Node, acks_topic: Any) -> None:
     @node.faust_app.agent(acks_topic)
     async def standby_confirmed(stream: Any) -> None:
         async for value in stream:
-            ack = json.loads(value)
+            ack = orjson.loads(value)
             controller = node.controllers.get(ack.get("shard", ""))
             if controller is None or ack.get("region") == node.region.name:
                 continue
@@ -272,7 +272,7 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
             "epoch": writer.app.epoch,
             "at_us": time.time_ns() // 1000,
         }
-        await acks_topic.send(key=shard_id.encode(), value=json.dumps(ack).encode())
+        await acks_topic.send(key=shard_id.encode(), value=orjson.dumps(ack))
 
     @node.faust_app.agent(topic)
     async def replicate(stream: Any) -> None:

@@ -9,7 +9,6 @@ batch commits in one transaction with its tracking row; all database work runs o
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import defaultdict
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from application.wal import WALCorruptionError, WalRecord
@@ -52,7 +52,7 @@ def decode_deliveries(value: bytes | str | None) -> list[Delivery]:
     """Verify one broker message: a wire record, or {"records": [...]} with a run of them
     (what the relay sends). Corruption is logged critical and returned as a hole."""
     try:
-        data = json.loads(value) if value is not None else None
+        data = orjson.loads(value) if value is not None else None
     except ValueError as exc:
         return [_hole(WALCorruptionError("?", -1, f"message is not JSON: {exc}"))]
     run = data.get("records") if isinstance(data, dict) else None

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from application.ports import WalStore
 from application.wal import WalRecord
@@ -144,7 +145,7 @@ class Relay:
         pending = []
         for start in range(0, len(records), self.per_message):
             run = [self._wire(r) for r in records[start : start + self.per_message]]
-            value = json.dumps({"records": run}).encode()
+            value = orjson.dumps({"records": run})
             pending.append(await self.topic.send(key=key, value=value))
         await asyncio.gather(*pending)  # delivered to the broker before the position moves
         self.position = records[-1].seq

@@ -5,12 +5,13 @@ Plain logic, no Kafka here: the Faust agent in infra/node.py hands it batches of
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from application.ports import WalStore
 from application.shard import ShardApp
@@ -115,7 +116,7 @@ class Replicator:
     def _records(self, values: Iterable[Any]) -> Iterator[WalRecord | None]:
         for value in values:
             try:
-                data = json.loads(value) if isinstance(value, bytes | str) else value
+                data = orjson.loads(value) if isinstance(value, bytes | str) else value
             except ValueError as exc:
                 self.stats.corrupt += 1
                 log.critical("undecodable WAL message for shard=%s: %s", self.shard_id, exc)
