@@ -16,8 +16,6 @@ from application.wal import WalRecord, WriterFencedError
 _RECORD_COLUMNS = (
     "shard_id, seq, epoch, command_type, command_key, recorded_at_us, payload, checksum"
 )
-_RECORD_COPY_TYPES = ["text", "int8", "int8", "text", "text", "int8", "bytea", "text"]
-_EVENT_COPY_TYPES = ["uuid", "int8", "text", "bytea"]
 
 
 class PostgresWalRecorder(PostgresApplicationRecorder):
@@ -28,6 +26,27 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
     per-shard seq, so the events table lock and notification channel of the base class are not
     needed on this path.
     """
+
+    def _append_sql(self) -> str:
+        sql: str | None = getattr(self, "_append_statement", None)
+        if sql is None:
+            # the function call is referenced by the outer SELECT, so it runs; the inserts run
+            # to completion whatever reads them; any error aborts all three together
+            sql = (
+                "WITH head AS (SELECT wal_advance_head(%(shard)s, %(prev)s, %(last)s, %(epoch)s)"
+                " AS ok), "
+                f"recs AS (INSERT INTO wal_records ({_RECORD_COLUMNS}) "
+                "SELECT %(shard)s, u.* FROM unnest(%(seqs)s::int8[], %(epochs)s::int8[], "
+                "%(types)s::text[], %(keys)s::text[], %(ats)s::int8[], %(payloads)s::bytea[], "
+                "%(checksums)s::text[]) AS u), "
+                f"evts AS (INSERT INTO {self.events_table_name} "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(%(ids)s::uuid[], %(versions)s::int8[], %(topics)s::text[], "
+                "%(states)s::bytea[])) "
+                "SELECT count(*) FROM head"
+            )
+            self._append_statement = sql
+        return sql
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -52,49 +71,36 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
     ) -> None:
         """Commit a batch of WAL records and their events in one transaction.
 
-        The head advances first (row lock: one writer per shard at a time; refused if another
-        writer moved it or a newer epoch owns the shard), then both tables are filled by COPY.
+        One statement, sent once and committed on its own (the connection is in autocommit):
+        the head advances (row lock: one writer per shard at a time; refused if another writer
+        moved it or a newer epoch owns the shard) and both tables are filled from arrays. A
+        transaction of separate statements and COPYs cost seven round trips, each a chance
+        for the commit thread to wait on the interpreter lock; this costs one.
         """
         if not records:
             return
         shard_id = records[0].shard_id
+        params = {
+            "shard": shard_id,
+            "prev": prev_seq,
+            "last": records[-1].seq,
+            "epoch": epoch,
+            "seqs": [r.seq for r in records],
+            "epochs": [r.epoch for r in records],
+            "types": [r.command_type for r in records],
+            "keys": [r.command_key for r in records],
+            "ats": [r.recorded_at_us for r in records],
+            "payloads": [r.payload for r in records],
+            "checksums": [r.checksum for r in records],
+            "ids": [e.originator_id for e in stored_events],
+            "versions": [e.originator_version for e in stored_events],
+            "topics": [e.topic for e in stored_events],
+            "states": [e.state for e in stored_events],
+        }
         try:
-            with (
-                self.datastore.get_connection() as conn,
-                conn.transaction(),
-                conn.cursor() as curs,
-            ):
-                curs.execute(
-                    "SELECT wal_advance_head(%s, %s, %s, %s)",
-                    (shard_id, prev_seq, records[-1].seq, epoch),
-                    prepare=True,
-                )
-                # binary COPY: a third of the CPU of the text format, which escapes every
-                # payload byte in Python; char(64) takes the text bytes as they are
-                with curs.copy(
-                    f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(_RECORD_COPY_TYPES)
-                    for r in records:
-                        copy.write_row(
-                            (
-                                r.shard_id,
-                                r.seq,
-                                r.epoch,
-                                r.command_type,
-                                r.command_key,
-                                r.recorded_at_us,
-                                r.payload,
-                                r.checksum,
-                            )
-                        )
-                with curs.copy(
-                    f"COPY {self.events_table_name} "
-                    "(originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(_EVENT_COPY_TYPES)
-                    for e in stored_events:
-                        copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+            with self.datastore.get_connection() as conn:
+                # autocommit: the one statement is the transaction (one round trip)
+                conn.execute(self._append_sql(), params, prepare=True, binary=True)
         except PersistenceError as exc:
             if "WAL_FENCED" in str(exc):
                 raise WriterFencedError(shard_id, epoch, prev_seq) from exc
