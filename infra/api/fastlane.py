@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
+import orjson
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -108,7 +109,6 @@ class OrderFastLane:
         response: JSONResponse
         try:
             status, view = await place(self.facade, key.account, parsed)
-            response = JSONResponse(view, status_code=status)
         except ApiError as exc:
             response = api_error_response(exc)
         except DomainError as exc:
@@ -118,6 +118,23 @@ class OrderFastLane:
             response = error_response(
                 503, "unavailable", "temporary failure; the request may be retried"
             )
+        else:
+            # what JSONResponse sends, without its per-response object and encoder set-up
+            body = orjson.dumps(view)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-length", str(len(body)).encode()),
+                        (b"content-type", b"application/json"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            self._requests.labels("POST", PATH, str(status)).inc()
+            self._latency.observe(time.perf_counter() - started)
+            return
         await response(scope, receive, send)
         self._requests.labels("POST", PATH, str(response.status_code)).inc()
         self._latency.observe(time.perf_counter() - started)
