@@ -94,15 +94,16 @@ def _enum_form(value: Enum) -> dict[str, Any]:
     return {"_type_": "enum", "_data_": [topic, value.value]}
 
 
+_NATIVE: frozenset[type] = frozenset({str, int, bool, float, type(None)})
 _FORMS: dict[type, Any] = {
     Decimal: lambda v: {"_type_": "decimal_str", "_data_": str(v)},
     UUID: lambda v: {"_type_": "uuid_hex", "_data_": v.hex},
     datetime: lambda v: {"_type_": "datetime_iso", "_data_": v.isoformat()},
     tuple: lambda v: {"_type_": "tuple", "_data_": [_plain(x) for x in v]},
     list: lambda v: [_plain(x) for x in v],
-    dict: lambda v: {k: _plain(x) for k, x in v.items()},
+    # native values (most of an event's fields) are taken as they are, without a call
+    dict: lambda v: {k: x if type(x) in _NATIVE else _plain(x) for k, x in v.items()},
 }
-_NATIVE = frozenset({str, int, bool, float, type(None)})
 
 
 class _NotPlain(Exception):
@@ -118,6 +119,7 @@ def _plain(value: Any) -> Any:
     if form is not None:
         return form(value)
     if isinstance(value, Enum):
+        _FORMS[kind] = _enum_form  # found directly from now on
         return _enum_form(value)
     raise _NotPlain
 
