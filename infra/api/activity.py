@@ -17,8 +17,8 @@ from typing import cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import StoredEvent
 
+from application.replay import decoder_for
 from application.shard import Outcome, ShardApp
 from application.views import FillView, OrderView
 from application.wal import WalRecord
@@ -126,6 +126,7 @@ class ShardActivity:
     def index_records(self, app: ShardApp, records: Iterable[WalRecord]) -> None:
         """Index records that follow what is indexed (a standby calls this as it replicates)."""
         live = self._live
+        decode = decoder_for(app.mapper).decode  # the replay decoder, not the mapper's path
         for record in records:
             if record.seq <= self.seq:
                 continue
@@ -135,13 +136,11 @@ class ShardActivity:
                     continue
                 event = cast(
                     Aggregate.Event,
-                    app.mapper.to_domain_event(
-                        StoredEvent(
-                            originator_id=recorded.originator_id,
-                            originator_version=recorded.originator_version,
-                            topic=recorded.topic,
-                            state=recorded.state,
-                        )
+                    decode(
+                        recorded.originator_id,
+                        recorded.originator_version,
+                        recorded.topic,
+                        recorded.state,
                     ),
                 )
                 if isinstance(event, Order.Placed):
