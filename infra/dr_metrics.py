@@ -78,6 +78,13 @@ class NodeCollector(Collector):
             "Seconds from the leader's failure being noticed to this region accepting commands",
             labels=["shard"],
         )
+        confirmations = CounterMetricFamily(
+            "replication_confirmations",
+            "Standby confirmations taken by this leader, by how they came (direct or broker)",
+            labels=["path"],
+        )
+        for path, taken in sorted(node.confirmations.items()):
+            confirmations.add_metric([path], float(taken))
         zk = GaugeMetricFamily(
             "zookeeper_connected",
             "1 while this region's ZooKeeper session is connected",
@@ -133,4 +140,5 @@ class NodeCollector(Collector):
             info,
             rto,
             zk,
+            confirmations,
         )

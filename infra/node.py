@@ -12,6 +12,7 @@ The facade runs in its own thread and event loop; Faust owns the main thread (si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -27,11 +28,13 @@ import uvicorn
 
 from application.replication import ReplicationMode, SyncGate, SyncPolicy
 from application.writer import ShardWriter
+from infra.api import peer
 from infra.api.app import create_app
 from infra.bootstrap import make_key_store, make_shard_app, make_writer, migrate
 from infra.coordination import Coordinator, LeaderInfo
 from infra.dr_metrics import NodeCollector
 from infra.failover import FailoverSettings, ShardController, StoreProbe, send_alert
+from infra.rawhttp import ConnectionPool
 from infra.settings import Region, Settings
 from projections.app import make_faust_app
 from projections.relay import Relay
@@ -40,6 +43,7 @@ from projections.topics import acks_topic_name, topic_prefix, wal_topic_name
 
 log = logging.getLogger("exchange_dr.node")
 
+PEER_ACK_TIMEOUT_S = 0.5
 QUERY_TIMEOUT_S = 10.0  # a writer-thread call that takes longer is logged, never waited on forever
 MAX_APPLY_MESSAGES = 500  # broker messages (each a run of records) per apply on a standby
 
@@ -57,6 +61,7 @@ class Node:
     api_server: uvicorn.Server | None = None
     api_app: Any = None
     started_at: float = field(default_factory=time.monotonic)
+    confirmations: dict[str, int] = field(default_factory=dict)  # by path: direct, broker
 
     # views used by metrics and the facade
     @property
@@ -220,19 +225,74 @@ async def take_initial_roles(node: Node) -> None:
             log.warning("shard=%s has no leader: standing by for the failover manager", shard_id)
 
 
+def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker") -> None:
+    """A standby's confirmation (from the acks topic or its direct request): every record up
+    to ack["seq"] is stored in its region. Thread-safe (the gate locks)."""
+    controller = node.controllers.get(str(ack.get("shard", "")))
+    if controller is None or ack.get("region") == node.region.name:
+        return
+    if controller.role not in ("leader", "handing_over"):
+        return
+    if int(ack.get("epoch", 0)) < controller.app.epoch:
+        return  # confirmations of an older epoch prove nothing about ours
+    node.confirmations[path] = node.confirmations.get(path, 0) + 1
+    controller.gate.standby_stored(int(ack["seq"]))
+
+
 def _wire_acks(node: Node, acks_topic: Any) -> None:
     @node.faust_app.agent(acks_topic)
     async def standby_confirmed(stream: Any) -> None:
         async for value in stream:
-            ack = orjson.loads(value)
-            controller = node.controllers.get(ack.get("shard", ""))
-            if controller is None or ack.get("region") == node.region.name:
-                continue
-            if controller.role not in ("leader", "handing_over"):
-                continue
-            if int(ack.get("epoch", 0)) < controller.app.epoch:
-                continue  # confirmations of an older epoch prove nothing about ours
-            controller.gate.standby_stored(int(ack["seq"]))
+            accept_standby_ack(node, orjson.loads(value))
+
+
+class PeerConfirmer:
+    """A standby's direct confirmations to its shard's leader (infra/api/peer.py): at most one
+    request in flight; what arrives meanwhile is folded into the next (a confirmation of seq
+    covers every record before it). Failures are dropped: the acks topic carries them too."""
+
+    def __init__(self, node: Node, shard_id: str, token: str) -> None:
+        self.node = node
+        self.shard_id = shard_id
+        self._token = token
+        self._latest: dict[str, Any] | None = None
+        self._sending = False
+        self._task: asyncio.Future[None] | None = None
+        self._pools: dict[str, tuple[ConnectionPool, bytes]] = {}
+
+    def offer(self, ack: dict[str, Any]) -> None:
+        self._latest = ack
+        if not self._sending:
+            self._sending = True
+            self._task = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._latest is not None:
+                ack, self._latest = self._latest, None
+                coordinator = self.node.coordinator
+                url = None if coordinator is None else coordinator.leader_url(self.shard_id)
+                if url is None or url == self.node.region.api_url:
+                    continue
+                pool, head = self._pool(url)
+                body = orjson.dumps(ack)
+                request = head + str(len(body)).encode() + b"\r\n\r\n" + body
+                with contextlib.suppress(TimeoutError, OSError):
+                    await asyncio.wait_for(pool.send(request), PEER_ACK_TIMEOUT_S)
+        finally:
+            self._sending = False
+
+    def _pool(self, url: str) -> tuple[ConnectionPool, bytes]:
+        entry = self._pools.get(url)
+        if entry is None:
+            host, port = _host_port(url)
+            head = (
+                f"POST {peer.PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"X-Exdr-Peer-Token: {self._token}\r\nContent-Type: application/json\r\n"
+                "Content-Length: "
+            ).encode()
+            entry = self._pools[url] = (ConnectionPool(host, port, 1), head)
+        return entry
 
 
 def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic: Any) -> None:
@@ -265,6 +325,9 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
                 writer.app, writer.app.store.iter_records(shard_id, activity.seq, upto_seq=seq)
             )
 
+    token = node.settings.peer_token
+    direct = PeerConfirmer(node, shard_id, token) if token else None
+
     async def confirm(seq: int) -> None:
         ack = {
             "shard": shard_id,
@@ -273,6 +336,8 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
             "epoch": writer.app.epoch,
             "at_us": time.time_ns() // 1000,
         }
+        if direct is not None:
+            direct.offer(ack)  # the fast path; the topic is the one that always works
         await acks_topic.send(key=shard_id.encode(), value=orjson.dumps(ack))
 
     # Deliveries are batched by what arrives while the writer applies the previous batch: no
@@ -396,6 +461,10 @@ def start_api(node: Node) -> threading.Thread:
         node.settings, node.writers, node, key_store, replica_lag_ms=node.replica_lag_ms
     )
     app.state.facade.metrics.registry.register(NodeCollector(node))
+    if node.settings.peer_token:
+        app.peer_acks = peer.PeerAckLane(
+            node.settings.peer_token, functools.partial(accept_standby_ack, node, path="direct")
+        )
     app.state.switchover = functools.partial(_switchover, node)
     node.api_app = app
     host, port = _host_port(region.api_url)

@@ -167,6 +167,7 @@ class Settings:
     sync_policy: str = "strict"
     sync_timeout_ms: int = 1000
     topic_prefix: str = "exdr"
+    peer_token: str = ""  # shared by the regions: standby confirmations over HTTP (sync mode)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -191,6 +192,7 @@ class Settings:
             sync_policy=_choice(e, "EXDR_SYNC_POLICY", "strict", ("strict", "degrade")),
             sync_timeout_ms=_int(e, "EXDR_SYNC_TIMEOUT_MS", d.sync_timeout_ms, minimum=1),
             topic_prefix=_text(e, "EXDR_TOPIC_PREFIX", d.topic_prefix),
+            peer_token=e.get("EXDR_PEER_TOKEN", "").strip(),
         )
 
     def region_named(self, name: str) -> Region:

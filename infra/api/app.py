@@ -17,6 +17,7 @@ from infra.api.facade import Facade, LagFn
 from infra.api.fastlane import OrderFastLane
 from infra.api.keys import KeyStore
 from infra.api.metrics import MetricsMiddleware
+from infra.api.peer import PeerAckLane
 from infra.settings import Settings
 
 # FastAPI >= 0.165 looks up OpenTelemetry providers on every request; this service exports its
@@ -30,14 +31,18 @@ _NO_TELEMETRY: dict[str, Any] = (
 
 class ExchangeAPI(FastAPI):
     """The facade's app: POST /v1/orders goes to the fast lane ahead of every framework layer
-    (infra/api/fastlane.py), everything else to FastAPI as usual."""
+    (infra/api/fastlane.py), a standby's confirmations to the peer lane (infra/api/peer.py),
+    everything else to FastAPI as usual."""
 
     fast_lane: OrderFastLane | None = None
+    peer_acks: PeerAckLane | None = None  # set by a node whose regions share a peer token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane = self.fast_lane
         if lane is not None and lane.takes(scope):
             await lane(scope, receive, send)
+        elif self.peer_acks is not None and self.peer_acks.takes(scope):
+            await self.peer_acks(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
@@ -50,7 +55,7 @@ def create_app(
     *,
     replica_lag_ms: LagFn | None = None,
     rebuild_activity: bool = True,
-) -> FastAPI:
+) -> ExchangeAPI:
     """Wire routes to started shard writers; the caller owns (and stops) the writers."""
     configured = settings.shards()
     unknown = [shard for shard in shards if shard not in configured]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -154,6 +155,7 @@ class Cluster:
     def __post_init__(self) -> None:
         base = Settings.from_env().pg_dsn.rsplit("/", 1)[0]
         self.dsns = {r: f"{base}/exdr_c{self.tag}_{r}" for r in ("primary", "standby")}
+        self.peer_token = secrets.token_hex(16)  # both regions: direct standby confirmations
         if self.own_postgres:
             root = Path(tempfile.mkdtemp(prefix=f"exdr-pg-{self.tag}-"))
             root.chmod(0o755)  # the server may run as another user (postgres, when we are root)
@@ -188,6 +190,7 @@ class Cluster:
             "EXDR_HEALTH_INTERVAL_MS": "100",
             "EXDR_FAILOVER_AFTER_MS": "500",
             "EXDR_MAX_STANDBY_LAG_MS": "2000",
+            "EXDR_PEER_TOKEN": self.peer_token,
             **self.env,
         }
 

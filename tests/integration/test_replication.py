@@ -68,6 +68,11 @@ def test_standby_holds_the_same_state_after_ten_thousand_commands(cluster: Clust
     assert_same_state(cluster)
     # every acknowledged command is on the standby (sync mode: RPO = 0)
     assert max(result["acked"].values()) <= cluster.shards("standby")[SHARD]["seq"]
+    # the standby confirmed straight to the leader (the regions share a peer token)
+    metrics = httpx.get(cluster.url("primary") + "/metrics").text
+    pattern = r'^replication_confirmations_total\{path="direct"\} ([0-9.e+]+)$'
+    direct = re.search(pattern, metrics, re.M)
+    assert direct is not None and float(direct.group(1)) > 0, "no direct confirmation taken"
     joined = re.findall(r"group joined after ([0-9.]+)s", cluster.log("standby").read_text())
     print(f"standby consumer group joined after {joined} s")
 
