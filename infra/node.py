@@ -477,6 +477,7 @@ def start_api(node: Node) -> threading.Thread:
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        proxy_headers=False,  # no X-Forwarded-* is read: skip uvicorn's rewriting layer
     )
     server = uvicorn.Server(config)
     node.api_server = server

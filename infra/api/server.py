@@ -41,6 +41,7 @@ def serve(
             access_log=access_log,
             log_level="info" if access_log else "warning",
             timeout_graceful_shutdown=10,
+            proxy_headers=False,  # no X-Forwarded-* is read: skip uvicorn's rewriting layer
         )
         server = uvicorn.Server(config)
         log.info("serving shards %s on %s:%s", ", ".join(writers), config.host, config.port)
