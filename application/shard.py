@@ -134,6 +134,9 @@ class ShardApp(Application[UUID]):
         self.needs_recovery = True
         self.events_written = 0
         self.last_applied_at_us = 0
+        # the domain events of the last append_replicated call, by seq (for indexes that
+        # follow replication without decoding the records a second time)
+        self.replicated_events: dict[int, list[Aggregate.Event]] = {}
 
     def construct_transcoder(self) -> Transcoder:
         """Enums and tuples must come back as they went in, or replay would diverge."""
@@ -346,6 +349,7 @@ class ShardApp(Application[UUID]):
         """
         if self.needs_recovery:
             self.recover()
+        self.replicated_events = {}
         if not records:
             return self.seq
         expected = self.seq + 1
@@ -375,7 +379,10 @@ class ShardApp(Application[UUID]):
                 self.needs_recovery = True
                 raise
             for record in run:
-                self.apply_record(self.engine, record)
+                events = self.decode_record(record)
+                for event in events:
+                    self.engine.apply(event)
+                self.replicated_events[record.seq] = events
                 if record.command_key is not None:
                     self._remember_key(record.command_key, record.seq)
             self.seq = self.durable_seq = run[-1].seq
@@ -545,20 +552,26 @@ class ShardApp(Application[UUID]):
 
     def apply_record(self, engine: ShardEngine, record: WalRecord) -> int:
         """Apply one verified WAL record's events to an engine; returns how many."""
+        events = self.decode_record(record)
+        for event in events:
+            engine.apply(event)
+        return len(events)
+
+    def decode_record(self, record: WalRecord) -> list[Aggregate.Event]:
+        """A verified WAL record's domain events, in order."""
         decode = decoder_for(self.mapper).decode
-        for recorded in record.events:
-            engine.apply(
-                cast(
-                    Aggregate.Event,
-                    decode(
-                        recorded.originator_id,
-                        recorded.originator_version,
-                        recorded.topic,
-                        recorded.state,
-                    ),
-                )
+        return [
+            cast(
+                Aggregate.Event,
+                decode(
+                    recorded.originator_id,
+                    recorded.originator_version,
+                    recorded.topic,
+                    recorded.state,
+                ),
             )
-        return len(record.events)
+            for recorded in record.events
+        ]
 
     def restore_checkpoint(self, checkpoint: StoredCheckpoint) -> ShardEngine:
         """Decode a verified checkpoint into an engine."""

@@ -319,7 +319,8 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
             return
         applied = replicator.last_applied
         if applied and applied[0].seq <= activity.seq + 1:
-            activity.index_records(writer.app, applied)  # what was just stored: no read back
+            # what was just stored and applied: no read back, no second decoding
+            activity.index_records(writer.app, applied, writer.app.replicated_events)
         else:
             activity.index_records(
                 writer.app, writer.app.store.iter_records(shard_id, activity.seq, upto_seq=seq)

@@ -11,7 +11,7 @@ when they land.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 from uuid import UUID
@@ -123,25 +123,36 @@ class ShardActivity:
         )
         return records
 
-    def index_records(self, app: ShardApp, records: Iterable[WalRecord]) -> None:
-        """Index records that follow what is indexed (a standby calls this as it replicates)."""
+    def index_records(
+        self,
+        app: ShardApp,
+        records: Iterable[WalRecord],
+        decoded: Mapping[int, Sequence[Aggregate.Event]] | None = None,
+    ) -> None:
+        """Index records that follow what is indexed (a standby calls this as it replicates).
+        `decoded`: the records' events already decoded, by seq (what the standby applied)."""
         live = self._live
         decode = decoder_for(app.mapper).decode  # the replay decoder, not the mapper's path
         for record in records:
             if record.seq <= self.seq:
                 continue
             changed: dict[UUID, Order] = {}
-            for recorded in record.events:
+            known = None if decoded is None else decoded.get(record.seq)
+            for index, recorded in enumerate(record.events):
                 if not recorded.topic.startswith(_ORDER_TOPIC):
                     continue
-                event = cast(
-                    Aggregate.Event,
-                    decode(
-                        recorded.originator_id,
-                        recorded.originator_version,
-                        recorded.topic,
-                        recorded.state,
-                    ),
+                event = (
+                    known[index]
+                    if known is not None
+                    else cast(
+                        Aggregate.Event,
+                        decode(
+                            recorded.originator_id,
+                            recorded.originator_version,
+                            recorded.topic,
+                            recorded.state,
+                        ),
+                    )
                 )
                 if isinstance(event, Order.Placed):
                     order = cast(Order, event.mutate(None))
