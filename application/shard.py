@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -91,6 +91,16 @@ class RecoveryReport:
     checkpoint_hash_matches: bool | None
 
 
+class BackgroundCheckpoint(Protocol):
+    """Takes a checkpoint of an app whose state is durable at its seq, away from the writer."""
+
+    def __call__(self, app: ShardApp) -> bool:
+        """Start it; False if it cannot (the app then captures inline)."""
+
+    def wait(self, timeout_s: float) -> None:
+        """Wait for the ones still running."""
+
+
 class ShardApp(Application[UUID]):
     """Per-shard event-sourced application: commands in, WAL records and aggregate events out."""
 
@@ -137,6 +147,11 @@ class ShardApp(Application[UUID]):
         # the domain events of the last append_replicated call, by seq (for indexes that
         # follow replication without decoding the records a second time)
         self.replicated_events: dict[int, list[Aggregate.Event]] = {}
+        # Checkpoints off the writer's path: called with the state durable at self.seq, it
+        # captures and stores a checkpoint elsewhere (infra/checkpointer.py forks) and says
+        # whether it did; None (or False) captures inline, stalling the writer meanwhile.
+        self.background_checkpoint: BackgroundCheckpoint | None = None
+        self.checkpoint_due = False
 
     def construct_transcoder(self) -> Transcoder:
         """Enums and tuples must come back as they went in, or replay would diverge."""
@@ -228,7 +243,10 @@ class ShardApp(Application[UUID]):
             batch.pending.append(index)
             batch.ack_seq = self.seq
         if batch.records and self._crossed_checkpoint(batch.first_seq - 1):
-            batch.checkpoint = self._capture_checkpoint()
+            if self.background_checkpoint is None:
+                batch.checkpoint = self._capture_checkpoint()
+            else:
+                self.checkpoint_due = True  # the writer takes it once this batch is durable
         return batch
 
     def commit(self, batch: PreparedBatch) -> None:
@@ -393,6 +411,8 @@ class ShardApp(Application[UUID]):
         if self._crossed_checkpoint(before):
             # a standby checkpoints at the leader's intervals too: promoted and then restarted,
             # it recovers from a recent checkpoint instead of replaying its whole WAL
+            if self.background_checkpoint is not None and self.background_checkpoint(self):
+                return self.seq
             try:
                 checkpoint = self._capture_checkpoint()
             except Exception as exc:
@@ -440,6 +460,24 @@ class ShardApp(Application[UUID]):
         return order
 
     # -- checkpoints and recovery -----------------------------------------------------------
+
+    def take_due_checkpoint(self) -> None:
+        """The writer's call once the batch that crossed an interval is durable."""
+        self.checkpoint_due = False
+        if self.durable_seq != self.seq:
+            return  # that batch did not land: recovery rebuilds the state, no checkpoint of it
+        if self.background_checkpoint is not None and self.background_checkpoint(self):
+            return
+        try:
+            checkpoint = self._capture_checkpoint()
+        except Exception as exc:
+            log.warning("checkpoint failed shard=%s seq=%s error=%s", self.shard_id, self.seq, exc)
+        else:
+            self._save_checkpoint(checkpoint)
+
+    def capture_checkpoint(self) -> StoredCheckpoint:
+        """The engine state at the current seq, encoded and sealed (not stored)."""
+        return self._capture_checkpoint()
 
     def _capture_checkpoint(self) -> StoredCheckpoint:
         transcoder = self.mapper.transcoder

@@ -106,6 +106,8 @@ class ShardWriter:
         self._accepting = False
         self._queue.put(_STOP)
         self._thread.join(timeout)
+        if self.app.background_checkpoint is not None:
+            self.app.background_checkpoint.wait(timeout)  # a stop keeps its checkpoints
 
     def _run(self) -> None:
         stopping = False
@@ -189,6 +191,11 @@ class ShardWriter:
             self._resolve(prepared, futures, started)
             return
         self._inflight = self._committer.submit(self._commit, prepared, futures, started)
+        if self.app.checkpoint_due:
+            # the checkpoint is of the state this batch leaves: once it is durable, before the
+            # next batch changes it (one commit's wait, every checkpoint interval)
+            self._settle_inflight()
+            self.app.take_due_checkpoint()
 
     def _commit(self, prepared: PreparedBatch, futures: list[Future[Any]], started: float) -> bool:
         self.app.commit(prepared)

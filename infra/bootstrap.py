@@ -21,6 +21,7 @@ from application.writer import ShardWriter
 from domain.values import DEFAULT_INSTRUMENTS, Instrument
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
+from infra.checkpointer import ForkedCheckpointer
 from infra.settings import REPO_ROOT, Settings
 from projections.projector import ReadModelProjector
 
@@ -69,6 +70,10 @@ def make_shard_app(
 
 
 def make_writer(settings: Settings, app: ShardApp) -> ShardWriter:
+    """The shard's batched writer; checkpoints go to a forked child unless
+    EXDR_CHECKPOINT_FORK=0 (infra/checkpointer.py)."""
+    if settings.checkpoint_fork:
+        app.background_checkpoint = ForkedCheckpointer()
     return ShardWriter(
         app, batch_max=settings.batch_max, batch_wait_s=settings.batch_wait_ms / 1000
     )

@@ -159,6 +159,7 @@ class Settings:
     batch_max: int = 100
     batch_wait_ms: int = 2
     checkpoint_every: int = 10000
+    checkpoint_fork: bool = True
     snapshot_every: int = 100
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -184,6 +185,7 @@ class Settings:
             batch_max=_int(e, "EXDR_BATCH_MAX", d.batch_max, minimum=1),
             batch_wait_ms=_int(e, "EXDR_BATCH_WAIT_MS", d.batch_wait_ms, minimum=0),
             checkpoint_every=_int(e, "EXDR_CHECKPOINT_EVERY", d.checkpoint_every, minimum=1),
+            checkpoint_fork=_choice(e, "EXDR_CHECKPOINT_FORK", "1", ("1", "0")) == "1",
             snapshot_every=_int(e, "EXDR_SNAPSHOT_EVERY", d.snapshot_every, minimum=1),
             api_host=_text(e, "EXDR_API_HOST", d.api_host),
             api_port=_int(e, "EXDR_API_PORT", d.api_port, minimum=1, maximum=65535),

@@ -298,3 +298,26 @@ def test_a_standby_checkpoints_at_the_leaders_intervals(settings: Settings, dsn:
     finally:
         drop_database(other)
         leader.close()
+
+
+def test_checkpoints_taken_by_a_forked_child_recover_the_same_state(
+    settings: Settings, dsn: str
+) -> None:
+    from infra.checkpointer import ForkedCheckpointer
+
+    settings = dataclasses.replace(settings, checkpoint_every=300, checkpoint_fork=True)
+    leader = new_app(settings, dsn)
+    writer = make_writer(settings, leader).start()
+    forked = leader.background_checkpoint
+    assert isinstance(forked, ForkedCheckpointer)
+    drive(writer, generate_commands(SHARD, leader.instruments, 1500, seed=8), in_flight=32)
+    writer.stop()  # waits for the checkpoint children
+    assert not forked.children and forked.failed == 0
+    seqs = leader.store.checkpoint_seqs(SHARD)
+    assert forked.taken == len(seqs) == leader.seq // 300
+    restarted = make_shard_app(settings, SHARD, dsn=dsn)
+    report = restarted.recover()
+    assert report.from_checkpoint_seq == seqs[-1]
+    assert report.state_hash == leader.engine.state_hash()
+    for a in (leader, restarted):
+        a.close()
