@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 import psycopg
 
 from application.shard import ShardApp
+from infra.pg_wal import SAVE_CHECKPOINT_SQL, checkpoint_row
 
 log = logging.getLogger("exchange_dr.checkpointer")
 
@@ -96,23 +96,8 @@ def _child(app: ShardApp) -> int:
         kwargs = dict(app.store.datastore.pool.kwargs)  # type: ignore[attr-defined]
         kwargs.pop("row_factory", None)
         with psycopg.connect(autocommit=True, connect_timeout=10, **kwargs) as conn:
-            conn.execute(
-                "INSERT INTO wal_checkpoints (shard_id, seq, epoch, state, state_hash, checksum) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (shard_id, seq) DO NOTHING",
-                _row(checkpoint),
-            )
+            conn.execute(SAVE_CHECKPOINT_SQL, checkpoint_row(checkpoint))
         return 0
     except BaseException as exc:  # the parent logs the exit code; say why on stderr
         os.write(2, f"checkpoint child failed shard={app.shard_id}: {exc!r}\n".encode())
         return 1
-
-
-def _row(checkpoint: Any) -> tuple[Any, ...]:
-    return (
-        checkpoint.shard_id,
-        checkpoint.seq,
-        checkpoint.epoch,
-        checkpoint.state,
-        checkpoint.state_hash,
-        checkpoint.checksum,
-    )
