@@ -326,8 +326,10 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
                 writer.app, writer.app.store.iter_records(shard_id, activity.seq, upto_seq=seq)
             )
 
+    # direct confirmations only where acknowledgements wait for them (configured sync mode)
     token = node.settings.peer_token
-    direct = PeerConfirmer(node, shard_id, token) if token else None
+    sync = node.settings.replication_mode == ReplicationMode.SYNC
+    direct = PeerConfirmer(node, shard_id, token) if token and sync else None
 
     async def confirm(seq: int) -> None:
         ack = {
