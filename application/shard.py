@@ -597,19 +597,19 @@ class ShardApp(Application[UUID]):
 
     def decode_record(self, record: WalRecord) -> list[Aggregate.Event]:
         """A verified WAL record's domain events, in order."""
-        decode = decoder_for(self.mapper).decode
-        return [
-            cast(
-                Aggregate.Event,
-                decode(
-                    recorded.originator_id,
-                    recorded.originator_version,
-                    recorded.topic,
-                    recorded.state,
-                ),
-            )
-            for recorded in record.events
-        ]
+        return [self.decode_event(recorded) for recorded in record.events]
+
+    def decode_event(self, recorded: RecordedEvent) -> Aggregate.Event:
+        """One recorded event as its domain event (the replay decoder, not the mapper's path)."""
+        return cast(
+            Aggregate.Event,
+            decoder_for(self.mapper).decode(
+                recorded.originator_id,
+                recorded.originator_version,
+                recorded.topic,
+                recorded.state,
+            ),
+        )
 
     def restore_checkpoint(self, checkpoint: StoredCheckpoint) -> ShardEngine:
         """Decode a verified checkpoint into an engine."""

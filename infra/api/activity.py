@@ -18,7 +18,6 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from application.replay import decoder_for
 from application.shard import Outcome, ShardApp
 from application.views import FillView, OrderView
 from application.wal import WalRecord
@@ -132,7 +131,6 @@ class ShardActivity:
         """Index records that follow what is indexed (a standby calls this as it replicates).
         `decoded`: the records' events already decoded, by seq (what the standby applied)."""
         live = self._live
-        decode = decoder_for(app.mapper).decode  # the replay decoder, not the mapper's path
         for record in records:
             if record.seq <= self.seq:
                 continue
@@ -141,19 +139,7 @@ class ShardActivity:
             for index, recorded in enumerate(record.events):
                 if not recorded.topic.startswith(_ORDER_TOPIC):
                     continue
-                event = (
-                    known[index]
-                    if known is not None
-                    else cast(
-                        Aggregate.Event,
-                        decode(
-                            recorded.originator_id,
-                            recorded.originator_version,
-                            recorded.topic,
-                            recorded.state,
-                        ),
-                    )
-                )
+                event = known[index] if known is not None else app.decode_event(recorded)
                 if isinstance(event, Order.Placed):
                     order = cast(Order, event.mutate(None))
                     live[order.id] = order
