@@ -244,7 +244,7 @@ class ShardApp(Application[UUID]):
             batch.ack_seq = self.seq
         if batch.records and self._crossed_checkpoint(batch.first_seq - 1):
             if self.background_checkpoint is None:
-                batch.checkpoint = self._capture_checkpoint()
+                batch.checkpoint = self.capture_checkpoint()
             else:
                 self.checkpoint_due = True  # the writer takes it once this batch is durable
         return batch
@@ -411,16 +411,7 @@ class ShardApp(Application[UUID]):
         if self._crossed_checkpoint(before):
             # a standby checkpoints at the leader's intervals too: promoted and then restarted,
             # it recovers from a recent checkpoint instead of replaying its whole WAL
-            if self.background_checkpoint is not None and self.background_checkpoint(self):
-                return self.seq
-            try:
-                checkpoint = self._capture_checkpoint()
-            except Exception as exc:
-                log.warning(
-                    "checkpoint failed shard=%s seq=%s error=%s", self.shard_id, self.seq, exc
-                )
-            else:
-                self._save_checkpoint(checkpoint)
+            self._checkpoint_durable_state()
         return self.seq
 
     def _crossed_checkpoint(self, before_seq: int) -> bool:
@@ -466,10 +457,15 @@ class ShardApp(Application[UUID]):
         self.checkpoint_due = False
         if self.durable_seq != self.seq:
             return  # that batch did not land: recovery rebuilds the state, no checkpoint of it
+        self._checkpoint_durable_state()
+
+    def _checkpoint_durable_state(self) -> None:
+        """Checkpoint the state, durable at self.seq: in the background if there is one, else
+        here (a failure costs recovery time, not data: logged, the next interval tries again)."""
         if self.background_checkpoint is not None and self.background_checkpoint(self):
             return
         try:
-            checkpoint = self._capture_checkpoint()
+            checkpoint = self.capture_checkpoint()
         except Exception as exc:
             log.warning("checkpoint failed shard=%s seq=%s error=%s", self.shard_id, self.seq, exc)
         else:
@@ -477,9 +473,6 @@ class ShardApp(Application[UUID]):
 
     def capture_checkpoint(self) -> StoredCheckpoint:
         """The engine state at the current seq, encoded and sealed (not stored)."""
-        return self._capture_checkpoint()
-
-    def _capture_checkpoint(self) -> StoredCheckpoint:
         transcoder = self.mapper.transcoder
         state = encode_state(
             self.engine.live_aggregates(),
@@ -499,7 +492,7 @@ class ShardApp(Application[UUID]):
         """Write the engine state at the current seq: the start point of the next recovery."""
         if self.durable_seq != self.seq:
             raise RuntimeError("checkpoint while a batch is not yet durable")
-        checkpoint = self._capture_checkpoint()
+        checkpoint = self.capture_checkpoint()
         self.store.save_checkpoint(checkpoint)
         log.info("checkpoint shard=%s epoch=%s seq=%s", self.shard_id, self.epoch, self.seq)
         return checkpoint

@@ -23,7 +23,8 @@ import httpx
 from infra.api.keys import KeyStore
 from infra.bench_store import scratch_dsn
 from infra.bootstrap import drop_database, migrate
-from infra.loadgen import MIDS, ConnectionPool, OrderRequests
+from infra.loadgen import MIDS, OrderRequests
+from infra.rawhttp import ConnectionPool
 from infra.settings import REPO_ROOT, Settings
 
 

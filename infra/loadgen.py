@@ -3,9 +3,7 @@ sent on the keep-alive connections of infra/rawhttp.py.
 
 The benchmarks run the load on the same two cores as the system under test, so every cycle the
 client spends is taken from the servers it measures (an aiohttp client cost about a third of a
-core at 1,000 orders/s). This one does the same work, sending the same JSON orders with the
-same headers, at a fraction of the cost; it speaks only what the facade answers (Content-Length
-bodies, no chunked encoding), which is all a benchmark needs.
+core at 1,000 orders/s). The same JSON orders with the same headers cost a fraction of that.
 """
 
 from __future__ import annotations
@@ -13,10 +11,6 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 from urllib.parse import urlsplit
-
-from infra.rawhttp import ConnectionPool
-
-__all__ = ["MIDS", "ConnectionPool", "OrderRequests"]
 
 MIDS = {
     "BTCUSDT": ("50000.0", "0.1", "0.001"),

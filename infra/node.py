@@ -256,31 +256,26 @@ class PeerConfirmer:
         self.shard_id = shard_id
         self._token = token
         self._latest: dict[str, Any] | None = None
-        self._sending = False
         self._task: asyncio.Future[None] | None = None
         self._pools: dict[str, tuple[ConnectionPool, bytes]] = {}
 
     def offer(self, ack: dict[str, Any]) -> None:
         self._latest = ack
-        if not self._sending:
-            self._sending = True
+        if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._send())
 
     async def _send(self) -> None:
-        try:
-            while self._latest is not None:
-                ack, self._latest = self._latest, None
-                coordinator = self.node.coordinator
-                url = None if coordinator is None else coordinator.leader_url(self.shard_id)
-                if url is None or url == self.node.region.api_url:
-                    continue
-                pool, head = self._pool(url)
-                body = orjson.dumps(ack)
-                request = head + str(len(body)).encode() + b"\r\n\r\n" + body
-                with contextlib.suppress(TimeoutError, OSError):
-                    await asyncio.wait_for(pool.send(request), PEER_ACK_TIMEOUT_S)
-        finally:
-            self._sending = False
+        while self._latest is not None:
+            ack, self._latest = self._latest, None
+            coordinator = self.node.coordinator
+            url = None if coordinator is None else coordinator.leader_url(self.shard_id)
+            if url is None or url == self.node.region.api_url:
+                continue
+            pool, head = self._pool(url)
+            body = orjson.dumps(ack)
+            request = head + str(len(body)).encode() + b"\r\n\r\n" + body
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(pool.send(request), PEER_ACK_TIMEOUT_S)
 
     def _pool(self, url: str) -> tuple[ConnectionPool, bytes]:
         entry = self._pools.get(url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -16,8 +17,6 @@ from application.wal import WalRecord, WriterFencedError
 _RECORD_COLUMNS = (
     "shard_id, seq, epoch, command_type, command_key, recorded_at_us, payload, checksum"
 )
-
-
 _RECORD_COPY_TYPES = ["text", "int8", "int8", "text", "text", "int8", "bytea", "text"]
 _EVENT_COPY_TYPES = ["uuid", "int8", "text", "bytea"]
 SAVE_CHECKPOINT_SQL = (
@@ -77,7 +76,7 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             "states": [e.state for e in stored_events],
         }
         with self.datastore.get_connection() as conn:
-            conn.execute(self._append_sql(), params, prepare=True, binary=True)
+            conn.execute(self._append_sql, params, prepare=True, binary=True)
 
     def _append_by_copy(
         self,
@@ -123,26 +122,23 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
                 for e in stored_events:
                     copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
 
+    @functools.cached_property
     def _append_sql(self) -> str:
-        sql: str | None = getattr(self, "_append_statement", None)
-        if sql is None:
-            # the function call is referenced by the outer SELECT, so it runs; the inserts run
-            # to completion whatever reads them; any error aborts all three together
-            sql = (
-                "WITH head AS (SELECT wal_advance_head(%(shard)s, %(prev)s, %(last)s, %(epoch)s)"
-                " AS ok), "
-                f"recs AS (INSERT INTO wal_records ({_RECORD_COLUMNS}) "
-                "SELECT %(shard)s, u.* FROM unnest(%(seqs)s::int8[], %(epochs)s::int8[], "
-                "%(types)s::text[], %(keys)s::text[], %(ats)s::int8[], %(payloads)s::bytea[], "
-                "%(checksums)s::text[]) AS u), "
-                f"evts AS (INSERT INTO {self.events_table_name} "
-                "(originator_id, originator_version, topic, state) "
-                "SELECT * FROM unnest(%(ids)s::uuid[], %(versions)s::int8[], %(topics)s::text[], "
-                "%(states)s::bytea[])) "
-                "SELECT count(*) FROM head"
-            )
-            self._append_statement = sql
-        return sql
+        # the function call is referenced by the outer SELECT, so it runs; the inserts run to
+        # completion whatever reads them; any error aborts all three together
+        return (
+            "WITH head AS (SELECT wal_advance_head(%(shard)s, %(prev)s, %(last)s, %(epoch)s)"
+            " AS ok), "
+            f"recs AS (INSERT INTO wal_records ({_RECORD_COLUMNS}) "
+            "SELECT %(shard)s, u.* FROM unnest(%(seqs)s::int8[], %(epochs)s::int8[], "
+            "%(types)s::text[], %(keys)s::text[], %(ats)s::int8[], %(payloads)s::bytea[], "
+            "%(checksums)s::text[]) AS u), "
+            f"evts AS (INSERT INTO {self.events_table_name} "
+            "(originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%(ids)s::uuid[], %(versions)s::int8[], %(topics)s::text[], "
+            "%(states)s::bytea[])) "
+            "SELECT count(*) FROM head"
+        )
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any

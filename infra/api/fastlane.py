@@ -106,7 +106,7 @@ class OrderFastLane:
             await self.app(scope, _replay(body, more, receive), send)
             return
         self._taken.inc()
-        response: JSONResponse
+        response: JSONResponse | None = None
         try:
             status, view = await place(self.facade, key.account, parsed)
         except ApiError as exc:
@@ -118,25 +118,19 @@ class OrderFastLane:
             response = error_response(
                 503, "unavailable", "temporary failure; the request may be retried"
             )
-        else:
+        if response is None:
             # what JSONResponse sends, without its per-response object and encoder set-up
             body = orjson.dumps(view)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-length", str(len(body)).encode()),
-                        (b"content-type", b"application/json"),
-                    ],
-                }
-            )
+            headers = [
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", b"application/json"),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
-            self._requests.labels("POST", PATH, str(status)).inc()
-            self._latency.observe(time.perf_counter() - started)
-            return
-        await response(scope, receive, send)
-        self._requests.labels("POST", PATH, str(response.status_code)).inc()
+        else:
+            await response(scope, receive, send)
+            status = response.status_code
+        self._requests.labels("POST", PATH, str(status)).inc()
         self._latency.observe(time.perf_counter() - started)
 
     def _caller(self, headers: list[tuple[bytes, bytes]]) -> ApiKey | None:
