@@ -4,7 +4,8 @@ the standby's commit time.
 
 Two phases:
 1. Steady load at `rate` orders/s (open loop, two client processes): acknowledgement latency
-   at the client, and the standby's lag per record.
+   at the client, the standby's lag per record (sealed on the primary to stored on the
+   standby), and the hop alone (stored on the primary to stored on the standby).
 2. Apply throughput: the standby is paused (SIGSTOP) while the primary takes as many orders as
    it can for a few seconds, then resumed; the backlog's records divided by the time between
    the standby storing the first and the last of them is what it sustains when it has work
@@ -117,6 +118,9 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
         lags_ms = [(stored - recorded) / 1000 for _, recorded, stored in rows]
         span_s = (rows[-1][2] - rows[0][2]) / 1e6 if len(rows) > 1 else 0.0
         acks = [lat * 1000 for lat in steady["latencies"]]
+        # the hop alone: the primary's store to the standby's (both clocks are this machine's)
+        primary_at = {r[0]: r[2] for r in _stored(cluster.dsns["primary"], before) if r[0] <= top}
+        hops_ms = [(stored - primary_at[q]) / 1000 for q, _, stored in rows if q in primary_at]
         progress.update(3)
 
         # phase 2: a backlog applied at full speed
@@ -144,6 +148,8 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
             "records_per_second": round(len(rows) / span_s, 1) if span_s else 0.0,
             "lag_p50_ms": round(_percentile(lags_ms, 50), 2),
             "lag_p99_ms": round(_percentile(lags_ms, 99), 2),
+            "hop_p50_ms": round(_percentile(hops_ms, 50), 2),
+            "hop_p99_ms": round(_percentile(hops_ms, 99), 2),
             "ack_p50_ms": round(_percentile(acks, 50), 2),
             "ack_p99_ms": round(_percentile(acks, 99), 2),
             **applied,
