@@ -26,6 +26,7 @@ from application.replication import SyncGate
 from application.shard import ShardApp
 from application.writer import ShardWriter
 from infra.coordination import Coordinator, LeaderInfo
+from infra.peer_link import RecordPush
 from projections.relay import Relay
 from projections.replicator import Replicator
 
@@ -145,6 +146,7 @@ class ShardController:
     role: str = "starting"  # starting | standby | leader | promoting | fenced | handing_over
     failing_since: float | None = None
     relay_task: asyncio.Task[None] | None = None
+    pushes: list[RecordPush] = field(default_factory=list)  # the peer link to each standby
     history: list[tuple[int, int]] = field(default_factory=list)
     failovers: list[FailoverRecord] = field(default_factory=list)
     leader_views: dict[str, ShardApp] = field(default_factory=dict)
@@ -313,11 +315,16 @@ class ShardController:
             await asyncio.to_thread(lock.release)
 
     def start_relay(self) -> None:
+        """Publish from here on: the relay to the topic, the peer link to each standby."""
         self.relay._stopping = False
         self.relay_task = asyncio.ensure_future(self.relay.run())
+        for push in self.pushes:
+            push.start()
 
     def stop_relay(self) -> None:
         self.relay.stop()
+        for push in self.pushes:
+            push.stop()
 
     # -- losing the shard -----------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 ZooKeeper leadership and the failover manager.
 
 Each shard has a role here (infra/failover.py). The leader writes (batched writer), relays
-every committed WAL record to the shard's topic and, in sync mode, holds each acknowledgement
-until a standby confirmed the record. A standby applies those records (Faust agent ->
-Replicator) into its own store and keeps its hot state in memory, so promotion needs no replay.
+every committed WAL record to the shard's topic, sends it on the peer link to each standby
+when the regions share a token (infra/peer_link.py) and, in sync mode, holds each
+acknowledgement until a standby confirmed the record. A standby applies those records (the
+peer link's runs and the Faust agent's messages, whichever comes first -> Replicator) into its
+own store and keeps its hot state in memory, so promotion needs no replay.
 Both serve the REST facade; a standby answers commands with not_leader and the leader's URL.
 The facade runs in its own thread and event loop; Faust owns the main thread (signals, stop).
 """
@@ -18,6 +20,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +38,11 @@ from infra.bootstrap import make_key_store, make_shard_app, make_writer, migrate
 from infra.coordination import Coordinator, LeaderInfo
 from infra.dr_metrics import NodeCollector
 from infra.failover import FailoverSettings, ShardController, StoreProbe, send_alert
+from infra.peer_link import RecordPush, host_port
 from infra.rawhttp import ConnectionPool
 from infra.settings import Region, Settings
-from projections.app import make_faust_app
-from projections.relay import Relay
+from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
+from projections.relay import Relay, encode_run
 from projections.replicator import Replicator
 from projections.topics import acks_topic_name, topic_prefix, wal_topic_name
 
@@ -61,7 +66,11 @@ class Node:
     api_server: uvicorn.Server | None = None
     api_app: Any = None
     started_at: float = field(default_factory=time.monotonic)
-    confirmations: dict[str, int] = field(default_factory=dict)  # by path: direct, broker
+    confirmations: dict[str, int] = field(default_factory=dict)  # by path: push, direct, broker
+    # a standby's intake of the peer link's record runs, by shard
+    intakes: dict[str, Callable[[bytes], Future[dict[str, Any] | None] | None]] = field(
+        default_factory=dict
+    )
 
     # views used by metrics and the facade
     @property
@@ -126,7 +135,11 @@ def preferred_leader(settings: Settings) -> str:
 def build_node(settings: Settings, region_name: str) -> Node:
     region = settings.region_named(region_name)
     migrate(region.pg_dsn)
-    faust_app = make_faust_app(settings, f"exdr-{topic_prefix()}-{region.name}")
+    faust_app = make_faust_app(
+        settings,
+        f"exdr-{topic_prefix()}-{region.name}",
+        fetch_wait_ms=PEER_LINK_FETCH_WAIT_MS if settings.peer_token else FETCH_MAX_WAIT_MS,
+    )
     node = Node(settings, region, faust_app, FailoverSettings.from_env(os.environ))
     session_s = float(os.environ.get("EXDR_ZK_SESSION_MS", "2000")) / 1000
     node.coordinator = Coordinator(
@@ -161,8 +174,20 @@ def build_node(settings: Settings, region_name: str) -> Node:
         controller = ShardController(node, shard_id, writer, replicator, gate, relay)
         controller.store_probe = StoreProbe(region.pg_dsn, timeout_s=1.0)
         replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
+        if settings.peer_token:
+            controller.pushes = [
+                RecordPush(
+                    shard_id,
+                    peer_region.name,
+                    peer_region.api_url,
+                    settings.peer_token,
+                    functools.partial(encode_run, tamper=set(relay.tamper_seqs)),
+                    functools.partial(accept_standby_ack, node, path="push"),
+                )
+                for peer_region in settings.peers(region.name)
+            ]
         writer.gate = gate
-        writer.on_committed = relay.offer
+        writer.on_committed = _fan_out(relay, controller.pushes)
         writer.guard = controller.accepting
         writer.start()
         node.controllers[shard_id] = controller
@@ -181,6 +206,19 @@ def build_node(settings: Settings, region_name: str) -> Node:
             )
 
     return node
+
+
+def _fan_out(relay: Relay, pushes: list[RecordPush]) -> Callable[[Sequence[Any]], None]:
+    """The writer's commit hook: every committed run to the topic's relay and the peer links."""
+    if not pushes:
+        return relay.offer
+
+    def offer(records: Sequence[Any]) -> None:
+        relay.offer(records)
+        for push in pushes:
+            push.offer(records)
+
+    return offer
 
 
 async def take_initial_roles(node: Node) -> None:
@@ -280,7 +318,7 @@ class PeerConfirmer:
     def _pool(self, url: str) -> tuple[ConnectionPool, bytes]:
         entry = self._pools.get(url)
         if entry is None:
-            host, port = _host_port(url)
+            host, port = host_port(url)
             head = (
                 f"POST {peer.PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                 f"X-Exdr-Peer-Token: {self._token}\r\nContent-Type: application/json\r\n"
@@ -326,17 +364,34 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
     sync = node.settings.replication_mode == ReplicationMode.SYNC
     direct = PeerConfirmer(node, shard_id, token) if token and sync else None
 
-    async def confirm(seq: int) -> None:
-        ack = {
+    def confirmation(seq: int) -> dict[str, Any]:
+        return {
             "shard": shard_id,
             "region": node.region.name,
             "seq": seq,
             "epoch": writer.app.epoch,
             "at_us": time.time_ns() // 1000,
         }
+
+    async def confirm(seq: int) -> None:
+        ack = confirmation(seq)
         if direct is not None:
             direct.offer(ack)  # the fast path; the topic is the one that always works
         await acks_topic.send(key=shard_id.encode(), value=orjson.dumps(ack))
+
+    def _apply_pushed(body: bytes, app: Any) -> dict[str, Any] | None:
+        if controller.role != "standby":
+            return None
+        return confirmation(_apply([body], app))
+
+    def take_pushed(body: bytes) -> Future[dict[str, Any] | None] | None:
+        """A run from the leader's peer link (any thread): the future of its confirmation, due
+        once the run is stored; None if this region is not a standby of the shard."""
+        if controller.role != "standby":
+            return None
+        return writer.query(functools.partial(_apply_pushed, body))
+
+    node.intakes[shard_id] = take_pushed
 
     # Deliveries are batched by what arrives while the writer applies the previous batch: no
     # timer (Faust's take(within=...) wakes every `within` even when nothing comes, which on a
@@ -353,7 +408,11 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
             del arrived[: len(values)]
             if arrived:
                 wake.set()
-            if not values or controller.role != "standby":
+            if controller.role != "standby":
+                continue
+            # what the peer link already brought is dropped here, without the writer's time
+            values = replicator.unseen(values)
+            if not values:
                 continue
             try:
                 seq = await asyncio.wait_for(
@@ -461,11 +520,13 @@ def start_api(node: Node) -> threading.Thread:
     app.state.facade.metrics.registry.register(NodeCollector(node))
     if node.settings.peer_token:
         app.peer_acks = peer.PeerAckLane(
-            node.settings.peer_token, functools.partial(accept_standby_ack, node, path="direct")
+            node.settings.peer_token,
+            functools.partial(accept_standby_ack, node, path="direct"),
+            functools.partial(_take_records, node),
         )
     app.state.switchover = functools.partial(_switchover, node)
     node.api_app = app
-    host, port = _host_port(region.api_url)
+    host, port = host_port(region.api_url)
     config = uvicorn.Config(
         app,
         host=host,
@@ -484,6 +545,14 @@ def start_api(node: Node) -> threading.Thread:
     return thread
 
 
+def _take_records(
+    node: Node, shard_id: str, body: bytes
+) -> Awaitable[dict[str, Any] | None] | None:
+    """Called from the facade's loop: a pushed run to the shard's writer, stored there."""
+    future = node.intakes[shard_id](body)  # KeyError: not a shard of ours
+    return None if future is None else asyncio.wrap_future(future)
+
+
 async def _switchover(node: Node, shard_id: str, to_region: str) -> dict[str, Any]:
     """Called from the facade's loop: run the handover on Faust's loop and wait for it."""
     controller = node.controllers.get(shard_id)
@@ -492,13 +561,6 @@ async def _switchover(node: Node, shard_id: str, to_region: str) -> dict[str, An
     loop = node.faust_app.loop
     future = asyncio.run_coroutine_threadsafe(controller.hand_over(to_region), loop)
     return await asyncio.wrap_future(future)
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
 
 
 def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") -> int:

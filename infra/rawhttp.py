@@ -1,9 +1,11 @@
 """A small HTTP/1.1 client on raw asyncio transports: keep-alive connections, requests the
 caller encodes, responses read only as far as their status line and Content-Length.
 
-Two users: the benchmarks' load generator (infra/loadgen.py), which shares the machine with
-the system it measures, and a standby's confirmations to its leader (infra/node.py), which
-sit on the sync acknowledgement's critical path. A general client (httpx, aiohttp) costs
+Its users: the benchmarks' load generator (infra/loadgen.py), which shares the machine with
+the system it measures, and the regions' peer link (infra/peer_link.py, infra/node.py): a
+leader's records to its standbys and their confirmations, which sit on the sync
+acknowledgement's critical path. The peer link's sender is a thread of its own and uses the
+blocking `SocketConnection`. A general client (httpx, aiohttp) costs
 several times the CPU per request for features neither needs. It speaks only what our facade
 answers: Content-Length bodies, no chunked encoding.
 """
@@ -11,8 +13,27 @@ answers: Content-Length bodies, no chunked encoding.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from typing import Any
+
+
+def parse_response(buffer: bytearray) -> tuple[int, bytes, int] | None:
+    """(status, body, bytes consumed) of the response at the start of `buffer`, or None while
+    it is incomplete. Only Content-Length bodies (or none)."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end]).lower()
+    at = head.find(b"content-length:")
+    if at < 0:
+        length = 0
+    else:
+        stop = head.find(b"\r\n", at)
+        length = int(head[at + 15 : stop if stop >= 0 else len(head)])
+    if len(buffer) < end + 4 + length:
+        return None
+    return int(buffer[9:12]), bytes(buffer[end + 4 : end + 4 + length]), end + 4 + length
 
 
 class _Connection(asyncio.Protocol):
@@ -34,20 +55,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
+        parsed = parse_response(self._buffer)
+        if parsed is None:
             return
-        head = bytes(self._buffer[:end]).lower()
-        at = head.find(b"content-length:")
-        if at < 0:
-            length = 0
-        else:
-            stop = head.find(b"\r\n", at)
-            length = int(head[at + 15 : stop if stop >= 0 else len(head)])
-        if len(self._buffer) < end + 4 + length:
-            return
-        status = int(self._buffer[9:12])
-        del self._buffer[: end + 4 + length]
+        status, _, consumed = parsed
+        del self._buffer[:consumed]
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(status)
 
@@ -120,3 +132,40 @@ class ConnectionPool:
             raise
         self.release(conn)
         return status
+
+
+class SocketConnection:
+    """One keep-alive connection with blocking I/O, for a thread that sends one request at a
+    time: `exchange()` returns status and body. Reconnects on the next request after a
+    failure; raises OSError (timeouts included) when a request fails."""
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()
+
+    def exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self._sock is None:
+            self._sock = socket.create_connection((self.host, self.port), self.timeout_s)
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._buffer.clear()
+        try:
+            self._sock.sendall(request)
+            while True:
+                parsed = parse_response(self._buffer)
+                if parsed is not None:
+                    status, body, consumed = parsed
+                    del self._buffer[:consumed]
+                    return status, body
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed by the peer")
+                self._buffer += chunk
+        except OSError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -168,7 +168,7 @@ class Settings:
     sync_policy: str = "strict"
     sync_timeout_ms: int = 1000
     topic_prefix: str = "exdr"
-    peer_token: str = ""  # shared by the regions: standby confirmations over HTTP (sync mode)
+    peer_token: str = ""  # shared by the regions: the peer link (records and confirmations)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

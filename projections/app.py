@@ -28,16 +28,23 @@ no latency; a broker that only answers at the deadline (tansu) makes it the floo
 hop's latency, traded against the CPU of polling more often."""
 
 
-def fetch_max_wait_ms() -> int:
+PEER_LINK_FETCH_WAIT_MS = 100
+"""A node whose records also travel on the peer link (infra/peer_link.py) reads the topic as
+its second path: a tenth of the fetches (and of the broker's and the consumer's CPU) for
+latency only while the link is down."""
+
+
+def fetch_max_wait_ms(default: int = FETCH_MAX_WAIT_MS) -> int:
     raw = os.environ.get("EXDR_KAFKA_FETCH_WAIT_MS", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else FETCH_MAX_WAIT_MS
+    return int(raw) if raw.isdigit() and int(raw) > 0 else default
 
 
 class _LowWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # read by AIOKafkaConsumer.start() when it builds its Fetcher
-        consumer._fetch_max_wait_ms = fetch_max_wait_ms()
+        default = getattr(transport.app, "fetch_wait_ms", FETCH_MAX_WAIT_MS)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms(default)
         return consumer
 
 
@@ -57,7 +64,9 @@ def broker_url(settings: Settings) -> str:
     return ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(","))
 
 
-def make_faust_app(settings: Settings, name: str, **overrides: Any) -> faust.App:
+def make_faust_app(
+    settings: Settings, name: str, *, fetch_wait_ms: int = FETCH_MAX_WAIT_MS, **overrides: Any
+) -> faust.App:
     """A Faust app (group id = `name`) that joins in about 2 s and consumes with low latency.
 
     No web server, no exactly_once guarantee (the broker has no transactions), a data directory
@@ -79,5 +88,6 @@ def make_faust_app(settings: Settings, name: str, **overrides: Any) -> faust.App
     options.update(overrides)
     Path(options["datadir"]).parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(name, **options)
+    app.fetch_wait_ms = fetch_wait_ms  # type: ignore[attr-defined]
     app.transport = LowWaitTransport(app.conf.broker_consumer, app)
     return app

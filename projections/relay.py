@@ -110,16 +110,8 @@ class Relay:
             saved_at, saved = time.monotonic(), self.position
         return saved_at, saved
 
-    def _wire(self, record: WalRecord) -> dict[str, Any]:
-        wire = record.to_wire()
-        if record.seq in self.tamper_seqs:
-            # fault injection for drills: the record is altered in transit, once
-            self.tamper_seqs.discard(record.seq)
-            payload = bytearray(base64.b64decode(wire["payload"]))
-            payload[-1] ^= 0x01
-            wire["payload"] = base64.b64encode(bytes(payload)).decode()
-            log.warning("fault injected: tampered shard=%s seq=%s", self.shard_id, record.seq)
-        return wire
+    def encode_run(self, records: Sequence[WalRecord]) -> bytes:
+        return encode_run(records, self.tamper_seqs)
 
     def _take_offered(self) -> list[WalRecord]:
         """Offered records that continue the published sequence; anything older is dropped."""
@@ -144,9 +136,26 @@ class Relay:
         key = self.shard_id.encode()
         pending = []
         for start in range(0, len(records), self.per_message):
-            run = [self._wire(r) for r in records[start : start + self.per_message]]
-            value = orjson.dumps({"records": run})
+            value = self.encode_run(records[start : start + self.per_message])
             pending.append(await self.topic.send(key=key, value=value))
         await asyncio.gather(*pending)  # delivered to the broker before the position moves
         self.position = records[-1].seq
         self.published += len(records)
+
+
+def encode_run(records: Sequence[WalRecord], tamper: set[int]) -> bytes:
+    """The wire form of a run of records, as the broker and the peer link carry it.
+
+    `tamper` is fault injection for drills: the seqs in it are altered in transit, once each
+    (every path has its own set, so every path's copy is altered)."""
+    run = []
+    for record in records:
+        wire = record.to_wire()
+        if tamper and record.seq in tamper:
+            tamper.discard(record.seq)
+            payload = bytearray(base64.b64decode(wire["payload"]))
+            payload[-1] ^= 0x01
+            wire["payload"] = base64.b64encode(bytes(payload)).decode()
+            log.warning("fault injected: tampered shard=%s seq=%s", record.shard_id, record.seq)
+        run.append(wire)
+    return orjson.dumps({"records": run})

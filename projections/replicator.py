@@ -113,7 +113,28 @@ class Replicator:
             self.stats.last_seen_seq = overdue
         return self._apply({})
 
+    def unseen(self, values: Iterable[Any]) -> list[Any]:
+        """The messages that bring a record beyond the applied seq, decoded (any thread: the
+        applied seq only grows). The rest, copies of what the other path (the broker or the
+        peer link) already brought, are counted as duplicates and dropped unverified."""
+        applied = self.app.seq
+        kept: list[Any] = []
+        for value in values:
+            try:
+                data = orjson.loads(value) if isinstance(value, bytes | str) else value
+            except ValueError:
+                kept.append(value)  # apply_wire reports it
+                continue
+            run = data.get("records") if isinstance(data, dict) else None
+            items = run if isinstance(run, list) else [data]
+            if all(_stored_already(item, applied) for item in items):
+                self.stats.duplicates += len(items)
+            else:
+                kept.append(data)
+        return kept
+
     def _records(self, values: Iterable[Any]) -> Iterator[WalRecord | None]:
+        applied = self.app.seq
         for value in values:
             try:
                 data = orjson.loads(value) if isinstance(value, bytes | str) else value
@@ -122,11 +143,11 @@ class Replicator:
                 log.critical("undecodable WAL message for shard=%s: %s", self.shard_id, exc)
                 continue
             run = data.get("records") if isinstance(data, dict) else None
-            if isinstance(run, list):
-                for item in run:
-                    yield self._decode(item)
-            else:
-                yield self._decode(data)
+            for item in run if isinstance(run, list) else [data]:
+                if _stored_already(item, applied):
+                    self.stats.duplicates += 1  # never applied twice, so not verified either
+                    continue
+                yield self._decode(item)
 
     def _decode(self, data: Any) -> WalRecord | None:
         try:
@@ -134,22 +155,26 @@ class Replicator:
                 raise TypeError(f"a wire record is an object, not {type(data).__name__}")
             return WalRecord.from_wire(data)
         except WALCorruptionError as exc:
+            if exc.seq in self.stats.corrupt_seqs:
+                return None  # another altered copy of a record already being healed
             self.stats.corrupt += 1
             if exc.seq > self.app.seq and exc.seq not in self.stats.corrupt_seqs:
                 self.stats.corrupt_seqs.append(exc.seq)
             self.stats.last_seen_seq = max(self.stats.last_seen_seq, exc.seq)
             message = (
-                f"corrupt WAL record from the broker: shard {exc.shard_id} seq {exc.seq}; "
+                f"corrupt WAL record in transit: shard {exc.shard_id} seq {exc.seq}; "
                 "not applied, healing from the primary's store"
             )
             log.critical(message)
             if self._alert is not None:
                 self._alert("WALRecordCorrupt", message, {"shard": exc.shard_id, "seq": exc.seq})
             if exc.seq <= self.app.seq:
-                # the good copy already came from the primary's store (catch-up ran first)
+                # a good copy came first (the other path, or the primary's store)
                 self.stats.healed += 1
                 log.warning(
-                    "healed shard=%s seq=%s from the primary's store", exc.shard_id, exc.seq
+                    "healed shard=%s seq=%s: a verified copy was already stored",
+                    exc.shard_id,
+                    exc.seq,
                 )
             return None
         except (ValueError, TypeError) as exc:
@@ -178,14 +203,7 @@ class Replicator:
                 for item in fetched:
                     if item.seq > target:
                         break
-                    if item.seq in self.stats.corrupt_seqs:
-                        self.stats.healed += 1
-                        log.warning(
-                            "healed shard=%s seq=%s from the primary's store",
-                            self.shard_id,
-                            item.seq,
-                        )
-                    else:
+                    if item.seq not in self.stats.corrupt_seqs:
                         self.stats.gap_fills += 1
                     good[item.seq] = item
                 record = good.get(expected)
@@ -200,7 +218,11 @@ class Replicator:
             self.last_applied = batch
             healed = [s for s in self.stats.corrupt_seqs if s <= self.app.seq]
             for seq in healed:
+                # a good copy replaced it: read from the primary's store, or delivered intact
+                # on the other path (the broker or the peer link) in the same batch
                 self.stats.corrupt_seqs.remove(seq)
+                self.stats.healed += 1
+                log.warning("healed shard=%s seq=%s from a verified copy", self.shard_id, seq)
             self.stats.applied += len(batch)
             log.debug(
                 "replicated shard=%s epoch=%s seq=%s..%s",
@@ -211,3 +233,9 @@ class Replicator:
             )
         self._track_lag()
         return self.app.seq
+
+
+def _stored_already(item: Any, applied: int) -> bool:
+    """Whether a wire record names a seq at or below `applied` (nothing else is checked)."""
+    seq = item.get("seq") if isinstance(item, dict) else None
+    return type(seq) is int and 0 < seq <= applied

@@ -126,7 +126,7 @@ def test_record_altered_in_transit_is_never_applied_and_heals(cluster: Cluster) 
     assert_same_state(cluster)
     log = cluster.log("standby").read_text()
     for seq in (5, 40):
-        assert f"corrupt WAL record from the broker: shard {SHARD} seq {seq}" in log
+        assert f"corrupt WAL record in transit: shard {SHARD} seq {seq}" in log
         assert f"healed shard={SHARD} seq={seq}" in log
     assert cluster.metric("standby", "replication_corrupt_records_total") == 2
 

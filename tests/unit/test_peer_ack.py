@@ -1,4 +1,5 @@
-"""The peer lane: a standby's direct confirmation is taken only with the regions' shared token."""
+"""The peer lane: a standby's direct confirmation, and a leader's run of records, are taken only
+with the regions' shared token; a run is answered with the standby's confirmation."""
 
 from __future__ import annotations
 
@@ -6,16 +7,22 @@ import asyncio
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import pytest
 
 from infra.api.peer import PATH, PeerAckLane
+from infra.peer_link import WAL_PATH
+from projections.relay import encode_run
+from tests.unit.wal_records import sealed_records
 
 
-def _call(lane: PeerAckLane, body: bytes, token: bytes | None, method: str = "POST") -> int:
+def _request(
+    lane: PeerAckLane, body: bytes, token: bytes | None, method: str = "POST", path: str = PATH
+) -> tuple[int, bytes]:
     headers = [(b"content-type", b"application/json")]
     if token is not None:
         headers.append((b"x-exdr-peer-token", token))
-    scope = {"type": "http", "path": PATH, "method": method, "headers": headers}
+    scope = {"type": "http", "path": path, "method": method, "headers": headers}
     sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -25,8 +32,14 @@ def _call(lane: PeerAckLane, body: bytes, token: bytes | None, method: str = "PO
         sent.append(message)
 
     asyncio.run(lane(scope, receive, send))
-    assert sent[1] == {"type": "http.response.body", "body": b""}
-    return int(sent[0]["status"])
+    assert sent[1]["type"] == "http.response.body"
+    return int(sent[0]["status"]), bytes(sent[1]["body"])
+
+
+def _call(lane: PeerAckLane, body: bytes, token: bytes | None, method: str = "POST") -> int:
+    status, answer = _request(lane, body, token, method)
+    assert answer == b""
+    return status
 
 
 def test_a_confirmation_with_the_token_is_taken() -> None:
@@ -60,3 +73,32 @@ def test_only_post_and_only_with_a_token_configured() -> None:
     assert _call(lane, b"", b"s3cret", method="GET") == 405
     with pytest.raises(ValueError):
         PeerAckLane("", lambda ack: None)
+
+
+def test_the_record_route_answers_with_the_standby_confirmation() -> None:
+    taken: list[tuple[str, bytes]] = []
+    standby = {"shard-1": True, "shard-2": False}
+
+    def take(shard: str, body: bytes) -> asyncio.Future[dict[str, Any] | None] | None:
+        if shard not in standby:
+            raise KeyError(shard)
+        if not standby[shard]:
+            return None
+        taken.append((shard, body))
+        done: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        done.set_result({"shard": shard, "region": "standby", "seq": 7, "epoch": 2})
+        return done
+
+    lane = PeerAckLane("s3cret", lambda ack: None, take)
+    body = encode_run(sealed_records(2), set())
+    status, answer = _request(lane, body, b"s3cret", path=WAL_PATH + "shard-1")
+    assert status == 200 and orjson.loads(answer)["seq"] == 7
+    assert taken == [("shard-1", body)]
+    assert _request(lane, body, b"wrong", path=WAL_PATH + "shard-1")[0] == 403
+    assert _request(lane, body, b"s3cret", path=WAL_PATH + "shard-2")[0] == 409
+    assert _request(lane, body, b"s3cret", path=WAL_PATH + "shard-9")[0] == 404
+    assert len(taken) == 1
+    # without an intake the route does not exist
+    assert not PeerAckLane("s3cret", lambda ack: None).takes(
+        {"type": "http", "path": WAL_PATH + "shard-1"}
+    )

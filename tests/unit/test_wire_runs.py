@@ -6,26 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
-from uuid import uuid4
 
-from application.wal import RecordedEvent, WalRecord
+from application.wal import WalRecord
 from projections.agents import decode_deliveries
 from projections.relay import Relay
+from tests.unit.wal_records import sealed_records
 
 
 def _records(count: int) -> list[WalRecord]:
-    return [
-        WalRecord.seal(
-            shard_id="shard-1",
-            epoch=1,
-            seq=seq,
-            command_type="Deposit",
-            command_key=None,
-            recorded_at_us=1_000 + seq,
-            events=[RecordedEvent(uuid4(), seq, "domain.account:Account.Deposited", b"{}")],
-        )
-        for seq in range(1, count + 1)
-    ]
+    return sealed_records(count)
 
 
 class _Topic:

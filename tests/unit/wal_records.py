@@ -1,0 +1,23 @@
+"""Sealed WAL records for tests of the paths records travel (relay, peer link, replicator)."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from application.wal import RecordedEvent, WalRecord
+
+
+def sealed_records(count: int, *, first: int = 1, shard: str = "shard-1") -> list[WalRecord]:
+    """`count` one-event deposit records of `shard` with dense seqs from `first`, epoch 1."""
+    return [
+        WalRecord.seal(
+            shard_id=shard,
+            epoch=1,
+            seq=seq,
+            command_type="Deposit",
+            command_key=None,
+            recorded_at_us=1_000 + seq,
+            events=[RecordedEvent(uuid4(), seq, "domain.account:Account.Deposited", b"{}")],
+        )
+        for seq in range(first, first + count)
+    ]
