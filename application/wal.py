@@ -315,5 +315,17 @@ def compute_checksum(
     digest = sha256(
         _checksum_header(shard_id, epoch, seq, command_type, command_key, recorded_at_us)
     )
-    digest.update(payload)
+    if len(payload) < _GIL_FREE_HASH_BYTES:
+        digest.update(payload)
+    else:
+        # hashlib lets other threads run while it hashes 2 KiB or more, and getting the
+        # interpreter back then waits for whichever thread took it (up to the switch interval,
+        # 5 ms): on the writer that wait lands on every record of the batch. A record is a
+        # few KiB at most, so it is hashed in pieces just under the limit, holding the lock.
+        view = memoryview(payload)
+        for start in range(0, len(view), _GIL_FREE_HASH_BYTES - 1):
+            digest.update(view[start : start + _GIL_FREE_HASH_BYTES - 1])
     return digest.hexdigest()
+
+
+_GIL_FREE_HASH_BYTES = 2048  # CPython's HASHLIB_GIL_MINSIZE
