@@ -50,6 +50,7 @@ log = logging.getLogger("exchange_dr.node")
 
 PEER_ACK_TIMEOUT_S = 0.5
 QUERY_TIMEOUT_S = 10.0  # a writer-thread call that takes longer is logged, never waited on forever
+RELAY_LINGER_S = 0.02
 MAX_APPLY_MESSAGES = 500  # broker messages (each a run of records) per apply on a standby
 
 
@@ -165,7 +166,11 @@ def build_node(settings: Settings, region_name: str) -> Node:
             policy=SyncPolicy(settings.sync_policy),
             timeout_s=settings.sync_timeout_ms / 1000,
         )
-        relay = Relay(shard_id, app.store, topic)
+        # with the peer link carrying records first, the topic can gather them into fuller
+        # messages (Kafka's linger.ms)
+        relay = Relay(
+            shard_id, app.store, topic, linger_s=RELAY_LINGER_S if settings.peer_token else 0.0
+        )
         tamper = os.environ.get("EXDR_FAULT_TAMPER_SEQS", "").strip()
         relay.tamper_seqs = {int(s) for s in tamper.split(",") if s.strip()}
         replicator = Replicator(app, app.store)  # pointed at the leader's store by follow()

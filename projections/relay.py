@@ -38,6 +38,7 @@ class Relay:
         save_every_s: float = 0.2,
         idle_wait_s: float = 0.05,
         per_message: int = 100,
+        linger_s: float = 0.0,
     ) -> None:
         self.shard_id = shard_id
         self.store = store
@@ -46,20 +47,29 @@ class Relay:
         self.save_every_s = save_every_s
         self.idle_wait_s = idle_wait_s
         self.per_message = per_message
+        self.linger_s = linger_s
         self.position = 0
         self.published = 0
         self._offered: deque[WalRecord] = deque()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._wake_pending = False
         self.tamper_seqs: set[int] = set()
 
     def offer(self, records: Sequence[WalRecord]) -> None:
         """Hand over just-committed records (called from the writer's commit thread)."""
         self._offered.extend(records)
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
-            loop.call_soon_threadsafe(wake.set)
+        loop = self._loop
+        if loop is not None and not self._wake_pending:
+            # one wake-up of the loop however many commits come before it runs
+            self._wake_pending = True
+            loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._wake_pending = False
+        if self._wake is not None:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopping = True
@@ -100,6 +110,10 @@ class Relay:
             )
         if records:
             await self._publish(records)
+            if self.linger_s:
+                # what commits meanwhile goes in the next round's messages: fewer, fuller
+                # messages for the producer, the broker and every consumer
+                await asyncio.sleep(self.linger_s)
         else:
             self._wake.clear()
             if not self._offered:
