@@ -80,11 +80,17 @@ class NodeCollector(Collector):
         )
         confirmations = CounterMetricFamily(
             "replication_confirmations",
-            "Standby confirmations taken by this leader, by how they came (direct or broker)",
+            "Standby confirmations taken by this leader, by how they came (push: the peer "
+            "link's answers, direct: a standby's request, broker: the acks topic)",
             labels=["path"],
         )
         for path, taken in sorted(node.confirmations.items()):
             confirmations.add_metric([path], float(taken))
+        link = GaugeMetricFamily(
+            "replication_peer_link_up",
+            "1 while this leader's peer link to a standby delivers records (0: the topic alone)",
+            labels=["shard", "peer"],
+        )
         zk = GaugeMetricFamily(
             "zookeeper_connected",
             "1 while this region's ZooKeeper session is connected",
@@ -107,6 +113,9 @@ class NodeCollector(Collector):
                 )
             if controller.last_rto_s is not None:
                 rto.add_metric([shard_id], controller.last_rto_s)
+            if controller.role == "leader":
+                for push in controller.pushes:
+                    link.add_metric([shard_id, push.region], 1.0 if push.up else 0.0)
         for shard_id, writer in node.writers.items():
             app = writer.app
             role = "primary" if node.role_of(shard_id) == "leader" else "standby"
@@ -141,4 +150,5 @@ class NodeCollector(Collector):
             rto,
             zk,
             confirmations,
+            link,
         )

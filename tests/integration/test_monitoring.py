@@ -34,6 +34,7 @@ DOCUMENTED_METRICS = frozenset({
     "replication_degraded",
     "replication_acks_waiting",
     "replication_corrupt_records_total",
+    "replication_peer_link_up",
     "replication_gap_fills_total",
     "zookeeper_connected",
     "exdr_api_command_ack_seconds_bucket",

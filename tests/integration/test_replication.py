@@ -68,11 +68,13 @@ def test_standby_holds_the_same_state_after_ten_thousand_commands(cluster: Clust
     assert_same_state(cluster)
     # every acknowledged command is on the standby (sync mode: RPO = 0)
     assert max(result["acked"].values()) <= cluster.shards("standby")[SHARD]["seq"]
-    # the standby confirmed straight to the leader (the regions share a peer token)
+    # the regions share a peer token: records went on the peer link, its answers confirmed them
     metrics = httpx.get(cluster.url("primary") + "/metrics").text
-    pattern = r'^replication_confirmations_total\{path="direct"\} ([0-9.e+]+)$'
-    direct = re.search(pattern, metrics, re.M)
-    assert direct is not None and float(direct.group(1)) > 0, "no direct confirmation taken"
+    pattern = r'^replication_confirmations_total\{path="push"\} ([0-9.e+]+)$'
+    pushed = re.search(pattern, metrics, re.M)
+    assert pushed is not None and float(pushed.group(1)) > 0, "no peer-link confirmation taken"
+    link = r'^replication_peer_link_up\{peer="standby",shard="shard-1"\} 1\.0$'
+    assert re.search(link, metrics, re.M), "the peer link is not up"
     joined = re.findall(r"group joined after ([0-9.]+)s", cluster.log("standby").read_text())
     print(f"standby consumer group joined after {joined} s")
 
