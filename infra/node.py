@@ -38,6 +38,7 @@ from infra.bootstrap import make_key_store, make_shard_app, make_writer, migrate
 from infra.coordination import Coordinator, LeaderInfo
 from infra.dr_metrics import NodeCollector
 from infra.failover import FailoverSettings, ShardController, StoreProbe, send_alert
+from infra.heap import HeapPolicy
 from infra.peer_link import RecordPush, host_port
 from infra.rawhttp import ConnectionPool
 from infra.settings import Region, Settings
@@ -571,7 +572,15 @@ async def _switchover(node: Node, shard_id: str, to_region: str) -> dict[str, An
 def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") -> int:
     # SIGUSR1: the Faust worker (mode) writes every thread's stack and every task to stderr
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    heap = HeapPolicy()
+    if os.environ.get("EXDR_GC", "tuned").strip() != "default":
+        heap.install()
     node = build_node(settings, region_name)
+
+    @node.faust_app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def settle_heap() -> None:
+        heap.settle()
+
     api_thread = start_api(node)
 
     @node.faust_app.on_before_shutdown.connect  # type: ignore[arg-type]
