@@ -125,8 +125,7 @@ class Replicator:
             except ValueError:
                 kept.append(value)  # apply_wire reports it
                 continue
-            run = data.get("records") if isinstance(data, dict) else None
-            items = run if isinstance(run, list) else [data]
+            items = _run_items(data)
             if all(_stored_already(item, applied) for item in items):
                 self.stats.duplicates += len(items)
             else:
@@ -142,8 +141,7 @@ class Replicator:
                 self.stats.corrupt += 1
                 log.critical("undecodable WAL message for shard=%s: %s", self.shard_id, exc)
                 continue
-            run = data.get("records") if isinstance(data, dict) else None
-            for item in run if isinstance(run, list) else [data]:
+            for item in _run_items(data):
                 if _stored_already(item, applied):
                     self.stats.duplicates += 1  # never applied twice, so not verified either
                     continue
@@ -233,6 +231,12 @@ class Replicator:
             )
         self._track_lag()
         return self.app.seq
+
+
+def _run_items(data: Any) -> list[Any]:
+    """The wire records of one decoded message: {"records": [...]} or a single record."""
+    run = data.get("records") if isinstance(data, dict) else None
+    return run if isinstance(run, list) else [data]
 
 
 def _stored_already(item: Any, applied: int) -> bool:

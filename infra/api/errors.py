@@ -223,7 +223,11 @@ class _BodyTooLarge(StarletteHTTPException):
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
+    await send_json_body(send, status, json.dumps(body).encode())
+
+
+async def send_json_body(send: Send, status: int, payload: bytes) -> None:
+    """An already encoded JSON response, straight through ASGI (the layers below FastAPI)."""
     await send(
         {
             "type": "http.response.start",

@@ -32,6 +32,7 @@ from infra.api.errors import (
     api_error_response,
     domain_error_response,
     error_response,
+    send_json_body,
 )
 from infra.api.facade import Facade
 from infra.api.keys import ApiKey
@@ -120,13 +121,7 @@ class OrderFastLane:
             )
         if response is None:
             # what JSONResponse sends, without its per-response object and encoder set-up
-            body = orjson.dumps(view)
-            headers = [
-                (b"content-length", str(len(body)).encode()),
-                (b"content-type", b"application/json"),
-            ]
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await send_json_body(send, status, orjson.dumps(view))
         else:
             await response(scope, receive, send)
             status = response.status_code

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from infra.api.errors import Receive, Scope, Send
+from infra.api.errors import Receive, Scope, Send, send_json_body
 from infra.peer_link import WAL_PATH
 
 log = logging.getLogger("exchange_dr.api.peer")
@@ -86,17 +86,7 @@ class PeerAckLane:
             status, answer = await self._records(scope["path"][len(WAL_PATH) :], body)
         elif status == 0:
             status = self._confirmation(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(answer)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await send_json_body(send, status, answer)
 
     def _check(self, scope: Scope, size: int, more: bool, limit: int) -> int:
         if scope["method"] != "POST":
