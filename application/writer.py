@@ -39,6 +39,11 @@ class ShardWriter:
     closes when it holds `batch_max` commands or `batch_wait_s` after its first command arrived.
     While one batch commits (on the commit thread, I/O), the next is prepared in memory; a batch
     is handed to the store only after the one before it landed, and fails if that one failed.
+
+    With `batch_wait_s = 0` (the default) a batch is whatever queued by the time the writer
+    looks (the LMAX "smart batching"): a lone command goes at once, and under load batches grow
+    by themselves while the commit before them is in flight. A wait only delays the command
+    that opens a batch; the batches it would gather form anyway behind the commit in flight.
     """
 
     def __init__(
@@ -46,7 +51,7 @@ class ShardWriter:
         app: ShardApp,
         *,
         batch_max: int = 100,
-        batch_wait_s: float = 0.002,
+        batch_wait_s: float = 0.0,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.app = app

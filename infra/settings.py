@@ -157,7 +157,7 @@ class Settings:
     region: str = "primary"
     shard_map: ShardMap = DEFAULT_SHARD_MAP
     batch_max: int = 100
-    batch_wait_ms: int = 2
+    batch_wait_ms: int = 0
     checkpoint_every: int = 10000
     checkpoint_fork: bool = True
     snapshot_every: int = 100
