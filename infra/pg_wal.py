@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
+from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -13,6 +14,7 @@ from psycopg.rows import tuple_row
 from application.ports import Head, StoredCheckpoint
 from application.replay import RawRow
 from application.wal import WalRecord, WriterFencedError
+from infra.pg_arrays import ByteaArray, Int8Array, TextArray, UuidArray
 
 _RECORD_COLUMNS = (
     "shard_id, seq, epoch, command_type, command_key, recorded_at_us, payload, checksum"
@@ -58,23 +60,25 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
         epoch: int,
         prev_seq: int,
     ) -> None:
-        params = {
-            "shard": records[0].shard_id,
-            "prev": prev_seq,
-            "last": records[-1].seq,
-            "epoch": epoch,
-            "seqs": [r.seq for r in records],
-            "epochs": [r.epoch for r in records],
-            "types": [r.command_type for r in records],
-            "keys": [r.command_key for r in records],
-            "ats": [r.recorded_at_us for r in records],
-            "payloads": [r.payload for r in records],
-            "checksums": [r.checksum for r in records],
-            "ids": [e.originator_id for e in stored_events],
-            "versions": [e.originator_version for e in stored_events],
-            "topics": [e.topic for e in stored_events],
-            "states": [e.state for e in stored_events],
-        }
+        shard_id = records[0].shard_id
+        params = (
+            shard_id,
+            prev_seq,
+            records[-1].seq,
+            epoch,
+            shard_id,
+            Int8Array([r.seq for r in records]),
+            Int8Array([r.epoch for r in records]),
+            TextArray([r.command_type for r in records]),
+            TextArray([r.command_key for r in records]),
+            Int8Array([r.recorded_at_us for r in records]),
+            ByteaArray([r.payload for r in records]),
+            TextArray([r.checksum for r in records]),
+            UuidArray([cast(UUID, e.originator_id) for e in stored_events]),
+            Int8Array([e.originator_version for e in stored_events]),
+            TextArray([e.topic for e in stored_events]),
+            ByteaArray([e.state for e in stored_events]),
+        )
         with self.datastore.get_connection() as conn:
             conn.execute(self._append_sql, params, prepare=True, binary=True)
 
@@ -125,18 +129,16 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
     @functools.cached_property
     def _append_sql(self) -> str:
         # the function call is referenced by the outer SELECT, so it runs; the inserts run to
-        # completion whatever reads them; any error aborts all three together
+        # completion whatever reads them; any error aborts all three together. Positional
+        # parameters, arrays pre-encoded (infra/pg_arrays.py): no per-element adaptation
         return (
-            "WITH head AS (SELECT wal_advance_head(%(shard)s, %(prev)s, %(last)s, %(epoch)s)"
-            " AS ok), "
+            "WITH head AS (SELECT wal_advance_head(%s, %s, %s, %s) AS ok), "
             f"recs AS (INSERT INTO wal_records ({_RECORD_COLUMNS}) "
-            "SELECT %(shard)s, u.* FROM unnest(%(seqs)s::int8[], %(epochs)s::int8[], "
-            "%(types)s::text[], %(keys)s::text[], %(ats)s::int8[], %(payloads)s::bytea[], "
-            "%(checksums)s::text[]) AS u), "
+            "SELECT %s, u.* FROM unnest(%s::int8[], %s::int8[], %s::text[], %s::text[], "
+            "%s::int8[], %s::bytea[], %s::text[]) AS u), "
             f"evts AS (INSERT INTO {self.events_table_name} "
             "(originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%(ids)s::uuid[], %(versions)s::int8[], %(topics)s::text[], "
-            "%(states)s::bytea[])) "
+            "SELECT * FROM unnest(%s::uuid[], %s::int8[], %s::text[], %s::bytea[])) "
             "SELECT count(*) FROM head"
         )
 
