@@ -85,8 +85,11 @@ class UuidArray(BinaryArray):
     __slots__ = ()
     array_oid = 2951
 
-    def __init__(self, values: Sequence[UUID]) -> None:
-        super().__init__(_varlena(2950, [v.bytes for v in values]))
+    def __init__(self, values: Sequence[UUID | str]) -> None:
+        # eventsourcing allows an originator id as text too
+        super().__init__(
+            _varlena(2950, [(v if isinstance(v, UUID) else UUID(v)).bytes for v in values])
+        )
 
 
 class _ArrayDumper(Dumper):

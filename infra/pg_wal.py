@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
-from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -74,7 +73,7 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             Int8Array([r.recorded_at_us for r in records]),
             ByteaArray([r.payload for r in records]),
             TextArray([r.checksum for r in records]),
-            UuidArray([cast(UUID, e.originator_id) for e in stored_events]),
+            UuidArray([e.originator_id for e in stored_events]),
             Int8Array([e.originator_version for e in stored_events]),
             TextArray([e.topic for e in stored_events]),
             ByteaArray([e.state for e in stored_events]),

@@ -15,10 +15,12 @@ def test_the_server_reads_back_what_was_packed() -> None:
     texts = ["PlaceOrder", None, "", "ünïcödé ✓", "x" * 5000]
     blobs = [b"", b"\x00\xff" * 3000, bytes(range(256))]
     ids = [uuid.uuid4() for _ in range(3)]
+    as_text = [str(i) for i in ids]  # an originator id may be text
     with psycopg.connect(Settings.from_env().pg_dsn.rsplit("/", 1)[0] + "/postgres") as conn:
         row = conn.execute(
             "SELECT %s::int8[], %s::text[], %s::bytea[], %s::uuid[], "
-            "%s::int8[], %s::text[], %s::bytea[], %s::uuid[], cardinality(%s::int8[])",
+            "%s::int8[], %s::text[], %s::bytea[], %s::uuid[], cardinality(%s::int8[]), "
+            "%s::uuid[]",
             (
                 Int8Array(ints),
                 TextArray(texts),
@@ -29,6 +31,7 @@ def test_the_server_reads_back_what_was_packed() -> None:
                 ByteaArray([]),
                 UuidArray([]),
                 Int8Array([7]),
+                UuidArray(as_text),
             ),
             binary=True,
         ).fetchone()
@@ -39,3 +42,4 @@ def test_the_server_reads_back_what_was_packed() -> None:
     assert list(row[3]) == ids
     assert [list(a) for a in row[4:8]] == [[], [], [], []]
     assert row[8] == 1
+    assert list(row[9]) == ids
