@@ -14,10 +14,11 @@ from application.wal import WalRecord
 from domain.commands import CancelOrder, Deposit, PlaceOrder
 from domain.errors import DomainError, InsufficientMargin
 from domain.values import OrderType, Side
-from infra.bootstrap import make_shard_app, make_writer
+from infra.bootstrap import drop_database, make_shard_app, make_writer, migrate
 from infra.flow import generate_commands
 from infra.load import drive
 from infra.settings import Settings
+from tests.integration.conftest import scratch_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -271,9 +272,6 @@ def test_after_a_restart_new_keys_skip_the_store_and_old_ones_are_found(
 
 
 def test_a_standby_checkpoints_at_the_leaders_intervals(settings: Settings, dsn: str) -> None:
-    from infra.bootstrap import drop_database, migrate
-    from tests.integration.conftest import scratch_dsn
-
     settings = dataclasses.replace(settings, checkpoint_every=300)
     leader = new_app(settings, dsn)
     writer = make_writer(settings, leader).start()
@@ -321,3 +319,47 @@ def test_checkpoints_taken_by_a_forked_child_recover_the_same_state(
     assert report.state_hash == leader.engine.state_hash()
     for a in (leader, restarted):
         a.close()
+
+
+def _stored_rows(dsn: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    with psycopg.connect(dsn) as conn:
+        records = conn.execute(
+            "SELECT shard_id, seq, epoch, command_type, command_key, payload, checksum "
+            "FROM wal_records ORDER BY seq"
+        ).fetchall()
+        events = conn.execute(
+            "SELECT originator_id, originator_version, topic, state FROM exchange_events "
+            "ORDER BY originator_id, originator_version"
+        ).fetchall()
+    return records, events
+
+
+def test_both_append_paths_store_the_same_rows(
+    settings: Settings, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch goes as one statement of arrays or, beyond a size, by COPY: the same batches
+    appended each way leave the same rows."""
+    import infra.pg_wal as pg_wal
+
+    app = new_app(settings, dsn)  # one statement (the batches are far below the limit)
+    flow = list(generate_commands(SHARD, app.instruments, 400, seed=5, accounts=10))
+    target = scratch_dsn("copy")
+    migrate(target)
+    try:
+        other = new_app(settings, target)
+        for start in range(0, len(flow), 50):
+            batch = app.prepare(flow[start : start + 50])
+            app.commit(batch)
+            assert batch.committed
+            monkeypatch.setattr(pg_wal, "ONE_STATEMENT_MAX_ROWS", 0)  # every batch by COPY
+            other.store.append(  # type: ignore[attr-defined]
+                batch.stored, batch.records, epoch=app.epoch, prev_seq=batch.first_seq - 1
+            )
+            monkeypatch.undo()
+        app.close()
+        other.close()
+        by_statement, by_copy = _stored_rows(dsn), _stored_rows(target)
+    finally:
+        drop_database(target)
+    assert by_statement == by_copy
+    assert len(by_copy[0]) > 300 and len(by_copy[1]) > len(by_copy[0])
