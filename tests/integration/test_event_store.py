@@ -347,15 +347,17 @@ def test_both_append_paths_store_the_same_rows(
     migrate(target)
     try:
         other = new_app(settings, target)
+        batches = []
         for start in range(0, len(flow), 50):
             batch = app.prepare(flow[start : start + 50])
             app.commit(batch)
             assert batch.committed
-            monkeypatch.setattr(pg_wal, "ONE_STATEMENT_MAX_ROWS", 0)  # every batch by COPY
+            batches.append(batch)
+        monkeypatch.setattr(pg_wal, "ONE_STATEMENT_MAX_ROWS", 0)  # every batch by COPY
+        for batch in batches:
             other.store.append(  # type: ignore[attr-defined]
                 batch.stored, batch.records, epoch=app.epoch, prev_seq=batch.first_seq - 1
             )
-            monkeypatch.undo()
         app.close()
         other.close()
         by_statement, by_copy = _stored_rows(dsn), _stored_rows(target)
