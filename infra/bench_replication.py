@@ -10,6 +10,10 @@ Two phases:
    it can for a few seconds, then resumed; the backlog's records divided by the time between
    the standby storing the first and the last of them is what it sustains when it has work
    (its consumer rejoining the group after the pause is not counted).
+
+Over phase 1 the machine's CPU is read too (infra/cpu_usage.py): how busy all cores were and
+how much was stolen, each region's process in percent of one core, and the CPU the whole
+machine spent per acknowledged command. Latencies of two runs compare only at similar readings.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import httpx
 import psycopg
 
 from infra.bench_api import drive_at_rate
+from infra.cpu_usage import CpuWindow
 from infra.drills.cluster import Cluster, wait_for
 from infra.progress import Progress
 
@@ -111,7 +116,12 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
 
         # phase 1: steady load
         before = primary_seq()
+        pids = {name: proc.pid for name, proc in cluster.procs.items()}
+        if cluster.broker is not None:
+            pids["broker"] = cluster.broker.pid
+        cpu = CpuWindow(pids)
         steady = drive_at_rate(url, tokens, SYMBOLS, rate=rate, seconds=seconds)
+        machine = cpu.stop(len(steady["latencies"]))
         top = primary_seq()
         wait_for(lambda: standby_seq() >= top, 60, "the standby")
         rows = [r for r in _stored(cluster.dsns["standby"], before) if r[0] <= top]
@@ -153,6 +163,7 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
             "ack_p50_ms": round(_percentile(acks, 50), 2),
             "ack_p99_ms": round(_percentile(acks, 99), 2),
             **applied,
+            **machine,
         }
     finally:
         progress.close()
