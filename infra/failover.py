@@ -5,7 +5,8 @@ FailoverManager (the seed's): every `health_interval` a standby checks the leade
 so it has stopped accepting by its lease), it takes the shard's lock, drains what it can,
 refuses if it lags more than `max_lag`, then promotes: a new epoch, its relay, commands.
 A deposed leader fences itself at once, then rejoins: it quarantines what it wrote after the
-fork point and follows the new leader.
+fork point and follows the new leader. If no leader comes and no region took the shard after
+its own epoch (the standby is down too), it takes the shard back itself (`retake`).
 """
 
 from __future__ import annotations
@@ -133,6 +134,12 @@ class StoreProbe:
             self._conn = None
 
 
+def last_epoch_is(history: list[tuple[int, int]], epoch: int) -> bool:
+    """Whether `epoch` is the newest in the shard's epoch history: then no region took the
+    shard (nor began to: the history is appended before the leader node is made) after it."""
+    return bool(history) and epoch > 0 and history[-1][0] == epoch
+
+
 @dataclass
 class ShardController:
     """The role of one shard in this region, and every transition of it."""
@@ -256,55 +263,7 @@ class ShardController:
                     self.node.failover.webhook_url,
                 )
                 return False
-            self.role = "promoting"
-            applied = self.app.seq
-            epoch = await asyncio.to_thread(
-                coord.take_leadership,
-                self.shard_id,
-                applied_seq=applied,
-                min_epoch=self.app.epoch,
-            )
-
-            def adopt(app: ShardApp) -> int:
-                app.epoch = epoch
-                return app.seq
-
-            seq = await asyncio.wrap_future(self.writer.query(adopt))
-            self.relay.position = seq
-            await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
-            self.gate.standby_seq = seq
-            self.gate.reset_for_new_term()
-            self.start_relay()
-            self.role = "leader"
-            if self.failing_since is not None:
-                self.last_rto_s = time.monotonic() - self.failing_since
-            record = FailoverRecord(
-                self.shard_id,
-                old_leader or "?",
-                self.node.region.name,
-                epoch,
-                seq,
-                time.time(),
-                reason,
-            )
-            self.failovers.append(record)
-            self.leader_region = self.node.region.name
-            self.history = coord.epochs(self.shard_id)
-            send_alert(
-                "critical" if not planned else "warning",
-                "FailoverCompleted" if not planned else "SwitchoverCompleted",
-                f"shard {self.shard_id}: {self.node.region.name} is the new primary at epoch "
-                f"{epoch} from seq {seq + 1} ({reason})",
-                {
-                    "shard": self.shard_id,
-                    "epoch": epoch,
-                    "seq": seq,
-                    "from": old_leader,
-                    "to": self.node.region.name,
-                },
-                self.node.failover.webhook_url,
-            )
-            self.node.on_promoted(self)
+            await self._promote(reason, old_leader=old_leader, planned=planned)
             return True
         except Exception as exc:
             log.error("failover of shard=%s failed: %s", self.shard_id, exc)
@@ -313,6 +272,65 @@ class ShardController:
             return False
         finally:
             await asyncio.to_thread(lock.release)
+
+    async def _promote(
+        self, reason: str, *, old_leader: str | None, planned: bool, own_records: bool = False
+    ) -> None:
+        """Take a new epoch from this region's applied seq and start leading (the caller holds
+        the shard's lock and saw no leader). A standby's records came from the topic already;
+        with `own_records` (a retake) the relay goes on from its own tracked position instead,
+        so what this region wrote before it was fenced is published too."""
+        coord = self.coord
+        self.role = "promoting"
+        applied = self.app.seq
+        epoch = await asyncio.to_thread(
+            coord.take_leadership,
+            self.shard_id,
+            applied_seq=applied,
+            min_epoch=self.app.epoch,
+        )
+
+        def adopt(app: ShardApp) -> int:
+            app.epoch = epoch
+            return app.seq
+
+        seq = await asyncio.wrap_future(self.writer.query(adopt))
+        if not own_records:
+            self.relay.position = seq
+            await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
+        self.gate.standby_seq = seq
+        self.gate.reset_for_new_term()
+        self.start_relay()
+        self.role = "leader"
+        if self.failing_since is not None:
+            self.last_rto_s = time.monotonic() - self.failing_since
+        record = FailoverRecord(
+            self.shard_id,
+            old_leader or "?",
+            self.node.region.name,
+            epoch,
+            seq,
+            time.time(),
+            reason,
+        )
+        self.failovers.append(record)
+        self.leader_region = self.node.region.name
+        self.history = coord.epochs(self.shard_id)
+        send_alert(
+            "critical" if not planned else "warning",
+            "FailoverCompleted" if not planned else "SwitchoverCompleted",
+            f"shard {self.shard_id}: {self.node.region.name} is the new primary at epoch "
+            f"{epoch} from seq {seq + 1} ({reason})",
+            {
+                "shard": self.shard_id,
+                "epoch": epoch,
+                "seq": seq,
+                "from": old_leader,
+                "to": self.node.region.name,
+            },
+            self.node.failover.webhook_url,
+        )
+        self.node.on_promoted(self)
 
     def start_relay(self) -> None:
         """Publish from here on: the relay to the topic, the peer link to each standby."""
@@ -333,7 +351,7 @@ class ShardController:
         if self.role not in ("leader", "handing_over", "promoting"):
             return
         self._fence(why)
-        await self.become_standby()
+        await self.become_standby(may_retake=True)
 
     def _fence(self, why: str) -> None:
         """Accept nothing more: no relay, every waiting acknowledgement failed."""
@@ -342,13 +360,27 @@ class ShardController:
         self.gate.fail_all()
         log.critical("fenced shard=%s region=%s: %s", self.shard_id, self.node.region.name, why)
 
-    async def become_standby(self) -> None:
+    async def become_standby(self, *, may_retake: bool = False) -> None:
         """Wait for a leader elsewhere, set aside divergent records, follow it.
 
-        Retries until it succeeds: ZooKeeper or the stores may be coming back themselves."""
+        Retries until it succeeds: ZooKeeper or the stores may be coming back themselves.
+        `may_retake` (a deposed leader): if nobody leads for `failover_after` and nobody led
+        after this region's own epoch, it takes the shard again (`retake`) instead of waiting
+        for a leader that may never come (the other region down as well)."""
+        leaderless_since: float | None = None
         while True:
             try:
                 leader = await asyncio.to_thread(self.coord.refresh_leader, self.shard_id)
+                if leader is None and may_retake:
+                    now = time.monotonic()
+                    if leaderless_since is None:
+                        leaderless_since = now
+                    elif now - leaderless_since >= self.node.failover.failover_after_s:
+                        if await self.retake(now - leaderless_since):
+                            return
+                        leaderless_since = now  # not now: look again a period later
+                elif leader is not None:
+                    leaderless_since = None
                 if leader is None or leader.region == self.node.region.name:
                     await asyncio.sleep(0.2)
                     continue
@@ -369,6 +401,52 @@ class ShardController:
             leader.region,
             self.app.seq,
         )
+
+    async def retake(self, leaderless_s: float) -> bool:
+        """A deposed leader takes its shard back when that loses nothing (Patroni lets the
+        member with the newest WAL re-acquire the leader key): nobody leads, and the epoch
+        history ends with this region's own epoch, so no other region wrote after it and this
+        store holds every record ever acknowledged. Batches prepared but not committed before
+        the fence are dropped by rebuilding the hot state from the store first."""
+        coord = self.coord
+        lock = await asyncio.to_thread(coord.lock, self.shard_id, 1.0)
+        if lock is None:
+            return False
+        try:
+            if await asyncio.to_thread(coord.refresh_leader, self.shard_id) is not None:
+                return False
+            history = await asyncio.to_thread(coord.epochs, self.shard_id)
+            if not last_epoch_is(history, self.app.epoch):
+                log.warning(
+                    "shard=%s region=%s will not retake: epoch %s is not the last in %s",
+                    self.shard_id,
+                    self.node.region.name,
+                    self.app.epoch,
+                    history,
+                )
+                return False
+
+            def rebuild(app: ShardApp) -> int:
+                app.needs_recovery = True
+                app.recover()
+                return app.seq
+
+            await asyncio.wrap_future(self.writer.query(rebuild))
+            await self._promote(
+                f"deposed leader retook the shard: nobody led for {leaderless_s:.2f}s and no "
+                f"region wrote after its epoch {self.app.epoch}",
+                old_leader=self.node.region.name,
+                planned=False,
+                own_records=True,
+            )
+            return True
+        except Exception as exc:
+            log.error("retake of shard=%s failed: %s", self.shard_id, exc)
+            if self.role == "promoting":
+                self.role = "fenced"
+            return False
+        finally:
+            await asyncio.to_thread(lock.release)
 
     # -- the leader's own store (Patroni: no database, no leader key) ------------------------
 

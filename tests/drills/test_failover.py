@@ -153,6 +153,33 @@ def test_paused_primary_is_fenced_then_rejoins_as_standby(make_cluster: Any) -> 
     assert old_view["state_hash"] == new_view["state_hash"]
 
 
+def test_deposed_leader_with_no_standby_takes_its_shard_back(make_cluster: Any) -> None:
+    # the standby region is down: when the leader's session expires, nobody else can lead
+    cluster = make_cluster(
+        env={"EXDR_REPLICATION": "async", "EXDR_FAILOVER_AFTER_MS": "1000"},
+    )
+    cluster.start("primary")
+    cluster.create_keys()
+    ids = [f"r-{i}" for i in range(200)]
+    result = asyncio.run(place_orders(cluster.url("primary"), cluster.key, ids))
+    assert len(result["acked"]) == len(ids)
+    before = cluster.shards("primary")[SHARD]
+    proc = cluster.procs["primary"]
+    proc.send_signal(signal.SIGSTOP)  # longer than the 2 s session: ZooKeeper expires it
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGCONT)
+    woke = time.monotonic()
+    wait_for(lambda: "deposed shard=" in cluster.log("primary").read_text(), 10, "the deposition")
+    retake_s = first_accept(cluster, "primary", woke, limit=20)
+    print(f"\nshard retaken {retake_s:.2f}s after the leader woke")
+    after = cluster.shards("primary")[SHARD]
+    assert after["leader"] is True
+    assert after["epoch"] > before["epoch"]
+    assert after["seq"] > before["seq"]  # the probe order, after everything before it
+    assert acked_keys(result["acked"]) <= order_ids(cluster, "primary")
+    assert "retook the shard" in cluster.log("primary").read_text()
+
+
 def test_zookeeper_restart_causes_no_failover(make_cluster: Any) -> None:
     # a restart shorter than the session: sessions, and the leader's node, survive it
     cluster = make_cluster(
