@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol, cast
 from uuid import UUID
 
@@ -32,7 +33,7 @@ from application.wal import (
     iter_payload,
 )
 from domain.account import Account
-from domain.commands import Command, PlaceOrder
+from domain.commands import Command, Deposit, PlaceOrder
 from domain.engine import CommandResult, ShardEngine
 from domain.errors import DomainError, UnknownOrder
 from domain.order import Order
@@ -56,6 +57,7 @@ class Outcome:
     result: CommandResult | None
     order: Order | None
     duplicate: bool = False
+    differs: bool = False  # a duplicate whose command is not the one first stored under its key
 
 
 Presenter = Callable[[Outcome], Any]
@@ -198,7 +200,7 @@ class ShardApp(Application[UUID]):
             key = keys[index]
             if key is not None and key in known:
                 batch.ack_seq = max(batch.ack_seq, known[key])
-                outcome = self._duplicate_outcome(command, known[key])
+                outcome = self._duplicate_outcome(command, known[key], batch.records)
                 results[index] = outcome if present is None else present(outcome)
                 continue
             try:
@@ -349,11 +351,28 @@ class ShardApp(Application[UUID]):
         if not self.needs_recovery:
             self._load_stored_keys(self.seq)
 
-    def _duplicate_outcome(self, command: Command, seq: int) -> Outcome:
+    def _duplicate_outcome(
+        self, command: Command, seq: int, pending: Sequence[WalRecord] = ()
+    ) -> Outcome:
         order: Order | None = None
         if isinstance(command, PlaceOrder):
             order = self.find_order(UUID(command_key(self.shard_id, command)))
+        if isinstance(command, Deposit):
+            account = self.engine.account(command.account)
+            result = None if account is None else CommandResult(touched=(), account=account)
+            differs = self._deposited_at(seq, pending) != command.amount
+            return Outcome(seq, command, result, None, duplicate=True, differs=differs)
         return Outcome(seq, command, None, order, duplicate=True)
+
+    def _deposited_at(self, seq: int, pending: Sequence[WalRecord]) -> Decimal | None:
+        """The amount the deposit at `seq` credited (a retry is compared with it): from the
+        batch being prepared if it is one of its records, else from the store."""
+        records = [r for r in pending if r.seq == seq]
+        for record in records or self.store.read_records(self.shard_id, seq - 1, 1):
+            for event in self.decode_record(record):
+                if isinstance(event, Account.Deposited):
+                    return event.amount
+        return None
 
     # -- replication (standby side) ---------------------------------------------------------
 
@@ -658,10 +677,14 @@ def _collector_paused() -> Iterator[None]:
 
 
 def command_key(shard_id: str, command: Command) -> str | None:
-    """The idempotency key of a command: a placed order's deterministic id."""
+    """The idempotency key of a command: a placed order's deterministic id, or a deposit's
+    when it names its deposit_id."""
     if isinstance(command, PlaceOrder):
         account_id = Account.create_id(shard_id, command.account)
         return str(Order.create_id(account_id, command.client_order_id))
+    if isinstance(command, Deposit) and command.deposit_id is not None:
+        account_id = Account.create_id(shard_id, command.account)
+        return str(Account.deposit_key(account_id, command.deposit_id))
     return None
 
 

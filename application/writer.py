@@ -237,7 +237,7 @@ class ShardWriter:
             refusal = ReplicationTimeoutError(
                 f"shard {self.app.shard_id}: the standby did not confirm seq {prepared.ack_seq} "
                 "in time; the command is stored on the primary but NOT acknowledged "
-                "(retry with the same client_order_id)"
+                "(retry with the same client_order_id or deposit_id)"
             )
         for future, result in zip(futures, prepared.results, strict=True):
             if isinstance(result, Exception):

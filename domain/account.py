@@ -16,6 +16,7 @@ from domain.base import ExchangeAggregate, uuid5_fast
 from domain.errors import InsufficientBalance, InvalidAmount
 
 _ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "exchange-dr:account")
+_DEPOSIT_NAMESPACE = uuid5(NAMESPACE_URL, "exchange-dr:deposit")
 FEE_OWNER = "__fees__"
 """Owner name of the per-shard account that collects every fee."""
 
@@ -117,6 +118,11 @@ class Account(ExchangeAggregate):
     def create_id(shard_id: str, owner: str) -> UUID:
         """Deterministic id: an owner has one account per shard."""
         return uuid5_fast(_ACCOUNT_NAMESPACE, f"{shard_id}/{owner}")
+
+    @staticmethod
+    def deposit_key(account_id: UUID, deposit_id: str) -> UUID:
+        """Deterministic id of a deposit: the same deposit id of an account is one deposit."""
+        return uuid5_fast(_DEPOSIT_NAMESPACE, f"{account_id.hex}/{deposit_id}")
 
     @classmethod
     def fee_account_id(cls, shard_id: str) -> UUID:

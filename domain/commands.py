@@ -36,10 +36,12 @@ class CancelOrder:
 
 @dataclass(frozen=True, slots=True)
 class Deposit:
-    """Credit collateral; opens the account on first use."""
+    """Credit collateral; opens the account on first use. With a `deposit_id` (the funding
+    system's transfer id) a deposit is credited once however often it is sent."""
 
     account: str
     amount: Decimal
+    deposit_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

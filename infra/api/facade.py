@@ -189,7 +189,8 @@ class Facade:
             raise ApiError(
                 503,
                 "timeout",
-                "the shard did not answer in time; retry with the same client_order_id",
+                "the shard did not answer in time; "
+                "retry with the same client_order_id or deposit_id",
                 headers={"Retry-After": "1"},
             ) from None
         except Exception as exc:
@@ -197,7 +198,7 @@ class Facade:
             raise ApiError(
                 503,
                 "unavailable",
-                "the shard could not commit; retry with the same client_order_id",
+                "the shard could not commit; retry with the same client_order_id or deposit_id",
                 headers={"Retry-After": "1"},
             ) from None
 

@@ -320,9 +320,15 @@ async def my_positions(request: Request, key: Caller, symbol: SymbolFilter = Non
     return JSONResponse({"positions": positions})
 
 
-@router.post("/deposits", status_code=201, response_model=s.DepositOut)
+@router.post(
+    "/deposits",
+    status_code=201,
+    response_model=s.DepositOut,
+    responses={200: {"model": s.DepositOut, "description": "retry of an existing deposit"}},
+)
 async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONResponse:
-    """Credit collateral to the caller's account on one shard (opens it on first use)."""
+    """Credit collateral to the caller's account on one shard (opens it on first use); the
+    same deposit_id with the same amount returns the first deposit, credited once."""
     facade = _facade(request)
     if body.shard is not None:
         if body.shard not in facade.writers:
@@ -339,14 +345,25 @@ async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONRespo
     amount = _decimal(body.amount, "amount")
     facade.require_leader(shard)
 
-    def present(outcome: Outcome) -> dict[str, Any]:
+    def present(outcome: Outcome) -> tuple[int, dict[str, Any] | None]:
+        if outcome.differs:
+            return 409, None
         assert outcome.result is not None and outcome.result.account is not None
-        return AccountView.of(outcome.result.account, shard).to_json() | {"seq": outcome.seq}
+        view = AccountView.of(outcome.result.account, shard).to_json()
+        return (200 if outcome.duplicate else 201), view | {"seq": outcome.seq}
 
-    view = await facade.submit(shard, Deposit(key.account, amount), present)
+    command = Deposit(key.account, amount, body.deposit_id)
+    status, view = await facade.submit(shard, command, present)
+    if view is None:
+        raise ApiError(
+            409,
+            "deposit_id_conflict",
+            f"deposit_id {body.deposit_id!r} was already used for a different amount",
+            field="deposit_id",
+        )
     seq = view.pop("seq")
     return JSONResponse(
-        {"account": key.account, "shard": shard, "seq": seq, "balance": view}, status_code=201
+        {"account": key.account, "shard": shard, "seq": seq, "balance": view}, status_code=status
     )
 
 

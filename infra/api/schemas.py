@@ -40,11 +40,14 @@ class PlaceOrderIn(_Strict):
 
 class DepositIn(_Strict):
     """Credit collateral on the shard of `shard`, or of `symbol` (one of them is needed when
-    more than one shard is served)."""
+    more than one shard is served). With a `deposit_id` (the funding transfer's id) a retry
+    credits nothing more and returns the first deposit's seq; the same id with another amount
+    is refused."""
 
     amount: AmountText
     shard: Name | None = None
     symbol: Name | None = None
+    deposit_id: Name | None = None
 
 
 class Error(BaseModel):

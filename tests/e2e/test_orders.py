@@ -123,6 +123,25 @@ def test_pagination_walks_every_order_once(new_account: NewAccount) -> None:
     assert [o["order_id"] for o in sol] == placed[3:]
 
 
+def test_deposit_retry_with_its_id_credits_once(new_account: NewAccount) -> None:
+    c = new_account(deposit=None)
+    body = {"amount": "700.5", "shard": "shard-1", "deposit_id": unique("tx")}
+    first = c.post("/v1/deposits", json=body)
+    assert first.status_code == 201, first.text
+    retry = c.post("/v1/deposits", json=body)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["seq"] == first.json()["seq"]
+    assert retry.json()["balance"]["balance"] == "700.5"
+    changed = c.post("/v1/deposits", json=body | {"amount": "700.6"})
+    assert changed.status_code == 409
+    assert changed.json()["code"] == "deposit_id_conflict"
+    assert changed.json()["field"] == "deposit_id"
+    plain = c.post("/v1/deposits", json={"amount": "1", "shard": "shard-1"})
+    assert plain.status_code == 201 and plain.json()["seq"] > first.json()["seq"]
+    me = c.get("/v1/accounts/me").json()["balances"][0]
+    assert me["balance"] == "701.5"
+
+
 def test_retry_returns_the_first_order_and_a_changed_body_conflicts(
         new_account: NewAccount) -> None:
     c = new_account()

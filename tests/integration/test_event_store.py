@@ -95,6 +95,36 @@ def test_retry_with_same_client_order_id_returns_first_outcome(
     restarted.close()
 
 
+def test_a_deposit_with_an_id_is_credited_once(settings: Settings, dsn: str) -> None:
+    app = new_app(settings, dsn)
+    deposit = Deposit("alice", Decimal("250"), deposit_id="tx-1")
+    first = one(app, deposit)
+    again = one(app, deposit)
+    assert again.duplicate and not again.differs and again.seq == first.seq
+    assert again.result is not None and again.result.account is not None
+    assert again.result.account.balance == Decimal("250")
+    # the same id with another amount is not the same deposit: refused, nothing credited
+    other = one(app, Deposit("alice", Decimal("251"), deposit_id="tx-1"))
+    assert other.duplicate and other.differs
+    # twice within one batch: the second is the first's retry
+    results = app.execute_batch([Deposit("alice", Decimal("5"), deposit_id="tx-2")] * 2)
+    assert [isinstance(r, Outcome) and r.duplicate for r in results] == [False, True]
+    assert not any(isinstance(r, Outcome) and r.differs for r in results)
+    # without an id every deposit counts, as before
+    one(app, Deposit("alice", Decimal("1")))
+    one(app, Deposit("alice", Decimal("1")))
+    account = app.engine.account("alice")
+    assert account is not None and account.balance == Decimal("257")
+    app.close()
+    # after a restart the key comes from the store, the amount from the stored record
+    restarted = new_app(settings, dsn)
+    after = one(restarted, deposit)
+    assert after.duplicate and not after.differs and after.seq == first.seq
+    assert one(restarted, Deposit("alice", Decimal("9"), deposit_id="tx-1")).differs
+    assert [r[0] for r in wal_rows(dsn)] == [1, 2, 3, 4]
+    restarted.close()
+
+
 def test_second_writer_is_refused_by_the_database(settings: Settings, dsn: str) -> None:
     first = new_app(settings, dsn)
     second = new_app(settings, dsn)
