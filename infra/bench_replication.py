@@ -19,6 +19,7 @@ machine spent per acknowledged command. Latencies of two runs compare only at si
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -146,7 +147,7 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
         progress.update(4)
         applied = _watch_apply(standby_seq, resumed_at, backlog_from, backlog_to)
         progress.update(5)
-        return {
+        result = {
             "mode": mode,
             "rate": rate,
             "seconds": seconds,
@@ -168,3 +169,6 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
     finally:
         progress.close()
         cluster.close()
+    # a run that failed raised above and keeps the regions' logs in `work` for a look
+    shutil.rmtree(work, ignore_errors=True)
+    return result
