@@ -18,6 +18,16 @@ from infra.pg_arrays import ByteaArray, Int8Array, TextArray, UuidArray
 _RECORD_COLUMNS = (
     "shard_id, seq, epoch, command_type, command_key, recorded_at_us, payload, checksum"
 )
+# A page of records, bounded on both sides. A shard's seqs are dense, so the `limit` records
+# after `after` lie within `after + limit`, and the scan touches that range only. With
+# `seq > after` alone the planner estimates the newest seqs from statistics taken before they
+# existed (a handful of rows) and, so estimated, reads every row past `after` and sorts them,
+# for every page: reading a long WAL from its start was quadratic in its length.
+_READ_PAGE = (
+    f"SELECT {_RECORD_COLUMNS} FROM wal_records "
+    "WHERE shard_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
+)
+
 _RECORD_COPY_TYPES = ["text", "int8", "int8", "text", "text", "int8", "bytea", "text"]
 _EVENT_COPY_TYPES = ["uuid", "int8", "text", "bytea"]
 SAVE_CHECKPOINT_SQL = (
@@ -200,12 +210,7 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
         self, shard_id: str, after_seq: int, limit: int, *, verify: bool = True
     ) -> Sequence[WalRecord]:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM wal_records "
-                "WHERE shard_id = %s AND seq > %s ORDER BY seq LIMIT %s",
-                (shard_id, after_seq, limit),
-                prepare=True,
-            )
+            curs.execute(_READ_PAGE, (shard_id, after_seq, after_seq + limit, limit), prepare=True)
             rows = curs.fetchall()
         return [
             WalRecord.from_row(
@@ -256,7 +261,7 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
                     "SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, "
                     "checksum FROM wal_records WHERE shard_id = %s AND seq > %s "
                     "AND seq <= %s ORDER BY seq LIMIT %s",
-                    (shard_id, position, upto_seq, page),
+                    (shard_id, position, min(upto_seq, position + page), page),
                     prepare=True,
                     binary=True,
                 )
@@ -281,24 +286,21 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             return {row["command_key"]: int(row["seq"]) for row in curs.fetchall()}
 
     def command_keys(self, shard_id: str, upto_seq: int, *, page: int = 20_000) -> Iterator[str]:
-        """Every idempotency key stored up to `upto_seq`, in pages (for the key filter)."""
+        """Every idempotency key stored up to `upto_seq`, a window of `page` seqs at a time
+        (for the key filter; not every record has a key, so a short window is not the end)."""
         position = 0
         while position < upto_seq:
+            end = min(upto_seq, position + page)
             with self.datastore.transaction(commit=False) as curs:
                 curs.execute(
-                    "SELECT seq, command_key FROM wal_records WHERE shard_id = %s "
-                    "AND seq > %s AND seq <= %s AND command_key IS NOT NULL "
-                    "ORDER BY seq LIMIT %s",
-                    (shard_id, position, upto_seq, page),
+                    "SELECT command_key FROM wal_records WHERE shard_id = %s "
+                    "AND seq > %s AND seq <= %s AND command_key IS NOT NULL ORDER BY seq",
+                    (shard_id, position, end),
                 )
                 rows = curs.fetchall()
-            if not rows:
-                return
             for row in rows:
                 yield row["command_key"]
-            if len(rows) < page:
-                return
-            position = int(rows[-1]["seq"])
+            position = end
 
     # -- divergent history ------------------------------------------------------------------
 
