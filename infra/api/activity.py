@@ -11,6 +11,7 @@ when they land.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -107,6 +108,7 @@ class ShardActivity:
         """
         if app.needs_recovery:
             app.recover()
+        started = time.monotonic()
         self.orders, self._order_ids, self._fills = {}, {}, {}
         self._live = {}
         self.seq = 0
@@ -118,7 +120,12 @@ class ShardActivity:
                 progress(records)
         self.seq = app.seq
         log.info(
-            "activity index shard=%s records=%s orders=%s", self.shard_id, records, len(self.orders)
+            "activity index shard=%s seq=%s records=%s orders=%s seconds=%.2f",
+            self.shard_id,
+            self.seq,
+            records,
+            len(self.orders),
+            time.monotonic() - started,
         )
         return records
 
