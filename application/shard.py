@@ -154,6 +154,10 @@ class ShardApp(Application[UUID]):
         # whether it did; None (or False) captures inline, stalling the writer meanwhile.
         self.background_checkpoint: BackgroundCheckpoint | None = None
         self.checkpoint_due = False
+        # Called (writer thread) after each recovery with the recovered seq: in-memory indexes
+        # kept beside the hot state drop what they took from commands beyond it, which did
+        # not land (their batch failed, or was set aside when this region rejoined).
+        self.on_recovered: Callable[[int], None] | None = None
 
     def construct_transcoder(self) -> Transcoder:
         """Enums and tuples must come back as they went in, or replay would diverge."""
@@ -577,6 +581,8 @@ class ShardApp(Application[UUID]):
         self._recent_keys.clear()
         self._load_stored_keys(target)
         self.needs_recovery = False
+        if self.on_recovered is not None:
+            self.on_recovered(target)
         report = RecoveryReport(
             shard_id=self.shard_id,
             from_checkpoint_seq=start,

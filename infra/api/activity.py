@@ -3,18 +3,22 @@
 The engine holds open orders only; closed ones live in the event store, keyed by id. Listing an
 account's orders or trades needs an index by account. This one is in memory: rebuilt at start
 by scanning the shard's whole WAL (Order events only), then kept current on the writer thread
-from each committed outcome. It costs one OrderView per order ever placed and one FillView per
-execution side, and a WAL scan at start; the read models of the projection workers replace it
-when they land.
+from each outcome as its batch is prepared. Those entries come before the batch is durable, so
+the index keeps an undo journal of its last UNDO_SEQS seqs: when the shard recovers after a
+batch failed to land, it takes back what came from beyond the recovered seq, instead of
+scanning the whole WAL again with the writer blocked. It costs one OrderView per order ever
+placed and one FillView per execution side, and a WAL scan at start; the read models of the
+projection workers replace it when they land.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -28,6 +32,13 @@ from domain.values import Instrument, Liquidity
 log = logging.getLogger("exchange_dr.api.activity")
 
 _ORDER_TOPIC = "domain.order:"
+
+UNDO_SEQS = 10_000
+"""How many of the newest seqs the undo journal covers: far more than the batches that can be
+prepared beyond the durable seq (the one committing and the one built on it)."""
+
+# (seq, order id, the order's view before) for an order; (seq, None, account) for a fill
+_Undo = tuple[int, UUID | None, "OrderView | str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,8 @@ class ShardActivity:
         self._fills: dict[str, list[FillView]] = {}
         self._live: dict[UUID, Order] = {}
         self.seq = 0
+        self._undo: deque[_Undo] = deque()
+        self._undo_floor = 0  # the journal holds every entry after this seq
 
     # -- writes (writer thread) -------------------------------------------------------------
 
@@ -57,14 +70,18 @@ class ShardActivity:
         result = outcome.result
         if result is None or outcome.duplicate:
             return
+        seq = outcome.seq
+        undo = self._undo
         for aggregate in result.touched:
             if isinstance(aggregate, Order):
-                self._put(
-                    OrderView.of(
-                        aggregate, self.instruments[aggregate.symbol], self.shard_id, outcome.seq
-                    )
+                view = OrderView.of(
+                    aggregate, self.instruments[aggregate.symbol], self.shard_id, seq
                 )
+                undo.append((seq, view.order_id, self.orders.get(view.order_id)))
+                self._put(view)
         for trade in result.trades:
+            undo.append((seq, None, trade.maker_account))
+            undo.append((seq, None, trade.taker_account))
             instrument = self.instruments[trade.symbol]
             price = instrument.ticks_to_price(trade.price_ticks)
             quantity = instrument.lots_to_quantity(trade.quantity_lots)
@@ -98,20 +115,44 @@ class ShardActivity:
                     outcome.seq,
                 )
             )
-        self.seq = max(self.seq, outcome.seq)
+        self.seq = max(self.seq, seq)
+        while undo and undo[0][0] <= seq - UNDO_SEQS:
+            self._undo_floor = undo.popleft()[0]
+
+    def rollback(self, seq: int) -> bool:
+        """Take back what commands beyond `seq` put in the index (their batch did not land),
+        newest first. False if the journal does not reach back to `seq`: rebuild instead."""
+        if self._undo_floor > seq:
+            return False
+        undo = self._undo
+        while undo and undo[-1][0] > seq:
+            _, order_id, before = undo.pop()
+            if order_id is None:
+                assert isinstance(before, str)
+                _pop_newest(self._fills, before)
+            elif isinstance(before, OrderView):
+                self.orders[order_id] = before
+            else:  # placed by that command: it was the newest of its account
+                _pop_newest(self._order_ids, self.orders.pop(order_id).account)
+        self.seq = min(self.seq, seq)
+        return True
+
+    def _journal_from(self, seq: int) -> None:
+        """Entries up to `seq` came from elsewhere than `record` (the WAL): none to undo."""
+        self._undo.clear()
+        self._undo_floor = seq
 
     def rebuild(self, app: ShardApp, progress: Callable[[int], None] | None = None) -> int:
-        """Index the WAL up to the app's seq, from scratch (run it on the writer thread).
-
-        Also the repair after a failed commit: presenters index outcomes before their batch is
-        durable, so a batch that did not land leaves entries that must go.
-        """
-        if app.needs_recovery:
-            app.recover()
+        """Index the WAL up to the app's seq, from scratch (run it on the writer thread): at
+        start, when this region stops leading, and after a failed batch that the undo journal
+        does not reach back to."""
         started = time.monotonic()
         self.orders, self._order_ids, self._fills = {}, {}, {}
         self._live = {}
         self.seq = 0
+        self._journal_from(0)
+        if app.needs_recovery:
+            app.recover()
         records = 0
         for record in app.store.iter_records(self.shard_id, 0, upto_seq=app.seq):
             records += 1
@@ -119,6 +160,7 @@ class ShardActivity:
             if progress is not None and records % 10_000 == 0:
                 progress(records)
         self.seq = app.seq
+        self._journal_from(self.seq)
         log.info(
             "activity index shard=%s seq=%s records=%s orders=%s seconds=%.2f",
             self.shard_id,
@@ -166,6 +208,7 @@ class ShardActivity:
                 if not order.is_open:
                     live.pop(order.id, None)
             self.seq = record.seq
+        self._journal_from(self.seq)
 
     def _fill_of(self, order: Order, event: Order.Filled, seq: int) -> FillView:
         instrument = self.instruments[order.symbol]
@@ -224,3 +267,10 @@ class ShardActivity:
             if symbol is None or fill.symbol == symbol:
                 found.append(fill)
         return Page(tuple(found), position if position < len(fills) else None)
+
+
+def _pop_newest(by_account: dict[str, list[Any]], account: str) -> None:
+    entries = by_account[account]
+    entries.pop()
+    if not entries:
+        del by_account[account]

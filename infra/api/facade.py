@@ -54,12 +54,12 @@ class Facade:
         self.instruments: dict[str, Instrument] = {}
         self.symbol_shard: dict[str, str] = {}
         self.activity: dict[str, ShardActivity] = {}
-        self._repairing: dict[str, bool] = {}
         self._pending: dict[str, dict[asyncio.Future[Any], float]] = {}
         self._watchdog: asyncio.Task[None] | None = None
         for shard_id, writer in self.writers.items():
             instruments = writer.app.instruments
             self.activity[shard_id] = ShardActivity(shard_id, instruments)
+            writer.app.on_recovered = functools.partial(self._recovered, shard_id)
             for instrument in instruments:
                 self.instruments[instrument.symbol] = instrument
                 self.symbol_shard[instrument.symbol] = shard_id
@@ -108,31 +108,31 @@ class Facade:
         future: Future[T] = self.writers[shard_id].submit_presented(command, present)
         try:
             return await self._wait(future, shard_id, command=True)
-        except ApiError as exc:
-            if exc.code == "unavailable" and not self._repairing.get(shard_id):
-                self._repair_activity(shard_id)
-            raise
         finally:
             self.metrics.command_ack.labels(shard_id, type(command).__name__).observe(
                 time.perf_counter() - started
             )
 
-    def _repair_activity(self, shard_id: str) -> None:
-        """A batch failed to commit: re-index from the store once the writer gets to it."""
-        self._repairing[shard_id] = True
+    def _recovered(self, shard_id: str, seq: int) -> None:
+        """The shard rebuilt its hot state up to `seq` (writer thread): the index drops what
+        commands beyond it left there; a full re-index only if its journal does not reach."""
         activity = self.activity[shard_id]
-
-        def repair(app: ShardApp) -> int:
-            try:
-                return activity.rebuild(app)
-            finally:
-                self._repairing[shard_id] = False
-
-        self.writers[shard_id].query(repair)
+        if activity.seq <= seq or activity.rollback(seq):
+            return
+        log.warning(
+            "activity index shard=%s at seq=%s is beyond the recovered seq=%s and its journal "
+            "does not reach back: re-indexing the WAL",
+            shard_id,
+            activity.seq,
+            seq,
+        )
+        activity.rebuild(self.writers[shard_id].app)
 
     async def query(self, shard_id: str, read: Callable[[ShardApp], T]) -> T:
-        """A read on the writer thread, between batches."""
-        return await self._wait(self.writers[shard_id].query(read), shard_id)
+        """A read on the writer thread, between batches, of committed state only."""
+        return await self._wait(
+            self.writers[shard_id].query(functools.partial(_committed, read)), shard_id
+        )
 
     async def _until_done(self, future: Future[T], shard_id: str, while_leader: bool) -> T:
         """The future's result; for a command, given up (not_leader) as soon as this instance
@@ -244,3 +244,12 @@ def _settle(waiter: asyncio.Future[Any], done: Future[Any]) -> None:
         waiter.set_exception(exc)
     else:
         waiter.set_result(done.result())
+
+
+def _committed(read: Callable[[ShardApp], T], app: ShardApp) -> T:
+    """`read` of the hot state once no failed batch is left in it: a batch that did not land
+    is taken out (recovery from the store, which also takes it out of the activity index)
+    before anyone reads what it did."""
+    if app.needs_recovery:
+        app.recover()
+    return read(app)
