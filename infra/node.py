@@ -125,8 +125,7 @@ class Node:
     def on_demoted(self, controller: ShardController) -> None:
         facade = getattr(getattr(self.api_app, "state", None), "facade", None)
         if facade is not None:
-            activity = facade.activity[controller.shard_id]
-            controller.writer.query(activity.rebuild)
+            facade.reindex(controller.shard_id)
 
 
 def preferred_leader(settings: Settings) -> str:
@@ -521,7 +520,12 @@ def start_api(node: Node) -> threading.Thread:
     assert node.coordinator is not None
     key_store = make_key_store(node.settings, dsn=region.pg_dsn)
     app = create_app(
-        node.settings, node.writers, node, key_store, replica_lag_ms=node.replica_lag_ms
+        node.settings,
+        node.writers,
+        node,
+        key_store,
+        replica_lag_ms=node.replica_lag_ms,
+        warm_activity=True,
     )
     app.state.facade.metrics.registry.register(NodeCollector(node))
     if node.settings.peer_token:

@@ -52,16 +52,18 @@ class Page:
 class ShardActivity:
     """Orders and fills of one shard by account. Mutated only on the shard's writer thread."""
 
-    def __init__(self, shard_id: str, instruments: Iterable[Instrument]) -> None:
+    def __init__(self, shard_id: str, instruments: Iterable[Instrument], *, seq: int = 0) -> None:
+        """An empty index; with `seq`, of the commands after it (what came before is elsewhere:
+        a warm-up builds it)."""
         self.shard_id = shard_id
         self.instruments = {i.symbol: i for i in instruments}
         self.orders: dict[UUID, OrderView] = {}
         self._order_ids: dict[str, list[UUID]] = {}
         self._fills: dict[str, list[FillView]] = {}
         self._live: dict[UUID, Order] = {}
-        self.seq = 0
+        self.seq = seq
         self._undo: deque[_Undo] = deque()
-        self._undo_floor = 0  # the journal holds every entry after this seq
+        self._undo_floor = seq  # the journal holds every entry after this seq
 
     # -- writes (writer thread) -------------------------------------------------------------
 
@@ -143,23 +145,31 @@ class ShardActivity:
         self._undo_floor = seq
 
     def rebuild(self, app: ShardApp, progress: Callable[[int], None] | None = None) -> int:
-        """Index the WAL up to the app's seq, from scratch (run it on the writer thread): at
-        start, when this region stops leading, and after a failed batch that the undo journal
-        does not reach back to."""
-        started = time.monotonic()
+        """Index the WAL up to the app's seq, from scratch (run it on the writer thread): when
+        this region stops leading, and after a failed batch that the undo journal does not
+        reach back to."""
         self.orders, self._order_ids, self._fills = {}, {}, {}
         self._live = {}
         self.seq = 0
         self._journal_from(0)
         if app.needs_recovery:
             app.recover()
+        return self.build(app, app.seq, progress)
+
+    def build(
+        self, app: ShardApp, upto_seq: int, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Index the stored WAL from what is indexed up to `upto_seq`. It reads the store and
+        decodes, and touches nothing of the app's hot state: for an index not in use yet, any
+        thread may run it (a node's start indexes in the background)."""
+        started = time.monotonic()
         records = 0
-        for record in app.store.iter_records(self.shard_id, 0, upto_seq=app.seq):
+        for record in app.store.iter_records(self.shard_id, self.seq, upto_seq=upto_seq):
             records += 1
             self.index_records(app, [record])
             if progress is not None and records % 10_000 == 0:
                 progress(records)
-        self.seq = app.seq
+        self.seq = max(self.seq, upto_seq)
         self._journal_from(self.seq)
         log.info(
             "activity index shard=%s seq=%s records=%s orders=%s seconds=%.2f",

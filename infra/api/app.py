@@ -55,14 +55,19 @@ def create_app(
     *,
     replica_lag_ms: LagFn | None = None,
     rebuild_activity: bool = True,
+    warm_activity: bool = False,
 ) -> ExchangeAPI:
-    """Wire routes to started shard writers; the caller owns (and stops) the writers."""
+    """Wire routes to started shard writers; the caller owns (and stops) the writers. The
+    activity index is built before this returns, or with `warm_activity` in the background
+    (Facade.warm_activity)."""
     configured = settings.shards()
     unknown = [shard for shard in shards if shard not in configured]
     if unknown:
         raise ValueError(f"shards not in EXDR_SHARDS: {', '.join(unknown)}")
     facade = Facade(shards, leadership, key_store, replica_lag_ms=replica_lag_ms)
-    if rebuild_activity:
+    if warm_activity:
+        facade.warm_activity()
+    elif rebuild_activity:
         facade.rebuild_activity()
     app = ExchangeAPI(
         title="exchange-dr",

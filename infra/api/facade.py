@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -13,7 +14,7 @@ from uuid import UUID
 
 from application.leadership import Leadership
 from application.shard import Outcome, ShardApp
-from application.writer import NotLeaderError, ShardWriter
+from application.writer import NotLeaderError, ShardWriter, WriterStoppedError
 from domain.commands import Command
 from domain.errors import DomainError
 from domain.values import Instrument
@@ -29,6 +30,7 @@ LagFn = Callable[[str], float | None]
 """Replication lag of a shard in milliseconds on this (standby) instance; None if unknown."""
 
 RETRY_AFTER_S = 1
+WARM_RETRY_MAX_S = 10.0  # a warm-up that failed (the store was down) retries up to this often
 LEADERSHIP_POLL_S = 0.05  # a command in flight notices a lost leadership this fast
 
 
@@ -55,6 +57,9 @@ class Facade:
         self.symbol_shard: dict[str, str] = {}
         self.activity: dict[str, ShardActivity] = {}
         self._pending: dict[str, dict[asyncio.Future[Any], float]] = {}
+        # shards whose index is being built in the background, and the seq it is built up to
+        self._warming: dict[str, int] = {}
+        self._warm_stale: set[str] = set()
         self._watchdog: asyncio.Task[None] | None = None
         for shard_id, writer in self.writers.items():
             instruments = writer.app.instruments
@@ -68,6 +73,95 @@ class Facade:
         """Index every shard's WAL on its writer thread, consistent with what it commits next."""
         for shard_id, activity in self.activity.items():
             self.writers[shard_id].query(activity.rebuild).result()
+
+    def warm_activity(self) -> None:
+        """Index every shard's WAL in the background (a node's start): commands are taken at
+        once, and the index of what they do starts at the shard's seq now; a thread indexes
+        the stored WAL up to that seq meanwhile, then, on the writer thread, the records since
+        and takes over. Until then listings, and reads of orders the index does not know yet,
+        answer 503 warming_up: a restart's time to its first command does not grow with the
+        length of the WAL."""
+        for shard_id, writer in self.writers.items():
+
+            def begin(app: ShardApp, shard_id: str = shard_id) -> int:
+                if app.needs_recovery:
+                    app.recover()
+                self.activity[shard_id] = ShardActivity(shard_id, app.instruments, seq=app.seq)
+                self._warming[shard_id] = app.seq
+                return app.seq
+
+            upto = writer.query(begin).result()
+            threading.Thread(
+                target=self._warm,
+                args=(shard_id, upto),
+                name=f"activity-index-{shard_id}",
+                daemon=True,
+            ).start()
+
+    @property
+    def warming_up(self) -> bool:
+        return bool(self._warming)
+
+    def _warm(self, shard_id: str, upto: int) -> None:
+        writer = self.writers[shard_id]
+        delay = 0.5
+        while True:
+            try:
+                builder = ShardActivity(shard_id, writer.app.instruments)
+                builder.build(writer.app, upto)
+                again = writer.query(functools.partial(self._take_over, shard_id, builder)).result()
+            except WriterStoppedError:
+                return
+            except Exception as exc:
+                log.error("activity index warm-up failed shard=%s error=%s", shard_id, exc)
+                time.sleep(delay)
+                delay = min(WARM_RETRY_MAX_S, delay * 2)
+                continue
+            if again is None:
+                return
+            upto = again  # records it read were set aside meanwhile: from scratch, up to now
+
+    def _take_over(self, shard_id: str, builder: ShardActivity, app: ShardApp) -> int | None:
+        """(writer thread) The built index indexes what was committed since its seq and
+        replaces the one commands fed meanwhile; or, if records it read are gone (this region
+        rejoined and set them aside), the seq to build up to again."""
+        if app.needs_recovery:
+            app.recover()
+        if shard_id in self._warm_stale:
+            self._warm_stale.discard(shard_id)
+            self._warming[shard_id] = app.seq
+            return app.seq
+        builder.index_records(app, app.store.iter_records(shard_id, builder.seq, upto_seq=app.seq))
+        self.activity[shard_id] = builder
+        del self._warming[shard_id]
+        log.info("activity index ready shard=%s seq=%s", shard_id, builder.seq)
+        return None
+
+    def index_of(self, shard_id: str) -> ShardActivity:
+        """(writer thread) The shard's index for a listing; 503 while it warms up."""
+        if shard_id in self._warming:
+            raise self.warming_error(shard_id)
+        return self.activity[shard_id]
+
+    def warming_error(self, shard_id: str | None = None) -> ApiError:
+        which = f"shard {shard_id}" if shard_id else "a shard"
+        return ApiError(
+            503,
+            "warming_up",
+            f"{which} is still indexing its order history after a start; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    def reindex(self, shard_id: str) -> None:
+        """Index a shard from its store again (this region stopped leading it), on its writer
+        thread; a shard that is warming up gets that from its warm-up."""
+
+        def run(app: ShardApp) -> int:
+            if shard_id in self._warming:
+                return 0
+            return self.activity[shard_id].rebuild(app)
+
+        self.writers[shard_id].query(run)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -116,8 +210,16 @@ class Facade:
     def _recovered(self, shard_id: str, seq: int) -> None:
         """The shard rebuilt its hot state up to `seq` (writer thread): the index drops what
         commands beyond it left there; a full re-index only if its journal does not reach."""
+        warm_upto = self._warming.get(shard_id)
+        if warm_upto is not None and seq < warm_upto:
+            self._warm_stale.add(shard_id)  # the warm-up may have read records now set aside
         activity = self.activity[shard_id]
         if activity.seq <= seq or activity.rollback(seq):
+            return
+        if warm_upto is not None:
+            # the index commands feed during a warm-up is replaced by the built one anyway
+            instruments = activity.instruments.values()
+            self.activity[shard_id] = ShardActivity(shard_id, instruments, seq=seq)
             return
         log.warning(
             "activity index shard=%s at seq=%s is beyond the recovered seq=%s and its journal "

@@ -98,11 +98,10 @@ async def place(facade: Facade, account: str, body: s.PlaceOrderIn) -> tuple[int
         leverage=body.leverage,
     )
     facade.require_leader(shard)
-    activity = facade.activity[shard]
     app = facade.writers[shard].app
 
     def present(outcome: Outcome) -> tuple[int, dict[str, Any] | None]:
-        activity.record(outcome)
+        facade.activity[shard].record(outcome)  # the index of now (a warm-up replaces it)
         order = outcome.order
         if outcome.duplicate and order is None:
             order = app.find_order(_placed_order_id(command, app))
@@ -145,10 +144,11 @@ async def _own_order(facade: Facade, order_id: UUID, account: str) -> OrderView:
     """The caller's order; another account's order is reported missing, not forbidden."""
     shard = facade.shard_of_order(order_id)
     if shard is not None:
-        activity = facade.activity[shard]
-        view = await facade.query(shard, lambda _app: activity.order(order_id))
+        view = await facade.query(shard, lambda _app: facade.activity[shard].order(order_id))
         if view is not None and view.account == account:
             return view
+    if facade.warming_up:
+        raise facade.warming_error()  # an older order may still be on its way into the index
     raise ApiError(404, "unknown_order", f"no order {order_id}", field="order_id")
 
 
@@ -171,11 +171,10 @@ async def cancel_order(order_id: OrderId, request: Request, key: Caller) -> JSON
     if not view.is_open:
         raise OrderNotOpen(f"order {order_id} is {view.status}", field="order_id")
     shard = view.shard
-    activity = facade.activity[shard]
     instrument = facade.instruments[view.symbol]
 
     def present(outcome: Outcome) -> dict[str, Any]:
-        activity.record(outcome)
+        facade.activity[shard].record(outcome)
         assert outcome.order is not None
         return OrderView.of(outcome.order, instrument, shard, outcome.seq).to_json()
 
@@ -212,12 +211,9 @@ async def _paginate(
     items: list[dict[str, Any]] = []
     for index, shard in enumerate(shards):
         want = limit - len(items)
-        activity = facade.activity[shard]
 
-        def read_page(
-            _app: ShardApp, a: ShardActivity = activity, p: int = position, w: int = want
-        ) -> Page:
-            return read(a, p, w)
+        def read_page(_app: ShardApp, s: str = shard, p: int = position, w: int = want) -> Page:
+            return read(facade.index_of(s), p, w)
 
         page = await facade.query(shard, read_page)
         items.extend(item.to_json() for item in page.items)

@@ -45,11 +45,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_in_thread(dsn: str, leadership: StaticLeadership) -> Served:
+def serve_in_thread(dsn: str, leadership: StaticLeadership, *, warm: bool = False) -> Served:
     settings = Settings.from_env()
     writers = start_shard_writers(settings, dsn=dsn)
     keys = KeyStore(dsn)
-    app = create_app(settings, writers, leadership, keys)
+    app = create_app(settings, writers, leadership, keys, warm_activity=warm)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))

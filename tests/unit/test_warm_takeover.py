@@ -1,0 +1,74 @@
+"""The facade's background warm-up of the activity index: the built index takes over unless the
+shard set records aside meanwhile (then it is built again, up to the shard's seq now)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from application.shard import ShardApp
+from application.writer import ShardWriter
+from domain.values import DEFAULT_INSTRUMENTS
+from infra.api.activity import ShardActivity
+from infra.api.facade import Facade
+from infra.api.keys import KeyStore
+from infra.api.leadership import StaticLeadership
+
+SHARD = "shard-1"
+
+
+@dataclass
+class Store:
+    def iter_records(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+
+@dataclass
+class App:
+    seq: int
+    instruments: tuple[Any, ...] = DEFAULT_INSTRUMENTS
+    needs_recovery: bool = False
+    on_recovered: Any = None
+    store: Store = field(default_factory=Store)
+
+
+@dataclass
+class Writer:
+    app: App
+
+
+def facade_warming(upto: int) -> tuple[Facade, App]:
+    app = App(seq=upto)
+    writer = cast(ShardWriter, Writer(app))
+    facade = Facade({SHARD: writer}, StaticLeadership(leads=True), cast(KeyStore, None))
+    facade.activity[SHARD] = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=upto)
+    facade._warming[SHARD] = upto
+    return facade, app
+
+
+def test_the_built_index_takes_over() -> None:
+    facade, app = facade_warming(100)
+    app.seq = 130  # commands since the warm-up began
+    built = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=100)
+    assert facade._take_over(SHARD, built, cast(ShardApp, app)) is None
+    assert facade.activity[SHARD] is built and not facade.warming_up
+
+
+def test_records_set_aside_during_the_warm_up_start_it_again() -> None:
+    facade, app = facade_warming(100)
+    # the region rejoined: what it wrote after seq 80 went to quarantine, the shard recovered
+    app.seq = 80
+    facade._recovered(SHARD, 80)
+    built = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=100)
+    assert facade._take_over(SHARD, built, cast(ShardApp, app)) == 80
+    assert facade.warming_up and facade.activity[SHARD] is not built
+    again = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=80)
+    assert facade._take_over(SHARD, again, cast(ShardApp, app)) is None
+    assert facade.activity[SHARD] is again
+
+
+def test_a_failed_batch_during_the_warm_up_keeps_it() -> None:
+    facade, app = facade_warming(100)
+    facade._recovered(SHARD, 100)  # the durable seq never goes below the warm-up start
+    built = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=100)
+    assert facade._take_over(SHARD, built, cast(ShardApp, app)) is None
