@@ -82,21 +82,23 @@ class Facade:
         answer 503 warming_up: a restart's time to its first command does not grow with the
         length of the WAL."""
         for shard_id, writer in self.writers.items():
+            writer.query(functools.partial(self._begin_warm, shard_id)).result()
 
-            def begin(app: ShardApp, shard_id: str = shard_id) -> int:
-                if app.needs_recovery:
-                    app.recover()
-                self.activity[shard_id] = ShardActivity(shard_id, app.instruments, seq=app.seq)
-                self._warming[shard_id] = app.seq
-                return app.seq
-
-            upto = writer.query(begin).result()
-            threading.Thread(
-                target=self._warm,
-                args=(shard_id, upto),
-                name=f"activity-index-{shard_id}",
-                daemon=True,
-            ).start()
+    def _begin_warm(self, shard_id: str, app: ShardApp) -> None:
+        """(writer thread) Start a warm-up of the shard's index, unless one is running (its
+        take-over indexes from the store whatever happened since it began)."""
+        if shard_id in self._warming:
+            return
+        if app.needs_recovery:
+            app.recover()
+        self.activity[shard_id] = ShardActivity(shard_id, app.instruments, seq=app.seq)
+        self._warming[shard_id] = app.seq
+        threading.Thread(
+            target=self._warm,
+            args=(shard_id, app.seq),
+            name=f"activity-index-{shard_id}",
+            daemon=True,
+        ).start()
 
     @property
     def warming_up(self) -> bool:
@@ -153,15 +155,9 @@ class Facade:
         )
 
     def reindex(self, shard_id: str) -> None:
-        """Index a shard from its store again (this region stopped leading it), on its writer
-        thread; a shard that is warming up gets that from its warm-up."""
-
-        def run(app: ShardApp) -> int:
-            if shard_id in self._warming:
-                return 0
-            return self.activity[shard_id].rebuild(app)
-
-        self.writers[shard_id].query(run)
+        """Index a shard from its store again (this region stopped leading it: what commands
+        fed the index is not what the new leader's records need), in the background."""
+        self.writers[shard_id].query(functools.partial(self._begin_warm, shard_id))
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -209,7 +205,8 @@ class Facade:
 
     def _recovered(self, shard_id: str, seq: int) -> None:
         """The shard rebuilt its hot state up to `seq` (writer thread): the index drops what
-        commands beyond it left there; a full re-index only if its journal does not reach."""
+        commands beyond it left there; if its journal does not reach back, it is built again
+        in the background."""
         warm_upto = self._warming.get(shard_id)
         if warm_upto is not None and seq < warm_upto:
             self._warm_stale.add(shard_id)  # the warm-up may have read records now set aside
@@ -223,12 +220,12 @@ class Facade:
             return
         log.warning(
             "activity index shard=%s at seq=%s is beyond the recovered seq=%s and its journal "
-            "does not reach back: re-indexing the WAL",
+            "does not reach back: re-indexing the WAL in the background",
             shard_id,
             activity.seq,
             seq,
         )
-        activity.rebuild(self.writers[shard_id].app)
+        self._begin_warm(shard_id, self.writers[shard_id].app)
 
     async def query(self, shard_id: str, read: Callable[[ShardApp], T]) -> T:
         """A read on the writer thread, between batches, of committed state only."""

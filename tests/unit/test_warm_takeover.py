@@ -1,8 +1,12 @@
 """The facade's background warm-up of the activity index: the built index takes over unless the
-shard set records aside meanwhile (then it is built again, up to the shard's seq now)."""
+shard set records aside meanwhile (then it is built again, up to the shard's seq now), and a
+recovery the undo journal cannot follow starts one instead of a scan on the writer thread."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -34,7 +38,14 @@ class App:
 
 @dataclass
 class Writer:
+    """Runs a query at once, on the caller's thread."""
+
     app: App
+
+    def query(self, read: Callable[[Any], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(read(self.app))
+        return future
 
 
 def facade_warming(upto: int) -> tuple[Facade, App]:
@@ -72,3 +83,20 @@ def test_a_failed_batch_during_the_warm_up_keeps_it() -> None:
     facade._recovered(SHARD, 100)  # the durable seq never goes below the warm-up start
     built = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=100)
     assert facade._take_over(SHARD, built, cast(ShardApp, app)) is None
+
+
+def test_a_recovery_the_journal_cannot_follow_warms_up_in_the_background() -> None:
+    app = App(seq=100)
+    facade = Facade(
+        {SHARD: cast(ShardWriter, Writer(app))},
+        StaticLeadership(leads=True),
+        cast(KeyStore, None),
+    )
+    facade.activity[SHARD] = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=100)
+    app.seq = 80  # recovered below what the index holds, and below its journal
+    facade._recovered(SHARD, 80)
+    deadline = time.monotonic() + 5
+    while facade.warming_up:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert facade.activity[SHARD].seq == 80
