@@ -90,7 +90,9 @@ class Facade:
         if shard_id in self._warming:
             return
         if app.needs_recovery:
-            app.recover()
+            app.recover()  # its hook may have begun one already
+            if shard_id in self._warming:
+                return
         self.activity[shard_id] = ShardActivity(shard_id, app.instruments, seq=app.seq)
         self._warming[shard_id] = app.seq
         threading.Thread(
@@ -115,6 +117,9 @@ class Facade:
             except WriterStoppedError:
                 return
             except Exception as exc:
+                probe = writer.query(lambda _app: None)
+                if probe.done() and isinstance(probe.exception(), WriterStoppedError):
+                    return  # the facade is closing: its store may be gone already
                 log.error("activity index warm-up failed shard=%s error=%s", shard_id, exc)
                 time.sleep(delay)
                 delay = min(WARM_RETRY_MAX_S, delay * 2)

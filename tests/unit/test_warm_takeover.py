@@ -4,11 +4,14 @@ recovery the undo journal cannot follow starts one instead of a scan on the writ
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, cast
+
+import pytest
 
 from application.shard import ShardApp
 from application.writer import ShardWriter
@@ -34,6 +37,11 @@ class App:
     needs_recovery: bool = False
     on_recovered: Any = None
     store: Store = field(default_factory=Store)
+
+    def recover(self) -> None:
+        self.needs_recovery = False
+        if self.on_recovered is not None:
+            self.on_recovered(self.seq)
 
 
 @dataclass
@@ -100,3 +108,23 @@ def test_a_recovery_the_journal_cannot_follow_warms_up_in_the_background() -> No
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert facade.activity[SHARD].seq == 80
+
+
+def test_a_demotion_that_recovers_first_starts_one_warm_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = App(seq=100)
+    facade = Facade(
+        {SHARD: cast(ShardWriter, Writer(app))},
+        StaticLeadership(leads=True),
+        cast(KeyStore, None),
+    )
+    warm_ups: list[int] = []
+    monkeypatch.setattr(facade, "_warm", lambda shard_id, upto: warm_ups.append(upto))
+    facade.activity[SHARD] = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=120)
+    app.needs_recovery = True  # its recovery's hook begins a warm-up itself
+    facade.reindex(SHARD)
+    for thread in threading.enumerate():
+        if thread.name.startswith("activity-index-"):
+            thread.join(5)
+    assert warm_ups == [100] and facade.activity[SHARD].seq == 100
