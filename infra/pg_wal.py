@@ -19,10 +19,11 @@ _RECORD_COLUMNS = (
     "shard_id, seq, epoch, command_type, command_key, recorded_at_us, payload, checksum"
 )
 # A page of records, bounded on both sides. A shard's seqs are dense, so the `limit` records
-# after `after` lie within `after + limit`, and the scan touches that range only. With
-# `seq > after` alone the planner estimates the newest seqs from statistics taken before they
-# existed (a handful of rows) and, so estimated, reads every row past `after` and sorts them,
-# for every page: reading a long WAL from its start was quadratic in its length.
+# after `after` lie within `after + limit`, and the scan touches that range only, whatever the
+# planner's statistics. With `seq > after` alone and no statistics yet (a table filled faster
+# than autovacuum analyzes it: a standby catching up, a restored region) the planner expected
+# a few hundred rows, read every row past `after` and sorted them, for every page: reading a
+# long WAL from its start was quadratic in its length.
 _READ_PAGE = (
     f"SELECT {_RECORD_COLUMNS} FROM wal_records "
     "WHERE shard_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"

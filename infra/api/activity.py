@@ -1,14 +1,14 @@
 """Per-account index of orders and fills of one shard, for listings the engine cannot answer.
 
 The engine holds open orders only; closed ones live in the event store, keyed by id. Listing an
-account's orders or trades needs an index by account. This one is in memory: rebuilt at start
-by scanning the shard's whole WAL (Order events only), then kept current on the writer thread
-from each outcome as its batch is prepared. Those entries come before the batch is durable, so
-the index keeps an undo journal of its last UNDO_SEQS seqs: when the shard recovers after a
-batch failed to land, it takes back what came from beyond the recovered seq, instead of
-scanning the whole WAL again with the writer blocked. It costs one OrderView per order ever
-placed and one FillView per execution side, and a WAL scan at start; the read models of the
-projection workers replace it when they land.
+account's orders or trades needs an index by account. This one is in memory: built at start
+from the shard's whole WAL (Order events only; on a node in the background, see
+Facade.warm_activity), then kept current on the writer thread from each outcome as its batch is
+prepared. Those entries come before the batch is durable, so the index keeps an undo journal of
+its last UNDO_SEQS seqs: when the shard recovers after a batch failed to land, it takes back
+what came from beyond the recovered seq, instead of scanning the whole WAL again. It costs one
+OrderView per order ever placed and one FillView per execution side, and a WAL scan at start;
+the read models of the projection workers replace it when they land.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class ShardActivity:
 
     def rollback(self, seq: int) -> bool:
         """Take back what commands beyond `seq` put in the index (their batch did not land),
-        newest first. False if the journal does not reach back to `seq`: rebuild instead."""
+        newest first. False if the journal does not reach back to `seq`: build it again."""
         if self._undo_floor > seq:
             return False
         undo = self._undo
@@ -145,9 +145,8 @@ class ShardActivity:
         self._undo_floor = seq
 
     def rebuild(self, app: ShardApp, progress: Callable[[int], None] | None = None) -> int:
-        """Index the WAL up to the app's seq, from scratch (run it on the writer thread): when
-        this region stops leading, and after a failed batch that the undo journal does not
-        reach back to."""
+        """Index the WAL up to the app's seq, from scratch, on the writer thread: the blocking
+        build of `create_app` without a warm-up (tests, tools)."""
         self.orders, self._order_ids, self._fills = {}, {}, {}
         self._live = {}
         self.seq = 0
