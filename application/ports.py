@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from application.wal import WalRecord
+from application.wal.records import WalRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,14 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command as alembic_command
 from application.ports import WalStore
-from application.shard import ShardApp
-from application.writer import ShardWriter
+from application.shard.app import ShardApp
+from application.wal.writer import ShardWriter
 from domain.values import DEFAULT_INSTRUMENTS, Instrument
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
-from infra.checkpointer import ForkedCheckpointer
+from infra.checkpoints.checkpointer import ForkedCheckpointer
 from infra.settings import REPO_ROOT, Settings
-from projections.projector import ReadModelProjector
+from projections.read_models.projector import ReadModelProjector
 
 
 def eventsourcing_env(dsn: str, *, pool_size: int = 4) -> dict[str, str]:
@@ -31,7 +31,7 @@ def eventsourcing_env(dsn: str, *, pool_size: int = 4) -> dict[str, str]:
     url = urlsplit(dsn)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "APPLICATION_RECORDER_TOPIC": "infra.pg_wal:PostgresWalRecorder",
+        "APPLICATION_RECORDER_TOPIC": "infra.wal.pg_wal:PostgresWalRecorder",
         "POSTGRES_DBNAME": (url.path or "/exchange_dr").lstrip("/"),
         "POSTGRES_HOST": url.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(url.port or 5432),
@@ -71,7 +71,7 @@ def make_shard_app(
 
 def make_writer(settings: Settings, app: ShardApp) -> ShardWriter:
     """The shard's batched writer; checkpoints go to a forked child unless
-    EXDR_CHECKPOINT_FORK=0 (infra/checkpointer.py)."""
+    EXDR_CHECKPOINT_FORK=0 (infra/checkpoints/checkpointer.py)."""
     if settings.checkpoint_fork:
         app.background_checkpoint = ForkedCheckpointer()
     return ShardWriter(

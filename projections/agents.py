@@ -21,10 +21,10 @@ import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from application.wal import WALCorruptionError, WalRecord
+from application.wal.records import WALCorruptionError, WalRecord
 from infra.settings import Settings
 from projections.app import make_faust_app
-from projections.projector import ReadModelProjector, StoreBehindError
+from projections.read_models.projector import ReadModelProjector, StoreBehindError
 from projections.topics import topic_prefix, wal_topic_name
 
 log = logging.getLogger("exchange_dr.projections")

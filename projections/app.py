@@ -29,7 +29,8 @@ hop's latency, traded against the CPU of polling more often."""
 
 
 PEER_LINK_FETCH_WAIT_MS = 100
-"""A node whose records also travel on the peer link (infra/peer_link.py) reads the topic as
+"""A node whose records also travel on the peer link (infra/replication/peer_link.py)
+reads the topic as
 its second path: a tenth of the fetches (and of the broker's and the consumer's CPU) for
 latency only while the link is down."""
 

@@ -1,6 +1,6 @@
 """Read models of the projections (orders, trades, positions, balances) and their tracking rows.
 
-Matches projections/models.py; a rebuild empties the rm_* views and resets rm_tracking.
+Matches projections/read_models/models.py; a rebuild empties the rm_* views and resets rm_tracking.
 
 Revision ID: 0003
 Revises: 0002

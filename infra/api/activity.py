@@ -23,9 +23,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from application.shard import Outcome, ShardApp
+from application.shard.app import Outcome, ShardApp
 from application.views import FillView, OrderView
-from application.wal import WalRecord
+from application.wal.records import WalRecord
 from domain.order import Order
 from domain.values import Instrument, Liquidity
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from application.leadership import Leadership
-from application.writer import ShardWriter
+from application.wal.writer import ShardWriter
 from infra.api import health, routes
 from infra.api.errors import GuardMiddleware, Receive, Scope, Send, install_error_handlers
 from infra.api.facade import Facade, LagFn

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from application.leadership import Leadership
-from application.shard import Outcome, ShardApp
-from application.writer import NotLeaderError, ShardWriter, WriterStoppedError
+from application.shard.app import Outcome, ShardApp
+from application.wal.writer import NotLeaderError, ShardWriter, WriterStoppedError
 from domain.commands import Command
 from domain.errors import DomainError
 from domain.values import Instrument

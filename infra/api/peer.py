@@ -1,7 +1,8 @@
 """The peer lane: what one region's node says to another's, below the public API.
 
-- POST /internal/wal/{shard}: a leader's run of committed records (infra/peer_link.py). The
-  standby stores it and answers 200 with its confirmation {"shard", "region", "seq", "epoch"};
+- POST /internal/wal/{shard}: a leader's run of committed records
+  (infra/replication/peer_link.py). The standby stores it and answers 200 with its
+  confirmation {"shard", "region", "seq", "epoch"};
   409 when it is not a standby of that shard.
 - POST /internal/standby-ack: a standby's confirmation of records that reached it through the
   broker. Through the acks topic a confirmation costs a produce, a fetch and the consumer's
@@ -26,7 +27,7 @@ from typing import Any
 import orjson
 
 from infra.api.errors import Receive, Scope, Send, send_json_body
-from infra.peer_link import WAL_PATH
+from infra.replication.peer_link import WAL_PATH
 
 log = logging.getLogger("exchange_dr.api.peer")
 

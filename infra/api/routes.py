@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from application.shard import Outcome, ShardApp, command_key
+from application.shard.app import Outcome, ShardApp, command_key
 from application.views import (
     AccountView,
     OrderView,

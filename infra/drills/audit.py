@@ -27,9 +27,9 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from application.replay import decoder_for, raw_pages
-from application.shard import ShardApp
-from application.wal import WALCorruptionError, WALGapError, compute_checksum, iter_payload
+from application.recovery.replay import decoder_for, raw_pages
+from application.shard.app import ShardApp
+from application.wal.records import WALCorruptionError, WALGapError, compute_checksum, iter_payload
 from domain.account import FEE_OWNER, Account
 from domain.engine import ShardEngine
 from domain.errors import InvalidAmount

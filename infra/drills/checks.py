@@ -10,8 +10,8 @@ import psycopg
 
 from domain.account import Account
 from domain.order import Order
+from infra.drills.clients import Ledger, Trader
 from infra.drills.cluster import SHARD, Cluster, wait_for
-from infra.drills.load import Ledger, Trader
 
 
 def check_ledger(cluster: Cluster, region: str, ledger: Ledger) -> dict[str, int]:
@@ -80,7 +80,7 @@ def replay_everywhere(cluster: Cluster) -> dict[str, Any]:
     """Replay from scratch in both regions and rebuild their projections from the WAL."""
     from infra.bootstrap import make_projector, make_shard_app
     from infra.settings import Settings
-    from projections.check import projections_match_engine
+    from projections.read_models.check import projections_match_engine
 
     out: dict[str, Any] = {"replay": {}, "projection_problems": []}
     for region, dsn in cluster.dsns.items():

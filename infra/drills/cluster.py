@@ -28,7 +28,7 @@ import httpx
 import psycopg
 
 from infra.bootstrap import drop_database, migrate
-from infra.drills.load import Trader
+from infra.drills.clients import Trader
 from infra.drills.proxy import PartitionProxy
 from infra.settings import Settings
 
@@ -283,7 +283,8 @@ class Cluster:
     def start(self, region: str, **extra_env: str) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{region}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "node", "--region", region, "--loglevel", "info"],
+            [sys.executable, "-m", "infra.cli.main", "node",
+             "--region", region, "--loglevel", "info"],
             cwd=ROOT,
             env={**self.base_env(), **self._region_env(region), **extra_env},
             stdout=log,
@@ -368,9 +369,9 @@ class Cluster:
         import json
 
         out = subprocess.run(
-            [sys.executable, "-m", "infra.cli", *args, "--json"]
+            [sys.executable, "-m", "infra.cli.main", *args, "--json"]
             if "--json" not in args
-            else [sys.executable, "-m", "infra.cli", *args],
+            else [sys.executable, "-m", "infra.cli.main", *args],
             cwd=ROOT,
             env=env,
             capture_output=True,

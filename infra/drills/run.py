@@ -47,9 +47,9 @@ from infra.drills.checks import (
     replay_everywhere,
     settle,
 )
+from infra.drills.clients import ACKED, RETRY, Ledger, LoadGenerator
 from infra.drills.cluster import ROOT, SHARD, Cluster, wait_for
 from infra.drills.faults import MARKERS, heal, inject, order_exists
-from infra.drills.load import ACKED, RETRY, Ledger, LoadGenerator
 from infra.drills.timeline import Sampler, Timeline, timeline_data
 
 KINDS = (

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
+from infra.drills.clients import ACKED, RETRY, Ledger
 from infra.drills.cluster import Cluster, metric_total
-from infra.drills.load import ACKED, RETRY, Ledger
 
 
 @dataclass

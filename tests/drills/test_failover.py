@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from infra.coordination import Coordinator
+from infra.coordination.zookeeper import Coordinator
 from infra.drills.cluster import Cluster, place_orders, wait_for
 from infra.settings import Settings
 

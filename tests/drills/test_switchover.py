@@ -38,7 +38,7 @@ def test_cli_switchover_hands_over_at_once(cluster: Cluster) -> None:
     asyncio.run(place_orders(cluster.url("primary"), cluster.key, [f"s-{i}" for i in range(100)]))
     started = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "switchover", "--shard", SHARD, "--to", "standby",
+        [sys.executable, "-m", "infra.cli.main", "switchover", "--shard", SHARD, "--to", "standby",
          "--force", "--key", cluster.operator_key],
         cwd=ROOT, env=cluster.base_env(), capture_output=True, text=True, timeout=60,
     )
@@ -56,7 +56,7 @@ def test_cli_switchover_hands_over_at_once(cluster: Cluster) -> None:
 
 def test_switchover_refuses_bad_requests(cluster: Cluster) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "infra.cli", "switchover", *args],
+        return subprocess.run([sys.executable, "-m", "infra.cli.main", "switchover", *args],
                               cwd=ROOT, env=cluster.base_env(), capture_output=True, text=True,
                               timeout=60)
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
-from application.writer import ShardWriter
+from application.wal.writer import ShardWriter
 from infra.api.app import create_app
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership

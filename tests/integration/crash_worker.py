@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from concurrent.futures import Future
 
-from application.shard import Outcome
+from application.shard.app import Outcome
 from domain.commands import Command, PlaceOrder
+from infra.bench.flow import generate_commands
 from infra.bootstrap import make_shard_app, make_writer
-from infra.flow import generate_commands
 from infra.settings import Settings
 
 

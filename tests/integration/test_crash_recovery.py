@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from application.wal import WalRecord
+from application.wal.records import WalRecord
 from domain.account import Account
 from domain.order import Order
 from infra.bootstrap import make_shard_app

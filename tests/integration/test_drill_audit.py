@@ -10,14 +10,14 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from application.shard import Outcome, ShardApp
-from application.wal import WALCorruptionError
+from application.shard.app import Outcome, ShardApp
+from application.wal.records import WALCorruptionError
 from domain.commands import CancelOrder, Command, Deposit, PlaceOrder, Withdraw
 from domain.errors import DomainError
 from domain.values import OrderType, Side, TimeInForce
+from infra.bench.flow import generate_commands
 from infra.bootstrap import make_shard_app
 from infra.drills.audit import audit_shard
-from infra.flow import generate_commands
 from infra.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -9,14 +9,14 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from application.shard import CommandFailedError, Outcome, ShardApp
-from application.wal import WalRecord
+from application.shard.app import CommandFailedError, Outcome, ShardApp
+from application.wal.records import WalRecord
 from domain.commands import CancelOrder, Deposit, PlaceOrder
 from domain.errors import DomainError, InsufficientMargin
 from domain.values import OrderType, Side
+from infra.bench.flow import generate_commands
+from infra.bench.writer_load import drive
 from infra.bootstrap import drop_database, make_shard_app, make_writer, migrate
-from infra.flow import generate_commands
-from infra.load import drive
 from infra.settings import Settings
 from tests.integration.conftest import scratch_dsn
 
@@ -331,7 +331,7 @@ def test_a_standby_checkpoints_at_the_leaders_intervals(settings: Settings, dsn:
 def test_checkpoints_taken_by_a_forked_child_recover_the_same_state(
     settings: Settings, dsn: str
 ) -> None:
-    from infra.checkpointer import ForkedCheckpointer
+    from infra.checkpoints.checkpointer import ForkedCheckpointer
 
     settings = dataclasses.replace(settings, checkpoint_every=300, checkpoint_fork=True)
     leader = new_app(settings, dsn)
@@ -369,7 +369,7 @@ def test_both_append_paths_store_the_same_rows(
 ) -> None:
     """A batch goes as one statement of arrays or, beyond a size, by COPY: the same batches
     appended each way leave the same rows."""
-    import infra.pg_wal as pg_wal
+    import infra.wal.pg_wal as pg_wal
 
     app = new_app(settings, dsn)  # one statement (the batches are far below the limit)
     flow = list(generate_commands(SHARD, app.instruments, 400, seed=5, accounts=10))

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from infra.drills.cluster import free_port, wait_for
-from infra.peer_link import WAL_PATH, RecordPush
-from projections.relay import encode_run
+from infra.replication.peer_link import WAL_PATH, RecordPush
+from projections.replication.relay import encode_run
 from tests.unit.wal_records import sealed_records
 
 SHARD = "shard-1"

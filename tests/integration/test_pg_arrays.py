@@ -6,8 +6,8 @@ import uuid
 
 import psycopg
 
-from infra.pg_arrays import ByteaArray, Int8Array, TextArray, UuidArray
 from infra.settings import Settings
+from infra.wal.pg_arrays import ByteaArray, Int8Array, TextArray, UuidArray
 
 
 def test_the_server_reads_back_what_was_packed() -> None:

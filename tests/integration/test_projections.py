@@ -23,17 +23,17 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from application.shard import ShardApp
-from application.wal import WalRecord
+from application.shard.app import ShardApp
+from application.wal.records import WalRecord
 from domain.engine import ShardEngine
+from infra.bench.flow import generate_commands
+from infra.bench.writer_load import drive
 from infra.bootstrap import make_projector, make_shard_app, make_writer
-from infra.flow import generate_commands
-from infra.load import drive
 from infra.settings import Settings
 from projections.agents import ensure_wal_topics
-from projections.check import projections_match_engine
-from projections.models import TradeRow
-from projections.projector import PROJECTION, ReadModelProjector
+from projections.read_models.check import projections_match_engine
+from projections.read_models.models import TradeRow
+from projections.read_models.projector import PROJECTION, ReadModelProjector
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from application.shard import ShardApp
-from application.wal import WALCorruptionError
+from application.shard.app import ShardApp
+from application.wal.records import WALCorruptionError
 from domain.commands import Deposit
 from infra.bootstrap import alembic_config, make_shard_app
 from infra.settings import Settings

@@ -9,11 +9,11 @@ from typing import Any, cast
 import psycopg
 import pytest
 
-from application.shard import ShardApp
+from application.shard.app import ShardApp
 from domain.commands import Deposit
 from infra.bootstrap import make_shard_app
-from infra.pg_wal import _READ_PAGE, PostgresWalRecorder
 from infra.settings import Settings
+from infra.wal.pg_wal import _READ_PAGE, PostgresWalRecorder
 
 pytestmark = pytest.mark.integration
 

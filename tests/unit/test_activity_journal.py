@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from application.shard import Outcome
+from application.shard.app import Outcome
 from domain.commands import Command, Deposit, PlaceOrder
 from domain.engine import ShardEngine
 from domain.values import DEFAULT_INSTRUMENTS, OrderType, Side

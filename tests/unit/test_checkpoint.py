@@ -7,9 +7,14 @@ import json
 import pytest
 from eventsourcing.domain import Aggregate, Snapshot
 
-from application.checkpoint import CheckpointFormatError, decode_state, encode_state, is_columnar
-from application.replay import EventDecoder
-from application.transcoding import make_mapper, plain_form
+from application.checkpoints.checkpoint import (
+    CheckpointFormatError,
+    decode_state,
+    encode_state,
+    is_columnar,
+)
+from application.recovery.replay import EventDecoder
+from application.wal.transcoding import make_mapper, plain_form
 from domain.engine import ShardEngine
 from domain.values import DEFAULT_INSTRUMENTS, Side
 from tests.unit.shard_harness import SHARD, Harness, assert_same_object

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from infra.cpu_usage import CpuWindow, parse_proc_stat, parse_process_stat
+from infra.bench.cpu_usage import CpuWindow, parse_proc_stat, parse_process_stat
 
 STAT = """cpu  98038 10 24450 81685 1652 5 2201 4344 0 0
 cpu0 49000 5 12000 40000 800 2 1100 2100 0 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from infra.heap import HeapPolicy
+from infra.node.heap import HeapPolicy
 
 
 def test_survivors_of_a_full_collection_are_frozen_once() -> None:

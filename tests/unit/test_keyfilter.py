@@ -7,7 +7,7 @@ from uuid import uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from application.keyfilter import KeyFilter
+from application.shard.keyfilter import KeyFilter
 
 
 @given(st.lists(st.text(min_size=1, max_size=40), max_size=300))

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from infra.api.peer import PATH, PeerAckLane
-from infra.peer_link import WAL_PATH
-from projections.relay import encode_run
+from infra.replication.peer_link import WAL_PATH
+from projections.replication.relay import encode_run
 from tests.unit.wal_records import sealed_records
 
 

@@ -16,9 +16,8 @@ from eventsourcing.domain import (
     Snapshot,
 )
 
-from application.replay import EventDecoder, prefetch, replay_rows
-from application.transcoding import make_mapper
-from application.wal import (
+from application.recovery.replay import EventDecoder, prefetch, replay_rows
+from application.wal.records import (
     RecordedEvent,
     WALCorruptionError,
     _checksum_header,
@@ -26,6 +25,7 @@ from application.wal import (
     decode_payload,
     encode_payload,
 )
+from application.wal.transcoding import make_mapper
 from domain.engine import ShardEngine
 from domain.order import Order
 from domain.values import DEFAULT_INSTRUMENTS, Side

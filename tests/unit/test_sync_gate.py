@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from application.replication import ReplicationMode, SyncGate, SyncPolicy
+from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
 
 
 class Clock:

@@ -7,7 +7,7 @@ from uuid import uuid4
 
 from eventsourcing.persistence import DecimalAsStr, UUIDAsHex
 
-from application.transcoding import TypedJSONTranscoder
+from application.wal.transcoding import TypedJSONTranscoder
 from domain.values import Liquidity, Side
 
 
@@ -33,7 +33,7 @@ def test_fast_path_writes_what_the_library_path_writes() -> None:
 
     from eventsourcing.persistence import DatetimeAsISO
 
-    from application.transcoding import _box
+    from application.wal.transcoding import _box
 
     transcoder = TypedJSONTranscoder()
     for transcoding in (DecimalAsStr(), UUIDAsHex(), DatetimeAsISO()):

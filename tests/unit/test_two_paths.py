@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from application.wal import WalRecord
-from projections.relay import encode_run
-from projections.replicator import Replicator
+from application.wal.records import WalRecord
+from projections.replication.relay import encode_run
+from projections.replication.replicator import Replicator
 from tests.unit.wal_records import sealed_records
 
 SHARD = "shard-1"

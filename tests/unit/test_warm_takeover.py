@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import pytest
 
-from application.shard import ShardApp
-from application.writer import ShardWriter
+from application.shard.app import ShardApp
+from application.wal.writer import ShardWriter
 from domain.values import DEFAULT_INSTRUMENTS
 from infra.api.activity import ShardActivity
 from infra.api.facade import Facade

@@ -7,9 +7,9 @@ import asyncio
 import json
 from typing import Any
 
-from application.wal import WalRecord
+from application.wal.records import WalRecord
 from projections.agents import decode_deliveries
-from projections.relay import Relay
+from projections.replication.relay import Relay
 from tests.unit.wal_records import sealed_records
 
 

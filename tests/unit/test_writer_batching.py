@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, cast
 
-from application.shard import PreparedBatch, ShardApp
-from application.writer import ShardWriter
+from application.shard.app import PreparedBatch, ShardApp
+from application.wal.writer import ShardWriter
 from domain.commands import Command
 
 WAIT_S = 5.0  # far longer than any step here may take

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from application.wal import RecordedEvent, WalRecord
+from application.wal.records import RecordedEvent, WalRecord
 
 
 def sealed_records(count: int, *, first: int = 1, shard: str = "shard-1") -> list[WalRecord]:

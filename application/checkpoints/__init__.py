@@ -1,0 +1,1 @@
+"""Checkpoints: a shard's state captured at a WAL seq."""

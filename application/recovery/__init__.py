@@ -1,0 +1,1 @@
+"""Recovery and replay: state rebuilt from the WAL."""

@@ -1,0 +1,1 @@
+"""Replication rules the application enforces: the sync gate."""

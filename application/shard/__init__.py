@@ -1,0 +1,1 @@
+"""The shard application: one writer's state, commands and recovery."""

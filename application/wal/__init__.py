@@ -1,0 +1,1 @@
+"""WAL records, their encoding and the shard's single writer."""

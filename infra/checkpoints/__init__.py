@@ -1,0 +1,1 @@
+"""Checkpoints stored in PostgreSQL."""

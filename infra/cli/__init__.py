@@ -1,0 +1,1 @@
+"""The exchange-dr command line."""

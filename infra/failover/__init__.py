@@ -1,0 +1,1 @@
+"""Failover: the controller that decides which region leads a shard."""

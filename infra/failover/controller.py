@@ -1,0 +1,584 @@
+"""One shard in one region: leader or standby, and the safe moves between them.
+
+FailoverManager (the seed's): every `health_interval` a standby checks the leader; after
+`failover_after` of failures AND with the leader's ZooKeeper node gone (its session expired,
+so it has stopped accepting by its lease), it takes the shard's lock, drains what it can,
+refuses if it lags more than `max_lag`, then promotes: a new epoch, its relay, commands.
+A deposed leader fences itself at once, then rejoins: it quarantines what it wrote after the
+fork point and follows the new leader. If no leader comes and no region took the shard after
+its own epoch (the standby is down too), it takes the shard back itself (`retake`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import psycopg
+
+from application.replication.sync_gate import SyncGate
+from application.shard.app import ShardApp
+from application.wal.writer import ShardWriter
+from infra.coordination.zookeeper import Coordinator, LeaderInfo
+from infra.replication.peer_link import RecordPush
+from projections.replication.relay import Relay
+from projections.replication.replicator import Replicator
+
+if TYPE_CHECKING:
+    from infra.node.node import Node
+
+log = logging.getLogger("exchange_dr.failover")
+
+
+@dataclass
+class FailoverSettings:
+    health_interval_s: float = 1.0
+    failover_after_s: float = 5.0
+    max_lag_s: float = 2.0
+    store_loss_after_s: float = 1.0
+    webhook_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Any) -> FailoverSettings:
+        def ms(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw) / 1000
+            except ValueError:
+                raise ValueError(f"{name}: expected milliseconds, got {raw!r}") from None
+            if value <= 0:
+                raise ValueError(f"{name}: must be > 0, got {raw!r}")
+            return value
+
+        return cls(
+            health_interval_s=ms("EXDR_HEALTH_INTERVAL_MS", 1.0),
+            failover_after_s=ms("EXDR_FAILOVER_AFTER_MS", 5.0),
+            max_lag_s=ms("EXDR_MAX_STANDBY_LAG_MS", 2.0),
+            store_loss_after_s=ms("EXDR_STORE_LOSS_AFTER_MS", 1.0),
+            webhook_url=(env.get("EXDR_ALERT_WEBHOOK") or "").strip() or None,
+        )
+
+
+@dataclass
+class FailoverRecord:
+    shard: str
+    from_region: str
+    to_region: str
+    epoch: int
+    seq: int
+    at: float
+    reason: str
+
+
+def send_alert(
+    severity: str, name: str, message: str, labels: dict[str, Any], webhook: str | None
+) -> None:
+    """One structured log line, and the webhook if configured (best effort, 2 s)."""
+    line = {"alert": name, "severity": severity, "message": message, **labels}
+    log.critical("ALERT %s", json.dumps(line, sort_keys=True, default=str))
+    if webhook:
+        try:
+            request = urllib.request.Request(
+                webhook,
+                data=json.dumps(line, default=str).encode(),
+                headers={"content-type": "application/json"},
+                method="POST",
+            )
+            urllib.request.urlopen(request, timeout=2).close()
+        except OSError as exc:
+            log.warning("alert webhook failed: %s", exc)
+
+
+class StoreProbe:
+    """`SELECT 1` on one kept connection to a region's database (reconnects after a failure)."""
+
+    def __init__(self, dsn: str, timeout_s: float = 2.0) -> None:
+        self.dsn = dsn
+        self.timeout_s = timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def ping(self) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                # a server that hangs rather than refuses must fail the probe too: bound the
+                # query and the socket (unacknowledged data, idle keepalives)
+                self._conn = psycopg.connect(
+                    self.dsn,
+                    connect_timeout=max(2, int(self.timeout_s)),
+                    autocommit=True,
+                    options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
+                    keepalives=1,
+                    keepalives_idle=1,
+                    keepalives_interval=1,
+                    keepalives_count=2,
+                    tcp_user_timeout=int(self.timeout_s * 1000),
+                )
+            self._conn.execute("SELECT 1")
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
+def last_epoch_is(history: list[tuple[int, int]], epoch: int) -> bool:
+    """Whether `epoch` is the newest in the shard's epoch history: then no region took the
+    shard (nor began to: the history is appended before the leader node is made) after it."""
+    return bool(history) and epoch > 0 and history[-1][0] == epoch
+
+
+@dataclass
+class ShardController:
+    """The role of one shard in this region, and every transition of it."""
+
+    node: Node
+    shard_id: str
+    writer: ShardWriter
+    replicator: Replicator
+    gate: SyncGate
+    relay: Relay
+    role: str = "starting"  # starting | standby | leader | promoting | fenced | handing_over
+    failing_since: float | None = None
+    relay_task: asyncio.Task[None] | None = None
+    pushes: list[RecordPush] = field(default_factory=list)  # the peer link to each standby
+    history: list[tuple[int, int]] = field(default_factory=list)
+    failovers: list[FailoverRecord] = field(default_factory=list)
+    leader_views: dict[str, ShardApp] = field(default_factory=dict)
+    leader_region: str | None = None
+    last_rto_s: float | None = None
+    rejoin_task: asyncio.Task[None] | None = None
+    store_failing_since: float | None = None
+    store_probe: StoreProbe = field(default_factory=lambda: StoreProbe(""))
+    _store_ping: asyncio.Future[None] | None = None
+
+    @property
+    def app(self) -> ShardApp:
+        return self.writer.app
+
+    @property
+    def coord(self) -> Coordinator:
+        assert self.node.coordinator is not None
+        return self.node.coordinator
+
+    def accepting(self) -> bool:
+        return self.role == "leader" and self.coord.is_leader(self.shard_id)
+
+    # -- following ------------------------------------------------------------------------
+
+    def follow(self, leader: LeaderInfo | None) -> None:
+        """Point gap-filling at the leader's store (its region's database)."""
+        if leader is None or leader.region == self.node.region.name:
+            return
+        self.leader_region = leader.region
+        region = self.node.settings.region_named(leader.region)
+        view = self.leader_views.get(region.name)
+        if view is None:
+            from infra.bootstrap import make_shard_app
+
+            view = make_shard_app(self.node.settings, self.shard_id, dsn=region.pg_dsn)
+            self.leader_views[region.name] = view
+        self.replicator.primary = view.store
+        self.history = self.coord.epochs(self.shard_id)
+
+    def record_is_current(self, seq: int, epoch: int) -> bool:
+        """A replicated record counts only if the epoch history says its epoch owns its seq."""
+        owner = None
+        for e, start in self.history:
+            if start <= seq:
+                owner = e
+        return owner is None or owner == epoch
+
+    def rejoin(self) -> int:
+        """Set aside what this region wrote after the fork point, then rebuild (writer thread).
+
+        Returns how many records were quarantined (0 when the history agrees)."""
+        self.history = self.coord.epochs(self.shard_id)
+        fork = self.app.store.first_divergent_seq(self.shard_id, self.history)
+        if fork is None:
+            return 0
+        moved = self.app.store.quarantine_from(
+            self.shard_id, fork, f"diverged from the epoch history at seq {fork}"
+        )
+        send_alert(
+            "critical",
+            "WALQuarantined",
+            f"shard {self.shard_id}: {moved} record(s) from seq {fork} written after the fork "
+            "point were set aside in wal_quarantine (never merged); following the new leader",
+            {
+                "shard": self.shard_id,
+                "seq": fork,
+                "records": moved,
+                "region": self.node.region.name,
+            },
+            self.node.failover.webhook_url,
+        )
+        self.app.needs_recovery = True
+        self.app.recover()
+        return moved
+
+    # -- promotion ------------------------------------------------------------------------
+
+    async def try_failover(self, reason: str, *, planned: bool = False) -> bool:
+        """Take the shard if its leader is gone and this standby is safe to promote."""
+        coord = self.coord
+        lock = await asyncio.to_thread(coord.lock, self.shard_id, 1.0)
+        if lock is None:
+            log.warning("failover of shard=%s already running elsewhere", self.shard_id)
+            return False
+        log.warning("failover lock taken shard=%s region=%s", self.shard_id, self.node.region.name)
+        try:
+            current = await asyncio.to_thread(coord.refresh_leader, self.shard_id)
+            if current is not None:
+                return False  # somebody leads (and holds a live session)
+            old_leader = self.node.leader_region_name(self.shard_id)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.wrap_future(self.writer.query(lambda _: self.replicator.catch_up())),
+                    1.0,
+                )
+            lag_s = self.replicator.lag_seconds()
+            lag_records = self.replicator.lag_records()
+            if lag_s > self.node.failover.max_lag_s:
+                send_alert(
+                    "critical",
+                    "FailoverRefused",
+                    f"cannot fail over shard {self.shard_id}: standby "
+                    f"{self.node.region.name} lags {lag_s:.3f}s ({lag_records} records), more "
+                    f"than {self.node.failover.max_lag_s:.3f}s; the shard stays down rather "
+                    "than lose data",
+                    {"shard": self.shard_id, "lag_seconds": lag_s, "lag_records": lag_records},
+                    self.node.failover.webhook_url,
+                )
+                return False
+            await self._promote(reason, old_leader=old_leader, planned=planned)
+            return True
+        except Exception as exc:
+            log.error("failover of shard=%s failed: %s", self.shard_id, exc)
+            if self.role == "promoting":
+                self.role = "standby"
+            return False
+        finally:
+            await asyncio.to_thread(lock.release)
+
+    async def _promote(
+        self, reason: str, *, old_leader: str | None, planned: bool, own_records: bool = False
+    ) -> None:
+        """Take a new epoch from this region's applied seq and start leading (the caller holds
+        the shard's lock and saw no leader). A standby's records came from the topic already;
+        with `own_records` (a retake) the relay goes on from its own tracked position instead,
+        so what this region wrote before it was fenced is published too."""
+        coord = self.coord
+        self.role = "promoting"
+        applied = self.app.seq
+        epoch = await asyncio.to_thread(
+            coord.take_leadership,
+            self.shard_id,
+            applied_seq=applied,
+            min_epoch=self.app.epoch,
+        )
+
+        def adopt(app: ShardApp) -> int:
+            app.epoch = epoch
+            return app.seq
+
+        seq = await asyncio.wrap_future(self.writer.query(adopt))
+        if not own_records:
+            self.relay.position = seq
+            await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
+        self.gate.standby_seq = seq
+        self.gate.reset_for_new_term()
+        self.start_relay()
+        self.role = "leader"
+        if self.failing_since is not None:
+            self.last_rto_s = time.monotonic() - self.failing_since
+        record = FailoverRecord(
+            self.shard_id,
+            old_leader or "?",
+            self.node.region.name,
+            epoch,
+            seq,
+            time.time(),
+            reason,
+        )
+        self.failovers.append(record)
+        self.leader_region = self.node.region.name
+        self.history = coord.epochs(self.shard_id)
+        send_alert(
+            "critical" if not planned else "warning",
+            "FailoverCompleted" if not planned else "SwitchoverCompleted",
+            f"shard {self.shard_id}: {self.node.region.name} is the new primary at epoch "
+            f"{epoch} from seq {seq + 1} ({reason})",
+            {
+                "shard": self.shard_id,
+                "epoch": epoch,
+                "seq": seq,
+                "from": old_leader,
+                "to": self.node.region.name,
+            },
+            self.node.failover.webhook_url,
+        )
+        self.node.on_promoted(self)
+
+    def start_relay(self) -> None:
+        """Publish from here on: the relay to the topic, the peer link to each standby."""
+        self.relay._stopping = False
+        self.relay_task = asyncio.ensure_future(self.relay.run())
+        for push in self.pushes:
+            push.start()
+
+    def stop_relay(self) -> None:
+        self.relay.stop()
+        for push in self.pushes:
+            push.stop()
+
+    # -- losing the shard -----------------------------------------------------------------
+
+    async def deposed(self, why: str) -> None:
+        """Stop at once; then rejoin as a standby of whoever leads now."""
+        if self.role not in ("leader", "handing_over", "promoting"):
+            return
+        self._fence(why)
+        await self.become_standby(may_retake=True)
+
+    def _fence(self, why: str) -> None:
+        """Accept nothing more: no relay, every waiting acknowledgement failed."""
+        self.role = "fenced"
+        self.stop_relay()
+        self.gate.fail_all()
+        log.critical("fenced shard=%s region=%s: %s", self.shard_id, self.node.region.name, why)
+
+    async def become_standby(self, *, may_retake: bool = False) -> None:
+        """Wait for a leader elsewhere, set aside divergent records, follow it.
+
+        Retries until it succeeds: ZooKeeper or the stores may be coming back themselves.
+        `may_retake` (a deposed leader): if nobody leads for `failover_after` and nobody led
+        after this region's own epoch, it takes the shard again (`retake`) instead of waiting
+        for a leader that may never come (the other region down as well)."""
+        leaderless_since: float | None = None
+        while True:
+            try:
+                leader = await asyncio.to_thread(self.coord.refresh_leader, self.shard_id)
+                if leader is None and may_retake:
+                    now = time.monotonic()
+                    if leaderless_since is None:
+                        leaderless_since = now
+                    elif now - leaderless_since >= self.node.failover.failover_after_s:
+                        if await self.retake(now - leaderless_since):
+                            return
+                        leaderless_since = now  # not now: look again a period later
+                elif leader is not None:
+                    leaderless_since = None
+                if leader is None or leader.region == self.node.region.name:
+                    await asyncio.sleep(0.2)
+                    continue
+                self.follow(leader)
+                await asyncio.wrap_future(self.writer.query(lambda _: self.rejoin()))
+                break
+            except Exception as exc:
+                log.warning("rejoin of shard=%s not possible yet: %s", self.shard_id, exc)
+                await asyncio.sleep(0.2)
+        self.replicator.stats.last_seen_seq = self.app.seq
+        self.role = "standby"
+        self.failing_since = None
+        self.node.on_demoted(self)
+        log.warning(
+            "standby shard=%s region=%s following %s from seq %s",
+            self.shard_id,
+            self.node.region.name,
+            leader.region,
+            self.app.seq,
+        )
+
+    async def retake(self, leaderless_s: float) -> bool:
+        """A deposed leader takes its shard back when that loses nothing (Patroni lets the
+        member with the newest WAL re-acquire the leader key): nobody leads, and the epoch
+        history ends with this region's own epoch, so no other region wrote after it and this
+        store holds every record ever acknowledged. Batches prepared but not committed before
+        the fence are dropped by rebuilding the hot state from the store first."""
+        coord = self.coord
+        lock = await asyncio.to_thread(coord.lock, self.shard_id, 1.0)
+        if lock is None:
+            return False
+        try:
+            if await asyncio.to_thread(coord.refresh_leader, self.shard_id) is not None:
+                return False
+            history = await asyncio.to_thread(coord.epochs, self.shard_id)
+            if not last_epoch_is(history, self.app.epoch):
+                log.warning(
+                    "shard=%s region=%s will not retake: epoch %s is not the last in %s",
+                    self.shard_id,
+                    self.node.region.name,
+                    self.app.epoch,
+                    history,
+                )
+                return False
+
+            def rebuild(app: ShardApp) -> int:
+                app.needs_recovery = True
+                app.recover()
+                return app.seq
+
+            await asyncio.wrap_future(self.writer.query(rebuild))
+            await self._promote(
+                f"deposed leader retook the shard: nobody led for {leaderless_s:.2f}s and no "
+                f"region wrote after its epoch {self.app.epoch}",
+                old_leader=self.node.region.name,
+                planned=False,
+                own_records=True,
+            )
+            return True
+        except Exception as exc:
+            log.error("retake of shard=%s failed: %s", self.shard_id, exc)
+            if self.role == "promoting":
+                self.role = "fenced"
+            return False
+        finally:
+            await asyncio.to_thread(lock.release)
+
+    # -- the leader's own store (Patroni: no database, no leader key) ------------------------
+
+    async def check_store(self) -> None:
+        """On the leader: if its region's database stops answering for `store_loss_after`,
+        resign so that the standby promotes, instead of holding a shard it cannot write."""
+        if self.role != "leader":
+            self.store_failing_since = None
+            return
+        try:
+            await self._ping_store()
+        except Exception as exc:
+            now = time.monotonic()
+            if self.store_failing_since is None:
+                self.store_failing_since = now
+                log.error(
+                    "store of shard=%s region=%s not answering: %s",
+                    self.shard_id,
+                    self.node.region.name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+            if now - self.store_failing_since >= self.node.failover.store_loss_after_s:
+                await self.resign_store_lost(now - self.store_failing_since)
+            return
+        self.store_failing_since = None
+
+    async def _ping_store(self) -> None:
+        """One probe, bounded on this side: a server that hangs (a stopped process, a silent
+        network) fails the check after the probe's timeout; the stuck call is not repeated
+        while it hangs, so hung probes never pile up in the thread pool."""
+        if self._store_ping is None or self._store_ping.done():
+            self._store_ping = asyncio.ensure_future(asyncio.to_thread(self.store_probe.ping))
+        done, _ = await asyncio.wait({self._store_ping}, timeout=self.store_probe.timeout_s)
+        if not done:
+            raise TimeoutError(f"no answer within {self.store_probe.timeout_s:g}s")
+        self._store_ping.result()
+
+    async def resign_store_lost(self, for_s: float) -> None:
+        """Fence at once, hand the shard to a peer, then wait (as a standby) for the store."""
+        if self.role != "leader":
+            return
+        self._fence(f"its database did not answer for {for_s:.2f}s")
+        peers = self.node.settings.peers(self.node.region.name)
+        try:
+            if peers:
+                await asyncio.to_thread(self.coord.request_handover, self.shard_id, peers[0].name)
+            await asyncio.to_thread(self.coord.resign, self.shard_id)
+        except Exception as exc:  # ZooKeeper gone too: the session expiry resigns for us
+            log.error("resign of shard=%s failed: %s", self.shard_id, exc)
+        send_alert(
+            "critical",
+            "LeaderStoreLost",
+            f"shard {self.shard_id}: the database of leader {self.node.region.name} did not "
+            f"answer for {for_s:.2f}s; it resigned so that "
+            f"{peers[0].name if peers else 'a standby'} takes over",
+            {"shard": self.shard_id, "region": self.node.region.name},
+            self.node.failover.webhook_url,
+        )
+        self.store_failing_since = None
+        self.rejoin_task = asyncio.ensure_future(self.become_standby())
+
+    # -- the seed's health check ------------------------------------------------------------
+
+    async def check(self, client: httpx.AsyncClient) -> None:
+        """One health round of a standby (FailoverManager.checkHealth)."""
+        if self.role != "standby":
+            return
+        settings = self.node.failover
+        leader = self.coord.leader(self.shard_id)
+        healthy = False
+        if leader is not None:
+            try:
+                response = await client.get(
+                    leader.url + "/health", timeout=settings.health_interval_s
+                )
+                healthy = response.status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+        planned = self.coord.handover_target(self.shard_id) == self.node.region.name
+        if healthy and not planned:
+            self.failing_since = None
+            return
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+            log.warning(
+                "leader of shard=%s unhealthy (%s)",
+                self.shard_id,
+                "no leader node" if leader is None else leader.url,
+            )
+        if leader is not None:
+            return  # its session is alive: it still leads (and fences itself if cut off)
+        if planned or now - self.failing_since >= settings.failover_after_s:
+            reason = (
+                "planned switchover"
+                if planned
+                else (
+                    f"leader unhealthy for {now - self.failing_since:.2f}s and its session expired"
+                )
+            )
+            if await self.try_failover(reason, planned=planned) and planned:
+                await asyncio.to_thread(self.coord.clear_handover, self.shard_id)
+
+    # -- planned switchover (on the leader) -------------------------------------------------
+
+    async def hand_over(self, to_region: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        """Drain, wait for `to_region` to hold every record, resign; it promotes at once."""
+        if self.role != "leader":
+            raise ValueError(f"this region does not lead shard {self.shard_id}")
+        if to_region == self.node.region.name:
+            raise ValueError(f"{to_region} already leads shard {self.shard_id}")
+        self.node.settings.region_named(to_region)
+        started = time.monotonic()
+        self.role = "handing_over"  # new commands: not_leader from here on
+        seq = await asyncio.wrap_future(self.writer.query(lambda app: app.seq))
+        deadline = started + timeout_s
+        while self.gate.standby_seq < seq and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if self.gate.standby_seq < seq:
+            self.role = "leader"
+            raise TimeoutError(
+                f"{to_region} did not confirm seq {seq} within {timeout_s}s; nothing changed"
+            )
+        await asyncio.to_thread(self.coord.request_handover, self.shard_id, to_region)
+        self.stop_relay()
+        await asyncio.to_thread(self.coord.resign, self.shard_id)
+        self.role = "fenced"
+        self.rejoin_task = asyncio.ensure_future(self.become_standby())
+        return {
+            "shard": self.shard_id,
+            "from_region": self.node.region.name,
+            "to_region": to_region,
+            "seq": seq,
+            "drained_in_s": round(time.monotonic() - started, 3),
+        }

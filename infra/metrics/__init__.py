@@ -1,0 +1,1 @@
+"""Metrics and alerts of replication and failover."""

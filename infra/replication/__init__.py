@@ -1,0 +1,1 @@
+"""The peer link: records and confirmations between regions over HTTP."""

@@ -1,0 +1,1 @@
+"""The WAL's PostgreSQL store."""

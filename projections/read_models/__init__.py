@@ -1,0 +1,1 @@
+"""SQL read models and the projector that keeps them."""
