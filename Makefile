@@ -14,7 +14,7 @@ help:
 	@echo "make drills     every drill kind, 20 unplanned failovers, one summary"
 	@echo "make test       lint + the whole suite (unit, integration, drills) on real servers"
 	@echo "make test-unit  fast tests, no servers"
-	@echo "make lint       ruff + mypy"
+	@echo "make lint       ruff + mypy + import contracts (dependencies point inwards)"
 	@echo "make venv       create/update .venv and install missing Debian packages"
 	@echo "make services   start PostgreSQL, ZooKeeper, Kafka (tansu); make status / make stop"
 	@echo "make clean      stop our servers and remove var/"
@@ -31,6 +31,7 @@ status:
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy domain application infra projections
+	$(BIN)/lint-imports
 
 test: venv services lint
 	$(BIN)/pytest -q tests

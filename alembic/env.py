@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import os
-
 from sqlalchemy import create_engine, pool
 
 from alembic import context
+from infra.settings import Settings
+from projections.read_models.models import ReadModelBase
 
 config = context.config
+
+# The read models are declared once, as ORM classes; autogenerate compares them with the migrated
+# schema (tests/integration/test_schema.py keeps that diff empty). The event store's tables belong
+# to eventsourcing and our own SQL, so only tables of this metadata are compared.
+target_metadata = ReadModelBase.metadata
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    if type_ == "table":
+        return name in target_metadata.tables
+    return True
 
 
 def _url() -> str:
@@ -16,7 +27,7 @@ def _url() -> str:
         "sqlalchemy.url"
     )
     if not dsn:
-        dsn = os.environ.get("EXDR_PG_DSN", "postgresql://postgres@127.0.0.1:5432/exchange_dr")
+        dsn = Settings.from_env().pg_dsn
     if dsn.startswith("postgresql://"):
         dsn = "postgresql+psycopg://" + dsn.removeprefix("postgresql://")
     return dsn
@@ -31,7 +42,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, transaction_per_migration=True)
+        context.configure(
+            connection=connection,
+            transaction_per_migration=True,
+            target_metadata=target_metadata,
+            include_name=include_name,
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
