@@ -14,7 +14,8 @@ from domain.order import Order
 from infra.drills.cluster import SHARD, Cluster, wait_for
 from infra.drills.timeline import Timeline
 
-# the planned script's test orders: ten before the hand-over, one after (docs/runbook.md, Planned switchover)
+# the planned script's test orders: ten before the hand-over, one after
+# (docs/runbook.md, Planned switchover)
 MARKERS = (*(f"planned-before-{n}" for n in range(10)), "planned-after")
 
 
@@ -85,7 +86,7 @@ def partition(cluster: Cluster, tl: Timeline) -> float:
 
 
 def planned_script(cluster: Cluster, tl: Timeline) -> float:
-    """The runbook's planned-failover procedure (docs/runbook.md, Planned switchover), step by step."""
+    """The planned-failover procedure of docs/runbook.md (Planned switchover), step by step."""
     for region in ("primary", "standby"):
         status = httpx.get(cluster.url(region) + "/health", timeout=5).status_code
         tl.step(f"1. health of {region}: {status}")
