@@ -277,7 +277,7 @@ def test_after_a_restart_new_keys_skip_the_store_and_old_ones_are_found(
     writer = make_writer(settings, app).start()
     try:
         deadline = time.monotonic() + 10
-        while app._stored_keys is None:  # loaded behind the recovery
+        while not app.keys.filter_loaded:  # loaded behind the recovery
             assert time.monotonic() < deadline, "key filter never loaded"
             time.sleep(0.01)
         lookups: list[list[str]] = []
