@@ -107,13 +107,6 @@ class ShardCore(Application[UUID]):
 
     # -- decoding ---------------------------------------------------------------------------
 
-    def apply_record(self, engine: ShardEngine, record: WalRecord) -> int:
-        """Apply one verified WAL record's events to an engine; returns how many."""
-        events = self.decode_record(record)
-        for event in events:
-            engine.apply(event)
-        return len(events)
-
     def decode_record(self, record: WalRecord) -> list[Aggregate.Event]:
         """A verified WAL record's domain events, in order."""
         return [self.decode_event(recorded) for recorded in record.events]
