@@ -157,8 +157,9 @@ class ShardBatches(ShardRecovery):
             batch.committed = True
             return
         try:
-            append = getattr(self.store, "append")  # noqa: B009 - the recorder's batch entry
-            append(batch.stored, batch.records, epoch=self.epoch, prev_seq=batch.first_seq - 1)
+            self.store.append(
+                batch.stored, batch.records, epoch=self.epoch, prev_seq=batch.first_seq - 1
+            )
         except Exception as exc:
             self.fail(batch, exc)
             return

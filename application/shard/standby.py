@@ -33,7 +33,6 @@ class ShardStandby(ShardRecovery):
             if record.seq != expected:
                 raise WALGapError(self.shard_id, expected, record.seq)
             expected += 1
-        append = getattr(self.store, "append")  # noqa: B009 - the recorder's batch entry
         before = self.seq
         start = 0
         while start < len(records):
@@ -48,7 +47,7 @@ class ShardStandby(ShardRecovery):
                 for e in record.events
             ]
             try:
-                append(stored, run, epoch=run[0].epoch, prev_seq=self.seq)
+                self.store.append(stored, run, epoch=run[0].epoch, prev_seq=self.seq)
             except Exception:
                 self.needs_recovery = True
                 raise

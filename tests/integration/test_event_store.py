@@ -385,7 +385,7 @@ def test_both_append_paths_store_the_same_rows(
             batches.append(batch)
         monkeypatch.setattr(pg_wal, "ONE_STATEMENT_MAX_ROWS", 0)  # every batch by COPY
         for batch in batches:
-            other.store.append(  # type: ignore[attr-defined]
+            other.store.append(
                 batch.stored, batch.records, epoch=app.epoch, prev_seq=batch.first_seq - 1
             )
         app.close()
