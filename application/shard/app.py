@@ -3,7 +3,8 @@
 `ShardApp` is built in layers, one concern a module of this package:
 
 - `core`: the state (engine, seq, epoch, store), order queries, event decoding;
-- `keys`: idempotency keys, so that a retried command finds its first outcome;
+- `keys`: idempotency keys, so that a retried command finds its first outcome (`keyfilter`
+  is the Bloom filter behind them);
 - `checkpoints`: the engine state captured at a seq, stored and restored;
 - `recovery`: the newest checkpoint, then the WAL tail replayed;
 - `batch`: the leader's commands, prepared in memory and committed in one transaction;

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class ShardCore(Application[UUID]):
-    """Per-shard event-sourced application: commands in, WAL records and aggregate events out."""
+    """The state every layer of the shard application shares, and the reads over it."""
 
     def __init__(
         self,
