@@ -29,7 +29,7 @@ def cmd_projections_rebuild(args: argparse.Namespace, settings: Settings) -> int
         shards = args.shard
     projector = make_projector(settings)
     with Progress("rebuild", 0) as bar:
-        report = projector.rebuild(shards, everything=not args.shard, progress=bar.update)
+        report = projector.rebuild(shards, everything=not args.shard, progress=bar.update_to)
     data = {
         "shards": ",".join(report.shards),
         "records": report.records,

@@ -15,7 +15,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     app = make_shard_app(settings, args.shard)
     try:
         with Progress("replay", 0) as bar:
-            report = app.recover(from_scratch=args.from_scratch, progress=bar.update)
+            report = app.recover(from_scratch=args.from_scratch, progress=bar.update_to)
         other = app.recover(from_scratch=not args.from_scratch, upto_seq=report.seq)
     finally:
         app.close()
