@@ -32,6 +32,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from infra.bench.store import run_replay
 
         result = run_replay(settings, events=args.events, seed=args.seed, keep_db=args.keep_db)
+    elif args.kind == "http":
+        from infra.bench.http_clients import run_http_clients
+
+        result = run_http_clients(requests=args.requests)
     else:  # pragma: no cover - argparse restricts choices
         raise CliError(f"unknown benchmark {args.kind}")
     emit(result, args.json, f"bench {args.kind}")
@@ -40,7 +44,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: Commands) -> None:
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object with --json")
-    bench.add_argument("kind", choices=["matching", "store", "replay", "replication", "api"])
+    bench.add_argument(
+        "kind", choices=["matching", "store", "replay", "replication", "api", "http"]
+    )
     bench.add_argument("--orders", type=int, default=200_000, help="matching: orders")
     bench.add_argument("--commands", type=int, default=20_000, help="store: commands")
     bench.add_argument("--events", type=int, default=100_000, help="replay: events")
@@ -53,6 +59,9 @@ def register(sub: Commands) -> None:
         choices=["sync", "async"],
         default="sync",
         help="replication: acknowledgement mode",
+    )
+    bench.add_argument(
+        "--requests", type=int, default=3000, help="http: requests per client and round"
     )
     bench.add_argument("--seed", type=int, default=1)
     bench.add_argument(
