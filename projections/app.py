@@ -9,7 +9,6 @@ Exactly once never comes from Kafka (no transactions on our broker): it comes fr
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ REBALANCE_TIMEOUT_S = 2.0
 SESSION_TIMEOUT_S = 2.0
 HEARTBEAT_INTERVAL_S = 0.3
 FETCH_MAX_WAIT_MS = 10
-"""Longest a fetch with no new data waits on the broker (EXDR_KAFKA_FETCH_WAIT_MS overrides).
+"""Longest a fetch with no new data waits on the broker (`Settings.kafka_fetch_wait_ms`,
+EXDR_KAFKA_FETCH_WAIT_MS, overrides it).
 Apache Kafka answers a waiting fetch as soon as data arrives, so there a long wait (500) costs
 no latency; a broker that only answers at the deadline (tansu) makes it the floor of every
 hop's latency, traded against the CPU of polling more often."""
@@ -35,17 +35,11 @@ its second path: a tenth of the fetches (and of the broker's and the consumer's 
 latency only while the link is down."""
 
 
-def fetch_max_wait_ms(default: int = FETCH_MAX_WAIT_MS) -> int:
-    raw = os.environ.get("EXDR_KAFKA_FETCH_WAIT_MS", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else default
-
-
 class _LowWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # read by AIOKafkaConsumer.start() when it builds its Fetcher
-        default = getattr(transport.app, "fetch_wait_ms", FETCH_MAX_WAIT_MS)
-        consumer._fetch_max_wait_ms = fetch_max_wait_ms(default)
+        consumer._fetch_max_wait_ms = getattr(transport.app, "fetch_wait_ms", FETCH_MAX_WAIT_MS)
         return consumer
 
 
@@ -70,6 +64,9 @@ def make_faust_app(
 ) -> faust.App:
     """A Faust app (group id = `name`) that joins in about 2 s and consumes with low latency.
 
+    `fetch_wait_ms` is the caller's default for the broker-side fetch wait; a configured
+    `kafka_fetch_wait_ms` takes precedence over it.
+
     No web server, no exactly_once guarantee (the broker has no transactions), a data directory
     under EXDR_VAR_DIR, and new groups start at the earliest offset: our tracking rows decide
     what is applied, so reading from the start is only ever redundant, never wrong.
@@ -89,6 +86,6 @@ def make_faust_app(
     options.update(overrides)
     Path(options["datadir"]).parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(name, **options)
-    app.fetch_wait_ms = fetch_wait_ms  # type: ignore[attr-defined]
+    app.fetch_wait_ms = settings.kafka_fetch_wait_ms or fetch_wait_ms  # type: ignore[attr-defined]
     app.transport = LowWaitTransport(app.conf.broker_consumer, app)
     return app

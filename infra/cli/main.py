@@ -287,13 +287,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_switchover(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-
     import httpx
 
     from infra.cli.status import current_leaders
 
-    key = args.key or os.environ.get("EXDR_OPERATOR_KEY", "")
+    key = args.key or settings.operator_key
     if not key:
         raise CliError("an operator key is needed: --key or EXDR_OPERATOR_KEY")
     settings.region_named(args.to)

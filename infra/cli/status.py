@@ -27,8 +27,6 @@ def current_leaders(settings: Settings) -> dict[str, dict[str, Any]]:
     from kazoo.client import KazooClient
     from kazoo.exceptions import NoNodeError
 
-    from projections.topics import topic_prefix
-
     leaders: dict[str, dict[str, Any]] = {}
     zk = KazooClient(hosts=settings.zk_hosts, timeout=3.0)
     try:
@@ -38,7 +36,7 @@ def current_leaders(settings: Settings) -> dict[str, dict[str, Any]]:
     try:
         for shard in settings.shards():
             try:
-                data, _ = zk.get(f"/exdr/{topic_prefix()}/shards/{shard}/leader")
+                data, _ = zk.get(f"/exdr/{settings.topic_prefix}/shards/{shard}/leader")
             except NoNodeError:
                 continue
             leaders[shard] = json.loads(data)

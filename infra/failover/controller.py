@@ -38,37 +38,6 @@ log = logging.getLogger("exchange_dr.failover")
 
 
 @dataclass
-class FailoverSettings:
-    health_interval_s: float = 1.0
-    failover_after_s: float = 5.0
-    max_lag_s: float = 2.0
-    store_loss_after_s: float = 1.0
-    webhook_url: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Any) -> FailoverSettings:
-        def ms(name: str, default: float) -> float:
-            raw = env.get(name)
-            if raw is None:
-                return default
-            try:
-                value = float(raw) / 1000
-            except ValueError:
-                raise ValueError(f"{name}: expected milliseconds, got {raw!r}") from None
-            if value <= 0:
-                raise ValueError(f"{name}: must be > 0, got {raw!r}")
-            return value
-
-        return cls(
-            health_interval_s=ms("EXDR_HEALTH_INTERVAL_MS", 1.0),
-            failover_after_s=ms("EXDR_FAILOVER_AFTER_MS", 5.0),
-            max_lag_s=ms("EXDR_MAX_STANDBY_LAG_MS", 2.0),
-            store_loss_after_s=ms("EXDR_STORE_LOSS_AFTER_MS", 1.0),
-            webhook_url=(env.get("EXDR_ALERT_WEBHOOK") or "").strip() or None,
-        )
-
-
-@dataclass
 class FailoverRecord:
     shard: str
     from_region: str
@@ -223,7 +192,7 @@ class ShardController:
                 "records": moved,
                 "region": self.node.region.name,
             },
-            self.node.failover.webhook_url,
+            self.node.settings.alert_webhook,
         )
         self.app.needs_recovery = True
         self.app.recover()
@@ -251,16 +220,17 @@ class ShardController:
                 )
             lag_s = self.replicator.lag_seconds()
             lag_records = self.replicator.lag_records()
-            if lag_s > self.node.failover.max_lag_s:
+            max_lag_s = self.node.settings.failover.max_lag_s
+            if lag_s > max_lag_s:
                 send_alert(
                     "critical",
                     "FailoverRefused",
                     f"cannot fail over shard {self.shard_id}: standby "
                     f"{self.node.region.name} lags {lag_s:.3f}s ({lag_records} records), more "
-                    f"than {self.node.failover.max_lag_s:.3f}s; the shard stays down rather "
+                    f"than {max_lag_s:.3f}s; the shard stays down rather "
                     "than lose data",
                     {"shard": self.shard_id, "lag_seconds": lag_s, "lag_records": lag_records},
-                    self.node.failover.webhook_url,
+                    self.node.settings.alert_webhook,
                 )
                 return False
             await self._promote(reason, old_leader=old_leader, planned=planned)
@@ -328,7 +298,7 @@ class ShardController:
                 "from": old_leader,
                 "to": self.node.region.name,
             },
-            self.node.failover.webhook_url,
+            self.node.settings.alert_webhook,
         )
         self.node.on_promoted(self)
 
@@ -375,7 +345,7 @@ class ShardController:
                     now = time.monotonic()
                     if leaderless_since is None:
                         leaderless_since = now
-                    elif now - leaderless_since >= self.node.failover.failover_after_s:
+                    elif now - leaderless_since >= self.node.settings.failover.failover_after_s:
                         if await self.retake(now - leaderless_since):
                             return
                         leaderless_since = now  # not now: look again a period later
@@ -468,7 +438,7 @@ class ShardController:
                     self.node.region.name,
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 )
-            if now - self.store_failing_since >= self.node.failover.store_loss_after_s:
+            if now - self.store_failing_since >= self.node.settings.failover.store_loss_after_s:
                 await self.resign_store_lost(now - self.store_failing_since)
             return
         self.store_failing_since = None
@@ -503,7 +473,7 @@ class ShardController:
             f"answer for {for_s:.2f}s; it resigned so that "
             f"{peers[0].name if peers else 'a standby'} takes over",
             {"shard": self.shard_id, "region": self.node.region.name},
-            self.node.failover.webhook_url,
+            self.node.settings.alert_webhook,
         )
         self.store_failing_since = None
         self.rejoin_task = asyncio.ensure_future(self.become_standby())
@@ -514,7 +484,7 @@ class ShardController:
         """One health round of a standby (FailoverManager.checkHealth)."""
         if self.role != "standby":
             return
-        settings = self.node.failover
+        settings = self.node.settings.failover
         leader = self.coord.leader(self.shard_id)
         healthy = False
         if leader is not None:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,7 +36,7 @@ from infra.api import peer
 from infra.api.app import create_app
 from infra.bootstrap import make_key_store, make_shard_app, make_writer, migrate
 from infra.coordination.zookeeper import Coordinator, LeaderInfo
-from infra.failover.controller import FailoverSettings, ShardController, StoreProbe, send_alert
+from infra.failover.controller import ShardController, StoreProbe, send_alert
 from infra.metrics.dr_metrics import NodeCollector
 from infra.node.heap import HeapPolicy
 from infra.replication.peer_link import RecordPush, host_port
@@ -46,7 +45,7 @@ from infra.settings import Region, Settings
 from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
 from projections.replication.relay import Relay, encode_run
 from projections.replication.replicator import Replicator
-from projections.topics import acks_topic_name, topic_prefix, wal_topic_name
+from projections.topics import acks_topic_name, wal_topic_name
 
 log = logging.getLogger("exchange_dr.node")
 
@@ -63,7 +62,6 @@ class Node:
     settings: Settings
     region: Region
     faust_app: faust.App
-    failover: FailoverSettings
     coordinator: Coordinator | None = None
     controllers: dict[str, ShardController] = field(default_factory=dict)
     api_server: uvicorn.Server | None = None
@@ -129,37 +127,35 @@ class Node:
             facade.reindex(controller.shard_id)
 
 
-def preferred_leader(settings: Settings) -> str:
-    """Who leads a brand-new cluster: EXDR_LEADER_REGION (default: the first region)."""
-    return os.environ.get("EXDR_LEADER_REGION", "").strip() or settings.regions[0].name
-
-
 def build_node(settings: Settings, region_name: str) -> Node:
     region = settings.region_named(region_name)
     migrate(region.pg_dsn)
     faust_app = make_faust_app(
         settings,
-        f"exdr-{topic_prefix()}-{region.name}",
+        f"exdr-{settings.topic_prefix}-{region.name}",
         fetch_wait_ms=PEER_LINK_FETCH_WAIT_MS if settings.peer_token else FETCH_MAX_WAIT_MS,
     )
-    node = Node(settings, region, faust_app, FailoverSettings.from_env(os.environ))
-    session_s = float(os.environ.get("EXDR_ZK_SESSION_MS", "2000")) / 1000
+    node = Node(settings, region, faust_app)
     node.coordinator = Coordinator(
         settings.zk_hosts,
         region.name,
         region.api_url,
-        root=f"/exdr/{topic_prefix()}",
-        session_timeout_s=session_s,
+        root=f"/exdr/{settings.topic_prefix}",
+        session_timeout_s=settings.zk_session_ms / 1000,
     )
+    prefix = settings.topic_prefix
     acks_topic = faust_app.topic(
-        acks_topic_name(), key_type=bytes, value_type=bytes, value_serializer="raw"
+        acks_topic_name(prefix), key_type=bytes, value_type=bytes, value_serializer="raw"
     )
     for shard_id in settings.shards():
         app = make_shard_app(settings, shard_id, dsn=region.pg_dsn)
         app.recover()
         writer = make_writer(settings, app)
         topic = faust_app.topic(
-            wal_topic_name(shard_id), key_type=bytes, value_type=bytes, value_serializer="raw"
+            wal_topic_name(prefix, shard_id),
+            key_type=bytes,
+            value_type=bytes,
+            value_serializer="raw",
         )
         gate = SyncGate(
             shard_id,
@@ -172,11 +168,9 @@ def build_node(settings: Settings, region_name: str) -> Node:
         relay = Relay(
             shard_id, app.store, topic, linger_s=RELAY_LINGER_S if settings.peer_token else 0.0
         )
-        tamper = os.environ.get("EXDR_FAULT_TAMPER_SEQS", "").strip()
-        relay.tamper_seqs = {int(s) for s in tamper.split(",") if s.strip()}
+        relay.tamper_seqs = set(settings.faults.tamper_seqs)
         replicator = Replicator(app, app.store)  # pointed at the leader's store by follow()
-        stall = os.environ.get("EXDR_FAULT_STALL_AFTER_SEQ", "").strip()
-        replicator.stall_after_seq = int(stall) if stall else None
+        replicator.stall_after_seq = settings.faults.stall_after_seq
         controller = ShardController(node, shard_id, writer, replicator, gate, relay)
         controller.store_probe = StoreProbe(region.pg_dsn, timeout_s=1.0)
         replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
@@ -241,7 +235,7 @@ async def take_initial_roles(node: Node) -> None:
             await asyncio.sleep(0.1)
             leader = await asyncio.to_thread(coord.refresh_leader, shard_id)
         history = await asyncio.to_thread(coord.epochs, shard_id)
-        if leader is None and not history and node.region.name == preferred_leader(node.settings):
+        if leader is None and not history and node.region.name == node.settings.preferred_leader:
             epoch = await asyncio.to_thread(
                 coord.take_leadership,
                 shard_id,
@@ -463,7 +457,7 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
 
 
 def _wire_failover(node: Node) -> None:
-    interval = node.failover.health_interval_s
+    interval = node.settings.failover.health_interval_s
     client = httpx.AsyncClient()
     started = asyncio.Event()
 
@@ -578,7 +572,7 @@ def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") ->
     # SIGUSR1: the Faust worker (mode) writes every thread's stack and every task to stderr
     logging.getLogger("httpx").setLevel(logging.WARNING)
     heap = HeapPolicy()
-    if os.environ.get("EXDR_GC", "tuned").strip() != "default":
+    if settings.gc_tuned:
         heap.install()
     node = build_node(settings, region_name)
 
@@ -605,7 +599,7 @@ def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") ->
                     f"shard {controller.shard_id}: leader {node.region.name} stopped "
                     "gracefully and resigned",
                     {"shard": controller.shard_id},
-                    node.failover.webhook_url,
+                    node.settings.alert_webhook,
                 )
             controller.role = "fenced"
         if node.api_server is not None:
