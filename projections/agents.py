@@ -22,9 +22,9 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from application.wal.records import WALCorruptionError, WalRecord
-from infra.settings import Settings
 from projections.app import make_faust_app
 from projections.read_models.projector import ReadModelProjector, StoreBehindError
+from projections.settings import BrokerSettings
 from projections.topics import wal_topic_name
 
 log = logging.getLogger("exchange_dr.projections")
@@ -139,7 +139,7 @@ class ProjectorWorker:
             del held[seq]
 
 
-async def ensure_wal_topics(settings: Settings, shards: Sequence[str]) -> None:
+async def ensure_wal_topics(settings: BrokerSettings, shards: Sequence[str]) -> None:
     """Create missing shard topics with ONE partition each (order per shard)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
@@ -154,7 +154,7 @@ async def ensure_wal_topics(settings: Settings, shards: Sequence[str]) -> None:
 
 
 def build_projector_app(
-    settings: Settings, worker: ProjectorWorker, *, region: str, started: float | None = None
+    settings: BrokerSettings, worker: ProjectorWorker, *, region: str, started: float | None = None
 ) -> faust.App:
     """The Faust app of a region's projector for the worker's shards."""
     begun = time.monotonic() if started is None else started

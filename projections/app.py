@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from infra.settings import Settings
+from projections.settings import BrokerSettings
 
 REBALANCE_TIMEOUT_S = 2.0
 SESSION_TIMEOUT_S = 2.0
@@ -54,13 +54,13 @@ class LowWaitTransport(faust_aiokafka.Transport):
     Consumer = _LowWaitConsumer
 
 
-def broker_url(settings: Settings) -> str:
+def broker_url(settings: BrokerSettings) -> str:
     """Faust's broker URL list for the configured bootstrap servers."""
     return ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(","))
 
 
 def make_faust_app(
-    settings: Settings, name: str, *, fetch_wait_ms: int = FETCH_MAX_WAIT_MS, **overrides: Any
+    settings: BrokerSettings, name: str, *, fetch_wait_ms: int = FETCH_MAX_WAIT_MS, **overrides: Any
 ) -> faust.App:
     """A Faust app (group id = `name`) that joins in about 2 s and consumes with low latency.
 
@@ -68,8 +68,8 @@ def make_faust_app(
     `kafka_fetch_wait_ms` takes precedence over it.
 
     No web server, no exactly_once guarantee (the broker has no transactions), a data directory
-    under EXDR_VAR_DIR, and new groups start at the earliest offset: our tracking rows decide
-    what is applied, so reading from the start is only ever redundant, never wrong.
+    under the settings' `var_dir`, and new groups start at the earliest offset: our tracking
+    rows decide what is applied, so reading from the start is only ever redundant, never wrong.
     """
     options: dict[str, Any] = {
         "broker": broker_url(settings),

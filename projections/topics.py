@@ -1,6 +1,6 @@
 """Topic names: one ordered WAL stream per shard, one stream of standby confirmations.
 
-Every name starts with the deployment's topic prefix (`EXDR_TOPIC_PREFIX`), so tests
+Every name starts with the deployment's topic prefix (`BrokerSettings.topic_prefix`), so tests
 and parallel drills on one broker each use topics of their own.
 """
 
