@@ -270,7 +270,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_node(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.node.node import run_node
+    from infra.node.run import run_node
 
     return run_node(settings, args.region, loglevel=args.loglevel)
 

@@ -3,11 +3,10 @@ caller encodes, responses read only as far as their status line and Content-Leng
 
 Its users: the benchmarks' load generator (infra/bench/http_load.py), which shares the machine with
 the system it measures, and the regions' peer link (infra/replication/peer_link.py,
-infra/node/node.py): a
-leader's records to its standbys and their confirmations, which sit on the sync
-acknowledgement's critical path (the link's sender is a thread of its own and uses the
-blocking `SocketConnection`). A general client (httpx, aiohttp) costs several times the CPU
-per request for features none of them needs. It speaks only what our facade answers:
+infra/node/confirmations.py): a leader's records to its standbys and their confirmations,
+which sit on the sync acknowledgement's critical path (the link's sender is a thread of its
+own and uses the blocking `SocketConnection`). A general client (httpx, aiohttp) costs several
+times the CPU per request for features none of them needs. It speaks only what our facade answers:
 Content-Length bodies, no chunked encoding.
 """
 
