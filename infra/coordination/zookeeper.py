@@ -209,15 +209,6 @@ class Coordinator:
             return []
         return [(int(e), int(s)) for e, s in json.loads(data)]
 
-    def epoch_of_seq(self, shard: str, seq: int) -> int | None:
-        """Which epoch wrote `seq` according to the history (None: unknown)."""
-        history = self.epochs(shard)
-        owner = None
-        for epoch, start in history:
-            if start <= seq:
-                owner = epoch
-        return owner
-
     # -- becoming leader --------------------------------------------------------------------
 
     def lock(self, shard: str, timeout: float = 2.0) -> Any:

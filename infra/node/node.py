@@ -33,6 +33,7 @@ from application.replication.sync_gate import SyncGate
 from application.wal.writer import ShardWriter
 from infra.coordination.zookeeper import Coordinator
 from infra.failover.controller import ShardController
+from infra.metrics.alerts import AlertSender
 from infra.settings import Region, Settings
 from projections.replication.replicator import Replicator
 
@@ -44,6 +45,7 @@ class Node:
     settings: Settings
     region: Region
     faust_app: faust.App
+    alerts: AlertSender = field(default_factory=lambda: AlertSender(None))
     coordinator: Coordinator | None = None
     controllers: dict[str, ShardController] = field(default_factory=dict)
     api_server: uvicorn.Server | None = None

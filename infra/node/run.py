@@ -8,7 +8,6 @@ from typing import Any
 
 import faust
 
-from infra.failover.controller import send_alert
 from infra.node.api_thread import start_api
 from infra.node.heap import HeapPolicy
 from infra.node.node import Node
@@ -64,13 +63,12 @@ def shut_down(node: Node) -> None:
             if peers:
                 coord.request_handover(controller.shard_id, peers[0].name)
             coord.resign(controller.shard_id)
-            send_alert(
+            node.alerts.send(
                 "warning",
                 "LeaderStopped",
                 f"shard {controller.shard_id}: leader {node.region.name} stopped "
                 "gracefully and resigned",
                 {"shard": controller.shard_id},
-                node.settings.alert_webhook,
             )
         controller.role = "fenced"
     if node.api_server is not None:
@@ -80,3 +78,4 @@ def shut_down(node: Node) -> None:
         controller.gate.fail_all()
     if coord is not None:
         coord.stop()
+    node.alerts.close()  # what is queued reaches the webhook before the process ends

@@ -12,7 +12,9 @@ from typing import Any
 from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
 from infra.bootstrap import make_shard_app, make_writer, migrate
 from infra.coordination.zookeeper import Coordinator
-from infra.failover.controller import ShardController, StoreProbe
+from infra.failover.controller import ShardController
+from infra.failover.probe import StoreProbe
+from infra.metrics.alerts import AlertSender
 from infra.node.confirmations import accept_standby_ack, wire_acks
 from infra.node.node import Node
 from infra.node.roles import wire_failover
@@ -37,7 +39,7 @@ def build_node(settings: Settings, region_name: str) -> Node:
         f"exdr-{settings.topic_prefix}-{region.name}",
         fetch_wait_ms=PEER_LINK_FETCH_WAIT_MS if settings.peer_token else FETCH_MAX_WAIT_MS,
     )
-    node = Node(settings, region, faust_app)
+    node = Node(settings, region, faust_app, AlertSender(settings.alert_webhook))
     node.coordinator = Coordinator(
         settings.zk_hosts,
         region.name,
