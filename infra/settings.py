@@ -113,6 +113,19 @@ def _url(env: Mapping[str, str], var: str) -> str | None:
     return value
 
 
+def _znode_path(env: Mapping[str, str], var: str, default: str) -> str:
+    """An absolute ZooKeeper path such as ``/exdr/prod``: no empty or relative segments."""
+    value = _text(env, var, default).rstrip("/")
+    parts = value.split("/")
+    if (
+        not value.startswith("/")
+        or any(p in ("", ".", "..") for p in parts[1:])
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError(f"{var}: expected an absolute path such as /exdr, got {value!r}")
+    return value
+
+
 def _dsn(env: Mapping[str, str], var: str, default: str) -> str:
     value = _text(env, var, default)
     if not value.startswith(("postgresql://", "postgres://")):
@@ -243,6 +256,7 @@ class Settings:
     sync_timeout_ms: int = 1000
     topic_prefix: str = "exdr"
     kafka_fetch_wait_ms: int | None = None  # None: the consumer's own default
+    zk_root: str = "/exdr/exdr"  # EXDR_ZK_ROOT; from the environment, /exdr/<topic_prefix>
     zk_session_ms: int = 2000
     leader_region: str | None = None  # who leads a brand-new shard (None: the first region)
     peer_token: str = ""  # shared by the regions: the peer link (records and confirmations)
@@ -288,6 +302,7 @@ class Settings:
             sync_timeout_ms=_int(e, "EXDR_SYNC_TIMEOUT_MS", d.sync_timeout_ms, minimum=1),
             topic_prefix=topic_prefix,
             kafka_fetch_wait_ms=_optional_int(e, "EXDR_KAFKA_FETCH_WAIT_MS", minimum=1),
+            zk_root=_znode_path(e, "EXDR_ZK_ROOT", f"/exdr/{topic_prefix}"),
             zk_session_ms=_int(e, "EXDR_ZK_SESSION_MS", d.zk_session_ms, minimum=1),
             leader_region=leader_region,
             peer_token=e.get("EXDR_PEER_TOKEN", "").strip(),

@@ -44,7 +44,7 @@ def build_node(settings: Settings, region_name: str) -> Node:
         settings.zk_hosts,
         region.name,
         region.api_url,
-        root=f"/exdr/{settings.topic_prefix}",
+        root=settings.zk_root,
         session_timeout_s=settings.zk_session_ms / 1000,
     )
     prefix = settings.topic_prefix

@@ -75,10 +75,15 @@ def test_every_variable_read_is_documented_in_the_readme() -> None:
 def test_defaults_need_no_environment() -> None:
     settings = Settings.from_env({})
     assert settings.topic_prefix == "exdr"
+    assert settings.zk_root == "/exdr/exdr"
     assert settings.kafka_fetch_wait_ms is None
     assert settings.preferred_leader == settings.regions[0].name
     assert settings.failover.failover_after_s == 5.0
     assert settings.faults.tamper_seqs == frozenset()
+
+
+def test_the_znode_root_is_configurable() -> None:
+    assert Settings.from_env({"EXDR_ZK_ROOT": "/exchange/prod/"}).zk_root == "/exchange/prod"
 
 
 def test_values_are_parsed_once_into_typed_fields() -> None:
@@ -98,6 +103,7 @@ def test_values_are_parsed_once_into_typed_fields() -> None:
         }
     )
     assert settings.topic_prefix == "t1"
+    assert settings.zk_root == "/exdr/t1"  # the prefix's by default
     assert settings.kafka_fetch_wait_ms == 100
     assert settings.zk_session_ms == 600
     assert settings.preferred_leader == "standby"
@@ -129,6 +135,9 @@ def test_values_are_parsed_once_into_typed_fields() -> None:
         ("EXDR_FAULT_STALL_AFTER_SEQ", "-1"),
         ("EXDR_DRILL_ZK_SESSION_MS", "fast"),
         ("EXDR_TOPIC_PREFIX", " "),
+        ("EXDR_ZK_ROOT", "exdr/prod"),
+        ("EXDR_ZK_ROOT", "/exdr//prod"),
+        ("EXDR_ZK_ROOT", "/exdr/../prod"),
     ],
 )
 def test_a_bad_value_stops_with_an_error_naming_its_variable(var: str, value: str) -> None:
