@@ -1,6 +1,10 @@
 """Alerts: one structured log line each, and a JSON POST to the webhook when one is configured
 (`Settings.alert_webhook`, EXDR_ALERT_WEBHOOK).
 
+Every alert of a node goes through its AlertSender: the failover controller's, the sync gate's
+degrade (`SyncGate.on_degrade`) and the replicator's corrupt record (`Replicator.alert`), the
+last two through callbacks, so application and projections know nothing of webhooks.
+
 `AlertSender.send` never waits on the network: it logs, then queues the alert for a thread of
 its own that posts it (httpx, 2 s timeout, best effort). Callers are event loops (the failover
 controller, the sync gate's expiry task) and the writer thread, none of which may stall on a
@@ -58,6 +62,16 @@ class AlertSender:
         except queue.Full:
             self.dropped += 1
             log.warning("alert webhook backlog full: %s not posted", name)
+
+    # the ports of the inner layers, which know nothing of webhooks
+
+    def replication_degraded(self, shard_id: str, message: str) -> None:
+        """SyncGate's `on_degrade`: sync replication acknowledges asynchronously for now."""
+        self.send("critical", "SyncReplicationDegraded", message, {"shard": shard_id})
+
+    def critical(self, name: str, message: str, labels: Mapping[str, Any]) -> None:
+        """Replicator's `alert` (e.g. WALRecordCorrupt)."""
+        self.send("critical", name, message, labels)
 
     def flush(self, timeout_s: float = 2.0) -> bool:
         """Wait until every queued alert was posted (or failed); False if time ran out."""

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
+from application.shard.app import ShardApp
 from infra.bootstrap import make_shard_app, make_writer, migrate
 from infra.coordination.zookeeper import Coordinator
 from infra.failover.controller import ShardController
@@ -61,20 +62,14 @@ def build_node(settings: Settings, region_name: str) -> Node:
             value_type=bytes,
             value_serializer="raw",
         )
-        gate = SyncGate(
-            shard_id,
-            mode=ReplicationMode(settings.replication_mode),
-            policy=SyncPolicy(settings.sync_policy),
-            timeout_s=settings.sync_timeout_ms / 1000,
-        )
+        gate = make_gate(settings, shard_id, node.alerts)
         # with the peer link carrying records first, the topic can gather them into fuller
         # messages (Kafka's linger.ms)
         relay = Relay(
             shard_id, app.store, topic, linger_s=RELAY_LINGER_S if settings.peer_token else 0.0
         )
         relay.tamper_seqs = set(settings.faults.tamper_seqs)
-        replicator = Replicator(app, app.store)  # pointed at the leader's store by follow()
-        replicator.stall_after_seq = settings.faults.stall_after_seq
+        replicator = make_replicator(settings, app, node.alerts)
         controller = ShardController(node, shard_id, writer, replicator, gate, relay)
         controller.store_probe = StoreProbe(region.pg_dsn, timeout_s=1.0)
         replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
@@ -110,6 +105,25 @@ def build_node(settings: Settings, region_name: str) -> Node:
             )
 
     return node
+
+
+def make_gate(settings: Settings, shard_id: str, alerts: AlertSender) -> SyncGate:
+    """The shard's acknowledgement gate; its degrade alert goes out like every other alert."""
+    return SyncGate(
+        shard_id,
+        mode=ReplicationMode(settings.replication_mode),
+        policy=SyncPolicy(settings.sync_policy),
+        timeout_s=settings.sync_timeout_ms / 1000,
+        on_degrade=alerts.replication_degraded,
+    )
+
+
+def make_replicator(settings: Settings, app: ShardApp, alerts: AlertSender) -> Replicator:
+    """The shard's standby side, reading gaps from its own store until `follow()` points it at
+    the leader's; its corrupt-record alert goes out like every other alert."""
+    replicator = Replicator(app, app.store, alert=alerts.critical)
+    replicator.stall_after_seq = settings.faults.stall_after_seq
+    return replicator
 
 
 def _fan_out(relay: Relay, pushes: list[RecordPush]) -> Callable[[Sequence[Any]], None]:
