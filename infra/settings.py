@@ -237,6 +237,9 @@ class FaultSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Everything a process of ours is configured with; each field comes from the `EXDR_*`
+    variable of the same name (README, "Settings"), grouped where a part owns several."""
+
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/exchange_dr"
     kafka_bootstrap: str = "127.0.0.1:9092"
     zk_hosts: str = "127.0.0.1:2181"

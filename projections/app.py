@@ -21,18 +21,16 @@ REBALANCE_TIMEOUT_S = 2.0
 SESSION_TIMEOUT_S = 2.0
 HEARTBEAT_INTERVAL_S = 0.3
 FETCH_MAX_WAIT_MS = 10
-"""Longest a fetch with no new data waits on the broker (`Settings.kafka_fetch_wait_ms`,
-EXDR_KAFKA_FETCH_WAIT_MS, overrides it).
-Apache Kafka answers a waiting fetch as soon as data arrives, so there a long wait (500) costs
-no latency; a broker that only answers at the deadline (tansu) makes it the floor of every
-hop's latency, traded against the CPU of polling more often."""
+"""Longest a fetch with no new data waits on the broker (`BrokerSettings.kafka_fetch_wait_ms`
+overrides it). Apache Kafka answers a waiting fetch as soon as data arrives, so there a long
+wait (500) costs no latency; a broker that only answers at the deadline (tansu) makes it the
+floor of every hop's latency, traded against the CPU of polling more often."""
 
 
 PEER_LINK_FETCH_WAIT_MS = 100
-"""A node whose records also travel on the peer link (infra/replication/peer_link.py)
-reads the topic as
-its second path: a tenth of the fetches (and of the broker's and the consumer's CPU) for
-latency only while the link is down."""
+"""A node whose records also travel on the peer link (infra/replication/peer_link.py) reads
+the topic as its second path: a tenth of the fetches (and of the broker's and the consumer's
+CPU) for latency only while the link is down."""
 
 
 class _LowWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

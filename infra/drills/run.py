@@ -12,7 +12,7 @@ one fault four seconds in, lets the clients run on, heals what can be healed, th
   the same state hash.
 
 Kinds (the fault, and what must follow):
-  planned           the seed's planned-failover script: check, drain, hand over, check, verify
+  planned           the design's planned-failover script: check, drain, hand over, check, verify
   unplanned         SIGKILL the primary's process               -> the standby takes over
   region-loss       the primary region's PostgreSQL server stopped (immediate)
                                                                  -> the standby takes over
