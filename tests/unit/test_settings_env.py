@@ -60,6 +60,20 @@ def test_only_settings_reads_the_environment() -> None:
     )
 
 
+def test_the_check_sees_every_way_of_reading_the_environment(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os\n"
+        "from os import environ\n"
+        "# os.environ in a comment is not a read\n"
+        'a = os.environ.get("EXDR_X")\n'
+        'b = os.getenv("EXDR_Y")\n'
+        'c = environ["EXDR_Z"]\n'
+        'd = "os.environ in a string is not a read either"\n'
+    )
+    assert [line for line, _ in _env_uses(sample)] == [2, 4, 5, 6]
+
+
 def test_the_allow_list_has_no_stale_entries() -> None:
     for relative, code in ALLOWED:
         assert code in [c for _, c in _env_uses(ROOT / relative)], f"{relative}: {code}"
