@@ -9,7 +9,7 @@ from infra.settings import Settings
 
 
 def cmd_node(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.node.node import run_node
+    from infra.node.run import run_node
 
     return run_node(settings, args.region, loglevel=args.loglevel)
 

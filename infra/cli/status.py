@@ -30,7 +30,7 @@ def current_leaders(settings: Settings) -> dict[str, dict[str, Any]]:
     from kazoo.client import KazooClient
     from kazoo.exceptions import NoNodeError
 
-    from projections.topics import topic_prefix
+    from infra.coordination.zookeeper import shard_path
 
     leaders: dict[str, dict[str, Any]] = {}
     zk = KazooClient(hosts=settings.zk_hosts, timeout=3.0)
@@ -41,7 +41,7 @@ def current_leaders(settings: Settings) -> dict[str, dict[str, Any]]:
     try:
         for shard in settings.shards():
             try:
-                data, _ = zk.get(f"/exdr/{topic_prefix()}/shards/{shard}/leader")
+                data, _ = zk.get(shard_path(settings.zk_root, shard, "leader"))
             except NoNodeError:
                 continue
             leaders[shard] = json.loads(data)

@@ -10,14 +10,13 @@ from infra.settings import Settings
 
 
 def cmd_switchover(args: argparse.Namespace, settings: Settings) -> int:
-    import os
     import time
 
     import httpx
 
     from infra.cli.status import collect_status, current_leaders, render_status
 
-    key = args.key or os.environ.get("EXDR_OPERATOR_KEY", "")
+    key = args.key or settings.operator_key
     if not key:
         raise CliError("an operator key is needed: --key or EXDR_OPERATOR_KEY")
     settings.region_named(args.to)

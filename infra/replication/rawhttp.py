@@ -5,7 +5,8 @@ encoding.
 
 Kept, next to httpx for everything else, where a benchmark shows the client's cost matters:
 - the regions' peer link (infra/replication/peer_link.py, the blocking `SocketConnection` on a
-  thread of its own; infra/node/node.py, the standby's confirmations on a `ConnectionPool`):
+  thread of its own; infra/node/confirmations.py, the standby's confirmations on a
+  `ConnectionPool`):
   a leader's records to its standbys and their confirmations sit on the sync acknowledgement's
   critical path, on the cores the regions share;
 - the benchmarks' load generator (infra/bench/http_load.py), which shares the machine with the
