@@ -130,6 +130,9 @@ def _listed_orders(cluster: Cluster, region: str) -> set[str]:
             headers={"Authorization": f"Bearer {cluster.key}"},
             timeout=10,
         )
+        if response.status_code == 503:  # warming up after the promotion: ask again
+            time.sleep(0.2)
+            continue
         response.raise_for_status()
         page = response.json()
         seen.update(o["client_order_id"] for o in page["orders"])
@@ -166,8 +169,15 @@ def _post_test_order(cluster: Cluster, region: str, cid: str) -> httpx.Response:
     )
 
 
-def _place_marker(cluster: Cluster, region: str, cid: str) -> int:
-    response = _post_test_order(cluster, region, cid)
+def _place_marker(cluster: Cluster, region: str, cid: str, retry_for_s: float = 15.0) -> int:
+    """Place a test order as a well-behaved client does: a 503 (not confirmed by a standby yet,
+    warming up) is retried with the same client_order_id, which returns the first outcome."""
+    deadline = time.monotonic() + retry_for_s
+    while True:
+        response = _post_test_order(cluster, region, cid)
+        if response.status_code != 503 or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     response.raise_for_status()
     return int(response.json()["seq"])
 
