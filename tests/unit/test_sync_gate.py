@@ -68,3 +68,34 @@ def test_async_mode_never_waits() -> None:
     got: list[bool] = []
     gate.release(10, got.append)
     assert got == [True]
+
+
+def test_degraded_gate_is_restored_only_once_the_standby_holds_every_async_ack() -> None:
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.DEGRADE, timeout_s=0.5, clock=clock)
+    got: list[bool] = []
+    gate.release(1, got.append)
+    clock.now = 1.0
+    gate.tick()  # degraded: seq 1 acknowledged without the standby
+    for seq in range(2, 101):
+        gate.release(seq, got.append)  # acknowledged asynchronously
+    assert got == [True] * 100 and gate.waiting == 0
+    gate.standby_stored(3)  # nothing waits, but 4-100 exist only on the leader
+    assert gate.degraded and gate.mode is ReplicationMode.ASYNC
+    gate.standby_stored(99)
+    assert gate.degraded
+    gate.standby_stored(100)
+    assert not gate.degraded and gate.mode is ReplicationMode.SYNC
+
+
+def test_promoted_gate_is_restored_only_once_the_standby_holds_every_async_ack() -> None:
+    gate = SyncGate("s", policy=SyncPolicy.DEGRADE, timeout_s=0.5, clock=Clock())
+    gate.reset_for_new_term()
+    got: list[bool] = []
+    for seq in range(11, 21):
+        gate.release(seq, got.append)
+    assert got == [True] * 10
+    gate.standby_stored(12)
+    assert gate.degraded
+    gate.standby_stored(20)
+    assert not gate.degraded and gate.mode is ReplicationMode.SYNC
