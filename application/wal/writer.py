@@ -32,6 +32,11 @@ class NotLeaderError(WriterStoppedError):
     """This instance does not lead the shard (any more): the command was not executed."""
 
 
+class LeaseLapsedError(NotLeaderError):
+    """The leader's lease ran out between dispatch and acknowledgement: the command may be
+    stored here but is NOT acknowledged (another region may lead by now)."""
+
+
 class ShardWriter:
     """Runs a ShardApp's commands on one thread, batching whatever queued while it committed.
 
@@ -233,7 +238,15 @@ class ShardWriter:
         if self._on_batch is not None:
             self._on_batch(len(futures), time.perf_counter() - started)
         refusal: Exception | None = None
-        if not acknowledged:
+        if acknowledged and self.guard is not None and not self.guard():
+            # checked at dispatch, and again here: a lease that lapsed while the batch
+            # committed (or waited for the standby) must not let an acknowledgement out
+            refusal = LeaseLapsedError(
+                f"shard {self.app.shard_id}: this instance's leadership lease lapsed before "
+                f"seq {prepared.ack_seq} was acknowledged; the command is NOT acknowledged "
+                "(retry with the same client_order_id or deposit_id)"
+            )
+        elif not acknowledged:
             refusal = ReplicationTimeoutError(
                 f"shard {self.app.shard_id}: the standby did not confirm seq {prepared.ack_seq} "
                 "in time; the command is stored on the primary but NOT acknowledged "
