@@ -99,3 +99,28 @@ def test_promoted_gate_is_restored_only_once_the_standby_holds_every_async_ack()
     assert gate.degraded
     gate.standby_stored(20)
     assert not gate.degraded and gate.mode is ReplicationMode.SYNC
+
+
+def test_fail_all_refuses_every_waiter() -> None:
+    gate = SyncGate("s", timeout_s=1.0, clock=Clock())
+    got: list[tuple[int, bool]] = []
+    for seq in (1, 2):
+        gate.release(seq, lambda ok, seq=seq: got.append((seq, ok)))
+    gate.fail_all()
+    assert got == [(1, False), (2, False)] and gate.waiting == 0
+    gate.standby_stored(2)  # a late confirmation cannot acknowledge them any more
+    assert got == [(1, False), (2, False)]
+
+
+def test_strict_policy_expires_only_the_overdue_waiters() -> None:
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.STRICT, timeout_s=0.5, clock=clock)
+    got: list[tuple[int, bool]] = []
+    gate.release(1, lambda ok: got.append((1, ok)))
+    clock.now = 0.4
+    gate.release(2, lambda ok: got.append((2, ok)))  # due at 0.9
+    clock.now = 0.6
+    gate.tick()
+    assert got == [(1, False)] and gate.waiting == 1
+    gate.standby_stored(2)
+    assert got == [(1, False), (2, True)] and gate.waiting == 0
