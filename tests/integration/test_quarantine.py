@@ -66,7 +66,15 @@ def test_a_forked_checkpoint_stored_after_the_quarantine_is_not_trusted(
     forked = deposed.capture_checkpoint()
     assert (forked.seq, forked.epoch) == (8, 2)
     assert deposed.store.quarantine_from(SHARD, 7, "diverged at seq 7") == 2
-    deposed.store.save_checkpoint(forked)
+    deposed.store.save_checkpoint(forked)  # seq 8 is gone: not stored
+    assert deposed.store.checkpoint_seqs(SHARD) == []
+    # one that raced the quarantine's transaction and landed anyway
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO wal_checkpoints (shard_id, seq, epoch, state, state_hash, checksum) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (SHARD, forked.seq, forked.epoch, forked.state, forked.state_hash, forked.checksum),
+        )
     assert deposed.store.checkpoint_seqs(SHARD) == [8]
     # epoch 3 owns seq 7 on: its records at 7..10 differ from the quarantined ones
     leader = make_shard_app(settings, SHARD, dsn=dsn)
@@ -85,9 +93,18 @@ def test_a_forked_checkpoint_stored_after_the_quarantine_is_not_trusted(
     restarted = make_shard_app(settings, SHARD, dsn=dsn)
     report = restarted.recover(epoch_history=history)
     assert (report.from_checkpoint_seq, report.state_hash) == (0, expected)
-    # a checkpoint the history contains is still used
+    # epoch 3 owns seq 8 now: the forked checkpoint is still not stored again
+    deposed.store.save_checkpoint(forked)
+    assert deposed.store.latest_checkpoint(SHARD) == forked  # the raced one, unchanged
+    # a checkpoint the history contains is stored and used
     leader.checkpoint()
     trusted = make_shard_app(settings, SHARD, dsn=dsn).recover(epoch_history=history)
     assert trusted.from_checkpoint_seq == 10 and trusted.state_hash == expected
-    for a in (deposed, leader, restarted, again):
+    # epoch 3's own checkpoint at seq 8 replaces the forked one
+    at_8 = make_shard_app(settings, SHARD, dsn=dsn)
+    at_8.recover(upto_seq=8)
+    assert at_8.checkpoint().epoch == 3
+    replaced = deposed.store.latest_checkpoint(SHARD, at_or_before=8)
+    assert replaced is not None and (replaced.seq, replaced.epoch) == (8, 3)
+    for a in (deposed, leader, restarted, again, at_8):
         a.close()
