@@ -23,16 +23,15 @@ cd "$work"
 
 export MUTANT_PYTHON="$bin/python" PYTHONPATH="$work" PYTHONDONTWRITEBYTECODE=1
 paths="$("$bin/python" -c 'import mutmut_config as m; print(",".join(t.path for t in m.selected()))')"
-baseline="$("$bin/python" -c '
+runner="$("$bin/python" -c '
 import mutmut_config as m
-tests = sorted({t for target in m.selected() for t in m._existing(target.tests)})
-print(" ".join(tests))')"
+print(m.pytest_command(sorted({t for x in m.selected() for t in m._existing(x.tests)})))')"
 echo "mutating: $paths"
-echo "tests: $baseline"
+echo "baseline: $runner"
 
 set +e
 "$bin/mutmut" run --paths-to-mutate "$paths" --tests-dir tests --no-progress --simple-output \
-  --runner "$bin/python -m pytest -x -q -p no:cacheprovider $baseline" >"$work/run.log" 2>&1
+  --runner "$runner" >"$work/run.log" 2>&1
 run_status=$?
 set -e
 tail -n 5 "$work/run.log"

@@ -68,10 +68,17 @@ def _existing(patterns: tuple[str, ...]) -> list[str]:
     return sorted({path for pattern in patterns for path in glob.glob(pattern)})
 
 
-def test_command(target: Target) -> str:
+def pytest_command(tests: list[str]) -> str:
+    """pytest, with every failure reported as exit 1: mutmut 2 counts only exit 1 as a killed
+    mutant, so a mutant that breaks the import (pytest's exit 2, collection error) would
+    otherwise pass for a survivor."""
     python = os.environ["MUTANT_PYTHON"]
-    tests = " ".join(_existing(target.tests))
-    return f"{python} -m pytest -x -q -p no:cacheprovider -p no:randomly {tests}"
+    strict = "import sys, pytest; sys.exit(1 if pytest.main(sys.argv[1:]) else 0)"
+    return f"{python} -c '{strict}' -x -q -p no:cacheprovider " + " ".join(tests)
+
+
+def test_command(target: Target) -> str:
+    return pytest_command(_existing(target.tests))
 
 
 def _lines_of(target: Target) -> set[int] | None:
