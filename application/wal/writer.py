@@ -71,6 +71,8 @@ class ShardWriter:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-commit-{app.shard_id}")
         self.gate: SyncGate | None = None
         self.guard: Callable[[], bool] | None = None  # False: refuse commands, not leader
+        # False: let no acknowledgement out (the lease lapsed); None: the guard decides
+        self.ack_guard: Callable[[], bool] | None = None
         self.on_committed: Callable[[Sequence[WalRecord]], None] | None = None
         self._inflight: Future[bool] | None = None
         self.batches = 0
@@ -238,7 +240,8 @@ class ShardWriter:
         if self._on_batch is not None:
             self._on_batch(len(futures), time.perf_counter() - started)
         refusal: Exception | None = None
-        if acknowledged and self.guard is not None and not self.guard():
+        holds = self.ack_guard or self.guard
+        if acknowledged and holds is not None and not holds():
             # checked at dispatch, and again here: a lease that lapsed while the batch
             # committed (or waited for the standby) must not let an acknowledgement out
             refusal = LeaseLapsedError(

@@ -195,6 +195,8 @@ def build_node(settings: Settings, region_name: str) -> Node:
         writer.gate = gate
         writer.on_committed = _fan_out(relay, controller.pushes)
         writer.guard = controller.accepting
+        # what was taken may still be acknowledged while handing over, never without the lease
+        writer.ack_guard = functools.partial(_may_acknowledge, controller)
         writer.start()
         node.controllers[shard_id] = controller
         _wire_standby(node, controller, topic, acks_topic)
@@ -267,6 +269,12 @@ async def take_initial_roles(node: Node) -> None:
             controller.history = history
             controller.role = "standby"
             log.warning("shard=%s has no leader: standing by for the failover manager", shard_id)
+
+
+def _may_acknowledge(controller: ShardController) -> bool:
+    return controller.role in ("leader", "handing_over") and controller.coord.is_leader(
+        controller.shard_id
+    )
 
 
 def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker") -> None:

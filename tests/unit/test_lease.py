@@ -187,3 +187,17 @@ def test_the_facade_answers_a_lapsed_lease_with_503() -> None:
     with pytest.raises(ApiError) as refused:
         asyncio.run(facade.submit("shard-1", cast(Command, "order"), lambda outcome: outcome))
     assert (refused.value.status, refused.value.code) == (503, "lease_lapsed")
+
+
+def test_a_hand_over_still_acknowledges_what_it_took_while_the_lease_holds() -> None:
+    taking = threading.Event()
+    taking.set()
+    store = OneShotStore(on_commit=taking.clear)  # the hand-over stops intake meanwhile
+    writer = ShardWriter(cast(ShardApp, store))
+    writer.guard = taking.is_set
+    writer.ack_guard = lambda: True  # the lease holds
+    writer.start()
+    try:
+        assert writer.submit_presented(cast(Command, "order"), None).result(WAIT_S) == "order"
+    finally:
+        writer.stop()
