@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 BIN := .venv/bin
 
-.PHONY: help venv services status lint test test-unit demo drills stop clean
+.PHONY: help venv services status lint test test-unit mutants demo drills stop clean
 
 help:
 	@echo "make demo       start the servers and fail over under load (RTO/RPO table, report)"
@@ -15,6 +15,8 @@ help:
 	@echo "make test       lint + the whole suite (unit, integration, drills) on real servers"
 	@echo "make test-unit  fast tests, no servers"
 	@echo "make lint       ruff + mypy + import contracts (dependencies point inwards)"
+	@echo "make mutants    mutation check of the safety-critical modules; prints survivors"
+	@echo "                (MUTANT_MODULES=sync_gate,replicator,... to narrow it)"
 	@echo "make venv       create/update .venv and install missing Debian packages"
 	@echo "make services   start PostgreSQL, ZooKeeper, Kafka (tansu); make status / make stop"
 	@echo "make clean      stop our servers and remove var/"
@@ -38,6 +40,9 @@ test: venv services lint
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
+
+mutants: venv
+	BIN=$(BIN) scripts/mutants.sh
 
 demo: venv services
 	$(BIN)/exchange-dr demo

@@ -64,6 +64,9 @@ class SyncGate:
         self.standby_seq = 0
         self.standby_seen_at = 0.0
         self.degraded = False
+        # highest seq acknowledged without the standby since the gate degraded: the gate is
+        # restored only once the standby confirmed it, not as soon as nothing waits
+        self.degraded_acked_seq = 0
         self._on_degrade = on_degrade
         self._clock = clock
         self._waiters: list[_Waiter] = []
@@ -71,8 +74,12 @@ class SyncGate:
 
     def release(self, seq: int, resolve: Callable[[bool], None]) -> None:
         with self._lock:
-            if self.mode is ReplicationMode.ASYNC or seq <= self.standby_seq:
+            if seq <= self.standby_seq:
                 ready = True
+            elif self.mode is ReplicationMode.ASYNC:
+                ready = True
+                if self.degraded:
+                    self.degraded_acked_seq = max(self.degraded_acked_seq, seq)
             else:
                 bisect.insort(self._waiters, _Waiter(seq, self._clock() + self.timeout_s, resolve))
                 ready = False
@@ -90,8 +97,8 @@ class SyncGate:
             while cut < len(self._waiters) and self._waiters[cut].seq <= seq:
                 cut += 1
             ready, self._waiters = self._waiters[:cut], self._waiters[cut:]
-            if self.degraded and not self._waiters:
-                # the standby is back and has everything: sync guarantees hold again
+            if self.degraded and not self._waiters and seq >= self.degraded_acked_seq:
+                # the standby holds everything acknowledged without it: sync guarantees hold again
                 self.degraded = False
                 self.mode = self.configured_mode
                 log.warning(
@@ -110,6 +117,8 @@ class SyncGate:
                 return
             if self.policy is SyncPolicy.DEGRADE:
                 expired, self._waiters = self._waiters, []
+                # acknowledged below without the standby
+                self.degraded_acked_seq = max(self.degraded_acked_seq, expired[-1].seq)
                 if not self.degraded:
                     self.degraded = degraded_now = True
                     self.mode = ReplicationMode.ASYNC
@@ -133,6 +142,7 @@ class SyncGate:
         (logged as critical, and passed to `on_degrade`); under strict, wait for one as always."""
         with self._lock:
             self.standby_seen_at = 0.0
+            self.degraded_acked_seq = 0  # a new window: what this term acknowledges counts
             if self.policy is SyncPolicy.DEGRADE and self.configured_mode is ReplicationMode.SYNC:
                 self.degraded = True
                 self.mode = ReplicationMode.ASYNC

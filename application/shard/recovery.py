@@ -6,9 +6,10 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from application.ports import StoredCheckpoint
 from application.recovery.replay import decoder_for, raw_pages, replay_rows
 from application.shard.checkpoints import ShardCheckpoints
 from application.wal.records import WALGapError
@@ -42,13 +43,19 @@ class ShardRecovery(ShardCheckpoints):
         from_scratch: bool = False,
         upto_seq: int | None = None,
         progress: ProgressFn | None = None,
+        epoch_history: Sequence[tuple[int, int]] | None = None,
     ) -> RecoveryReport:
-        """Rebuild the hot state: newest checkpoint (unless from scratch), then the WAL tail."""
+        """Rebuild the hot state: newest trusted checkpoint (unless from scratch), then the WAL
+        tail. `epoch_history` ((epoch, start seq), oldest first) is checked besides the WAL."""
         with _collector_paused():
-            return self._recover(from_scratch, upto_seq, progress)
+            return self._recover(from_scratch, upto_seq, progress, epoch_history)
 
     def _recover(
-        self, from_scratch: bool, upto_seq: int | None, progress: ProgressFn | None
+        self,
+        from_scratch: bool,
+        upto_seq: int | None,
+        progress: ProgressFn | None,
+        epoch_history: Sequence[tuple[int, int]] | None = None,
     ) -> RecoveryReport:
         started = time.perf_counter()
         head = self.store.head(self.shard_id)
@@ -59,7 +66,7 @@ class ShardRecovery(ShardCheckpoints):
             # only its hash: the state is what a replay from scratch must not read
             verify_at = self.store.latest_checkpoint_hash(self.shard_id, at_or_before=target)
         else:
-            checkpoint = self.store.latest_checkpoint(self.shard_id, at_or_before=target)
+            checkpoint = self._trusted_checkpoint(target, epoch_history)
         if checkpoint is not None:
             engine = self.restore_checkpoint(checkpoint)
             start = checkpoint.seq
@@ -120,6 +127,52 @@ class ShardRecovery(ShardCheckpoints):
             report.seconds,
         )
         return report
+
+    def _trusted_checkpoint(
+        self, upto_seq: int, epoch_history: Sequence[tuple[int, int]] | None
+    ) -> StoredCheckpoint | None:
+        """The newest checkpoint at or before `upto_seq` that this history contains.
+
+        A checkpoint taken by a deposed leader can be stored after the quarantine that set its
+        records aside (a forked checkpointer child finishes late): its seq then belongs to a
+        later epoch, in the WAL and in the epoch history. Such a checkpoint is refused, and an
+        older one (or a replay from scratch) is used instead."""
+        limit = upto_seq
+        while True:
+            checkpoint = self.store.latest_checkpoint(self.shard_id, at_or_before=limit)
+            if checkpoint is None:
+                return None
+            owner = self._epoch_owning(checkpoint.seq, epoch_history)
+            if owner is not None and owner <= checkpoint.epoch:
+                return checkpoint
+            log.warning(
+                "checkpoint refused shard=%s seq=%s epoch=%s owner_epoch=%s: not in the "
+                "epoch history",
+                self.shard_id,
+                checkpoint.seq,
+                checkpoint.epoch,
+                owner,
+            )
+            limit = checkpoint.seq - 1
+
+    def _epoch_owning(
+        self, seq: int, epoch_history: Sequence[tuple[int, int]] | None
+    ) -> int | None:
+        """The epoch that wrote `seq`: its WAL record's, and the history's when one is given
+        (None when they disagree or either has no answer)."""
+        if seq == 0:
+            return 0
+        records = self.store.read_records(self.shard_id, seq - 1, 1, verify=False)
+        if not records or records[0].seq != seq:
+            return None
+        stored = records[0].epoch
+        if epoch_history is None:
+            return stored
+        owner: int | None = None
+        for epoch, start in sorted(epoch_history, key=lambda entry: entry[1]):
+            if start <= seq:
+                owner = epoch
+        return stored if owner == stored else None
 
 
 @contextlib.contextmanager

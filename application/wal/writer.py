@@ -32,6 +32,11 @@ class NotLeaderError(WriterStoppedError):
     """This instance does not lead the shard (any more): the command was not executed."""
 
 
+class LeaseLapsedError(NotLeaderError):
+    """The leader's lease ran out between dispatch and acknowledgement: the command may be
+    stored here but is NOT acknowledged (another region may lead by now)."""
+
+
 class ShardWriter:
     """Runs a ShardApp's commands on one thread, batching whatever queued while it committed.
 
@@ -66,6 +71,8 @@ class ShardWriter:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-commit-{app.shard_id}")
         self.gate: SyncGate | None = None
         self.guard: Callable[[], bool] | None = None  # False: refuse commands, not leader
+        # False: let no acknowledgement out (the lease lapsed); None: the guard decides
+        self.ack_guard: Callable[[], bool] | None = None
         self.on_committed: Callable[[Sequence[WalRecord]], None] | None = None
         self._inflight: Future[bool] | None = None
         self.batches = 0
@@ -234,7 +241,16 @@ class ShardWriter:
         if self._on_batch is not None:
             self._on_batch(len(futures), time.perf_counter() - started)
         refusal: Exception | None = None
-        if not acknowledged:
+        holds = self.ack_guard or self.guard
+        if acknowledged and holds is not None and not holds():
+            # checked at dispatch, and again here: a lease that lapsed while the batch
+            # committed (or waited for the standby) must not let an acknowledgement out
+            refusal = LeaseLapsedError(
+                f"shard {self.app.shard_id}: this instance's leadership lease lapsed before "
+                f"seq {prepared.ack_seq} was acknowledged; the command is NOT acknowledged "
+                "(retry with the same client_order_id or deposit_id)"
+            )
+        elif not acknowledged:
             refusal = ReplicationTimeoutError(
                 f"shard {self.app.shard_id}: the standby did not confirm seq {prepared.ack_seq} "
                 "in time; the command is stored on the primary but NOT acknowledged "

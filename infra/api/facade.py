@@ -14,7 +14,12 @@ from uuid import UUID
 
 from application.leadership import Leadership
 from application.shard.app import Outcome, ShardApp
-from application.wal.writer import NotLeaderError, ShardWriter, WriterStoppedError
+from application.wal.writer import (
+    LeaseLapsedError,
+    NotLeaderError,
+    ShardWriter,
+    WriterStoppedError,
+)
 from domain.commands import Command
 from domain.errors import DomainError
 from domain.values import Instrument
@@ -281,6 +286,15 @@ class Facade:
             return await self._until_done(future, shard_id, command and bool(shard_id))
         except (DomainError, ApiError):
             raise
+        except LeaseLapsedError:
+            self.metrics.not_leader.labels(shard_id).inc()
+            raise ApiError(
+                503,
+                "lease_lapsed",
+                "this instance's leadership lease lapsed before the command was acknowledged; "
+                "retry with the same client_order_id or deposit_id",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
         except NotLeaderError:
             self.require_leader(shard_id)
             raise ApiError(

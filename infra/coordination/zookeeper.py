@@ -7,10 +7,14 @@ default /exdr/<topic prefix>, so deployments and drills that share a ZooKeeper s
     shards/<shard>/lock       kazoo lock: one failover or switchover at a time
     shards/<shard>/handover   persistent: {"to": region} while a planned switchover runs
 
-The leader may accept commands only while its lease holds. The lease is renewed by a read
-that reaches the server; it lasts `lease_s`, shorter than the session timeout, so a leader
-cut off from ZooKeeper stops before the server can expire its session and let another region
-in (ZooKeeper expires a session `session_timeout` after it last heard from the client).
+The leader may accept commands only while its lease holds. The lease is renewed by a sync()
+and then a read, both answered by the server; it lasts `lease_s`, counted from before the
+sync, and shorter than the session the server negotiated (not the one asked for: the server
+clamps it to [minSessionTimeout, maxSessionTimeout]) minus two margins, so a leader cut off
+from ZooKeeper stops before the server can expire its session and let another region in.
+The sync margin covers a follower cut off from the quorum, which answers reads for up to
+syncLimit * tickTime (the sync makes the read go through the quorum leader); the clock margin
+covers our clock running slower than the server's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.protocol.serialization import Connect
 from kazoo.retry import KazooRetry
 
 log = logging.getLogger("exchange_dr.coordination")
@@ -68,19 +73,26 @@ class Coordinator:
         root: str,
         session_timeout_s: float = 2.0,
         lease_s: float | None = None,
+        sync_margin_s: float | None = None,
+        clock_margin_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.region = region
         self.url = url
         self.root = root.rstrip("/")
+        self.requested_session_s = session_timeout_s
+        # the session the server granted (known once connected; until then what was asked)
         self.session_timeout_s = session_timeout_s
-        self.lease_s = lease_s if lease_s is not None else session_timeout_s / 2
+        self._lease_cap_s = lease_s
+        self._sync_margin_s = sync_margin_s
+        self._clock_margin_s = clock_margin_s
         self._clock = clock
         # reconnect quickly: the lease can only be renewed over a live connection
         retry = KazooRetry(max_tries=-1, delay=0.05, backoff=1.5, max_delay=0.5)
         self.zk = KazooClient(
             hosts=_spread_hosts(hosts), timeout=session_timeout_s, connection_retry=retry
         )
+        self._hook_handshake(self.zk._connection)
         self.zk.add_listener(self._on_state)
         self.connected = False
         self._lease_until: dict[str, float] = {}
@@ -91,6 +103,69 @@ class Coordinator:
         self._renewer: threading.Thread | None = None
         self.on_deposed: Callable[[str, str], None] | None = None
         self.on_leader_change: Callable[[str, LeaderInfo | None], None] | None = None
+
+    # -- the lease ------------------------------------------------------------------------
+
+    @property
+    def sync_margin_s(self) -> float:
+        """How long a cut-off follower may still answer (syncLimit * tickTime, which the
+        client cannot read): a quarter of the session unless configured."""
+        if self._sync_margin_s is not None:
+            return self._sync_margin_s
+        return self.session_timeout_s / 4
+
+    @property
+    def clock_margin_s(self) -> float:
+        """Our clock against the server's: a tenth of the session unless configured."""
+        if self._clock_margin_s is not None:
+            return self._clock_margin_s
+        return self.session_timeout_s / 10
+
+    @property
+    def lease_s(self) -> float:
+        """How long a renewal lets this region lead: at most half the negotiated session, and
+        always below it by the sync and clock margins (an explicit lease is capped too)."""
+        bound = self.session_timeout_s - (self.sync_margin_s + self.clock_margin_s)
+        wanted = self._lease_cap_s if self._lease_cap_s is not None else self.session_timeout_s / 2
+        return max(0.0, min(wanted, bound))
+
+    def _hook_handshake(self, connection: Any) -> None:
+        """Learn the negotiated session from each connect handshake: kazoo uses it for its own
+        timeouts but keeps it to itself."""
+        invoke = connection._invoke
+
+        def handshake(timeout: float, request: Any, xid: int | None = None) -> Any:
+            result = invoke(timeout, request) if xid is None else invoke(timeout, request, xid)
+            if isinstance(request, Connect):
+                answer = result[0] if isinstance(result, tuple) else result
+                granted_ms = getattr(answer, "time_out", 0)
+                if granted_ms > 0:
+                    self._negotiated(granted_ms / 1000)
+            return result
+
+        connection._invoke = handshake
+
+    def _negotiated(self, session_s: float) -> None:
+        if session_s != self.session_timeout_s:
+            log.warning(
+                "zookeeper session negotiated region=%s requested_s=%.3f granted_s=%.3f",
+                self.region,
+                self.requested_session_s,
+                session_s,
+            )
+        with self._lock:
+            self.session_timeout_s = session_s
+            # a lease granted under a longer session must not outlive the new bound
+            ceiling = self._clock() + self.lease_s
+            for shard, until in self._lease_until.items():
+                self._lease_until[shard] = min(until, ceiling)
+        if self.lease_s <= 0:
+            log.error(
+                "zookeeper session of %.3fs leaves no lease after the margins region=%s: "
+                "this region cannot lead",
+                session_s,
+                self.region,
+            )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -160,8 +235,11 @@ class Coordinator:
         while not self._stop.wait(interval):
             for shard in list(self._leading):
                 started = self._clock()
+                path = self._path(shard, "leader")
                 try:
-                    data, _ = self.zk.get(self._path(shard, "leader"))
+                    # through the quorum leader: a follower cut off from it serves stale reads
+                    self.zk.sync(path)
+                    data, _ = self.zk.get(path)
                     owner = json.loads(data).get("region")
                 except NoNodeError:
                     self._deposed(shard, "leader node is gone")

@@ -88,6 +88,8 @@ def build_node(settings: Settings, region_name: str) -> Node:
         writer.gate = gate
         writer.on_committed = _fan_out(relay, controller.pushes)
         writer.guard = controller.accepting
+        # what was taken may still be acknowledged while handing over, never without the lease
+        writer.ack_guard = functools.partial(_may_acknowledge, controller)
         writer.start()
         node.controllers[shard_id] = controller
         wire_standby(node, controller, topic, acks_topic)
@@ -137,3 +139,9 @@ def _fan_out(relay: Relay, pushes: list[RecordPush]) -> Callable[[Sequence[Any]]
             push.offer(records)
 
     return offer
+
+
+def _may_acknowledge(controller: ShardController) -> bool:
+    return controller.role in ("leader", "handing_over") and controller.coord.is_leader(
+        controller.shard_id
+    )

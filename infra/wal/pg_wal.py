@@ -31,21 +31,31 @@ _READ_PAGE = (
 
 _RECORD_COPY_TYPES = ["text", "int8", "int8", "text", "text", "int8", "bytea", "text"]
 _EVENT_COPY_TYPES = ["uuid", "int8", "text", "bytea"]
+# A checkpoint is stored only while the WAL record at its seq is of its epoch or an older one:
+# a deposed leader's checkpoint arriving after the quarantine (a forked child finishing late)
+# finds its seq gone or rewritten by a later epoch, and is dropped. One of a later epoch
+# replaces one of an older epoch at the same seq. Recovery checks the epoch again on reading
+# (a store racing the quarantine's transaction can still land).
 SAVE_CHECKPOINT_SQL = (
     "INSERT INTO wal_checkpoints (shard_id, seq, epoch, state, state_hash, checksum) "
-    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (shard_id, seq) DO NOTHING"
+    "SELECT %(shard_id)s, %(seq)s, %(epoch)s, %(state)s, %(state_hash)s, %(checksum)s "
+    "WHERE %(seq)s = 0 OR EXISTS (SELECT 1 FROM wal_records WHERE shard_id = %(shard_id)s "
+    "AND seq = %(seq)s AND epoch <= %(epoch)s) "
+    "ON CONFLICT (shard_id, seq) DO UPDATE SET epoch = EXCLUDED.epoch, state = EXCLUDED.state, "
+    "state_hash = EXCLUDED.state_hash, checksum = EXCLUDED.checksum "
+    "WHERE wal_checkpoints.epoch < EXCLUDED.epoch"
 )
 
 
-def checkpoint_row(checkpoint: StoredCheckpoint) -> tuple[Any, ...]:
-    return (
-        checkpoint.shard_id,
-        checkpoint.seq,
-        checkpoint.epoch,
-        checkpoint.state,
-        checkpoint.state_hash,
-        checkpoint.checksum,
-    )
+def checkpoint_row(checkpoint: StoredCheckpoint) -> dict[str, Any]:
+    return {
+        "shard_id": checkpoint.shard_id,
+        "seq": checkpoint.seq,
+        "epoch": checkpoint.epoch,
+        "state": checkpoint.state,
+        "state_hash": checkpoint.state_hash,
+        "checksum": checkpoint.checksum,
+    }
 
 
 ONE_STATEMENT_MAX_ROWS = 5000

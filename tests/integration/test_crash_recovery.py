@@ -72,7 +72,15 @@ def test_sigkill_during_batched_writes_loses_no_acknowledged_command(
         if kind == "PlaceOrder":
             order_id = Order.create_id(Account.create_id(SHARD, account), label)
             assert str(order_id) in keys, f"acknowledged order {label} missing"
-    assert all(isinstance(r, WalRecord) for r in records)
+    # dense from 1 and checksummed (iter_records verifies), and each acknowledged seq holds
+    # the very command that was acknowledged with it
+    assert [r.seq for r in records] == list(range(1, top + 1))
+    by_seq: dict[int, WalRecord] = {r.seq: r for r in records}
+    for seq, kind, account, label in acks:
+        assert by_seq[seq].command_type == kind, f"seq {seq} holds another command"
+        if kind == "PlaceOrder":
+            order_id = Order.create_id(Account.create_id(SHARD, account), label)
+            assert by_seq[seq].command_key == str(order_id), f"seq {seq} is not order {label}"
     scratch = make_shard_app(settings, SHARD, dsn=dsn)
     assert scratch.recover(from_scratch=True).state_hash == report.state_hash
     app.close()

@@ -51,3 +51,60 @@ def test_records_after_the_fork_are_quarantined_and_state_rewinds(
     assert not isinstance(result, Exception) and result.seq == 7
     for a in (app, at_fork, rewound):
         a.close()
+
+
+def test_a_forked_checkpoint_stored_after_the_quarantine_is_not_trusted(
+    settings: Settings, dsn: str
+) -> None:
+    deposed = make_shard_app(settings, SHARD, dsn=dsn, epoch=2)
+    deposed.recover()
+    for i in range(8):
+        [result] = deposed.execute_batch([Deposit(f"acct-{i % 3}", Decimal(i + 1))])
+        assert not isinstance(result, Exception)
+    # a checkpoint captured at seq 8 (epoch 2) whose store lands only after the quarantine,
+    # as a forked checkpointer child may
+    forked = deposed.capture_checkpoint()
+    assert (forked.seq, forked.epoch) == (8, 2)
+    assert deposed.store.quarantine_from(SHARD, 7, "diverged at seq 7") == 2
+    deposed.store.save_checkpoint(forked)  # seq 8 is gone: not stored
+    assert deposed.store.checkpoint_seqs(SHARD) == []
+    # one that raced the quarantine's transaction and landed anyway
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO wal_checkpoints (shard_id, seq, epoch, state, state_hash, checksum) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (SHARD, forked.seq, forked.epoch, forked.state, forked.state_hash, forked.checksum),
+        )
+    assert deposed.store.checkpoint_seqs(SHARD) == [8]
+    # epoch 3 owns seq 7 on: its records at 7..10 differ from the quarantined ones
+    leader = make_shard_app(settings, SHARD, dsn=dsn)
+    leader.recover()
+    leader.epoch = 3
+    for i in range(4):
+        [result] = leader.execute_batch([Deposit(f"acct-{i % 3}", Decimal(100 + i))])
+        assert not isinstance(result, Exception) and result.seq == 7 + i
+    expected = make_shard_app(settings, SHARD, dsn=dsn).recover(from_scratch=True).state_hash
+    # the local WAL says seq 8 is epoch 3's, not epoch 2's: the checkpoint is refused
+    again = make_shard_app(settings, SHARD, dsn=dsn)
+    report = again.recover()
+    assert (report.from_checkpoint_seq, report.state_hash) == (0, expected)
+    # and so does the epoch history
+    history = [(2, 1), (3, 7)]
+    restarted = make_shard_app(settings, SHARD, dsn=dsn)
+    report = restarted.recover(epoch_history=history)
+    assert (report.from_checkpoint_seq, report.state_hash) == (0, expected)
+    # epoch 3 owns seq 8 now: the forked checkpoint is still not stored again
+    deposed.store.save_checkpoint(forked)
+    assert deposed.store.latest_checkpoint(SHARD) == forked  # the raced one, unchanged
+    # a checkpoint the history contains is stored and used
+    leader.checkpoint()
+    trusted = make_shard_app(settings, SHARD, dsn=dsn).recover(epoch_history=history)
+    assert trusted.from_checkpoint_seq == 10 and trusted.state_hash == expected
+    # epoch 3's own checkpoint at seq 8 replaces the forked one
+    at_8 = make_shard_app(settings, SHARD, dsn=dsn)
+    at_8.recover(upto_seq=8)
+    assert at_8.checkpoint().epoch == 3
+    replaced = deposed.store.latest_checkpoint(SHARD, at_or_before=8)
+    assert replaced is not None and (replaced.seq, replaced.epoch) == (8, 3)
+    for a in (deposed, leader, restarted, again, at_8):
+        a.close()

@@ -68,3 +68,147 @@ def test_async_mode_never_waits() -> None:
     got: list[bool] = []
     gate.release(10, got.append)
     assert got == [True]
+
+
+def test_degraded_gate_is_restored_only_once_the_standby_holds_every_async_ack() -> None:
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.DEGRADE, timeout_s=0.5, clock=clock)
+    got: list[bool] = []
+    gate.release(1, got.append)
+    clock.now = 1.0
+    gate.tick()  # degraded: seq 1 acknowledged without the standby
+    for seq in range(2, 101):
+        gate.release(seq, got.append)  # acknowledged asynchronously
+    assert got == [True] * 100 and gate.waiting == 0
+    gate.standby_stored(3)  # nothing waits, but 4-100 exist only on the leader
+    assert gate.degraded and gate.mode is ReplicationMode.ASYNC
+    gate.standby_stored(99)
+    assert gate.degraded
+    gate.standby_stored(100)
+    assert not gate.degraded and gate.mode is ReplicationMode.SYNC
+
+
+def test_promoted_gate_is_restored_only_once_the_standby_holds_every_async_ack() -> None:
+    gate = SyncGate("s", policy=SyncPolicy.DEGRADE, timeout_s=0.5, clock=Clock())
+    gate.reset_for_new_term()
+    got: list[bool] = []
+    for seq in range(11, 21):
+        gate.release(seq, got.append)
+    assert got == [True] * 10
+    gate.standby_stored(12)
+    assert gate.degraded
+    gate.standby_stored(20)
+    assert not gate.degraded and gate.mode is ReplicationMode.SYNC
+
+
+def test_fail_all_refuses_every_waiter() -> None:
+    gate = SyncGate("s", timeout_s=1.0, clock=Clock())
+    got: list[tuple[int, bool]] = []
+    for seq in (1, 2):
+        gate.release(seq, lambda ok, seq=seq: got.append((seq, ok)))
+    gate.fail_all()
+    assert got == [(1, False), (2, False)] and gate.waiting == 0
+    gate.standby_stored(2)  # a late confirmation cannot acknowledge them any more
+    assert got == [(1, False), (2, False)]
+
+
+def test_strict_policy_expires_only_the_overdue_waiters() -> None:
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.STRICT, timeout_s=0.5, clock=clock)
+    got: list[tuple[int, bool]] = []
+    gate.release(1, lambda ok: got.append((1, ok)))
+    clock.now = 0.4
+    gate.release(2, lambda ok: got.append((2, ok)))  # due at 0.9
+    clock.now = 0.6
+    gate.tick()
+    assert got == [(1, False)] and gate.waiting == 1
+    gate.standby_stored(2)
+    assert got == [(1, False), (2, True)] and gate.waiting == 0
+
+
+def test_a_confirmation_releases_only_the_waiters_it_covers() -> None:
+    gate = SyncGate("s", timeout_s=1.0, clock=Clock())
+    got: list[int] = []
+    for seq in (5, 6, 7):
+        gate.release(seq, lambda ok, seq=seq: got.append(seq))
+    gate.standby_stored(3)  # below every waiter
+    assert got == [] and gate.waiting == 3
+    gate.standby_stored(5)
+    assert got == [5] and gate.waiting == 2
+    gate.standby_stored(6)
+    assert got == [5, 6] and gate.waiting == 1
+
+
+def test_a_waiter_expires_exactly_at_its_deadline_and_only_once() -> None:
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.STRICT, timeout_s=0.5, clock=clock)
+    got: list[bool] = []
+    gate.release(1, got.append)
+    clock.now = 0.5
+    gate.tick()
+    assert got == [False] and gate.waiting == 0
+    gate.standby_stored(1)  # too late: it stays refused, never answered twice
+    assert got == [False]
+
+
+def test_a_tick_before_any_deadline_changes_nothing() -> None:
+    clock = Clock()
+    alerts: list[tuple[str, str]] = []
+    gate = SyncGate(
+        "s",
+        policy=SyncPolicy.DEGRADE,
+        timeout_s=0.5,
+        clock=clock,
+        on_degrade=lambda shard, message: alerts.append((shard, message)),
+    )
+    gate.tick()  # nothing waits: nothing to do
+    got: list[bool] = []
+    gate.release(1, got.append)
+    clock.now = 0.4
+    gate.tick()
+    assert got == [] and gate.waiting == 1
+    assert not gate.degraded and gate.mode is ReplicationMode.SYNC and alerts == []
+
+
+def test_strict_policy_never_raises_the_degrade_alert() -> None:
+    clock = Clock()
+    alerts: list[str] = []
+    gate = SyncGate(
+        "s",
+        policy=SyncPolicy.STRICT,
+        timeout_s=0.5,
+        clock=clock,
+        on_degrade=lambda shard, message: alerts.append(message),
+    )
+    gate.release(1, lambda ok: None)
+    clock.now = 1.0
+    gate.tick()
+    gate.reset_for_new_term()  # a promotion under strict waits for a standby as always
+    assert alerts == [] and not gate.degraded and gate.mode is ReplicationMode.SYNC
+
+
+def test_a_promotion_of_an_async_shard_is_not_a_degradation() -> None:
+    gate = SyncGate("s", mode=ReplicationMode.ASYNC, policy=SyncPolicy.DEGRADE)
+    gate.reset_for_new_term()
+    assert not gate.degraded and gate.mode is ReplicationMode.ASYNC
+
+
+def test_a_promotion_under_degrade_alerts_for_its_shard() -> None:
+    alerts: list[tuple[str, str]] = []
+    gate = SyncGate(
+        "shard-7",
+        policy=SyncPolicy.DEGRADE,
+        on_degrade=lambda shard, message: alerts.append((shard, message)),
+    )
+    gate.reset_for_new_term()
+    assert gate.degraded and gate.mode is ReplicationMode.ASYNC
+    [(shard, message)] = alerts
+    assert shard == "shard-7" and "promoted without a confirmed standby" in message
+
+
+def test_the_settings_words_name_the_modes_and_policies() -> None:
+    # EXDR_REPLICATION and EXDR_SYNC_POLICY are parsed with these
+    assert ReplicationMode("sync") is ReplicationMode.SYNC
+    assert ReplicationMode("async") is ReplicationMode.ASYNC
+    assert SyncPolicy("strict") is SyncPolicy.STRICT
+    assert SyncPolicy("degrade") is SyncPolicy.DEGRADE

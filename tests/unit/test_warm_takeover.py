@@ -9,13 +9,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, cast
+from uuid import UUID
 
 import pytest
+from eventsourcing.domain import Aggregate
 
 from application.shard.app import ShardApp
+from application.wal.records import RecordedEvent, WalRecord
 from application.wal.writer import ShardWriter
-from domain.values import DEFAULT_INSTRUMENTS
+from domain.commands import Deposit, PlaceOrder
+from domain.engine import ShardEngine
+from domain.values import DEFAULT_INSTRUMENTS, OrderType, Side
 from infra.api.activity import ShardActivity
 from infra.api.facade import Facade
 from infra.api.keys import KeyStore
@@ -24,10 +30,51 @@ from infra.api.leadership import StaticLeadership
 SHARD = "shard-1"
 
 
+def _placed(account: str, client_order_id: str) -> Aggregate.Event:
+    """The Order.Placed event of a resting order, as the engine produces it."""
+    engine = ShardEngine(SHARD, DEFAULT_INSTRUMENTS)
+    engine.execute(Deposit(account, Decimal("1000000"))).touched[0].collect_events()
+    result = engine.execute(
+        PlaceOrder(account, client_order_id, "BTCUSDT", Side.BUY, OrderType.LIMIT, 1, 400_000)
+    )
+    assert result.order is not None
+    [event] = result.order.collect_events()
+    return cast(Aggregate.Event, event)
+
+
 @dataclass
 class Store:
-    def iter_records(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
+    """The shard's WAL: one order placed per seq from `first`; iter_records as the real one."""
+
+    first: int = 101
+    last: int = 0
+    events: dict[UUID, Aggregate.Event] = field(default_factory=dict)
+    reads: list[tuple[int, int | None]] = field(default_factory=list)
+
+    def iter_records(
+        self, shard_id: str, after_seq: int, *, upto_seq: int | None = None, **kwargs: Any
+    ) -> list[WalRecord]:
+        self.reads.append((after_seq, upto_seq))
+        end = self.last if upto_seq is None else min(upto_seq, self.last)
+        records = []
+        for seq in range(max(after_seq + 1, self.first), end + 1):
+            self.events.setdefault(_id_of(seq), _placed("alice", f"o{seq}"))
+            records.append(
+                WalRecord.seal(
+                    shard_id=shard_id,
+                    epoch=1,
+                    seq=seq,
+                    command_type="PlaceOrder",
+                    command_key=None,
+                    recorded_at_us=seq,
+                    events=[RecordedEvent(_id_of(seq), 1, "domain.order:Order.Placed", b"{}")],
+                )
+            )
+        return records
+
+
+def _id_of(seq: int) -> UUID:
+    return UUID(int=seq)
 
 
 @dataclass
@@ -37,6 +84,9 @@ class App:
     needs_recovery: bool = False
     on_recovered: Any = None
     store: Store = field(default_factory=Store)
+
+    def decode_event(self, recorded: RecordedEvent) -> Aggregate.Event:
+        return self.store.events[recorded.originator_id]
 
     def recover(self) -> None:
         self.needs_recovery = False
@@ -65,12 +115,17 @@ def facade_warming(upto: int) -> tuple[Facade, App]:
     return facade, app
 
 
-def test_the_built_index_takes_over() -> None:
+def test_the_built_index_takes_over_and_catches_up() -> None:
     facade, app = facade_warming(100)
-    app.seq = 130  # commands since the warm-up began
+    app.seq = app.store.last = 130  # 30 orders placed since the warm-up began
     built = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=100)
     assert facade._take_over(SHARD, built, cast(ShardApp, app)) is None
     assert facade.activity[SHARD] is built and not facade.warming_up
+    # what was committed meanwhile is indexed before the built index answers
+    assert app.store.reads == [(100, 130)]
+    assert built.seq == 130
+    listed = built.list_orders("alice", symbol=None, status=None, start=0, limit=100).items
+    assert len(listed) == 30
 
 
 def test_records_set_aside_during_the_warm_up_start_it_again() -> None:

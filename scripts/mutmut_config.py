@@ -1,0 +1,112 @@
+"""mutmut hooks for scripts/mutants.sh: each safety-critical module is mutated only where it is
+safety-critical and tried against the tests that cover it (not the whole suite), so a run takes
+minutes. A survivor is a changed line no test notices."""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass
+from typing import Any
+
+UNIT = "tests/unit"
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str
+    tests: tuple[str, ...]
+    functions: tuple[str, ...] = ()  # empty: the whole module
+
+
+TARGETS = {
+    "sync_gate": Target(
+        "application/replication/sync_gate.py",
+        (f"{UNIT}/test_sync_gate.py",),
+    ),
+    "controller": Target(
+        "infra/failover/controller.py",
+        (
+            f"{UNIT}/test_retake_rule.py",
+            f"{UNIT}/test_stale_epochs.py",
+            f"{UNIT}/test_failover*.py",
+            f"{UNIT}/test_*controller*.py",
+        ),
+    ),
+    "replicator": Target(
+        "projections/replication/replicator.py",
+        (f"{UNIT}/test_stale_epochs.py", f"{UNIT}/test_two_paths.py", f"{UNIT}/test_wire_runs.py"),
+    ),
+    "wal_verification": Target(
+        "application/wal/records.py",
+        (
+            f"{UNIT}/test_wire_runs.py",
+            f"{UNIT}/test_two_paths.py",
+            f"{UNIT}/test_replay_decoding.py",
+            f"{UNIT}/test_peer_ack.py",
+        ),
+    ),
+    "quarantine": Target(
+        "infra/wal/pg_wal.py",
+        ("tests/integration/test_quarantine.py",),
+        ("first_divergent_seq", "quarantine_from"),
+    ),
+}
+
+
+def selected() -> list[Target]:
+    names = os.environ.get("MUTANT_MODULES", "").replace(",", " ").split()
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown:
+        raise SystemExit(f"unknown module(s) {unknown}; known: {sorted(TARGETS)}")
+    return [TARGETS[name] for name in names or TARGETS]
+
+
+def _existing(patterns: tuple[str, ...]) -> list[str]:
+    import glob
+
+    return sorted({path for pattern in patterns for path in glob.glob(pattern)})
+
+
+def pytest_command(tests: list[str]) -> str:
+    """pytest, with every failure reported as exit 1: mutmut 2 counts only exit 1 as a killed
+    mutant, so a mutant that breaks the import (pytest's exit 2, collection error) would
+    otherwise pass for a survivor."""
+    python = os.environ["MUTANT_PYTHON"]
+    strict = "import sys, pytest; sys.exit(1 if pytest.main(sys.argv[1:]) else 0)"
+    return f"{python} -c '{strict}' -x -q -p no:cacheprovider " + " ".join(tests)
+
+
+def test_command(target: Target) -> str:
+    return pytest_command(_existing(target.tests))
+
+
+def _lines_of(target: Target) -> set[int] | None:
+    """1-based line numbers of the target's functions (None: every line)."""
+    if not target.functions:
+        return None
+    with open(target.path) as f:
+        tree = ast.parse(f.read())
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (
+            node.name in target.functions
+        ):
+            end = node.end_lineno or node.lineno
+            lines.update(range(node.lineno, end + 1))
+    return lines
+
+
+_BY_PATH = {target.path: (target, _lines_of(target)) for target in TARGETS.values()}
+
+
+def pre_mutation(context: Any) -> None:
+    found = _BY_PATH.get(os.path.normpath(context.filename))
+    if found is None:
+        context.skip = True
+        return
+    target, lines = found
+    if lines is not None and context.current_line_index + 1 not in lines:
+        context.skip = True
+        return
+    context.config.test_command = test_command(target)
