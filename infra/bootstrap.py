@@ -221,7 +221,8 @@ def copy_credentials(settings: Settings) -> dict[str, str | None]:
                 target.cursor().executemany(
                     "INSERT INTO api_keys (key_id, account, role, secret_hash, created_at, "
                     "revoked_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO "
-                    "UPDATE SET revoked_at = EXCLUDED.revoked_at",
+                    # a revocation is final: a copy may bring one, never take one away
+                    "UPDATE SET revoked_at = COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at)",
                     keys,
                 )
             results[region.name] = None
