@@ -181,7 +181,9 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 
     store = make_key_store(settings)
     try:
-        issued = store.create_key(args.account, "operator" if args.operator else "trader")
+        issued = store.create_key(
+            args.account, "operator" if args.operator else "trader", funding=args.funding
+        )
     except KeyStoreError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -191,6 +193,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         "key_id": issued.key_id,
         "account": issued.account,
         "role": issued.role,
+        "funding": issued.funding,
         "key": issued.token,
     }
     _emit(data, args.json, "API key created; the key is shown only now, store it safely")
@@ -518,8 +521,17 @@ def build_parser() -> argparse.ArgumentParser:
     keys_create = keys_sub.add_parser("create", help="issue an API key for an account")
     keys_create.add_argument("--account", required=True)
     keys_create.add_argument("--operator", action="store_true", help="operator role")
+    keys_create.add_argument(
+        "--funding", action="store_true", help="may deposit and withdraw (trading keys may not)"
+    )
     keys_create.add_argument("--json", action="store_true")
     keys_create.set_defaults(handler=cmd_keys)
+    from infra.cli.keys import cmd_keys_revoke
+
+    keys_revoke = keys_sub.add_parser("revoke", help="revoke a key in every region, for good")
+    keys_revoke.add_argument("key_id", help="the key's id (ak_..., the part before the dot)")
+    keys_revoke.add_argument("--json", action="store_true")
+    keys_revoke.set_defaults(handler=cmd_keys_revoke)
 
     node = sub.add_parser("node", help="run one region: shards, REST facade, relay/replicator")
     node.add_argument("--region", required=True)

@@ -103,16 +103,26 @@ Client = httpx.Client
 NewAccount = Callable[..., Client]
 
 
+@pytest.fixture(scope="session")
+def treasury(served: Served) -> str:
+    """A funding key: the only kind that may deposit (it names the account it credits)."""
+    name = unique("treasury")
+    served.keys.create_account(name)
+    return served.keys.create_key(name, "operator", funding=True).token
+
+
 @pytest.fixture
-def new_account(served: Served) -> Iterator[NewAccount]:
-    """Make an account with a key (and, unless asked not to, margin on every shard)."""
+def new_account(served: Served, treasury: str) -> Iterator[NewAccount]:
+    """Make an account with a key (and, unless asked not to, margin on every shard, deposited
+    by the treasury's funding key). `funding=True` lets the key deposit for itself."""
     clients: list[Client] = []
 
     def make(*, operator: bool = False, deposit: str | None = MARGIN,
-             base_url: str | None = None) -> Client:
+             base_url: str | None = None, funding: bool = False) -> Client:
         name = unique("acct")
         served.keys.create_account(name)
-        issued = served.keys.create_key(name, "operator" if operator else "trader")
+        issued = served.keys.create_key(name, "operator" if operator else "trader",
+                                        funding=funding)
         client = httpx.Client(base_url=base_url or served.url, timeout=20,
                               headers={"Authorization": f"Bearer {issued.token}"})
         client.account = name  # type: ignore[attr-defined]
@@ -120,7 +130,10 @@ def new_account(served: Served) -> Iterator[NewAccount]:
         clients.append(client)
         if deposit is not None:
             for shard in served.writers:
-                response = client.post("/v1/deposits", json={"amount": deposit, "shard": shard})
+                response = httpx.post(
+                    served.url + "/v1/deposits", timeout=20,
+                    json={"amount": deposit, "shard": shard, "account": name},
+                    headers={"Authorization": f"Bearer {treasury}"})
                 assert response.status_code == 201, response.text
         return client
 
