@@ -142,8 +142,9 @@ class Cluster:
     broker: subprocess.Popen[bytes] | None = None
     kafka_port: int = 0
     ports: dict[str, int] = field(default_factory=dict)
-    key: str = ""
+    key: str = ""  # trades for the account `traders`
     operator_key: str = ""
+    funding_key: str = ""  # the treasury's: deposits for any account (trading keys may not)
     own_zookeeper: bool = False
     zookeeper: subprocess.Popen[bytes] | None = None
     zk_port: int = 0
@@ -339,11 +340,14 @@ class Cluster:
 
     def create_keys(self) -> None:
         env = {**self.base_env(), "EXDR_PG_DSN": self.dsns["primary"]}
-        for account in ("traders", "ops"):
+        for account in ("traders", "ops", "treasury"):
             self._cli(env, "accounts", "create", account)
         self.key = self._cli(env, "keys", "create", "--account", "traders", "--json")["key"]
         self.operator_key = self._cli(
             env, "keys", "create", "--account", "ops", "--operator", "--json"
+        )["key"]
+        self.funding_key = self._cli(
+            env, "keys", "create", "--account", "treasury", "--funding", "--json"
         )["key"]
 
     def create_traders(self, count: int) -> list[Trader]:
@@ -418,19 +422,25 @@ async def place_orders(
     key: str,
     client_ids: Iterable[str],
     *,
+    funding_key: str = "",
+    account: str = "traders",
     concurrency: int = 32,
     deposit: Decimal = Decimal("100000000"),
     symbol: str = "BTCUSDT",
     retries: int = 3,
 ) -> dict[str, Any]:
-    """Deposit, then place one small limit order per client id; returns status counts and
-    the acknowledged ids with their seq."""
+    """Deposit (with `funding_key` for `account`, the account of `key`; without one, `key`
+    must be a funding key itself), then place one small limit order per client id; returns
+    status counts and the acknowledged ids with their seq."""
     headers = {"Authorization": f"Bearer {key}"}
     acked: dict[str, int] = {}
     statuses: dict[int, int] = {}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
         response = await client.post(
-            "/v1/deposits", json={"amount": str(deposit), "symbol": symbol}
+            "/v1/deposits",
+            json={"amount": str(deposit), "symbol": symbol}
+            | ({"account": account} if funding_key else {}),
+            headers={"Authorization": f"Bearer {funding_key or key}"},
         )
         response.raise_for_status()
         queue: asyncio.Queue[str] = asyncio.Queue()
