@@ -133,7 +133,11 @@ def stop_writers(writers: dict[str, ShardWriter]) -> None:
 
 
 def make_key_store(settings: Settings, *, dsn: str | None = None) -> KeyStore:
-    return KeyStore(dsn or settings.pg_dsn)
+    return KeyStore(
+        dsn or settings.pg_dsn,
+        cache_ttl_s=settings.security.key_cache_ttl_s,
+        max_unknown=settings.security.key_cache_unknown_max,
+    )
 
 
 def make_leadership() -> StaticLeadership:

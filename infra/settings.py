@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from infra.security_settings import SecuritySettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,6 +171,7 @@ class Settings:
     sync_timeout_ms: int = 1000
     topic_prefix: str = "exdr"
     peer_token: str = ""  # shared by the regions: the peer link (records and confirmations)
+    security: SecuritySettings = field(default_factory=SecuritySettings)  # keys, limits, TLS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -195,6 +198,7 @@ class Settings:
             sync_timeout_ms=_int(e, "EXDR_SYNC_TIMEOUT_MS", d.sync_timeout_ms, minimum=1),
             topic_prefix=_text(e, "EXDR_TOPIC_PREFIX", d.topic_prefix),
             peer_token=e.get("EXDR_PEER_TOKEN", "").strip(),
+            security=SecuritySettings.from_env(e),
         )
 
     def region_named(self, name: str) -> Region:

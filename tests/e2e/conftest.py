@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -17,7 +18,13 @@ from application.wal.writer import ShardWriter
 from infra.api.app import create_app
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
-from infra.bootstrap import drop_database, migrate, start_shard_writers, stop_writers
+from infra.bootstrap import (
+    drop_database,
+    make_key_store,
+    migrate,
+    start_shard_writers,
+    stop_writers,
+)
 from infra.settings import Settings
 from tests.integration.conftest import scratch_dsn
 
@@ -45,10 +52,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_in_thread(dsn: str, leadership: StaticLeadership, *, warm: bool = False) -> Served:
-    settings = Settings.from_env()
+def serve_in_thread(dsn: str, leadership: StaticLeadership, *, warm: bool = False,
+                    env: dict[str, str] | None = None) -> Served:
+    """`env`: settings on top of the process's (rate limits, key cache)."""
+    settings = Settings.from_env({**os.environ, **(env or {})})
     writers = start_shard_writers(settings, dsn=dsn)
-    keys = KeyStore(dsn)
+    keys = make_key_store(settings, dsn=dsn)
     app = create_app(settings, writers, leadership, keys, warm_activity=warm)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
