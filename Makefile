@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 BIN := .venv/bin
 
-.PHONY: help venv services status lint test test-unit demo drills stop clean
+.PHONY: help venv services status certs lint test test-unit demo drills stop clean
 
 help:
 	@echo "make demo       start the servers and fail over under load (RTO/RPO table, report)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint       ruff + mypy"
 	@echo "make venv       create/update .venv and install missing Debian packages"
 	@echo "make services   start PostgreSQL, ZooKeeper, Kafka (tansu); make status / make stop"
+	@echo "make certs      a development CA and region certificates for the peer link (var/certs)"
 	@echo "make clean      stop our servers and remove var/"
 
 venv:
@@ -27,6 +28,9 @@ services: venv
 
 status:
 	@scripts/services.sh status
+
+certs:
+	@scripts/certs.sh
 
 lint: venv
 	$(BIN)/ruff check .

@@ -28,6 +28,7 @@ import httpx
 import psycopg
 
 from infra.bootstrap import drop_database, migrate
+from infra.drills.certs import dev_certs, tls_env
 from infra.drills.clients import Trader
 from infra.drills.proxy import PartitionProxy
 from infra.settings import Settings
@@ -152,6 +153,7 @@ class Cluster:
     pg_servers: dict[str, PgServer] = field(default_factory=dict)
     partitionable: bool = False  # each region reaches ZooKeeper through a proxy it can lose
     zk_proxies: dict[str, PartitionProxy] = field(default_factory=dict)
+    peer_tls: bool = True  # the peer lane on a port of its own, mutual TLS (make certs)
 
     def __post_init__(self) -> None:
         base = Settings.from_env().pg_dsn.rsplit("/", 1)[0]
@@ -165,6 +167,8 @@ class Cluster:
                 self.pg_servers[region] = server
                 self.dsns[region] = f"postgresql://postgres@127.0.0.1:{server.port}/exdr_{region}"
         self.ports = {r: free_port() for r in ("primary", "standby")}
+        self.peer_ports = {r: free_port() for r in ("primary", "standby")}
+        self.certs = dev_certs() if self.peer_tls else None
         self.kafka_port = free_port()
         self.zk_port = free_port() if self.own_zookeeper else 0
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +177,18 @@ class Cluster:
 
     def url(self, region: str) -> str:
         return f"http://127.0.0.1:{self.ports[region]}"
+
+    def peer_url(self, region: str) -> str:
+        """Where the region's peer lane listens (its public API without peer TLS)."""
+        if self.certs is None:
+            return self.url(region)
+        return f"https://127.0.0.1:{self.peer_ports[region]}"
+
+    def _peer_env(self, region: str) -> dict[str, str]:
+        if self.certs is None:
+            return {}
+        urls = ";".join(f"{r}={self.peer_url(r)}" for r in ("primary", "standby"))
+        return {"EXDR_PEER_URLS": urls, **tls_env(region, self.certs)}
 
     def base_env(self) -> dict[str, str]:
         regions = ";".join(f"{r}={self.dsns[r]}|{self.url(r)}" for r in ("primary", "standby"))
@@ -192,6 +208,7 @@ class Cluster:
             "EXDR_FAILOVER_AFTER_MS": "500",
             "EXDR_MAX_STANDBY_LAG_MS": "2000",
             "EXDR_PEER_TOKEN": self.peer_token,
+            **self._peer_env("primary"),  # a client certificate for the CLI's settings too
             **self.env,
         }
 
@@ -297,7 +314,10 @@ class Cluster:
 
     def _region_env(self, region: str) -> dict[str, str]:
         proxy = self.zk_proxies.get(region)
-        return {} if proxy is None else {"EXDR_ZK_HOSTS": f"127.0.0.1:{proxy.port}"}
+        env = self._peer_env(region)
+        if proxy is not None:
+            env["EXDR_ZK_HOSTS"] = f"127.0.0.1:{proxy.port}"
+        return env
 
     def _healthy(self, region: str) -> bool:
         proc = self.procs[region]

@@ -41,6 +41,12 @@ from infra.failover.controller import FailoverSettings, ShardController, StorePr
 from infra.metrics.dr_metrics import NodeCollector
 from infra.node.heap import HeapPolicy
 from infra.replication.peer_link import RecordPush, host_port
+from infra.replication.peer_server import (
+    client_context,
+    peer_url,
+    peer_url_of_api,
+    serve_peer_lane,
+)
 from infra.replication.rawhttp import ConnectionPool
 from infra.settings import Region, Settings
 from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
@@ -185,10 +191,11 @@ def build_node(settings: Settings, region_name: str) -> Node:
                 RecordPush(
                     shard_id,
                     peer_region.name,
-                    peer_region.api_url,
+                    peer_url(settings, peer_region),
                     settings.peer_token,
                     functools.partial(encode_run, tamper=set(relay.tamper_seqs)),
                     functools.partial(accept_standby_ack, node, path="push"),
+                    ssl_context=client_context(settings),
                 )
                 for peer_region in settings.peers(region.name)
             ]
@@ -324,13 +331,14 @@ class PeerConfirmer:
     def _pool(self, url: str) -> tuple[ConnectionPool, bytes]:
         entry = self._pools.get(url)
         if entry is None:
-            host, port = host_port(url)
+            host, port = host_port(peer_url_of_api(self.node.settings, url))
             head = (
                 f"POST {peer.PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                 f"X-Exdr-Peer-Token: {self._token}\r\nContent-Type: application/json\r\n"
                 "Content-Length: "
             ).encode()
-            entry = self._pools[url] = (ConnectionPool(host, port, 1), head)
+            pool = ConnectionPool(host, port, 1, client_context(self.node.settings))
+            entry = self._pools[url] = (pool, head)
         return entry
 
 
@@ -530,11 +538,17 @@ def start_api(node: Node) -> threading.Thread:
     )
     app.state.facade.metrics.registry.register(NodeCollector(node))
     if node.settings.peer_token:
-        app.peer_acks = peer.PeerAckLane(
+        lane = peer.PeerAckLane(
             node.settings.peer_token,
             functools.partial(accept_standby_ack, node, path="direct"),
             functools.partial(_take_records, node),
         )
+        own_url = node.settings.security.peer_urls.get(region.name)
+        if own_url is None:  # on the public port, in plain HTTP: development only
+            log.warning("peer lane on the public API without TLS: set EXDR_PEER_URLS")
+            app.peer_acks = lane
+        else:
+            serve_peer_lane(lane, own_url, node.settings.security.peer_tls)
     app.state.switchover = functools.partial(_switchover, node)
     node.api_app = app
     host, port = host_port(region.api_url)
