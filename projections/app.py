@@ -17,6 +17,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from infra.settings import Settings
+from projections.kafka_auth import kafka_credentials
 
 REBALANCE_TIMEOUT_S = 2.0
 SESSION_TIMEOUT_S = 2.0
@@ -86,6 +87,9 @@ def make_faust_app(
         "datadir": str(settings.var_dir / "faust" / name),
         "producer_linger": 0.0,
     }
+    credentials = kafka_credentials(settings.security.kafka)
+    if credentials is not None:
+        options["broker_credentials"] = credentials
     options.update(overrides)
     Path(options["datadir"]).parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(name, **options)
