@@ -489,7 +489,9 @@ async def place_orders(
                         status = -1  # no answer: not acknowledged
                     else:
                         status = r.status_code
-                    if status not in (-1, 503):
+                    if status == 429:  # over the key's rate: wait as told, as a client should
+                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                    elif status not in (-1, 503):
                         break
                 statuses[status] = statuses.get(status, 0) + 1
                 if status in (200, 201):
