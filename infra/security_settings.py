@@ -123,7 +123,7 @@ class KafkaSecurity:
 
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
-    key_cache_ttl_s: float = 5.0  # a revoked key is refused everywhere within two of these
+    key_cache_ttl_s: float = 5.0  # a revoked key is refused everywhere within this
     key_cache_unknown_max: int = 10_000  # key ids remembered as unknown (LRU)
     rate_per_key: float = 1000.0  # requests/s of one API key; 0: no limit
     burst_per_key: float = 2000.0

@@ -1,10 +1,10 @@
 """API keys: `<key_id>.<secret>`, shown once; the table keeps only sha256(secret).
 
-Verified keys are cached for `cache_ttl_s`, so a revocation takes effect within that time and
-the database sees one lookup per key per TTL, not one per request. An entry that has just
-expired keeps answering while one background lookup refreshes it (stale-while-revalidate):
-under load every request of a busy key would otherwise queue behind its own lookup at once.
-So a revocation answers 401 within at most two TTLs (default 5 s: 10 s) in every region.
+A verified key is trusted for at most `cache_ttl_s` (default 5 s) without asking the table
+again, so a revocation is answered with 401 within that time in every region, and the database
+sees about two lookups per key per TTL, not one per request. Half-way through, the entry keeps
+answering while one background lookup refreshes it (stale-while-revalidate): under load every
+request of a busy key would otherwise queue behind its own lookup at once.
 
 Key ids that have no valid row (unknown, malformed guesses, revoked) are remembered in a
 bounded LRU (`max_unknown`), since anyone can make them up: trying random tokens costs a
@@ -73,6 +73,7 @@ class KeyStore:
     ) -> None:
         self.dsn = dsn
         self.cache_ttl_s = cache_ttl_s
+        self._fresh_s = cache_ttl_s / 2  # then stale: answers while a refresh runs
         self.max_unknown = max_unknown
         self._cache: dict[str, tuple[float, str, ApiKey]] = {}  # valid keys: as many as rows
         self._unknown: OrderedDict[str, float] = OrderedDict()  # key id -> expiry, bounded
@@ -190,8 +191,8 @@ class KeyStore:
             return None if self._known_unknown(key_id) else False
         now = time.monotonic()
         if entry[0] < now:
-            if entry[0] + self.cache_ttl_s < now:
-                return False  # no refresh landed for a whole TTL (store away?): ask it directly
+            if entry[0] + self._fresh_s < now:
+                return False  # verified a whole TTL ago (no refresh landed): ask directly
             self._refresh(key_id, token)
         if not hmac.compare_digest(entry[1], secret_hash(secret)):
             return None
@@ -233,15 +234,15 @@ class KeyStore:
             "WHERE key_id = %s AND revoked_at IS NULL",
             (key_id,),
         )
-        expires = time.monotonic() + self.cache_ttl_s
+        now = time.monotonic()
         if not rows:
-            self._remember_unknown(key_id, expires)
+            self._remember_unknown(key_id, now + self.cache_ttl_s)
             return None
         account, role, stored = (str(v) for v in rows[0][:3])
         key = ApiKey(
             key_id, account, "operator" if role == "operator" else "trader", bool(rows[0][3])
         )
-        self._cache[key_id] = (expires, stored, key)
+        self._cache[key_id] = (now + self._fresh_s, stored, key)
         if not hmac.compare_digest(stored, secret_hash(secret)):
             return None
         return key

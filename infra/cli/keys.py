@@ -10,7 +10,6 @@ from infra.settings import Settings
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.api.keys import CACHE_TTL_S
     from infra.bootstrap import revoke_everywhere
 
     results = revoke_everywhere(settings, args.key_id)
@@ -35,7 +34,7 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     if not args.json:
         print(
             f"key {args.key_id} revoked; every region refuses it within "
-            f"{2 * CACHE_TTL_S:g} s (two key-cache TTLs)"
+            f"{settings.security.key_cache_ttl_s:g} s (the key cache's TTL)"
         )
     return 0
 
