@@ -2,7 +2,8 @@
 
 The shard's Kafka topic is the replication log every region can replay from; the peer link is
 the short way for the same records (PostgreSQL's walsender beside its archive). A run of
-records goes as one HTTP request to the standby region's facade, in the wire form the topic
+records goes as one HTTP request to the standby region's peer lane (over mutual TLS on a port of
+its own when EXDR_PEER_URLS is set: infra/replication/peer_server.py), in the wire form the topic
 carries (`projections.replication.relay.encode_run`);
 the standby answers once it has stored the run, and
 that answer is its confirmation for the sync gate. So a record's path to the standby's store
