@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 BIN := .venv/bin
 
-.PHONY: help venv services status lint test test-unit mutants demo drills stop clean
+.PHONY: help venv services status certs lint test test-unit mutants demo drills stop clean
 
 help:
 	@echo "make demo       start the servers and fail over under load (RTO/RPO table, report)"
@@ -19,6 +19,7 @@ help:
 	@echo "                (MUTANT_MODULES=sync_gate,replicator,... to narrow it)"
 	@echo "make venv       create/update .venv and install missing Debian packages"
 	@echo "make services   start PostgreSQL, ZooKeeper, Kafka (tansu); make status / make stop"
+	@echo "make certs      a development CA and region certificates for the peer link (var/certs)"
 	@echo "make clean      stop our servers and remove var/"
 
 venv:
@@ -29,6 +30,9 @@ services: venv
 
 status:
 	@scripts/services.sh status
+
+certs:
+	@scripts/certs.sh
 
 lint: venv
 	$(BIN)/ruff check .

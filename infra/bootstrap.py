@@ -133,7 +133,11 @@ def stop_writers(writers: dict[str, ShardWriter]) -> None:
 
 
 def make_key_store(settings: Settings, *, dsn: str | None = None) -> KeyStore:
-    return KeyStore(dsn or settings.pg_dsn)
+    return KeyStore(
+        dsn or settings.pg_dsn,
+        cache_ttl_s=settings.security.key_cache_ttl_s,
+        max_unknown=settings.security.key_cache_unknown_max,
+    )
 
 
 def make_leadership(settings: Settings) -> StaticLeadership:
@@ -206,7 +210,8 @@ def copy_credentials(settings: Settings) -> dict[str, str | None]:
     with psycopg.connect(settings.pg_dsn, connect_timeout=5) as source:
         accounts = source.execute("SELECT account, created_at FROM api_accounts").fetchall()
         keys = source.execute(
-            "SELECT key_id, account, role, secret_hash, created_at, revoked_at FROM api_keys"
+            "SELECT key_id, account, role, secret_hash, created_at, revoked_at, funding "
+            "FROM api_keys"
         ).fetchall()
     for region in settings.regions:
         if region.pg_dsn == settings.pg_dsn:
@@ -220,11 +225,32 @@ def copy_credentials(settings: Settings) -> dict[str, str | None]:
                 )
                 target.cursor().executemany(
                     "INSERT INTO api_keys (key_id, account, role, secret_hash, created_at, "
-                    "revoked_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO "
-                    "UPDATE SET revoked_at = EXCLUDED.revoked_at",
+                    "revoked_at, funding) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (key_id) DO "
+                    # a revocation is final: a copy may bring one, never take one away
+                    "UPDATE SET revoked_at = COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at)",
                     keys,
                 )
             results[region.name] = None
         except psycopg.Error as exc:
             results[region.name] = str(exc).strip().splitlines()[0]
+    return results
+
+
+def revoke_everywhere(settings: Settings, key_id: str) -> dict[str, bool | str | None]:
+    """Revoke a key in this region's store and every configured region's: region -> True
+    (revoked now), False (already revoked), None (no such key there) or why it was not
+    reached. A copy never brings a revoked key back (copy_credentials keeps revocations)."""
+    stores = {region.name: region.pg_dsn for region in settings.regions}
+    if settings.pg_dsn not in stores.values():
+        stores = {"local": settings.pg_dsn, **stores}
+    results: dict[str, bool | str | None] = {}
+    for name, dsn in stores.items():
+        store = KeyStore(dsn)
+        try:
+            results[name] = store.revoke_key(key_id)
+        except psycopg.Error as exc:
+            results[name] = str(exc).strip().splitlines()[0] or type(exc).__name__
+        finally:
+            store.close()
     return results

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from infra.security_settings import KafkaSecurity, SecuritySettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -271,6 +273,7 @@ class Settings:
     operator_key: str = ""  # `exchange-dr switchover`
     drill_zk_session_ms: int | None = None  # the drill harness's session for its nodes
     faults: FaultSettings = FaultSettings()
+    security: SecuritySettings = field(default_factory=SecuritySettings)  # keys, limits, TLS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -317,7 +320,13 @@ class Settings:
             operator_key=e.get("EXDR_OPERATOR_KEY", "").strip(),
             drill_zk_session_ms=_optional_int(e, "EXDR_DRILL_ZK_SESSION_MS", minimum=1),
             faults=FaultSettings.from_env(e),
+            security=SecuritySettings.from_env(e),
         )
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka clients' security (projections' BrokerSettings asks for it by this name)."""
+        return self.security.kafka
 
     def region_named(self, name: str) -> Region:
         for region in self.regions:

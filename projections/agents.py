@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from application.wal.records import WALCorruptionError, WalRecord
 from projections.app import make_faust_app
+from projections.kafka_auth import aiokafka_security
 from projections.read_models.projector import ReadModelProjector, StoreBehindError
 from projections.settings import BrokerSettings
 from projections.topics import wal_topic_name
@@ -141,7 +142,9 @@ class ProjectorWorker:
 
 async def ensure_wal_topics(settings: BrokerSettings, shards: Sequence[str]) -> None:
     """Create missing shard topics with ONE partition each (order per shard)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **aiokafka_security(settings.kafka_security)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

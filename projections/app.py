@@ -15,6 +15,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from projections.kafka_auth import kafka_credentials
 from projections.settings import BrokerSettings
 
 REBALANCE_TIMEOUT_S = 2.0
@@ -81,6 +82,9 @@ def make_faust_app(
         "datadir": str(settings.var_dir / "faust" / name),
         "producer_linger": 0.0,
     }
+    credentials = kafka_credentials(settings.kafka_security)
+    if credentials is not None:
+        options["broker_credentials"] = credentials
     options.update(overrides)
     Path(options["datadir"]).parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(name, **options)

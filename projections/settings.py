@@ -10,6 +10,34 @@ from pathlib import Path
 from typing import Protocol
 
 
+class KafkaSecurity(Protocol):
+    """How the Kafka clients authenticate and encrypt (PLAINTEXT for the local broker)."""
+
+    @property
+    def protocol(self) -> str:
+        """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+        ...
+
+    @property
+    def sasl_mechanism(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def password(self) -> str: ...
+
+    @property
+    def ca_file(self) -> Path | None:
+        """CA bundle that signs the brokers' certificates (None: the system's CAs)."""
+        ...
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection is encrypted (SSL or SASL_SSL)."""
+        ...
+
+
 class BrokerSettings(Protocol):
     @property
     def kafka_bootstrap(self) -> str:
@@ -29,4 +57,9 @@ class BrokerSettings(Protocol):
     @property
     def var_dir(self) -> Path:
         """Where Faust keeps its data folders."""
+        ...
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka clients' security settings."""
         ...

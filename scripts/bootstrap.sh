@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a machine for development and tests; cheap to re-run.
-#  - Debian packages the servers and checks need (zookeeper, promtool), only when missing;
+#  - Debian packages the servers and checks need (zookeeper, promtool, openssl for
+#    `make certs`), only when missing;
 #  - .venv with python3.11, created when missing;
 #  - `pip install -e '.[local,dev]'` only when pyproject.toml changed since the last install.
 set -euo pipefail
@@ -15,6 +16,7 @@ STAMP="$VENV/.pyproject.sha256"
 missing=()
 [[ -x /usr/share/zookeeper/bin/zkServer.sh ]] || missing+=(zookeeper)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v "$PYTHON" >/dev/null || die "bootstrap: $PYTHON not found; install Python 3.11"
 if ((${#missing[@]})); then
     apt_install "${missing[@]}"

@@ -18,6 +18,7 @@ from infra.api.fastlane import OrderFastLane
 from infra.api.keys import KeyStore
 from infra.api.metrics import MetricsMiddleware
 from infra.api.peer import PeerAckLane
+from infra.api.ratelimit import RateLimiter
 from infra.settings import Settings
 
 # FastAPI >= 0.165 looks up OpenTelemetry providers on every request; this service exports its
@@ -36,8 +37,12 @@ class ExchangeAPI(FastAPI):
 
     fast_lane: OrderFastLane | None = None
     peer_acks: PeerAckLane | None = None  # set by a node whose regions share a peer token
+    rate_limiter: RateLimiter | None = None  # per key and per address, ahead of everything
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self.rate_limiter
+        if limiter is not None and limiter.takes(scope) and await limiter.refused(scope, send):
+            return
         lane = self.fast_lane
         if lane is not None and lane.takes(scope):
             await lane(scope, receive, send)
@@ -82,4 +87,13 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=facade.metrics)
     app.add_middleware(GuardMiddleware)
     app.fast_lane = OrderFastLane(functools.partial(FastAPI.__call__, app), facade)
+    limits = settings.security
+    app.rate_limiter = RateLimiter.of(
+        key_store,
+        rate_per_key=limits.rate_per_key,
+        burst_per_key=limits.burst_per_key,
+        rate_per_address=limits.rate_per_address,
+        burst_per_address=limits.burst_per_address,
+        counted=lambda limit: facade.metrics.rate_limited.labels(limit).inc(),
+    )
     return app

@@ -1,4 +1,5 @@
-"""Authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`; roles trader/operator."""
+"""Authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`; roles trader/operator,
+and the funding right (deposits, withdrawals) that either may hold."""
 
 from __future__ import annotations
 
@@ -52,5 +53,18 @@ async def operator(key: Annotated[ApiKey, Depends(authenticated)]) -> ApiKey:
     return key
 
 
+async def funding(key: Annotated[ApiKey, Depends(authenticated)]) -> ApiKey:
+    """The caller's key if it may move collateral; 403 otherwise (trading keys may not)."""
+    if not key.funding:
+        raise ApiError(
+            403,
+            "funding_key_required",
+            "deposits and withdrawals need a funding key "
+            "(exchange-dr keys create --account ACCOUNT --funding); this key may only trade",
+        )
+    return key
+
+
 Caller = Annotated[ApiKey, Depends(authenticated)]
 Operator = Annotated[ApiKey, Depends(operator)]
+Funding = Annotated[ApiKey, Depends(funding)]

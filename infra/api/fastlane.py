@@ -43,7 +43,7 @@ PATH = "/v1/orders"
 log = logging.getLogger("exchange_dr.api")
 
 
-def _token(headers: list[tuple[bytes, bytes]]) -> str | None:
+def token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
     """`Authorization: Bearer <key>`, else `X-API-Key`, as the route's security schemes."""
     bearer = api_key = None
     for name, value in headers:
@@ -131,7 +131,7 @@ class OrderFastLane:
     def _caller(self, headers: list[tuple[bytes, bytes]]) -> ApiKey | None:
         """The caller's key if the cache knows it as valid; None sends the request the slow
         way (which looks the key up, or refuses it with the usual 401)."""
-        token = _token(headers)
+        token = token_of(headers)
         if token is None:
             return None
         key = self.facade.key_store.cached(token)

@@ -1,9 +1,14 @@
 """API keys: `<key_id>.<secret>`, shown once; the table keeps only sha256(secret).
 
-Verified keys are cached for `cache_ttl_s`, so a revocation takes effect within that time and
-the database sees one lookup per key per TTL, not one per request. An entry that has just
-expired keeps answering while one background lookup refreshes it (stale-while-revalidate):
-under load every request of a busy key would otherwise queue behind its own lookup at once.
+A verified key is trusted for at most `cache_ttl_s` (default 5 s) without asking the table
+again, so a revocation is answered with 401 within that time in every region, and the database
+sees about two lookups per key per TTL, not one per request. Half-way through, the entry keeps
+answering while one background lookup refreshes it (stale-while-revalidate): under load every
+request of a busy key would otherwise queue behind its own lookup at once.
+
+Key ids that have no valid row (unknown, malformed guesses, revoked) are remembered in a
+bounded LRU (`max_unknown`), since anyone can make them up: trying random tokens costs a
+lookup each (the per-address rate limit bounds that), never memory.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +30,10 @@ Role = Literal["trader", "operator"]
 
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOKEN = re.compile(r"^(ak_[0-9a-f]{16})\.([A-Za-z0-9_-]{20,128})$")
+
+
+CACHE_TTL_S = 5.0
+MAX_UNKNOWN = 10_000
 
 
 class KeyStoreError(Exception):
@@ -37,6 +47,7 @@ class ApiKey:
     key_id: str
     account: str
     role: Role
+    funding: bool = False  # may credit and debit collateral (deposits, withdrawals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,7 @@ class IssuedKey:
     account: str
     role: Role
     token: str
+    funding: bool = False
 
 
 def secret_hash(secret: str) -> str:
@@ -54,12 +66,18 @@ def secret_hash(secret: str) -> str:
 
 
 class KeyStore:
-    """Accounts and API keys in PostgreSQL (tables from migration 0002)."""
+    """Accounts and API keys in PostgreSQL (tables from migrations 0002 and 0004)."""
 
-    def __init__(self, dsn: str, *, cache_ttl_s: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str, *, cache_ttl_s: float = CACHE_TTL_S, max_unknown: int = MAX_UNKNOWN
+    ) -> None:
         self.dsn = dsn
         self.cache_ttl_s = cache_ttl_s
-        self._cache: dict[str, tuple[float, str, ApiKey | None]] = {}
+        self._fresh_s = cache_ttl_s / 2  # then stale: answers while a refresh runs
+        self.max_unknown = max_unknown
+        self._cache: dict[str, tuple[float, str, ApiKey]] = {}  # valid keys: as many as rows
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # key id -> expiry, bounded
+        self._unknown_lock = threading.Lock()
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._refreshing: set[str] = set()
@@ -107,26 +125,58 @@ class KeyStore:
         )
         return bool(rows)
 
-    def create_key(self, account: str, role: Role = "trader") -> IssuedKey:
+    def account_exists(self, account: str) -> bool:
+        return bool(self._execute("SELECT 1 FROM api_accounts WHERE account = %s", (account,)))
+
+    def create_key(
+        self, account: str, role: Role = "trader", *, funding: bool = False
+    ) -> IssuedKey:
         """Issue a key for an existing account."""
-        if not self._execute("SELECT 1 FROM api_accounts WHERE account = %s", (account,)):
+        if not self.account_exists(account):
             raise KeyStoreError(f"no account {account!r}; create it with `accounts create`")
         key_id = "ak_" + secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         self._execute(
-            "INSERT INTO api_keys (key_id, account, role, secret_hash) VALUES (%s, %s, %s, %s)",
-            (key_id, account, role, secret_hash(secret)),
+            "INSERT INTO api_keys (key_id, account, role, secret_hash, funding) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (key_id, account, role, secret_hash(secret), funding),
         )
-        return IssuedKey(key_id, account, role, f"{key_id}.{secret}")
+        return IssuedKey(key_id, account, role, f"{key_id}.{secret}", funding)
 
-    def revoke_key(self, key_id: str) -> bool:
+    def revoke_key(self, key_id: str) -> bool | None:
+        """Revoke a key: True if revoked now, False if it already was, None if unknown."""
         rows = self._execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL "
-            "RETURNING key_id",
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s "
+            "RETURNING revoked_at = now()",
             (key_id,),
         )
         self._cache.pop(key_id, None)
-        return bool(rows)
+        return bool(rows[0][0]) if rows else None
+
+    @property
+    def unknown_cached(self) -> int:
+        """Key ids remembered as having no valid row (at most `max_unknown`)."""
+        return len(self._unknown)
+
+    def _remember_unknown(self, key_id: str, expires: float) -> None:
+        self._cache.pop(key_id, None)
+        with self._unknown_lock:
+            self._unknown[key_id] = expires
+            self._unknown.move_to_end(key_id)
+            while len(self._unknown) > self.max_unknown:
+                self._unknown.popitem(last=False)
+
+    def _known_unknown(self, key_id: str) -> bool | None:
+        """True: remembered as unknown and fresh; None: remembered but expired; False: not."""
+        with self._unknown_lock:
+            expires = self._unknown.get(key_id)
+            if expires is None:
+                return False
+            if expires < time.monotonic():
+                del self._unknown[key_id]
+                return None
+            self._unknown.move_to_end(key_id)
+            return True
 
     # -- authentication ---------------------------------------------------------------------
 
@@ -138,13 +188,13 @@ class KeyStore:
         key_id, secret = match.groups()
         entry = self._cache.get(key_id)
         if entry is None:
-            return False
+            return None if self._known_unknown(key_id) else False
         now = time.monotonic()
         if entry[0] < now:
-            if entry[0] + self.cache_ttl_s < now:
-                return False  # no refresh landed for a whole TTL (store away?): ask it directly
+            if entry[0] + self._fresh_s < now:
+                return False  # verified a whole TTL ago (no refresh landed): ask directly
             self._refresh(key_id, token)
-        if entry[2] is None or not hmac.compare_digest(entry[1], secret_hash(secret)):
+        if not hmac.compare_digest(entry[1], secret_hash(secret)):
             return None
         return entry[2]
 
@@ -180,17 +230,19 @@ class KeyStore:
             return None
         key_id, secret = match.groups()
         rows = self._execute(
-            "SELECT account, role, secret_hash FROM api_keys "
+            "SELECT account, role, secret_hash, funding FROM api_keys "
             "WHERE key_id = %s AND revoked_at IS NULL",
             (key_id,),
         )
-        expires = time.monotonic() + self.cache_ttl_s
+        now = time.monotonic()
         if not rows:
-            self._cache[key_id] = (expires, "", None)
+            self._remember_unknown(key_id, now + self.cache_ttl_s)
             return None
-        account, role, stored = (str(v) for v in rows[0])
-        key = ApiKey(key_id, account, "operator" if role == "operator" else "trader")
-        self._cache[key_id] = (expires, stored, key)
+        account, role, stored = (str(v) for v in rows[0][:3])
+        key = ApiKey(
+            key_id, account, "operator" if role == "operator" else "trader", bool(rows[0][3])
+        )
+        self._cache[key_id] = (now + self._fresh_s, stored, key)
         if not hmac.compare_digest(stored, secret_hash(secret)):
             return None
         return key

@@ -43,6 +43,12 @@ class ApiMetrics:
             ["path"],
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "exdr_api_rate_limited_total",
+            "Requests refused with 429, by the limit they hit (key or address)",
+            ["limit"],
+            registry=self.registry,
+        )
         self.not_leader = Counter(
             "exdr_api_not_leader_total",
             "Commands refused because this instance does not lead",

@@ -13,7 +13,11 @@
 A forged confirmation would let the leader acknowledge commands the standby does not have, and
 forged records would be checked (checksums, epochs) but still cost the standby work, so the
 lane exists only when both regions share EXDR_PEER_TOKEN, and it refuses any request without
-that token (compared in constant time).
+that token (compared in constant time) from its head alone: 401 and the connection closed
+before one byte of the body is read, so an unauthenticated caller cannot make the lane
+buffer its 64 MiB. A declared length above the limit is refused the same way (413). With
+EXDR_PEER_URLS the lane has a listener of its own, TLS with both ends' certificates checked
+(infra/replication/peer_server.py); the token then travels only inside TLS.
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ class PeerAckLane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         wal = scope["path"] != PATH
         limit = MAX_WAL_BODY if wal else MAX_BODY
+        status = self._check_head(scope, limit)
+        if status:
+            await _refuse(send, status)  # the body stays unread: the connection closes
+            return
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -80,22 +88,30 @@ class PeerAckLane:
             chunks.append(chunk)
             size += len(chunk)
             more = message.get("more_body", False)
+        if more or size > limit:  # a chunked body that outgrew the limit
+            await _refuse(send, 413)
+            return
         body = b"".join(chunks)
-        status = self._check(scope, size, more, limit)
         answer = b""
-        if status == 0 and wal:
+        if wal:
             status, answer = await self._records(scope["path"][len(WAL_PATH) :], body)
-        elif status == 0:
+        else:
             status = self._confirmation(body)
         await send_json_body(send, status, answer)
 
-    def _check(self, scope: Scope, size: int, more: bool, limit: int) -> int:
+    def _check_head(self, scope: Scope, limit: int) -> int:
+        """A refusal decided from the request line and headers, before any body: 0 if none."""
         if scope["method"] != "POST":
             return 405
-        token = dict(scope["headers"]).get(TOKEN_HEADER, b"")
-        if not hmac.compare_digest(token, self._token):
-            return 403
-        if more or size > limit:
+        headers = dict(scope["headers"])
+        if not hmac.compare_digest(headers.get(TOKEN_HEADER, b""), self._token):
+            log.warning(
+                "peer lane refused a request without the peer token from %s",
+                (scope.get("client") or ("-",))[0],
+            )
+            return 401
+        length = headers.get(b"content-length")
+        if length is not None and (not length.strip().isdigit() or int(length) > limit):
             return 413
         return 0
 
@@ -127,3 +143,15 @@ class PeerAckLane:
         if ack is None:
             return 409, b""
         return 200, orjson.dumps(ack)
+
+
+async def _refuse(send: Send, status: int) -> None:
+    """An empty answer that closes the connection: what the caller still sends is not read."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", b"0"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})

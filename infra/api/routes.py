@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from application.shard.app import Outcome, ShardApp, command_key
@@ -24,7 +25,7 @@ from domain.errors import OrderNotOpen, UnknownOrder
 from domain.values import OrderStatus
 from infra.api import schemas as s
 from infra.api.activity import Page, ShardActivity
-from infra.api.auth import Caller, Operator
+from infra.api.auth import Caller, Funding, Operator
 from infra.api.errors import ApiError
 from infra.api.facade import Facade, facade_of
 
@@ -33,11 +34,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "bad input: malformed JSON, wrong type, unknown symbol, price off tick, size off lot",
         401: "missing or invalid API key",
-        403: "the key's role does not allow this",
+        403: "the key's role does not allow this (deposits need a funding key)",
         404: "no such order for this account",
         409: "client_order_id reused with a different body, or order no longer open",
         413: "request body above 64 KiB",
         422: "refused by risk: insufficient margin or balance, no account on the shard",
+        429: "rate limit of the key or the address reached (see Retry-After)",
         503: "not leader (see `leader`, Retry-After) or temporarily unavailable: retry",
     }.items()
 }
@@ -322,10 +324,16 @@ async def my_positions(request: Request, key: Caller, symbol: SymbolFilter = Non
     response_model=s.DepositOut,
     responses={200: {"model": s.DepositOut, "description": "retry of an existing deposit"}},
 )
-async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONResponse:
-    """Credit collateral to the caller's account on one shard (opens it on first use); the
-    same deposit_id with the same amount returns the first deposit, credited once."""
+async def deposit(body: s.DepositIn, request: Request, key: Funding) -> JSONResponse:
+    """Credit collateral to an account on one shard (opens it on first use): a funding key's
+    own, or the one it names. The same deposit_id with the same amount returns the first
+    deposit, credited once."""
     facade = _facade(request)
+    account = key.account
+    if body.account is not None and body.account != key.account:
+        if not await run_in_threadpool(facade.key_store.account_exists, body.account):
+            raise ApiError(422, "unknown_account", f"no account {body.account!r}", field="account")
+        account = body.account
     if body.shard is not None:
         if body.shard not in facade.writers:
             raise ApiError(
@@ -348,7 +356,7 @@ async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONRespo
         view = AccountView.of(outcome.result.account, shard).to_json()
         return (200 if outcome.duplicate else 201), view | {"seq": outcome.seq}
 
-    command = Deposit(key.account, amount, body.deposit_id)
+    command = Deposit(account, amount, body.deposit_id)
     status, view = await facade.submit(shard, command, present)
     if view is None:
         raise ApiError(
@@ -359,7 +367,7 @@ async def deposit(body: s.DepositIn, request: Request, key: Caller) -> JSONRespo
         )
     seq = view.pop("seq")
     return JSONResponse(
-        {"account": key.account, "shard": shard, "seq": seq, "balance": view}, status_code=status
+        {"account": account, "shard": shard, "seq": seq, "balance": view}, status_code=status
     )
 
 

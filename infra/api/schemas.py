@@ -42,12 +42,13 @@ class DepositIn(_Strict):
     """Credit collateral on the shard of `shard`, or of `symbol` (one of them is needed when
     more than one shard is served). With a `deposit_id` (the funding transfer's id) a retry
     credits nothing more and returns the first deposit's seq; the same id with another amount
-    is refused."""
+    is refused. Only a funding key may deposit; it credits `account` (default: its own)."""
 
     amount: AmountText
     shard: Name | None = None
     symbol: Name | None = None
     deposit_id: Name | None = None
+    account: Name | None = None
 
 
 class Error(BaseModel):

@@ -201,6 +201,8 @@ def run_api(
             name = f"bench-{index}"
             store.create_account(name)
             tokens.append(store.create_key(name).token)
+        store.create_account("treasury")
+        funding = store.create_key("treasury", funding=True).token
         store.close()
         env = {**os.environ, "EXDR_PG_DSN": dsn, "EXDR_API_LEADS": "all"}
         server = subprocess.Popen(
@@ -219,12 +221,12 @@ def run_api(
         )
         _wait_healthy(url, server)
         with httpx.Client(base_url=url, timeout=30) as http:
-            for token in tokens:
+            for index in range(accounts):
                 for shard in settings.shards():
                     r = http.post(
                         "/v1/deposits",
-                        json={"amount": "1000000000", "shard": shard},
-                        headers={"Authorization": f"Bearer {token}"},
+                        json={"amount": "1000000000", "shard": shard, "account": f"bench-{index}"},
+                        headers={"Authorization": f"Bearer {funding}"},
                     )
                     r.raise_for_status()
         symbols = [s for symbols in settings.shards().values() for s in symbols if s in MIDS]

@@ -96,8 +96,8 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
                     lambda t=trader: (
                         http.post(
                             "/v1/deposits",
-                            json={"amount": "1000000000", "shard": SHARD},
-                            headers={"Authorization": f"Bearer {t.key}"},
+                            json={"amount": "1000000000", "shard": SHARD, "account": t.owner},
+                            headers={"Authorization": f"Bearer {cluster.funding_key}"},
                         ).status_code
                         == 201
                     ),

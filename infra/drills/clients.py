@@ -86,7 +86,9 @@ class LoadGenerator:
 
     `traders`: the accounts the clients act for (client n acts for traders[n % len]); a bare
     API key means one account named `traders`. Every `cancel_every`-th request of a client
-    cancels one of its resting orders (0: never)."""
+    cancels one of its resting orders (0: never). Their collateral is deposited with
+    `funding_key` (trading keys may not deposit); without one each trader's key must hold
+    the funding right."""
 
     def __init__(
         self,
@@ -99,8 +101,10 @@ class LoadGenerator:
         prefix: str = "drill",
         cancel_every: int = 0,
         crossing: bool = False,
+        funding_key: str = "",
     ) -> None:
         self.urls = urls
+        self.funding_key = funding_key
         self.leader_url = urls[0]
         self.traders = [Trader("traders", traders)] if isinstance(traders, str) else traders
         self.rate = rate
@@ -133,10 +137,13 @@ class LoadGenerator:
     async def _deposit(self, http: httpx.AsyncClient, trader: Trader) -> None:
         for _ in range(100):
             try:
+                body = {"amount": "100000000", "symbol": self.symbol}
+                if self.funding_key:
+                    body["account"] = trader.owner
                 r = await http.post(
                     self.leader_url + "/v1/deposits",
-                    json={"amount": "100000000", "symbol": self.symbol},
-                    headers=_auth(trader),
+                    json=body,
+                    headers=_auth(Trader(trader.owner, self.funding_key or trader.key)),
                 )
                 if r.status_code == 201:
                     return

@@ -28,6 +28,7 @@ import httpx
 import psycopg
 
 from infra.bootstrap import drop_database, migrate
+from infra.drills.certs import dev_certs, tls_env
 from infra.drills.clients import Trader
 from infra.drills.proxy import PartitionProxy
 from infra.settings import Settings
@@ -142,8 +143,9 @@ class Cluster:
     broker: subprocess.Popen[bytes] | None = None
     kafka_port: int = 0
     ports: dict[str, int] = field(default_factory=dict)
-    key: str = ""
+    key: str = ""  # trades for the account `traders`
     operator_key: str = ""
+    funding_key: str = ""  # the treasury's: deposits for any account (trading keys may not)
     own_zookeeper: bool = False
     zookeeper: subprocess.Popen[bytes] | None = None
     zk_port: int = 0
@@ -151,6 +153,7 @@ class Cluster:
     pg_servers: dict[str, PgServer] = field(default_factory=dict)
     partitionable: bool = False  # each region reaches ZooKeeper through a proxy it can lose
     zk_proxies: dict[str, PartitionProxy] = field(default_factory=dict)
+    peer_tls: bool = True  # the peer lane on a port of its own, mutual TLS (make certs)
 
     def __post_init__(self) -> None:
         base = Settings.from_env().pg_dsn.rsplit("/", 1)[0]
@@ -164,6 +167,8 @@ class Cluster:
                 self.pg_servers[region] = server
                 self.dsns[region] = f"postgresql://postgres@127.0.0.1:{server.port}/exdr_{region}"
         self.ports = {r: free_port() for r in ("primary", "standby")}
+        self.peer_ports = {r: free_port() for r in ("primary", "standby")}
+        self.certs = dev_certs() if self.peer_tls else None
         self.kafka_port = free_port()
         self.zk_port = free_port() if self.own_zookeeper else 0
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +177,18 @@ class Cluster:
 
     def url(self, region: str) -> str:
         return f"http://127.0.0.1:{self.ports[region]}"
+
+    def peer_url(self, region: str) -> str:
+        """Where the region's peer lane listens (its public API without peer TLS)."""
+        if self.certs is None:
+            return self.url(region)
+        return f"https://127.0.0.1:{self.peer_ports[region]}"
+
+    def _peer_env(self, region: str) -> dict[str, str]:
+        if self.certs is None:
+            return {}
+        urls = ";".join(f"{r}={self.peer_url(r)}" for r in ("primary", "standby"))
+        return {"EXDR_PEER_URLS": urls, **tls_env(region, self.certs)}
 
     def base_env(self) -> dict[str, str]:
         regions = ";".join(f"{r}={self.dsns[r]}|{self.url(r)}" for r in ("primary", "standby"))
@@ -191,6 +208,7 @@ class Cluster:
             "EXDR_FAILOVER_AFTER_MS": "500",
             "EXDR_MAX_STANDBY_LAG_MS": "2000",
             "EXDR_PEER_TOKEN": self.peer_token,
+            **self._peer_env("primary"),  # a client certificate for the CLI's settings too
             **self.env,
         }
 
@@ -296,7 +314,10 @@ class Cluster:
 
     def _region_env(self, region: str) -> dict[str, str]:
         proxy = self.zk_proxies.get(region)
-        return {} if proxy is None else {"EXDR_ZK_HOSTS": f"127.0.0.1:{proxy.port}"}
+        env = self._peer_env(region)
+        if proxy is not None:
+            env["EXDR_ZK_HOSTS"] = f"127.0.0.1:{proxy.port}"
+        return env
 
     def _healthy(self, region: str) -> bool:
         proc = self.procs[region]
@@ -339,11 +360,14 @@ class Cluster:
 
     def create_keys(self) -> None:
         env = {**self.base_env(), "EXDR_PG_DSN": self.dsns["primary"]}
-        for account in ("traders", "ops"):
+        for account in ("traders", "ops", "treasury"):
             self._cli(env, "accounts", "create", account)
         self.key = self._cli(env, "keys", "create", "--account", "traders", "--json")["key"]
         self.operator_key = self._cli(
             env, "keys", "create", "--account", "ops", "--operator", "--json"
+        )["key"]
+        self.funding_key = self._cli(
+            env, "keys", "create", "--account", "treasury", "--funding", "--json"
         )["key"]
 
     def create_traders(self, count: int) -> list[Trader]:
@@ -418,19 +442,25 @@ async def place_orders(
     key: str,
     client_ids: Iterable[str],
     *,
+    funding_key: str = "",
+    account: str = "traders",
     concurrency: int = 32,
     deposit: Decimal = Decimal("100000000"),
     symbol: str = "BTCUSDT",
     retries: int = 3,
 ) -> dict[str, Any]:
-    """Deposit, then place one small limit order per client id; returns status counts and
-    the acknowledged ids with their seq."""
+    """Deposit (with `funding_key` for `account`, the account of `key`; without one, `key`
+    must be a funding key itself), then place one small limit order per client id; returns
+    status counts and the acknowledged ids with their seq."""
     headers = {"Authorization": f"Bearer {key}"}
     acked: dict[str, int] = {}
     statuses: dict[int, int] = {}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
         response = await client.post(
-            "/v1/deposits", json={"amount": str(deposit), "symbol": symbol}
+            "/v1/deposits",
+            json={"amount": str(deposit), "symbol": symbol}
+            | ({"account": account} if funding_key else {}),
+            headers={"Authorization": f"Bearer {funding_key or key}"},
         )
         response.raise_for_status()
         queue: asyncio.Queue[str] = asyncio.Queue()
@@ -459,7 +489,9 @@ async def place_orders(
                         status = -1  # no answer: not acknowledged
                     else:
                         status = r.status_code
-                    if status not in (-1, 503):
+                    if status == 429:  # over the key's rate: wait as told, as a client should
+                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                    elif status not in (-1, 503):
                         break
                 statuses[status] = statuses.get(status, 0) + 1
                 if status in (200, 201):

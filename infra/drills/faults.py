@@ -146,8 +146,8 @@ def _listed_orders(cluster: Cluster, region: str) -> set[str]:
 def _deposit_for_test_orders(cluster: Cluster, region: str) -> None:
     httpx.post(
         cluster.url(region) + "/v1/deposits",
-        headers={"Authorization": f"Bearer {cluster.key}"},
-        json={"amount": "100000", "symbol": "ETHUSDT"},
+        headers={"Authorization": f"Bearer {cluster.funding_key}"},
+        json={"amount": "100000", "symbol": "ETHUSDT", "account": "traders"},
         timeout=10,
     ).raise_for_status()
 

@@ -135,6 +135,7 @@ def run_drill(
             rate=rate,
             cancel_every=5,
             crossing=True,
+            funding_key=cluster.funding_key,
         )
         ledger_box: dict[str, Any] = {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Awaitable
 from typing import Any
@@ -17,6 +18,9 @@ from infra.metrics.dr_metrics import NodeCollector
 from infra.node.confirmations import accept_standby_ack
 from infra.node.node import Node
 from infra.replication.peer_link import host_port
+from infra.replication.peer_server import serve_peer_lane
+
+log = logging.getLogger("exchange_dr.node")
 
 
 def start_api(node: Node) -> threading.Thread:
@@ -34,11 +38,17 @@ def start_api(node: Node) -> threading.Thread:
     )
     app.state.facade.metrics.registry.register(NodeCollector(node))
     if node.settings.peer_token:
-        app.peer_acks = peer.PeerAckLane(
+        lane = peer.PeerAckLane(
             node.settings.peer_token,
             functools.partial(accept_standby_ack, node, path="direct"),
             functools.partial(_take_records, node),
         )
+        own_url = node.settings.security.peer_urls.get(region.name)
+        if own_url is None:  # on the public port, in plain HTTP: development only
+            log.warning("peer lane on the public API without TLS: set EXDR_PEER_URLS")
+            app.peer_acks = lane
+        else:
+            serve_peer_lane(lane, own_url, node.settings.security.peer_tls)
     app.state.switchover = functools.partial(_switchover, node)
     node.api_app = app
     host, port = host_port(region.api_url)

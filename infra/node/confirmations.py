@@ -12,6 +12,7 @@ import orjson
 from infra.api import peer
 from infra.node.node import Node
 from infra.replication.peer_link import host_port
+from infra.replication.peer_server import client_context, peer_url_of_api
 from infra.replication.rawhttp import ConnectionPool
 
 PEER_ACK_TIMEOUT_S = 0.5
@@ -72,11 +73,12 @@ class PeerConfirmer:
     def _pool(self, url: str) -> tuple[ConnectionPool, bytes]:
         entry = self._pools.get(url)
         if entry is None:
-            host, port = host_port(url)
+            host, port = host_port(peer_url_of_api(self.node.settings, url))
             head = (
                 f"POST {peer.PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                 f"X-Exdr-Peer-Token: {self._token}\r\nContent-Type: application/json\r\n"
                 "Content-Length: "
             ).encode()
-            entry = self._pools[url] = (ConnectionPool(host, port, 1), head)
+            pool = ConnectionPool(host, port, 1, client_context(self.node.settings))
+            entry = self._pools[url] = (pool, head)
         return entry

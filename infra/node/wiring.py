@@ -21,6 +21,7 @@ from infra.node.node import Node
 from infra.node.roles import wire_failover
 from infra.node.standby import wire_standby
 from infra.replication.peer_link import RecordPush
+from infra.replication.peer_server import client_context, peer_url
 from infra.settings import Settings
 from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
 from projections.replication.relay import Relay, encode_run
@@ -78,10 +79,11 @@ def build_node(settings: Settings, region_name: str) -> Node:
                 RecordPush(
                     shard_id,
                     peer_region.name,
-                    peer_region.api_url,
+                    peer_url(settings, peer_region),
                     settings.peer_token,
                     functools.partial(encode_run, tamper=set(relay.tamper_seqs)),
                     functools.partial(accept_standby_ack, node, path="push"),
+                    ssl_context=client_context(settings),
                 )
                 for peer_region in settings.peers(region.name)
             ]

@@ -2,7 +2,8 @@
 
 The shard's Kafka topic is the replication log every region can replay from; the peer link is
 the short way for the same records (PostgreSQL's walsender beside its archive). A run of
-records goes as one HTTP request to the standby region's facade, in the wire form the topic
+records goes as one HTTP request to the standby region's peer lane (over mutual TLS on a port of
+its own when EXDR_PEER_URLS is set: infra/replication/peer_server.py), in the wire form the topic
 carries (`projections.replication.relay.encode_run`);
 the standby answers once it has stored the run, and
 that answer is its confirmation for the sync gate. So a record's path to the standby's store
@@ -17,6 +18,7 @@ the link waits a little before it tries again.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import deque
@@ -63,6 +65,7 @@ class RecordPush:
         max_records: int = 1000,
         timeout_s: float = 2.0,
         retry_s: float = 0.5,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not token:
             raise ValueError("the peer link needs the regions' shared token")
@@ -78,7 +81,7 @@ class RecordPush:
             f"POST {WAL_PATH}{shard_id} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"{TOKEN_HEADER}: {token}\r\nContent-Type: application/json\r\nContent-Length: "
         ).encode()
-        self._conn = SocketConnection(host, port, timeout_s)
+        self._conn = SocketConnection(host, port, timeout_s, ssl_context)
         self._offered: deque[WalRecord] = deque()
         self._ready = threading.Condition()
         self._running = False
@@ -172,7 +175,8 @@ class RecordPush:
 def _reason(status: int) -> str:
     return {
         0: "connection failed",
-        403: "peer token refused",
+        401: "peer token refused",
+        413: "run above the peer lane's body limit",
         404: "peer link not enabled there",
         409: "peer is not a standby of the shard",
     }.get(status, "refused")

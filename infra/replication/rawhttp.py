@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from typing import Any
 
@@ -89,8 +90,11 @@ class _Connection(asyncio.Protocol):
 class ConnectionPool:
     """Idle keep-alive connections, opened on demand up to `limit`."""
 
-    def __init__(self, host: str, port: int, limit: int) -> None:
+    def __init__(
+        self, host: str, port: int, limit: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.host, self.port, self.limit = host, port, limit
+        self.ssl_context = ssl_context
         self._idle: deque[_Connection] = deque()
         self._open = 0
 
@@ -107,7 +111,7 @@ class ConnectionPool:
         self._open += 1
         try:
             _, conn = await asyncio.get_running_loop().create_connection(
-                _Connection, self.host, self.port
+                _Connection, self.host, self.port, ssl=self.ssl_context
             )
         except BaseException:
             self._open -= 1
@@ -149,17 +153,28 @@ class ConnectionPool:
 class SocketConnection:
     """One keep-alive connection with blocking I/O, for a thread that sends one request at a
     time: `exchange()` returns status and body. Reconnects on the next request after a
-    failure; raises OSError (timeouts included) when a request fails."""
+    failure; raises OSError (timeouts included) when a request fails. With `ssl_context` it
+    speaks TLS, checking the server's certificate for `host`."""
 
-    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+    def __init__(
+        self, host: str, port: int, timeout_s: float, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.ssl_context = ssl_context
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
 
     def exchange(self, request: bytes) -> tuple[int, bytes]:
         if self._sock is None:
-            self._sock = socket.create_connection((self.host, self.port), self.timeout_s)
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection((self.host, self.port), self.timeout_s)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                try:
+                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+                except OSError:
+                    sock.close()
+                    raise
+            self._sock = sock
             self._buffer.clear()
         try:
             self._sock.sendall(request)

@@ -89,7 +89,15 @@ def test_sigkill_primary_standby_takes_over_fast_and_loses_nothing(make_cluster:
 
     def load() -> None:
         result.update(
-            asyncio.run(place_orders(cluster.url("primary"), cluster.key, ids, concurrency=16))
+            asyncio.run(
+                place_orders(
+                    cluster.url("primary"),
+                    cluster.key,
+                    ids,
+                    concurrency=16,
+                    funding_key=cluster.funding_key,
+                )
+            )
         )
 
     loader = threading.Thread(target=load)
@@ -113,7 +121,14 @@ def test_paused_primary_is_fenced_then_rejoins_as_standby(make_cluster: Any) -> 
     cluster.start("primary")
     cluster.start("standby")
     cluster.create_keys()
-    asyncio.run(place_orders(cluster.url("primary"), cluster.key, [f"p-{i}" for i in range(200)]))
+    asyncio.run(
+        place_orders(
+            cluster.url("primary"),
+            cluster.key,
+            [f"p-{i}" for i in range(200)],
+            funding_key=cluster.funding_key,
+        )
+    )
     old = cluster.procs["primary"]
     old.send_signal(signal.SIGSTOP)
     try:
@@ -141,6 +156,7 @@ def test_paused_primary_is_fenced_then_rejoins_as_standby(make_cluster: Any) -> 
             cluster.key,
             [f"n-{i}" for i in range(50)],
             deposit=__import__("decimal").Decimal("1"),
+            funding_key=cluster.funding_key,
         )
     )
     new_seq = cluster.shards("standby")[SHARD]["seq"]
@@ -161,7 +177,9 @@ def test_deposed_leader_with_no_standby_takes_its_shard_back(make_cluster: Any) 
     cluster.start("primary")
     cluster.create_keys()
     ids = [f"r-{i}" for i in range(200)]
-    result = asyncio.run(place_orders(cluster.url("primary"), cluster.key, ids))
+    result = asyncio.run(
+        place_orders(cluster.url("primary"), cluster.key, ids, funding_key=cluster.funding_key)
+    )
     assert len(result["acked"]) == len(ids)
     before = cluster.shards("primary")[SHARD]
     proc = cluster.procs["primary"]
@@ -191,7 +209,7 @@ def test_zookeeper_restart_causes_no_failover(make_cluster: Any) -> None:
     epoch = cluster.shards("primary")[SHARD]["epoch"]
     cluster.stop_zookeeper()
     cluster.start_zookeeper()
-    headers = {"Authorization": f"Bearer {cluster.key}"}
+    headers = {"Authorization": f"Bearer {cluster.funding_key}"}
 
     def primary_takes_commands() -> bool:
         response = httpx.post(
@@ -214,7 +232,14 @@ def test_lagging_standby_is_not_promoted(make_cluster: Any) -> None:
     cluster.start("primary")
     cluster.start("standby", EXDR_FAULT_STALL_AFTER_SEQ="20")
     cluster.create_keys()
-    asyncio.run(place_orders(cluster.url("primary"), cluster.key, [f"l-{i}" for i in range(100)]))
+    asyncio.run(
+        place_orders(
+            cluster.url("primary"),
+            cluster.key,
+            [f"l-{i}" for i in range(100)],
+            funding_key=cluster.funding_key,
+        )
+    )
     wait_for(lambda: cluster.metric("standby", "standby_lag_records") > 0, 10, "lag")
     time.sleep(0.5)
     cluster.stop("primary", signal.SIGKILL)

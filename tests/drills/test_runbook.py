@@ -142,7 +142,10 @@ def same_state(cluster: Cluster) -> bool:
 
 def orders(cluster: Cluster, region: str, prefix: str, n: int = 40) -> None:
     result = asyncio.run(
-        place_orders(cluster.url(region), cluster.key, [f"{prefix}-{i}" for i in range(n)])
+        place_orders(
+            cluster.url(region), cluster.key, [f"{prefix}-{i}" for i in range(n)],
+            funding_key=cluster.funding_key,
+        )
     )
     assert set(result["statuses"]) == {201}, result["statuses"]
 

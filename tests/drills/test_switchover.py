@@ -35,7 +35,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def test_cli_switchover_hands_over_at_once(cluster: Cluster) -> None:
-    asyncio.run(place_orders(cluster.url("primary"), cluster.key, [f"s-{i}" for i in range(100)]))
+    asyncio.run(place_orders(
+        cluster.url("primary"), cluster.key, [f"s-{i}" for i in range(100)],
+        funding_key=cluster.funding_key,
+    ))
     started = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-m", "infra.cli.main", "switchover", "--shard", SHARD, "--to", "standby",
@@ -48,7 +51,10 @@ def test_cli_switchover_hands_over_at_once(cluster: Cluster) -> None:
     took = time.monotonic() - started
     print(f"\n{out.stdout}\nswitchover took {took:.2f}s (failure detection would take 24s)")
     assert took < 5
-    after = asyncio.run(place_orders(cluster.url("standby"), cluster.key, ["t-1", "t-2"]))
+    after = asyncio.run(place_orders(
+        cluster.url("standby"), cluster.key, ["t-1", "t-2"],
+        funding_key=cluster.funding_key,
+    ))
     assert after["statuses"] == {201: 2}
     wait_for(lambda: cluster.shards("primary")[SHARD]["seq"] == 104, 20, "the old leader to follow")
     assert cluster.shards("primary")[SHARD]["leader"] is False
@@ -71,12 +77,18 @@ def test_switchover_refuses_bad_requests(cluster: Cluster) -> None:
 
 
 def test_graceful_stop_of_the_leader_hands_over_without_a_timeout(cluster: Cluster) -> None:
-    asyncio.run(place_orders(cluster.url("primary"), cluster.key, [f"g-{i}" for i in range(50)]))
+    asyncio.run(place_orders(
+        cluster.url("primary"), cluster.key, [f"g-{i}" for i in range(50)],
+        funding_key=cluster.funding_key,
+    ))
     started = time.monotonic()
     cluster.stop("primary", signal.SIGTERM)
     wait_for(lambda: cluster.shards("standby")[SHARD]["leader"], 10, "the standby to take over")
     took = time.monotonic() - started
     print(f"\ngraceful stop -> new leader in {took:.2f}s")
     assert took < 8  # detection alone would take more than 20 s here
-    after = asyncio.run(place_orders(cluster.url("standby"), cluster.key, ["h-1"]))
+    after = asyncio.run(place_orders(
+        cluster.url("standby"), cluster.key, ["h-1"],
+        funding_key=cluster.funding_key,
+    ))
     assert after["statuses"] == {201: 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -17,7 +18,13 @@ from application.wal.writer import ShardWriter
 from infra.api.app import create_app
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
-from infra.bootstrap import drop_database, migrate, start_shard_writers, stop_writers
+from infra.bootstrap import (
+    drop_database,
+    make_key_store,
+    migrate,
+    start_shard_writers,
+    stop_writers,
+)
 from infra.settings import Settings
 from tests.integration.conftest import scratch_dsn
 
@@ -45,10 +52,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_in_thread(dsn: str, leadership: StaticLeadership, *, warm: bool = False) -> Served:
-    settings = Settings.from_env()
+def serve_in_thread(dsn: str, leadership: StaticLeadership, *, warm: bool = False,
+                    env: dict[str, str] | None = None) -> Served:
+    """`env`: settings on top of the process's (rate limits, key cache)."""
+    settings = Settings.from_env({**os.environ, **(env or {})})
     writers = start_shard_writers(settings, dsn=dsn)
-    keys = KeyStore(dsn)
+    keys = make_key_store(settings, dsn=dsn)
     app = create_app(settings, writers, leadership, keys, warm_activity=warm)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
@@ -104,15 +113,25 @@ NewAccount = Callable[..., Client]
 
 
 @pytest.fixture
-def new_account(served: Served) -> Iterator[NewAccount]:
-    """Make an account with a key (and, unless asked not to, margin on every shard)."""
+def treasury(served: Served) -> str:
+    """A funding key: the only kind that may deposit (it names the account it credits)."""
+    name = unique("treasury")
+    served.keys.create_account(name)
+    return served.keys.create_key(name, "operator", funding=True).token
+
+
+@pytest.fixture
+def new_account(served: Served, treasury: str) -> Iterator[NewAccount]:
+    """Make an account with a key (and, unless asked not to, margin on every shard, deposited
+    by the treasury's funding key). `funding=True` lets the key deposit for itself."""
     clients: list[Client] = []
 
     def make(*, operator: bool = False, deposit: str | None = MARGIN,
-             base_url: str | None = None) -> Client:
+             base_url: str | None = None, funding: bool = False) -> Client:
         name = unique("acct")
         served.keys.create_account(name)
-        issued = served.keys.create_key(name, "operator" if operator else "trader")
+        issued = served.keys.create_key(name, "operator" if operator else "trader",
+                                        funding=funding)
         client = httpx.Client(base_url=base_url or served.url, timeout=20,
                               headers={"Authorization": f"Bearer {issued.token}"})
         client.account = name  # type: ignore[attr-defined]
@@ -120,8 +139,12 @@ def new_account(served: Served) -> Iterator[NewAccount]:
         clients.append(client)
         if deposit is not None:
             for shard in served.writers:
-                response = client.post("/v1/deposits", json={"amount": deposit, "shard": shard})
+                response = httpx.post(
+                    served.url + "/v1/deposits", timeout=20,
+                    json={"amount": deposit, "shard": shard, "account": name},
+                    headers={"Authorization": f"Bearer {treasury}"})
                 assert response.status_code == 201, response.text
+            client.get("/v1/accounts/me")  # its key in the cache, as its own deposit would
         return client
 
     yield make

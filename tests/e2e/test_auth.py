@@ -70,3 +70,30 @@ def test_no_secret_in_logs(new_account: NewAccount, caplog: pytest.LogCaptureFix
     c.post("/v1/orders", content=b"{", headers={"content-type": "application/json"})
     secret = token.split(".", 1)[1]
     assert secret not in caplog.text
+
+
+def test_a_trading_key_may_not_deposit(new_account: NewAccount, served: Served) -> None:
+    trader = new_account(deposit=None)
+    before = {shard: w.app.seq for shard, w in served.writers.items()}
+    for key_kind in ("trader", "operator"):
+        c = trader if key_kind == "trader" else new_account(operator=True, deposit=None)
+        r = c.post("/v1/deposits", json={"amount": "1000000000000000", "shard": "shard-1"})
+        assert r.status_code == 403, r.text
+        assert r.json()["code"] == "funding_key_required"
+        assert "funding key" in r.json()["message"]
+    assert {shard: w.app.seq for shard, w in served.writers.items()} == before
+    assert all(b["balance"] == "0" for b in trader.get("/v1/accounts/me").json()["balances"])
+
+
+def test_a_funding_key_credits_the_account_it_names(
+    new_account: NewAccount, served: Served, treasury: str
+) -> None:
+    trader = new_account(deposit=None)
+    name = trader.account  # type: ignore[attr-defined]
+    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {treasury}"}) as t:
+        r = t.post("/v1/deposits", json={"amount": "12.5", "shard": "shard-1", "account": name})
+        assert r.status_code == 201, r.text
+        assert r.json()["account"] == name
+        r = t.post("/v1/deposits", json={"amount": "1", "shard": "shard-1", "account": "nobody-x"})
+        assert r.status_code == 422 and r.json()["code"] == "unknown_account"
+    assert trader.get("/v1/accounts/me").json()["balances"][0]["balance"] == "12.5"

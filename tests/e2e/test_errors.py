@@ -108,7 +108,8 @@ def test_unknown_orders_and_bad_ids(trader: httpx.Client, served: Served) -> Non
 @pytest.mark.parametrize(("amount", "code"), [("-5", "invalid_request"), ("0", "invalid_amount"),
                                                ("0.000000001", "invalid_amount"),
                                                (5, "invalid_request")])
-def test_bad_deposits(trader: httpx.Client, served: Served, amount: Any, code: str) -> None:
+def test_bad_deposits(new_account: NewAccount, served: Served, amount: Any, code: str) -> None:
+    trader = new_account(funding=True)
     before = snapshot(trader, served)
     r = trader.post("/v1/deposits", json={"amount": amount, "shard": "shard-1"})
     assert r.status_code == 400, r.text

@@ -10,7 +10,7 @@ from tests.e2e.test_orders import order
 
 def test_non_leader_refuses_commands_and_names_the_leader(
         new_account: NewAccount, standby: Served, served: Served) -> None:
-    leader_client = new_account()
+    leader_client = new_account(funding=True)
     placed = leader_client.post("/v1/orders", json=order()).json()
     seqs = {shard: w.app.seq for shard, w in served.writers.items()}
     token = leader_client.token  # type: ignore[attr-defined]
@@ -92,7 +92,7 @@ def test_a_command_in_flight_is_refused_as_soon_as_leadership_goes() -> None:
     release = threading.Event()
     try:
         running.keys.create_account("inflight")
-        token = running.keys.create_key("inflight").token
+        token = running.keys.create_key("inflight", funding=True).token
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=running.url, headers=headers, timeout=10) as c:
             assert c.post("/v1/deposits", json={"amount": "1000", "shard": "shard-1"}).is_success

@@ -42,7 +42,7 @@ def test_place_get_list_cancel(new_account: NewAccount) -> None:
 
 
 def test_decimals_stay_exact(new_account: NewAccount) -> None:
-    c = new_account(deposit=None)
+    c = new_account(deposit=None, funding=True)
     r = c.post("/v1/deposits", json={"amount": "1234.56789012", "symbol": "BTCUSDT"})
     assert r.status_code == 201, r.text
     assert r.json()["balance"]["balance"] == "1234.56789012"
@@ -124,7 +124,7 @@ def test_pagination_walks_every_order_once(new_account: NewAccount) -> None:
 
 
 def test_deposit_retry_with_its_id_credits_once(new_account: NewAccount) -> None:
-    c = new_account(deposit=None)
+    c = new_account(deposit=None, funding=True)
     body = {"amount": "700.5", "shard": "shard-1", "deposit_id": unique("tx")}
     first = c.post("/v1/deposits", json=body)
     assert first.status_code == 201, first.text

@@ -44,7 +44,7 @@ def fuzz(operation: Any, mode: GenerationMode, examples: int, base_url: str,
 def test_generated_requests_conform(served: Served, new_account: NewAccount) -> None:
     # An operator holding margin: valid bodies sometimes place real orders, and the operator
     # endpoint answers 200 rather than 403.
-    caller = new_account(operator=True)
+    caller = new_account(operator=True, funding=True)
     headers = {"Authorization": f"Bearer {caller.token}"}  # type: ignore[attr-defined]
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]

@@ -51,7 +51,7 @@ def history() -> Iterator[tuple[str, str, list[str]]]:
         for _ in range(2):
             name = unique("acct")
             first.keys.create_account(name)
-            tokens.append(first.keys.create_key(name, "trader").token)
+            tokens.append(first.keys.create_key(name, "trader", funding=True).token)
         token, other = tokens
         with client(first, token) as c, client(first, other) as seller:
             for account in (c, seller):

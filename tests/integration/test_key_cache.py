@@ -17,13 +17,13 @@ def _wait(condition: object, timeout_s: float = 5.0) -> None:
 
 
 def test_expired_entry_answers_and_refreshes_once(dsn: str) -> None:
-    store = KeyStore(dsn, cache_ttl_s=0.2)
+    store = KeyStore(dsn, cache_ttl_s=1.0)
     try:
         store.create_account("alice")
         token = store.create_key("alice").token
         key = store.verify(token)
         assert isinstance(key, ApiKey)
-        time.sleep(0.25)  # expired, within one more TTL: served stale, refreshed behind
+        time.sleep(0.6)  # past half the TTL, within it: served stale, refreshed behind
         lookups = []
         original = store.verify
 
@@ -42,14 +42,14 @@ def test_expired_entry_answers_and_refreshes_once(dsn: str) -> None:
 
 
 def test_revocation_in_the_table_takes_effect_after_a_refresh(dsn: str) -> None:
-    store = KeyStore(dsn, cache_ttl_s=0.2)
+    store = KeyStore(dsn, cache_ttl_s=1.0)
     try:
         store.create_account("bob")
         token = store.create_key("bob").token
         assert isinstance(store.verify(token), ApiKey)
         with psycopg.connect(dsn, autocommit=True) as conn:  # as another instance would
             conn.execute("UPDATE api_keys SET revoked_at = now()")
-        time.sleep(0.25)
+        time.sleep(0.6)
         store.cached(token)  # stale: still answers, starts the refresh
         _wait(lambda: not store._refreshing and store.cached(token) is None)
     finally:

@@ -74,7 +74,14 @@ def test_standby_holds_the_same_state_after_ten_thousand_commands(cluster: Clust
     cluster.create_keys()
     ids = [f"load-{i}" for i in range(10_000)]
     result = asyncio.run(
-        place_orders(cluster.url("primary"), cluster.key, ids, concurrency=48, retries=5)
+        place_orders(
+            cluster.url("primary"),
+            cluster.key,
+            ids,
+            concurrency=48,
+            retries=5,
+            funding_key=cluster.funding_key,
+        )
     )
     # every order acknowledged exactly once (a retry after a 503 returns the first outcome)
     assert result["statuses"] == {201: 10_000} or (
@@ -103,12 +110,22 @@ def test_broker_restart_loses_topics_but_not_records(cluster: Cluster) -> None:
     cluster.start("standby")
     cluster.create_keys()
     first = asyncio.run(
-        place_orders(cluster.url("primary"), cluster.key, [f"a-{i}" for i in range(800)])
+        place_orders(
+            cluster.url("primary"),
+            cluster.key,
+            [f"a-{i}" for i in range(800)],
+            funding_key=cluster.funding_key,
+        )
     )
     assert first["statuses"] == {201: 800}
     cluster.restart_broker()  # every topic, offset and group is gone
     second = asyncio.run(
-        place_orders(cluster.url("primary"), cluster.key, [f"b-{i}" for i in range(800)])
+        place_orders(
+            cluster.url("primary"),
+            cluster.key,
+            [f"b-{i}" for i in range(800)],
+            funding_key=cluster.funding_key,
+        )
     )
     # the broker is gone for a while: some orders may be refused (503), not all of them
     assert set(second["statuses"]) <= {201, 503}, second["statuses"]
@@ -135,7 +152,9 @@ def test_standby_killed_with_sigkill_catches_up_exactly_once(cluster: Cluster) -
     ids = [f"k-{i}" for i in range(3000)]
 
     async def load_and_kill() -> dict[str, object]:
-        task = asyncio.create_task(place_orders(cluster.url("primary"), cluster.key, ids))
+        task = asyncio.create_task(
+            place_orders(cluster.url("primary"), cluster.key, ids, funding_key=cluster.funding_key)
+        )
         await asyncio.sleep(2.0)
         cluster.stop("standby", signal.SIGKILL)
         result = await task
@@ -153,7 +172,12 @@ def test_record_altered_in_transit_is_never_applied_and_heals(cluster: Cluster) 
     cluster.start("standby")
     cluster.create_keys()
     result = asyncio.run(
-        place_orders(cluster.url("primary"), cluster.key, [f"t-{i}" for i in range(100)])
+        place_orders(
+            cluster.url("primary"),
+            cluster.key,
+            [f"t-{i}" for i in range(100)],
+            funding_key=cluster.funding_key,
+        )
     )
     assert result["statuses"] == {201: 100}
     caught_up(cluster)
@@ -168,16 +192,17 @@ def test_record_altered_in_transit_is_never_applied_and_heals(cluster: Cluster) 
 def test_sync_strict_acknowledges_nothing_without_a_standby(cluster: Cluster) -> None:
     cluster.start("primary", EXDR_SYNC_POLICY="strict", EXDR_SYNC_TIMEOUT_MS="400")
     cluster.create_keys()
-    headers = {"Authorization": f"Bearer {cluster.key}"}
+    headers = {"Authorization": f"Bearer {cluster.funding_key}"}
+    body = {"amount": "1000", "symbol": "BTCUSDT", "account": "traders"}
     with httpx.Client(base_url=cluster.url("primary"), headers=headers, timeout=10) as client:
-        deposit = client.post("/v1/deposits", json={"amount": "1000", "symbol": "BTCUSDT"})
+        deposit = client.post("/v1/deposits", json=body)
         assert deposit.status_code == 503, deposit.text
         assert deposit.json()["code"] == "unavailable"
     # the standby arrives: it copies what the primary stored, and acks flow again
     cluster.start("standby")
     caught_up(cluster)
     with httpx.Client(base_url=cluster.url("primary"), headers=headers, timeout=10) as client:
-        again = client.post("/v1/deposits", json={"amount": "1000", "symbol": "BTCUSDT"})
+        again = client.post("/v1/deposits", json=body)
         assert again.status_code == 201, again.text
 
 
@@ -185,7 +210,12 @@ def test_sync_degrade_alerts_and_continues_without_a_standby(cluster: Cluster) -
     cluster.start("primary", EXDR_SYNC_POLICY="degrade", EXDR_SYNC_TIMEOUT_MS="400")
     cluster.create_keys()
     result = asyncio.run(
-        place_orders(cluster.url("primary"), cluster.key, [f"d-{i}" for i in range(50)])
+        place_orders(
+            cluster.url("primary"),
+            cluster.key,
+            [f"d-{i}" for i in range(50)],
+            funding_key=cluster.funding_key,
+        )
     )
     assert result["statuses"] == {201: 50}
     log = cluster.log("primary").read_text()

@@ -54,7 +54,7 @@ def test_a_confirmation_with_the_token_is_taken() -> None:
 def test_without_the_token_nothing_is_taken(token: bytes | None) -> None:
     taken: list[dict[str, Any]] = []
     lane = PeerAckLane("s3cret", taken.append)
-    assert _call(lane, b'{"shard":"shard-1","seq":42}', token) == 403
+    assert _call(lane, b'{"shard":"shard-1","seq":42}', token) == 401
     assert taken == []
 
 
@@ -94,7 +94,7 @@ def test_the_record_route_answers_with_the_standby_confirmation() -> None:
     status, answer = _request(lane, body, b"s3cret", path=WAL_PATH + "shard-1")
     assert status == 200 and orjson.loads(answer)["seq"] == 7
     assert taken == [("shard-1", body)]
-    assert _request(lane, body, b"wrong", path=WAL_PATH + "shard-1")[0] == 403
+    assert _request(lane, body, b"wrong", path=WAL_PATH + "shard-1")[0] == 401
     assert _request(lane, body, b"s3cret", path=WAL_PATH + "shard-2")[0] == 409
     assert _request(lane, body, b"s3cret", path=WAL_PATH + "shard-9")[0] == 404
     assert len(taken) == 1
@@ -102,3 +102,28 @@ def test_the_record_route_answers_with_the_standby_confirmation() -> None:
     assert not PeerAckLane("s3cret", lambda ack: None).takes(
         {"type": "http", "path": WAL_PATH + "shard-1"}
     )
+
+
+@pytest.mark.parametrize(
+    ("token", "length", "status"),
+    [(b"wrong", b"10", 401), (None, b"67108864", 401), (b"s3cret", b"67108865", 413)],
+)
+def test_a_refusal_from_the_head_never_reads_the_body(
+    token: bytes | None, length: bytes, status: int
+) -> None:
+    lane = PeerAckLane("s3cret", lambda ack: None, lambda shard, body: None)
+    headers = [(b"content-length", length)]
+    if token is not None:
+        headers.append((b"x-exdr-peer-token", token))
+    scope = {"type": "http", "path": WAL_PATH + "shard-1", "method": "POST", "headers": headers}
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was read")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(lane(scope, receive, send))
+    assert sent[0]["status"] == status
+    assert (b"connection", b"close") in sent[0]["headers"]
