@@ -39,10 +39,10 @@ from eventsourcing.persistence import (
     UUIDAsHex,
     find_id_convertor,
 )
-from eventsourcing.utils import resolve_topic
 
 from application.ports import WalStore
 from application.wal.records import WALCorruptionError, WALGapError, compute_checksum, iter_payload
+from application.wal.registry import UnknownTypeError, domain_registry
 from application.wal.transcoding import EnumAsTopicAndValue, TupleAsList
 
 _CACHE_MAX = 200_000
@@ -55,6 +55,7 @@ class EventDecoder:
 
     def __init__(self, mapper: Mapper[UUID]) -> None:
         self.mapper = mapper
+        self._registry = domain_registry()  # types are looked up here, never imported
         transcoder = mapper.transcoder
         self._fast = (
             isinstance(transcoder, JSONTranscoder)
@@ -96,11 +97,15 @@ class EventDecoder:
         try:
             event_state = orjson.loads(state)
             revived = self._revive_dict(event_state)
+        except UnknownTypeError:
+            raise
         except Exception:
             # let the mapper raise its own, detailed error
             return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
         if type(revived) is not dict or "class_version" in revived:
             return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
+        if "originator_topic" in revived or "topic" in revived:
+            self._registry.check_event_state(cls, revived)
         revived["originator_id"] = convert(originator_id)
         revived["originator_version"] = version
         event: Any = object.__new__(cls)
@@ -110,7 +115,7 @@ class EventDecoder:
     def _class_for(
         self, topic: str, originator_id: UUID
     ) -> tuple[type, Callable[[Any], Any]] | None:
-        cls = resolve_topic(topic)
+        cls: Any = self._registry.event(topic)
         entry: tuple[type, Callable[[Any], Any]] | None = None
         if self._fast and getattr(cls, "class_version", 1) == 1:
             entry = (cls, find_id_convertor(cls, cast(Hashable, type(originator_id))))
@@ -188,7 +193,7 @@ class EventDecoder:
         if member is None:
             enum_class = self._enum_types.get(topic)
             if enum_class is None:
-                enum_class = self._enum_types[topic] = resolve_topic(topic)
+                enum_class = self._enum_types[topic] = self._registry.enum(topic)
             member = self._enums[key] = enum_class(raw)
         return member
 
@@ -305,8 +310,12 @@ def replay_rows(
                 stored = list(iter_payload(payload))
             except (ValueError, KeyError, TypeError) as exc:
                 raise WALCorruptionError(shard_id, seq, f"undecodable payload: {exc}") from None
-            for originator_id, version, topic, state in stored:
-                apply(cast(Aggregate.Event, decode(originator_id, version, topic, state)))
+            try:
+                decoded = [decode(*fields) for fields in stored]
+            except UnknownTypeError as exc:
+                raise WALCorruptionError(shard_id, seq, str(exc)) from None
+            for event in decoded:
+                apply(cast(Aggregate.Event, event))
             events += len(stored)
             expected += 1
             if on_record is not None:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, Snapshot
-from eventsourcing.persistence import StoredEvent, Transcoder
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from application.checkpoints.checkpoint import decode_state, encode_state, is_columnar
 from application.ports import StoredCheckpoint, WalStore
@@ -31,7 +31,8 @@ from application.wal.records import (
     WalRecord,
     iter_payload,
 )
-from application.wal.transcoding import TypedJSONTranscoder, plain_form
+from application.wal.registry import UnknownTypeError
+from application.wal.transcoding import DomainMapper, TypedJSONTranscoder, plain_form
 from domain.account import Account
 from domain.commands import Command, Deposit, PlaceOrder
 from domain.engine import CommandResult, ShardEngine
@@ -159,6 +160,12 @@ class ShardApp(Application[UUID]):
         # kept beside the hot state drop what they took from commands beyond it, which did
         # not land (their batch failed, or was set aside when this region rejoined).
         self.on_recovered: Callable[[int], None] | None = None
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Stored topics are looked up among our own types, never imported."""
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=DomainMapper
+        )
 
     def construct_transcoder(self) -> Transcoder:
         """Enums and tuples must come back as they went in, or replay would diverge."""
@@ -404,12 +411,25 @@ class ShardApp(Application[UUID]):
         append = getattr(self.store, "append")  # noqa: B009 - the recorder's batch entry
         before = self.seq
         start = 0
+        refused: WALCorruptionError | None = None
         while start < len(records):
             # one transaction per run of equal epochs: the head's epoch may only grow
             end = start
             while end < len(records) and records[end].epoch == records[start].epoch:
                 end += 1
             run = records[start:end]
+            # decoded before anything is stored: a record naming a type that is not ours is
+            # corrupt, refused with the records after it (the ones before it are stored)
+            decoded: list[list[Aggregate.Event]] = []
+            for record in run:
+                try:
+                    decoded.append(self.decode_record(record))
+                except UnknownTypeError as exc:
+                    refused = WALCorruptionError(self.shard_id, record.seq, str(exc))
+                    run = run[: len(decoded)]
+                    break
+            if not run:
+                break
             stored = [
                 StoredEvent(e.originator_id, e.originator_version, e.topic, e.state)
                 for record in run
@@ -420,8 +440,7 @@ class ShardApp(Application[UUID]):
             except Exception:
                 self.needs_recovery = True
                 raise
-            for record in run:
-                events = self.decode_record(record)
+            for record, events in zip(run, decoded, strict=False):
                 for event in events:
                     self.engine.apply(event)
                 self.replicated_events[record.seq] = events
@@ -431,11 +450,15 @@ class ShardApp(Application[UUID]):
             self.epoch = max(self.epoch, run[-1].epoch)
             self.events_written += len(stored)
             self.last_applied_at_us = run[-1].recorded_at_us
+            if refused is not None:
+                break
             start = end
         if self._crossed_checkpoint(before):
             # a standby checkpoints at the leader's intervals too: promoted and then restarted,
             # it recovers from a recent checkpoint instead of replaying its whole WAL
             self._checkpoint_durable_state()
+        if refused is not None:
+            raise refused
         return self.seq
 
     def _crossed_checkpoint(self, before_seq: int) -> bool:
