@@ -41,6 +41,7 @@ from eventsourcing.persistence import (
 )
 
 from application.ports import WalStore
+from application.wal.chain import ChainCursor
 from application.wal.records import WALCorruptionError, WALGapError, compute_checksum, iter_payload
 from application.wal.registry import UnknownTypeError, domain_registry
 from application.wal.transcoding import EnumAsTopicAndValue, TupleAsList
@@ -232,9 +233,9 @@ def decoder_for(mapper: Mapper[UUID]) -> EventDecoder:
     return decoder
 
 
-# a stored WAL row as replay reads it:
-# seq, epoch, command_type, command_key, recorded_at_us, payload, checksum
-RawRow = tuple[int, int, str, str | None, int, bytes, str]
+# a stored WAL row as replay reads it: seq, epoch, command_type, command_key,
+# recorded_at_us, payload, checksum, prev_checksum, mac
+RawRow = tuple[int, int, str, str | None, int, bytes, str, str | None, str | None]
 
 
 def prefetch(pages: Iterator[list[RawRow]], depth: int = 2) -> Generator[list[RawRow], None, None]:
@@ -286,26 +287,47 @@ def replay_rows(
     *,
     expected: int,
     on_record: Callable[[int], None] | None = None,
+    chain: ChainCursor | None = None,
 ) -> tuple[int, int]:
     """Verify, decode and apply raw WAL rows in seq order, starting at seq `expected`.
 
-    Every checksum is verified before anything of its record is decoded; a mismatch raises
-    WALCorruptionError naming shard and seq, with nothing at or after that seq applied.
-    `on_record(seq)` runs after each applied record. Returns (next expected seq, events).
+    Every checksum and chain link is verified before anything of its record is decoded; a
+    mismatch raises WALCorruptionError naming shard and seq, with nothing at or after that seq
+    applied. A row at `expected - 1` (raw_pages reads it) is only the chain's anchor. `chain`
+    ends standing after the last record. `on_record(seq)` runs after each applied record.
+    Returns (next expected seq, events).
     """
     decode = decoder.decode
     events = 0
+    if chain is None:
+        chain = ChainCursor(shard_id)
+    if expected > 1:
+        chain.last = None  # known once the anchor row is read
     for page in pages:
-        for seq, epoch, command_type, command_key, recorded_at_us, payload, checksum in page:
-            if seq != expected:
+        for row in page:
+            seq, epoch, command_type, command_key, recorded_at_us, payload, checksum = row[:7]
+            prev_checksum, _mac = row[7:9] if len(row) > 7 else (None, None)
+            anchor = seq == expected - 1
+            if seq != expected and not anchor:
                 raise WALGapError(shard_id, expected, seq)
             if (
                 compute_checksum(
-                    shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
+                    shard_id,
+                    epoch,
+                    seq,
+                    command_type,
+                    command_key,
+                    recorded_at_us,
+                    payload,
+                    prev_checksum,
                 )
                 != checksum
             ):
                 raise WALCorruptionError(shard_id, seq)
+            if anchor:
+                chain.last = checksum
+                continue
+            chain.advance(seq, prev_checksum, checksum)
             try:
                 stored = list(iter_payload(payload))
             except (ValueError, KeyError, TypeError) as exc:
@@ -328,15 +350,23 @@ def raw_pages(
 ) -> Generator[list[RawRow], None, None]:
     """Pages of stored rows after `after_seq` up to `upto_seq`, read ahead on a thread.
 
+    The record at `after_seq` comes first, as the anchor of the hash chain (replay_rows).
     Stores without a raw reader are read through iter_records (their checksums are then
     verified twice, which costs time, not correctness).
     """
+    after = max(0, after_seq - 1)
     reader = getattr(store, "iter_raw_pages", None)
     if reader is not None:
-        pages: Iterator[list[RawRow]] = reader(shard_id, after_seq, upto_seq)
+        pages: Iterator[list[RawRow]] = reader(shard_id, after, upto_seq)
     else:
-        pages = _pages_of_records(store, shard_id, after_seq, upto_seq)
+        pages = _pages_of_records(store, shard_id, after, upto_seq)
     return prefetch(pages)
+
+
+def chain_start(store: WalStore, shard_id: str) -> int:
+    """Up to which seq the store holds records written before records were chained."""
+    start = getattr(store, "chain_start", None)
+    return 0 if start is None else int(start(shard_id))
 
 
 def _pages_of_records(
@@ -345,7 +375,17 @@ def _pages_of_records(
     batch: list[RawRow] = []
     for r in store.iter_records(shard_id, after_seq, upto_seq=upto_seq):
         batch.append(
-            (r.seq, r.epoch, r.command_type, r.command_key, r.recorded_at_us, r.payload, r.checksum)
+            (
+                r.seq,
+                r.epoch,
+                r.command_type,
+                r.command_key,
+                r.recorded_at_us,
+                r.payload,
+                r.checksum,
+                r.prev_checksum,
+                r.mac,
+            )
         )
         if len(batch) >= page:
             yield batch

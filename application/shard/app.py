@@ -22,9 +22,12 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from application.checkpoints.checkpoint import decode_state, encode_state, is_columnar
 from application.ports import StoredCheckpoint, WalStore
-from application.recovery.replay import decoder_for, raw_pages, replay_rows
+from application.recovery.replay import chain_start, decoder_for, raw_pages, replay_rows
 from application.shard.keyfilter import KeyFilter
+from application.wal.auth import ReplicationKeys
+from application.wal.chain import ChainCursor
 from application.wal.records import (
+    GENESIS,
     RecordedEvent,
     WALCorruptionError,
     WALGapError,
@@ -146,6 +149,10 @@ class ShardApp(Application[UUID]):
         self._key_filter_on = False
         self.needs_recovery = True
         self.events_written = 0
+        # records are signed with the regions' key when one is set (infra/bootstrap.py), and
+        # each names the checksum of the one before it: this is the last one's
+        self.keys: ReplicationKeys | None = None
+        self.chain_checksum: str | None = GENESIS
         self.last_applied_at_us = 0
         # the domain events of the last append_replicated call, by seq (for indexes that
         # follow replication without decoding the records a second time)
@@ -247,8 +254,11 @@ class ShardApp(Application[UUID]):
                         )
                         for s in command_stored
                     ],
+                    prev_checksum=self.chain_checksum or GENESIS,
+                    sign=None if self.keys is None else self.keys.sign_record,
                 )
             )
+            self.chain_checksum = batch.records[-1].checksum
             if key is not None:
                 known[key] = self.seq
                 self._remember_key(key, self.seq)
@@ -447,6 +457,7 @@ class ShardApp(Application[UUID]):
                 if record.command_key is not None:
                     self._remember_key(record.command_key, record.seq)
             self.seq = self.durable_seq = run[-1].seq
+            self.chain_checksum = run[-1].checksum
             self.epoch = max(self.epoch, run[-1].epoch)
             self.events_written += len(stored)
             self.last_applied_at_us = run[-1].recorded_at_us
@@ -584,6 +595,7 @@ class ShardApp(Application[UUID]):
                 progress(seq - start, target - start)
 
         pages = raw_pages(self.store, self.shard_id, start, target)
+        chain = ChainCursor(self.shard_id, legacy_upto=chain_start(self.store, self.shard_id))
         try:
             expected, events = replay_rows(
                 self.shard_id,
@@ -592,6 +604,7 @@ class ShardApp(Application[UUID]):
                 engine.apply,
                 expected=start + 1,
                 on_record=on_record,
+                chain=chain,
             )
         finally:
             pages.close()
@@ -601,6 +614,7 @@ class ShardApp(Application[UUID]):
             progress(target - start, target - start)
         self.engine = engine
         self.seq = self.durable_seq = target
+        self.chain_checksum = chain.last
         self.epoch = max(self._requested_epoch or 1, head.epoch)
         self._recent_keys.clear()
         self._load_stored_keys(target)

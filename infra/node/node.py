@@ -31,7 +31,9 @@ import httpx
 import orjson
 import uvicorn
 
+from application.replication.confirmation import ConfirmationCheck
 from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
+from application.wal.auth import RejectedError, ReplicationKeys
 from application.wal.writer import ShardWriter
 from infra.api import peer
 from infra.api.app import create_app
@@ -42,6 +44,7 @@ from infra.metrics.dr_metrics import NodeCollector
 from infra.node.heap import HeapPolicy
 from infra.replication.peer_link import RecordPush, host_port
 from infra.replication.rawhttp import ConnectionPool
+from infra.replication.rejections import RejectionAlerts
 from infra.settings import Region, Settings
 from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
 from projections.replication.relay import Relay, encode_run
@@ -74,6 +77,10 @@ class Node:
     intakes: dict[str, Callable[[bytes], Future[dict[str, Any] | None] | None]] = field(
         default_factory=dict
     )
+    # what records and confirmations are signed and verified with, and the leader's checks
+    keys: ReplicationKeys | None = None
+    ack_checks: dict[str, ConfirmationCheck] = field(default_factory=dict)
+    rejection_alerts: RejectionAlerts | None = None
 
     # views used by metrics and the facade
     @property
@@ -143,6 +150,10 @@ def build_node(settings: Settings, region_name: str) -> Node:
         fetch_wait_ms=PEER_LINK_FETCH_WAIT_MS if settings.peer_token else FETCH_MAX_WAIT_MS,
     )
     node = Node(settings, region, faust_app, FailoverSettings.from_env(os.environ))
+    node.keys = keys = settings.replication_keys()
+    node.rejection_alerts = RejectionAlerts(node.failover.webhook_url)
+    if not settings.replication_key:
+        log.warning("EXDR_REPLICATION_KEY is not set: records are signed with the development key")
     session_s = float(os.environ.get("EXDR_ZK_SESSION_MS", "2000")) / 1000
     node.coordinator = Coordinator(
         settings.zk_hosts,
@@ -174,7 +185,12 @@ def build_node(settings: Settings, region_name: str) -> Node:
         )
         tamper = os.environ.get("EXDR_FAULT_TAMPER_SEQS", "").strip()
         relay.tamper_seqs = {int(s) for s in tamper.split(",") if s.strip()}
-        replicator = Replicator(app, app.store)  # pointed at the leader's store by follow()
+        # pointed at the leader's store by follow()
+        replicator = Replicator(app, app.store, alert=node.rejection_alerts)
+        replicator.keys = keys
+        node.ack_checks[shard_id] = check = ConfirmationCheck(
+            shard_id, keys, lookup=functools.partial(_stored_checksum, app.store, shard_id)
+        )
         stall = os.environ.get("EXDR_FAULT_STALL_AFTER_SEQ", "").strip()
         replicator.stall_after_seq = int(stall) if stall else None
         controller = ShardController(node, shard_id, writer, replicator, gate, relay)
@@ -193,7 +209,7 @@ def build_node(settings: Settings, region_name: str) -> Node:
                 for peer_region in settings.peers(region.name)
             ]
         writer.gate = gate
-        writer.on_committed = _fan_out(relay, controller.pushes)
+        writer.on_committed = _fan_out(relay, controller.pushes, check)
         writer.guard = controller.accepting
         writer.start()
         node.controllers[shard_id] = controller
@@ -214,17 +230,25 @@ def build_node(settings: Settings, region_name: str) -> Node:
     return node
 
 
-def _fan_out(relay: Relay, pushes: list[RecordPush]) -> Callable[[Sequence[Any]], None]:
-    """The writer's commit hook: every committed run to the topic's relay and the peer links."""
-    if not pushes:
-        return relay.offer
+def _fan_out(
+    relay: Relay, pushes: list[RecordPush], check: ConfirmationCheck
+) -> Callable[[Sequence[Any]], None]:
+    """The writer's commit hook: every committed run to the confirmation check (before any
+    standby can confirm it), the topic's relay and the peer links."""
 
     def offer(records: Sequence[Any]) -> None:
+        check.committed(records)
         relay.offer(records)
         for push in pushes:
             push.offer(records)
 
     return offer
+
+
+def _stored_checksum(store: Any, shard_id: str, seq: int) -> str | None:
+    """The checksum of this region's record at `seq` (older than the check's window)."""
+    records = store.read_records(shard_id, seq - 1, 1, verify=False)
+    return str(records[0].checksum) if records and records[0].seq == seq else None
 
 
 async def take_initial_roles(node: Node) -> None:
@@ -270,24 +294,58 @@ async def take_initial_roles(node: Node) -> None:
 
 
 def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker") -> None:
-    """A standby's confirmation (from the acks topic or its direct request): every record up
-    to ack["seq"] is stored in its region. Thread-safe (the gate locks)."""
-    controller = node.controllers.get(str(ack.get("shard", "")))
+    """A standby's confirmation (from the acks topic, its direct request or the peer link's
+    answer): every record up to ack["seq"] is stored in its region. Counted only if it is
+    signed, of this epoch and names this leader's own record at that seq
+    (application/replication/confirmation.py). Thread-safe (the gate locks)."""
+    shard_id = ack.get("shard") if isinstance(ack, dict) else None
+    controller = node.controllers.get(shard_id) if isinstance(shard_id, str) else None
     if controller is None or ack.get("region") == node.region.name:
         return
     if controller.role not in ("leader", "handing_over"):
         return
-    if int(ack.get("epoch", 0)) < controller.app.epoch:
-        return  # confirmations of an older epoch prove nothing about ours
+    app = controller.app
+    try:
+        seq = node.ack_checks[controller.shard_id].verify(
+            ack, head_seq=app.seq, epoch=app.epoch, confirmed_seq=controller.gate.standby_seq
+        )
+    except RejectedError as exc:
+        claimed = ack.get("seq")
+        message = (
+            f"standby confirmation refused ({exc.reason.value}): shard {controller.shard_id} "
+            f"seq {claimed!r} from {path}; not counted"
+        )
+        log.critical("%s (region=%r: %s)", message, ack.get("region"), exc.detail)
+        if node.rejection_alerts is not None:
+            node.rejection_alerts(
+                "ConfirmationRejected",
+                message,
+                {
+                    "shard": controller.shard_id,
+                    "seq": claimed if type(claimed) is int else "?",
+                    "reason": exc.reason.value,
+                    "source": path,
+                },
+            )
+        return
+    if seq is None:
+        return  # confirmations of an older epoch, or of what is confirmed already
     node.confirmations[path] = node.confirmations.get(path, 0) + 1
-    controller.gate.standby_stored(int(ack["seq"]))
+    controller.gate.standby_stored(seq)
 
 
 def _wire_acks(node: Node, acks_topic: Any) -> None:
     @node.faust_app.agent(acks_topic)
     async def standby_confirmed(stream: Any) -> None:
         async for value in stream:
-            accept_standby_ack(node, orjson.loads(value))
+            try:
+                ack = orjson.loads(value)
+            except ValueError:
+                ack = None
+            if isinstance(ack, dict):
+                accept_standby_ack(node, ack)
+            else:
+                log.critical("standby confirmation refused (malformed) from broker")
 
 
 class PeerConfirmer:
@@ -339,15 +397,15 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
     writer = controller.writer
     replicator = controller.replicator
 
-    def _apply(values: list[Any], _: object) -> int:
-        seq = replicator.apply_wire(values)
+    def _apply(values: list[Any], _: object, source: str = "broker") -> tuple[int, str | None]:
+        seq = replicator.apply_wire(values, source=source)
         _index(seq)
-        return seq
+        return seq, writer.app.chain_checksum  # read together, on the writer thread
 
-    def _catch_up(_: object) -> int:
+    def _catch_up(_: object) -> tuple[int, str | None]:
         seq = replicator.catch_up(everything=False)
         _index(seq)
-        return seq
+        return seq, writer.app.chain_checksum
 
     def _index(seq: int) -> None:
         facade = getattr(getattr(node.api_app, "state", None), "facade", None)
@@ -370,17 +428,22 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
     sync = node.settings.replication_mode == ReplicationMode.SYNC
     direct = PeerConfirmer(node, shard_id, token) if token and sync else None
 
-    def confirmation(seq: int) -> dict[str, Any]:
-        return {
-            "shard": shard_id,
-            "region": node.region.name,
-            "seq": seq,
-            "epoch": writer.app.epoch,
-            "at_us": time.time_ns() // 1000,
-        }
+    keys = node.keys
+    assert keys is not None
 
-    async def confirm(seq: int) -> None:
-        ack = confirmation(seq)
+    def confirmation(seq: int, checksum: str | None) -> dict[str, Any]:
+        """Signed: `seq` and the checksum of the record stored there."""
+        return keys.confirmation(
+            shard_id,
+            node.region.name,
+            writer.app.epoch,
+            seq,
+            checksum or "",
+            at_us=time.time_ns() // 1000,
+        )
+
+    async def confirm(seq: int, checksum: str | None) -> None:
+        ack = confirmation(seq, checksum)
         if direct is not None:
             direct.offer(ack)  # the fast path; the topic is the one that always works
         await acks_topic.send(key=shard_id.encode(), value=orjson.dumps(ack))
@@ -388,7 +451,7 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
     def _apply_pushed(body: bytes, app: Any) -> dict[str, Any] | None:
         if controller.role != "standby":
             return None
-        return confirmation(_apply([body], app))
+        return confirmation(*_apply([body], app, source="peer"))
 
     def take_pushed(body: bytes) -> Future[dict[str, Any] | None] | None:
         """A run from the leader's peer link (any thread): the future of its confirmation, due
@@ -421,7 +484,7 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
             if not values:
                 continue
             try:
-                seq = await asyncio.wait_for(
+                seq, checksum = await asyncio.wait_for(
                     asyncio.wrap_future(writer.query(functools.partial(_apply, values))),
                     QUERY_TIMEOUT_S,
                 )
@@ -429,7 +492,7 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
                 # the records stay unapplied; catch_up pulls them from the leader's store
                 log.error("replication failed shard=%s error=%s", shard_id, exc)
                 continue
-            await confirm(seq)
+            await confirm(seq, checksum)
 
     @node.faust_app.agent(topic)
     async def replicate(stream: Any) -> None:
@@ -452,14 +515,14 @@ def _wire_standby(node: Node, controller: ShardController, topic: Any, acks_topi
         if node.coordinator.leader(shard_id) is None:
             return  # nobody to copy from; the failover manager decides
         try:
-            seq = await asyncio.wait_for(
+            seq, checksum = await asyncio.wait_for(
                 asyncio.wrap_future(writer.query(_catch_up)), QUERY_TIMEOUT_S
             )
         except Exception as exc:
             log.warning("catch-up from the leader's store failed shard=%s error=%s", shard_id, exc)
             return
         if seq:
-            await confirm(seq)
+            await confirm(seq, checksum)
 
 
 def _wire_failover(node: Node) -> None:
