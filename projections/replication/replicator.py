@@ -260,6 +260,7 @@ class Replicator:
                     break
                 self._reject(reason, expected, "broker", str(exc))
                 del good[expected]  # the next turn reads it from the primary's store
+                self._forget_claims()
                 continue
             batch.append(record)
             expected += 1
@@ -307,8 +308,18 @@ class Replicator:
                 self._source_corrupt(exc.seq, Rejection.UNKNOWN_TYPE, str(exc))
             else:
                 self._reject(Rejection.UNKNOWN_TYPE, exc.seq, "broker", str(exc))
+                self._forget_claims()
         self.last_applied = [r for r in batch if r.seq <= self.app.seq]
         self.stats.applied += len(self.last_applied)
+
+    def _forget_claims(self) -> None:
+        """A signed record did not fit after all: how far the shard goes is what is applied
+        and what the leader's store holds, not what delivered records claimed."""
+        seen = self.app.seq
+        head = getattr(self.primary, "head", None)
+        if head is not None:
+            seen = max(seen, head(self.shard_id).seq)
+        self.stats.last_seen_seq = seen
 
     def _source_corrupt(self, seq: int, reason: Rejection, detail: str) -> None:
         """The leader's own store holds a record that does not verify: nothing to heal from."""
