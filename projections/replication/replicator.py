@@ -76,8 +76,9 @@ class Replicator:
         self._head_at_last_catch_up = 0
         self.last_applied: list[WalRecord] = []  # the records the last call stored, in order
         self.keys: ReplicationKeys | None = None
-        # seqs claimed by refused messages, only to report their healing (never a target)
-        self._suspects: dict[int, None] = {}
+        # seqs claimed by refused messages and why, only to report each once and its healing
+        # (never a target)
+        self._suspects: dict[int, set[str]] = {}
         self._ask_head = False  # a message was refused: the leader's store says what exists
 
     @property
@@ -188,13 +189,15 @@ class Replicator:
         per claimed seq), and otherwise without effect on seq, lag or gaps."""
         self.stats.rejected[reason.value] = self.stats.rejected.get(reason.value, 0) + 1
         self._ask_head = True
-        if seq is not None and seq in self._suspects:
-            return  # another altered copy of a record already reported
-        self.stats.corrupt += 1
+        reported = self._suspects.get(seq) if seq is not None else None
+        if reported is not None and reason.value in reported:
+            return  # another copy of a record already reported, refused for the same reason
+        if reported is None:
+            self.stats.corrupt += 1
         if seq is not None and seq > self.app.seq:
-            if len(self._suspects) >= _SUSPECTS_MAX:
+            if reported is None and len(self._suspects) >= _SUSPECTS_MAX:
                 del self._suspects[next(iter(self._suspects))]
-            self._suspects[seq] = None
+            self._suspects.setdefault(seq, set()).add(reason.value)
         shown: int | str = "?" if seq is None else seq
         labels: dict[str, Any] = {"shard": self.shard_id, "seq": shown}
         if reason in (Rejection.CHECKSUM, Rejection.MALFORMED):
