@@ -10,6 +10,7 @@ cannot confirm ours.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ class ConfirmationCheck:
         self.keys = keys
         self._lookup = lookup  # the checksum of an older record, from the store
         self._window = window
-        self._recent: dict[int, str] = {}
+        self._recent: OrderedDict[int, str] = OrderedDict()
         self.rejected: dict[str, int] = {}
 
     def committed(self, records: Sequence[WalRecord]) -> None:
@@ -42,10 +43,8 @@ class ConfirmationCheck:
         recent = self._recent
         for record in records:
             recent[record.seq] = record.checksum
-        excess = len(recent) - self._window
-        if excess > 0:
-            for seq in list(recent)[:excess]:
-                del recent[seq]
+        while len(recent) > self._window:
+            recent.popitem(last=False)
 
     def verify(
         self, ack: Mapping[str, Any], *, head_seq: int, epoch: int, confirmed_seq: int = 0

@@ -214,3 +214,24 @@ def _row(r: WalRecord) -> Any:
         r.prev_checksum,
         r.mac,
     )
+
+
+def test_the_confirmation_check_keeps_a_window_and_asks_the_store_beyond_it() -> None:
+    records = sealed_records(10, keys=KEYS)
+    asked: list[int] = []
+
+    def lookup(seq: int) -> str | None:
+        asked.append(seq)
+        return records[seq - 1].checksum
+
+    check = ConfirmationCheck(SHARD, KEYS, lookup=lookup, window=4)
+    check.committed(records)
+    assert (
+        check.verify(KEYS.confirmation(SHARD, "s", 1, 9, records[8].checksum), head_seq=10, epoch=1)
+        == 9
+    )
+    assert (
+        check.verify(KEYS.confirmation(SHARD, "s", 1, 2, records[1].checksum), head_seq=10, epoch=1)
+        == 2
+    )
+    assert asked == [2]
