@@ -94,9 +94,9 @@ def test_records_before_the_upgrade_start_the_chain(
     live = app.engine.state_hash()
     app.close()
 
-    records = {
-        r.seq: r for r in make_shard_app(settings, SHARD, dsn=old_dsn).store.iter_records(SHARD, 0)
-    }
+    reader = make_shard_app(settings, SHARD, dsn=old_dsn)
+    records = {r.seq: r for r in reader.store.iter_records(SHARD, 0)}
+    reader.close()
     assert records[21].prev_checksum == last_legacy and records[21].mac is not None
     assert all(records[s].prev_checksum == records[s - 1].checksum for s in range(22, 31))
     assert all(records[s].mac is None for s in range(1, 21))
