@@ -35,7 +35,6 @@ class Rejection(StrEnum):
     UNKNOWN_TYPE = "unknown_type"  # names a class or enum that is not ours
     AHEAD = "ahead"  # a confirmation of a record this leader never wrote
     MISMATCH = "mismatch"  # a confirmation of another record than ours at that seq
-    STALE = "stale"  # a confirmation of an older epoch
 
 
 class RejectedError(Exception):
