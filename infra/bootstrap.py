@@ -59,7 +59,7 @@ def make_shard_app(
     shards = settings.shards()
     if shard_id not in shards:
         raise ValueError(f"unknown shard {shard_id!r}; configured: {', '.join(shards)}")
-    return ShardApp(
+    app = ShardApp(
         shard_id,
         instruments_for(shards[shard_id]),
         env=eventsourcing_env(dsn or settings.pg_dsn),
@@ -67,6 +67,8 @@ def make_shard_app(
         checkpoint_every=settings.checkpoint_every,
         snapshot_every=settings.snapshot_every,
     )
+    app.replication_keys = settings.replication_keys()  # every record it writes is signed
+    return app
 
 
 def make_writer(settings: Settings, app: ShardApp) -> ShardWriter:

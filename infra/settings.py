@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from application.wal.auth import DEVELOPMENT_KEY, DEVELOPMENT_KEY_ID, ReplicationKeys
 from infra.security_settings import KafkaSecurity, SecuritySettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -195,6 +196,25 @@ def parse_regions(spec: str, var: str = "EXDR_REGIONS") -> tuple[Region, ...]:
     return tuple(regions)
 
 
+MIN_KEY_CHARS = 16
+
+
+def parse_accepted_keys(spec: str, var: str = "EXDR_REPLICATION_KEYS_ACCEPTED") -> dict[str, str]:
+    """Parse ``id=key,id=key``: older replication keys still accepted during a rotation."""
+    keys: dict[str, str] = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        key_id, sep, key = part.partition("=")
+        key_id, key = key_id.strip(), key.strip()
+        if not sep or not _is_word(key_id) or ":" in key_id:
+            raise ValueError(f"{var}: expected 'id=key,id=key', got {key_id!r}")
+        if len(key) < MIN_KEY_CHARS:
+            raise ValueError(f"{var}: key {key_id!r} is shorter than {MIN_KEY_CHARS} characters")
+        keys[key_id] = key
+    return keys
+
+
 def _choice(env: Mapping[str, str], var: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(var, default).strip().lower()
     if value not in choices:
@@ -274,6 +294,11 @@ class Settings:
     drill_zk_session_ms: int | None = None  # the drill harness's session for its nodes
     faults: FaultSettings = FaultSettings()
     security: SecuritySettings = field(default_factory=SecuritySettings)  # keys, limits, TLS
+    # shared by the regions: the MAC of every WAL record and confirmation (application/wal/
+    # auth.py); the id names it in each tag, older keys stay accepted during a rotation
+    replication_key: str = field(default="", repr=False)
+    replication_key_id: str = "k1"
+    replication_keys_accepted: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -321,12 +346,28 @@ class Settings:
             drill_zk_session_ms=_optional_int(e, "EXDR_DRILL_ZK_SESSION_MS", minimum=1),
             faults=FaultSettings.from_env(e),
             security=SecuritySettings.from_env(e),
+            replication_key=_replication_key(e),
+            replication_key_id=_key_id(e),
+            replication_keys_accepted=tuple(
+                parse_accepted_keys(e.get("EXDR_REPLICATION_KEYS_ACCEPTED", "")).items()
+            ),
         )
 
     @property
     def kafka_security(self) -> KafkaSecurity:
         """The Kafka clients' security (projections' BrokerSettings asks for it by this name)."""
         return self.security.kafka
+
+    def replication_keys(self) -> ReplicationKeys:
+        """The keys records and confirmations are signed and verified with. Without
+        EXDR_REPLICATION_KEY, a development key everybody knows (the node warns)."""
+        if not self.replication_key:
+            keys = {DEVELOPMENT_KEY_ID: DEVELOPMENT_KEY}
+            keys.update((k, v.encode()) for k, v in self.replication_keys_accepted)
+            return ReplicationKeys(DEVELOPMENT_KEY_ID, keys)
+        keys = {k: v.encode() for k, v in self.replication_keys_accepted}
+        keys[self.replication_key_id] = self.replication_key.encode()
+        return ReplicationKeys(self.replication_key_id, keys)
 
     def region_named(self, name: str) -> Region:
         for region in self.regions:
@@ -347,3 +388,17 @@ class Settings:
     def shards(self) -> dict[str, tuple[str, ...]]:
         """Shard name -> its symbols, in configuration order."""
         return dict(self.shard_map)
+
+
+def _replication_key(env: Mapping[str, str]) -> str:
+    key = env.get("EXDR_REPLICATION_KEY", "").strip()
+    if key and len(key) < MIN_KEY_CHARS:
+        raise ValueError(f"EXDR_REPLICATION_KEY: shorter than {MIN_KEY_CHARS} characters")
+    return key
+
+
+def _key_id(env: Mapping[str, str]) -> str:
+    key_id = _text(env, "EXDR_REPLICATION_KEY_ID", "k1")
+    if not _is_word(key_id) or ":" in key_id:
+        raise ValueError(f"EXDR_REPLICATION_KEY_ID: a word without ':', got {key_id!r}")
+    return key_id

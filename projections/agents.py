@@ -21,6 +21,7 @@ import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from application.wal.auth import RejectedError, ReplicationKeys
 from application.wal.records import WALCorruptionError, WalRecord
 from projections.app import make_faust_app
 from projections.kafka_auth import aiokafka_security
@@ -49,24 +50,32 @@ class Delivery:
     record: WalRecord | None
 
 
-def decode_deliveries(value: bytes | str | None) -> list[Delivery]:
+def decode_deliveries(
+    value: bytes | str | None, keys: ReplicationKeys | None = None
+) -> list[Delivery]:
     """Verify one broker message: a wire record, or {"records": [...]} with a run of them
-    (what the relay sends). Corruption is logged critical and returned as a hole."""
+    (what the relay sends), each with its checksum and, given `keys`, its MAC. Corruption is
+    logged critical and returned as a hole."""
     try:
         data = orjson.loads(value) if value is not None else None
     except ValueError as exc:
         return [_hole(WALCorruptionError("?", -1, f"message is not JSON: {exc}"))]
     run = data.get("records") if isinstance(data, dict) else None
     if isinstance(run, list):
-        return [_delivery(item) for item in run]
-    return [_delivery(data)]
+        return [_delivery(item, keys) for item in run]
+    return [_delivery(data, keys)]
 
 
-def _delivery(data: object) -> Delivery:
+def _delivery(data: object, keys: ReplicationKeys | None) -> Delivery:
     try:
         if not isinstance(data, dict):
             raise WALCorruptionError("?", -1, "message is not a JSON object")
         record = WalRecord.from_wire(data)
+        if keys is not None:
+            try:
+                keys.verify_record(record.checksum, record.mac)
+            except RejectedError as exc:
+                raise WALCorruptionError(record.shard_id, record.seq, str(exc)) from None
     except (ValueError, WALCorruptionError) as exc:
         return _hole(exc)
     return Delivery(record.shard_id, record.seq, record)
@@ -105,7 +114,11 @@ class ProjectorWorker:
                     log.error("record of unconfigured shard %s seq %s ignored", d.shard_id, d.seq)
                 continue
             touched.add(d.shard_id)
-            self.seen[d.shard_id] = max(self.seen[d.shard_id], d.seq)
+            seq = d.seq
+            if d.record is None and seq > self.seen[d.shard_id]:
+                # a hole says nothing verified: how far the shard goes is the store's word
+                seq = min(seq, self.projector.store.head(d.shard_id).seq)
+            self.seen[d.shard_id] = max(self.seen[d.shard_id], seq)
             if d.record is not None:
                 self.held[d.shard_id][d.seq] = d.record
         for shard in sorted(touched):
@@ -170,6 +183,7 @@ def build_projector_app(
         partitions=1,
     )
     database = ThreadPoolExecutor(1, thread_name_prefix="projector-db")
+    keys = settings.replication_keys()
 
     async def on_database(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(database, fn, *args)
@@ -177,7 +191,7 @@ def build_projector_app(
     @app.agent(topic, name="project_wal_records")
     async def project_wal_records(stream: Any) -> None:
         async for values in stream.take(BATCH_MAX, within=BATCH_WITHIN_S):
-            deliveries = [d for v in values for d in decode_deliveries(v)]
+            deliveries = [d for v in values for d in decode_deliveries(v, keys)]
             await on_database(worker.apply_deliveries, deliveries)
 
     @app.on_partitions_assigned.connect

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from application.wal.auth import ReplicationKeys
+
 
 class KafkaSecurity(Protocol):
     """How the Kafka clients authenticate and encrypt (PLAINTEXT for the local broker)."""
@@ -62,4 +64,8 @@ class BrokerSettings(Protocol):
     @property
     def kafka_security(self) -> KafkaSecurity:
         """The Kafka clients' security settings."""
+        ...
+
+    def replication_keys(self) -> ReplicationKeys:
+        """The keys WAL records are verified with (the regions' shared MAC key)."""
         ...

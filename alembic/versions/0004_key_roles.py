@@ -3,7 +3,7 @@
 A flag beside the role rather than a third role, because an operator may hold it too.
 Existing keys get none: collateral is credited only through keys issued with `--funding`.
 
-Revision ID: 0004_key_roles
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-02
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0004_key_roles"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None

@@ -26,7 +26,9 @@ from typing import Any
 from uuid import UUID, SafeUUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic
+
+from application.wal.registry import domain_registry
 
 MAGIC = b"CKP2"
 
@@ -90,7 +92,7 @@ def decode_state(
 
 
 def _decode_group(group: dict[str, Any], revive: Callable[[Any], Any]) -> list[Aggregate]:
-    cls = resolve_topic(group["topic"])
+    cls = domain_registry().aggregate(group["topic"])
     keys: list[str] = group["keys"]
     columns = [_decode_column(column, revive) for column in group["columns"]]
     if len(keys) != len(columns) or keys[-2:] != ["_id", "_version"]:
@@ -187,7 +189,7 @@ def _decode_column(column: list[Any], revive: Callable[[Any], Any]) -> list[Any]
     if kind == "datetime":
         return list(map(datetime.fromisoformat, values))
     if kind == "enum":
-        enum_class = resolve_topic(column[1])
+        enum_class = domain_registry().enum(column[1])
         members: dict[Any, Any] = {member.value: member for member in enum_class}
         members[None] = None
         return list(map(members.__getitem__, values))

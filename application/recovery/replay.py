@@ -40,10 +40,11 @@ from eventsourcing.persistence import (
     UUIDAsHex,
     find_id_convertor,
 )
-from eventsourcing.utils import resolve_topic
 
 from application.ports import WalStore
+from application.wal.chain import ChainCursor
 from application.wal.records import WALCorruptionError, WALGapError, compute_checksum, iter_payload
+from application.wal.registry import UnknownTypeError, domain_registry
 from application.wal.transcoding import EnumAsTopicAndValue, TupleAsList
 
 _CACHE_MAX = 200_000
@@ -56,6 +57,7 @@ class EventDecoder:
 
     def __init__(self, mapper: Mapper[UUID]) -> None:
         self.mapper = mapper
+        self._registry = domain_registry()  # types are looked up here, never imported
         transcoder = mapper.transcoder
         self._fast = (
             isinstance(transcoder, JSONTranscoder)
@@ -97,11 +99,15 @@ class EventDecoder:
         try:
             event_state = orjson.loads(state)
             revived = self._revive_dict(event_state)
+        except UnknownTypeError:
+            raise
         except Exception:
             # let the mapper raise its own, detailed error
             return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
         if type(revived) is not dict or "class_version" in revived:
             return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
+        if "originator_topic" in revived or "topic" in revived:
+            self._registry.check_event_state(cls, revived)
         revived["originator_id"] = convert(originator_id)
         revived["originator_version"] = version
         event: Any = object.__new__(cls)
@@ -111,7 +117,7 @@ class EventDecoder:
     def _class_for(
         self, topic: str, originator_id: UUID
     ) -> tuple[type, Callable[[Any], Any]] | None:
-        cls = resolve_topic(topic)
+        cls: Any = self._registry.event(topic)
         entry: tuple[type, Callable[[Any], Any]] | None = None
         if self._fast and getattr(cls, "class_version", 1) == 1:
             entry = (cls, find_id_convertor(cls, cast(Hashable, type(originator_id))))
@@ -189,7 +195,7 @@ class EventDecoder:
         if member is None:
             enum_class = self._enum_types.get(topic)
             if enum_class is None:
-                enum_class = self._enum_types[topic] = resolve_topic(topic)
+                enum_class = self._enum_types[topic] = self._registry.enum(topic)
             member = self._enums[key] = enum_class(raw)
         return member
 
@@ -228,9 +234,9 @@ def decoder_for(mapper: Mapper[UUID]) -> EventDecoder:
     return decoder
 
 
-# a stored WAL row as replay reads it:
-# seq, epoch, command_type, command_key, recorded_at_us, payload, checksum
-RawRow = tuple[int, int, str, str | None, int, bytes, str]
+# a stored WAL row as replay reads it: seq, epoch, command_type, command_key,
+# recorded_at_us, payload, checksum, prev_checksum, mac
+RawRow = tuple[int, int, str, str | None, int, bytes, str, str | None, str | None]
 
 
 def prefetch(pages: Iterator[list[RawRow]], depth: int = 2) -> Generator[list[RawRow], None, None]:
@@ -282,32 +288,57 @@ def replay_rows(
     *,
     expected: int,
     on_record: Callable[[int], None] | None = None,
+    chain: ChainCursor | None = None,
 ) -> tuple[int, int]:
     """Verify, decode and apply raw WAL rows in seq order, starting at seq `expected`.
 
-    Every checksum is verified before anything of its record is decoded; a mismatch raises
-    WALCorruptionError naming shard and seq, with nothing at or after that seq applied.
-    `on_record(seq)` runs after each applied record. Returns (next expected seq, events).
+    Every checksum and chain link is verified before anything of its record is decoded; a
+    mismatch raises WALCorruptionError naming shard and seq, with nothing at or after that seq
+    applied. A row at `expected - 1` (raw_pages reads it) is only the chain's anchor. `chain`
+    ends standing after the last record. `on_record(seq)` runs after each applied record.
+    Returns (next expected seq, events).
     """
     decode = decoder.decode
     events = 0
+    if chain is None:
+        chain = ChainCursor(shard_id)
+    if expected > 1:
+        chain.last = None  # known once the anchor row is read
     for page in pages:
-        for seq, epoch, command_type, command_key, recorded_at_us, payload, checksum in page:
-            if seq != expected:
+        for row in page:
+            seq, epoch, command_type, command_key, recorded_at_us, payload, checksum = row[:7]
+            prev_checksum, _mac = row[7:9] if len(row) > 7 else (None, None)
+            anchor = seq == expected - 1
+            if seq != expected and not anchor:
                 raise WALGapError(shard_id, expected, seq)
             if (
                 compute_checksum(
-                    shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
+                    shard_id,
+                    epoch,
+                    seq,
+                    command_type,
+                    command_key,
+                    recorded_at_us,
+                    payload,
+                    prev_checksum,
                 )
                 != checksum
             ):
                 raise WALCorruptionError(shard_id, seq)
+            if anchor:
+                chain.last = checksum
+                continue
+            chain.advance(seq, prev_checksum, checksum)
             try:
                 stored = list(iter_payload(payload))
             except (ValueError, KeyError, TypeError) as exc:
                 raise WALCorruptionError(shard_id, seq, f"undecodable payload: {exc}") from None
-            for originator_id, version, topic, state in stored:
-                apply(cast(Aggregate.Event, decode(originator_id, version, topic, state)))
+            try:
+                decoded = [decode(*fields) for fields in stored]
+            except UnknownTypeError as exc:
+                raise WALCorruptionError(shard_id, seq, str(exc)) from None
+            for event in decoded:
+                apply(cast(Aggregate.Event, event))
             events += len(stored)
             expected += 1
             if on_record is not None:
@@ -320,15 +351,23 @@ def raw_pages(
 ) -> Generator[list[RawRow], None, None]:
     """Pages of stored rows after `after_seq` up to `upto_seq`, read ahead on a thread.
 
+    The record at `after_seq` comes first, as the anchor of the hash chain (replay_rows).
     Stores without a raw reader are read through iter_records (their checksums are then
     verified twice, which costs time, not correctness).
     """
+    after = max(0, after_seq - 1)
     reader = getattr(store, "iter_raw_pages", None)
     if reader is not None:
-        pages: Iterator[list[RawRow]] = reader(shard_id, after_seq, upto_seq)
+        pages: Iterator[list[RawRow]] = reader(shard_id, after, upto_seq)
     else:
-        pages = _pages_of_records(store, shard_id, after_seq, upto_seq)
+        pages = _pages_of_records(store, shard_id, after, upto_seq)
     return prefetch(pages)
+
+
+def chain_start(store: WalStore, shard_id: str) -> int:
+    """Up to which seq the store holds records written before records were chained."""
+    start = getattr(store, "chain_start", None)
+    return 0 if start is None else int(start(shard_id))
 
 
 def _pages_of_records(
@@ -337,7 +376,17 @@ def _pages_of_records(
     batch: list[RawRow] = []
     for r in store.iter_records(shard_id, after_seq, upto_seq=upto_seq):
         batch.append(
-            (r.seq, r.epoch, r.command_type, r.command_key, r.recorded_at_us, r.payload, r.checksum)
+            (
+                r.seq,
+                r.epoch,
+                r.command_type,
+                r.command_key,
+                r.recorded_at_us,
+                r.payload,
+                r.checksum,
+                r.prev_checksum,
+                r.mac,
+            )
         )
         if len(batch) >= page:
             yield batch

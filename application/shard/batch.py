@@ -15,7 +15,7 @@ from eventsourcing.persistence import StoredEvent
 from application.ports import StoredCheckpoint
 from application.shard.keys import command_key
 from application.shard.recovery import ShardRecovery
-from application.wal.records import RecordedEvent, WalRecord
+from application.wal.records import GENESIS, RecordedEvent, WalRecord
 from domain.account import Account
 from domain.commands import Command, Deposit, PlaceOrder
 from domain.engine import CommandResult
@@ -135,8 +135,13 @@ class ShardBatches(ShardRecovery):
                         )
                         for s in command_stored
                     ],
+                    prev_checksum=self.chain_checksum or GENESIS,
+                    sign=None
+                    if self.replication_keys is None
+                    else self.replication_keys.sign_record,
                 )
             )
+            self.chain_checksum = batch.records[-1].checksum
             if key is not None:
                 known[key] = self.seq
                 self.keys.remember(key, self.seq)

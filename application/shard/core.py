@@ -13,13 +13,14 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Transcoder
+from eventsourcing.persistence import Mapper, Transcoder
 
 from application.ports import WalStore
 from application.recovery.replay import decoder_for
 from application.shard.keys import IdempotencyKeys
-from application.wal.records import RecordedEvent, WalRecord
-from application.wal.transcoding import TypedJSONTranscoder
+from application.wal.auth import ReplicationKeys
+from application.wal.records import GENESIS, RecordedEvent, WalRecord
+from application.wal.transcoding import DomainMapper, TypedJSONTranscoder
 from domain.engine import ShardEngine
 from domain.errors import UnknownOrder
 from domain.order import Order
@@ -61,6 +62,10 @@ class ShardCore(Application[UUID]):
         self.keys = IdempotencyKeys(store, shard_id)
         self.needs_recovery = True
         self.events_written = 0
+        # records are signed with the regions' key when one is set (infra/bootstrap.py), and
+        # each names the checksum of the one before it: this is the last one's
+        self.replication_keys: ReplicationKeys | None = None
+        self.chain_checksum: str | None = GENESIS
         self.last_applied_at_us = 0
         # the domain events of the last append_replicated call, by seq (for indexes that
         # follow replication without decoding the records a second time)
@@ -75,6 +80,12 @@ class ShardCore(Application[UUID]):
         # kept beside the hot state drop what they took from commands beyond it, which did
         # not land (their batch failed, or was set aside when this region rejoined).
         self.on_recovered: Callable[[int], None] | None = None
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Stored topics are looked up among our own types, never imported."""
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=DomainMapper
+        )
 
     def construct_transcoder(self) -> Transcoder:
         """Enums and tuples must come back as they went in, or replay would diverge."""

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from application.ports import StoredCheckpoint
-from application.recovery.replay import decoder_for, raw_pages, replay_rows
+from application.recovery.replay import chain_start, decoder_for, raw_pages, replay_rows
 from application.shard.checkpoints import ShardCheckpoints
+from application.wal.chain import ChainCursor
 from application.wal.records import WALGapError
 from domain.engine import ShardEngine
 
@@ -83,6 +84,7 @@ class ShardRecovery(ShardCheckpoints):
                 progress(seq - start, target - start)
 
         pages = raw_pages(self.store, self.shard_id, start, target)
+        chain = ChainCursor(self.shard_id, legacy_upto=chain_start(self.store, self.shard_id))
         try:
             expected, events = replay_rows(
                 self.shard_id,
@@ -91,6 +93,7 @@ class ShardRecovery(ShardCheckpoints):
                 engine.apply,
                 expected=start + 1,
                 on_record=on_record,
+                chain=chain,
             )
         finally:
             pages.close()
@@ -100,6 +103,7 @@ class ShardRecovery(ShardCheckpoints):
             progress(target - start, target - start)
         self.engine = engine
         self.seq = self.durable_seq = target
+        self.chain_checksum = chain.last
         self.epoch = max(self._requested_epoch or 1, head.epoch)
         self.keys.reset(target)
         self.needs_recovery = False

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
 from application.shard.recovery import ShardRecovery
-from application.wal.records import WALGapError, WalRecord
+from application.wal.records import WALCorruptionError, WALGapError, WalRecord
+from application.wal.registry import UnknownTypeError
 
 
 class ShardStandby(ShardRecovery):
@@ -35,12 +37,25 @@ class ShardStandby(ShardRecovery):
             expected += 1
         before = self.seq
         start = 0
+        refused: WALCorruptionError | None = None
         while start < len(records):
             # one transaction per run of equal epochs: the head's epoch may only grow
             end = start
             while end < len(records) and records[end].epoch == records[start].epoch:
                 end += 1
             run = records[start:end]
+            # decoded before anything is stored: a record naming a type that is not ours is
+            # corrupt, refused with the records after it (the ones before it are stored)
+            decoded: list[list[Aggregate.Event]] = []
+            for record in run:
+                try:
+                    decoded.append(self.decode_record(record))
+                except UnknownTypeError as exc:
+                    refused = WALCorruptionError(self.shard_id, record.seq, str(exc))
+                    run = run[: len(decoded)]
+                    break
+            if not run:
+                break
             stored = [
                 StoredEvent(e.originator_id, e.originator_version, e.topic, e.state)
                 for record in run
@@ -51,20 +66,24 @@ class ShardStandby(ShardRecovery):
             except Exception:
                 self.needs_recovery = True
                 raise
-            for record in run:
-                events = self.decode_record(record)
+            for record, events in zip(run, decoded, strict=False):
                 for event in events:
                     self.engine.apply(event)
                 self.replicated_events[record.seq] = events
                 if record.command_key is not None:
                     self.keys.remember(record.command_key, record.seq)
             self.seq = self.durable_seq = run[-1].seq
+            self.chain_checksum = run[-1].checksum
             self.epoch = max(self.epoch, run[-1].epoch)
             self.events_written += len(stored)
             self.last_applied_at_us = run[-1].recorded_at_us
+            if refused is not None:
+                break
             start = end
         if self._crossed_checkpoint(before):
             # a standby checkpoints at the leader's intervals too: promoted and then restarted,
             # it recovers from a recent checkpoint instead of replaying its whole WAL
             self._checkpoint_durable_state()
+        if refused is not None:
+            raise refused
         return self.seq

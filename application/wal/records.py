@@ -11,6 +11,9 @@ from hashlib import sha256
 from typing import Any
 from uuid import UUID
 
+GENESIS = "0" * 64
+"""The previous checksum of a shard's first record: every chain starts here."""
+
 
 class WALError(Exception):
     """Base class of write-ahead-log failures."""
@@ -72,6 +75,11 @@ class WalRecord:
     recorded_at_us: int
     events: tuple[RecordedEvent, ...]
     checksum: str
+    # the checksum of the record before it (the shard's hash chain: GENESIS before seq 1) and
+    # the MAC of the regions' replication key ("key id:hex"); both None on a record written
+    # before records were chained (application/wal/chain.py says where those may stand)
+    prev_checksum: str | None = None
+    mac: str | None = None
     _payload: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
@@ -85,12 +93,15 @@ class WalRecord:
         command_key: str | None,
         recorded_at_us: int,
         events: Sequence[RecordedEvent],
+        prev_checksum: str = GENESIS,
+        sign: Callable[[str], str] | None = None,
     ) -> WalRecord:
-        """Build a record and compute its checksum over the canonical encoding."""
+        """Build a record: its checksum over the canonical encoding, which names the previous
+        record's checksum, and its MAC (`sign(checksum)`, application/wal/auth.py)."""
         events = tuple(events)
         payload = encode_payload(events)
         checksum = compute_checksum(
-            shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
+            shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload, prev_checksum
         )
         return cls(
             shard_id,
@@ -101,6 +112,8 @@ class WalRecord:
             recorded_at_us,
             events,
             checksum,
+            prev_checksum,
+            None if sign is None else sign(checksum),
             payload,
         )
 
@@ -125,12 +138,21 @@ class WalRecord:
         recorded_at_us: int,
         payload: bytes,
         checksum: str,
+        prev_checksum: str | None = None,
+        mac: str | None = None,
         verify: bool = True,
     ) -> WalRecord:
         """Rebuild a stored record, verifying its checksum before decoding anything."""
         if verify:
             expected = compute_checksum(
-                shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
+                shard_id,
+                epoch,
+                seq,
+                command_type,
+                command_key,
+                recorded_at_us,
+                payload,
+                prev_checksum,
             )
             if expected != checksum:
                 raise WALCorruptionError(shard_id, seq)
@@ -147,6 +169,8 @@ class WalRecord:
             recorded_at_us,
             events,
             checksum,
+            prev_checksum,
+            mac,
             payload,
         )
 
@@ -161,6 +185,8 @@ class WalRecord:
             "recorded_at_us": self.recorded_at_us,
             "payload": base64.b64encode(self.payload).decode("ascii"),
             "checksum": self.checksum,
+            "prev_checksum": self.prev_checksum,
+            "mac": self.mac,
         }
 
     @classmethod
@@ -175,6 +201,8 @@ class WalRecord:
             command_type = str(data["command_type"])
             command_key = data["command_key"]
             checksum = str(data["checksum"])
+            prev_checksum = _optional_text(data.get("prev_checksum"))
+            mac = _optional_text(data.get("mac"))
         except (KeyError, ValueError, TypeError) as exc:
             raise WALCorruptionError(shard_id, seq, f"malformed record: {exc}") from None
         return cls.from_row(
@@ -186,7 +214,17 @@ class WalRecord:
             recorded_at_us=recorded_at_us,
             payload=payload,
             checksum=checksum,
+            prev_checksum=prev_checksum,
+            mac=mac,
         )
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
 
 
 _EVENT_HEADER = struct.Struct(">16sqHI")
@@ -268,8 +306,12 @@ def _checksum_header(
     command_type: str,
     command_key: str | None,
     recorded_at_us: int,
+    prev_checksum: str | None,
 ) -> bytes:
     """json.dumps([...], separators=(",", ":")) of the header fields, byte for byte.
+
+    A chained record's header ends with the previous record's checksum; a record written
+    before records were chained has none (its header, so its checksum, is what it was).
 
     Formatting the common field types directly costs a fraction of json.dumps; anything else
     takes json.dumps itself, so the bytes never differ.
@@ -287,18 +329,21 @@ def _checksum_header(
             key = _escape(command_key)
         else:
             key = ""
+        if prev_checksum is None:
+            prev = ""
+        elif type(prev_checksum) is str:
+            prev = "," + _escape(prev_checksum)
+        else:
+            key = ""
         if key:
             return (
                 f"[{_escape(shard_id)},{epoch},{seq},{_escape(command_type)},{key},"
-                f"{recorded_at_us}]\n"
+                f"{recorded_at_us}{prev}]\n"
             ).encode()
-    return (
-        json.dumps(
-            [shard_id, epoch, seq, command_type, command_key, recorded_at_us],
-            separators=(",", ":"),
-        ).encode()
-        + b"\n"
-    )
+    fields: list[Any] = [shard_id, epoch, seq, command_type, command_key, recorded_at_us]
+    if prev_checksum is not None:
+        fields.append(prev_checksum)
+    return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
 
 
 def compute_checksum(
@@ -309,13 +354,17 @@ def compute_checksum(
     command_key: str | None,
     recorded_at_us: int,
     payload: bytes,
+    prev_checksum: str | None = None,
 ) -> str:
-    """SHA-256 over a canonical header and the payload; the header pins the record's place.
+    """SHA-256 over a canonical header and the payload; the header pins the record's place,
+    and its predecessor's checksum links it into the shard's hash chain.
 
     The header is the compact JSON list of the fields, then a newline, then the payload.
     """
     digest = sha256(
-        _checksum_header(shard_id, epoch, seq, command_type, command_key, recorded_at_us)
+        _checksum_header(
+            shard_id, epoch, seq, command_type, command_key, recorded_at_us, prev_checksum
+        )
     )
     if len(payload) < _GIL_FREE_HASH_BYTES:
         digest.update(payload)

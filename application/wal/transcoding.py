@@ -15,16 +15,21 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
     JSONTranscoder,
     Mapper,
+    MapperDeserialisationError,
+    StoredEvent,
     Transcoder,
     Transcoding,
     UUIDAsHex,
 )
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic
+
+from application.wal.registry import UnknownTypeError, domain_registry
 
 
 class _EnumBox:
@@ -49,7 +54,8 @@ class EnumAsTopicAndValue(Transcoding):
         return [get_topic(type(obj.member)), obj.member.value]
 
     def decode(self, data: list[Any]) -> Enum:
-        enum_class = resolve_topic(data[0])
+        """The member, of one of our own enums only (application/wal/registry.py)."""
+        enum_class = domain_registry().enum(data[0])
         member: Enum = enum_class(data[1])
         return member
 
@@ -159,10 +165,30 @@ def plain_form(transcoder: Transcoder, value: Any) -> Any:
     return json.loads(transcoder.encode(value))
 
 
+class DomainMapper(Mapper[UUID]):
+    """eventsourcing's mapper, decoding only the event classes of our own domain.
+
+    The library resolves a stored topic by import, and so would a created event's
+    `originator_topic` and a snapshot's `topic` when mutated: each is looked up in the registry
+    first, and anything else raises UnknownTypeError (a corrupt record)."""
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        registry = domain_registry()
+        registry.event(stored_event.topic)
+        try:
+            event = super().to_domain_event(stored_event)
+        except MapperDeserialisationError as exc:
+            if isinstance(exc.__cause__, UnknownTypeError):
+                raise exc.__cause__ from None
+            raise
+        registry.check_event_state(type(event), vars(event))
+        return event
+
+
 def make_mapper() -> Mapper[UUID]:
     """The mapper every reader of our stored events uses (projections, tools, the shard)."""
     transcoder = TypedJSONTranscoder()
     transcoder.register(UUIDAsHex())
     transcoder.register(DecimalAsStr())
     transcoder.register(DatetimeAsISO())
-    return Mapper(transcoder=transcoder)
+    return DomainMapper(transcoder=transcoder)

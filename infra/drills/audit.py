@@ -27,8 +27,9 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from application.recovery.replay import decoder_for, raw_pages
+from application.recovery.replay import chain_start, decoder_for, raw_pages
 from application.shard.app import ShardApp
+from application.wal.chain import ChainCursor
 from application.wal.records import WALCorruptionError, WALGapError, compute_checksum, iter_payload
 from domain.account import FEE_OWNER, Account
 from domain.engine import ShardEngine
@@ -331,22 +332,25 @@ def _fmt(value: int | Decimal) -> str:
 
 
 def input_events(app: ShardApp, upto_seq: int) -> Iterator[object]:
-    """The audit's input events of a shard's WAL up to `upto_seq`, every checksum verified;
-    other events are not even decoded."""
+    """The audit's input events of a shard's WAL up to `upto_seq`, every checksum and chain
+    link verified; other events are not even decoded."""
     shard_id = app.shard_id
     decode = decoder_for(app.mapper).decode
     expected_seq = 1
     pages = raw_pages(app.store, shard_id, 0, upto_seq)
+    chain = ChainCursor(shard_id, legacy_upto=chain_start(app.store, shard_id))
     try:
         for page in pages:
-            for seq, epoch, command_type, key, recorded_at_us, payload, checksum in page:
+            for row in page:
+                seq, epoch, command_type, key, recorded_at_us, payload, checksum, prev, _ = row
                 if seq != expected_seq:
                     raise WALGapError(shard_id, expected_seq, seq)
                 stored = compute_checksum(
-                    shard_id, epoch, seq, command_type, key, recorded_at_us, payload
+                    shard_id, epoch, seq, command_type, key, recorded_at_us, payload, prev
                 )
                 if stored != checksum:
                     raise WALCorruptionError(shard_id, seq)
+                chain.advance(seq, prev, checksum)
                 expected_seq += 1
                 try:
                     events = list(iter_payload(payload))

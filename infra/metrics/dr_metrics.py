@@ -60,6 +60,19 @@ class NodeCollector(Collector):
             "Corrupt records refused by the replicator",
             labels=["shard"],
         )
+        rejected = CounterMetricFamily(
+            "replication_rejected",
+            "Replication messages refused before they changed anything, by reason (checksum, "
+            "no_mac, unknown_key, bad_mac, chain, unknown_type, malformed, ahead, mismatch); "
+            "kind: record (a standby's intake) or confirmation (a leader's)",
+            labels=["shard", "reason", "kind"],
+        )
+        for shard_id, controller in node.controllers.items():
+            for reason, taken in sorted(controller.replicator.stats.rejected.items()):
+                rejected.add_metric([shard_id, reason, "record"], float(taken))
+            check = node.ack_checks.get(shard_id)
+            for reason, taken in sorted(check.rejected.items() if check is not None else ()):
+                rejected.add_metric([shard_id, reason, "confirmation"], float(taken))
         gaps = CounterMetricFamily(
             "replication_gap_fills", "Records fetched from the primary's store", labels=["shard"]
         )
@@ -144,6 +157,7 @@ class NodeCollector(Collector):
             degraded,
             waiting,
             corrupt,
+            rejected,
             gaps,
             failovers,
             info,

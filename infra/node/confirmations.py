@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import orjson
 
+from application.wal.auth import RejectedError
 from infra.api import peer
 from infra.node.node import Node
 from infra.replication.peer_link import host_port
@@ -17,26 +19,62 @@ from infra.replication.rawhttp import ConnectionPool
 
 PEER_ACK_TIMEOUT_S = 0.5
 
+log = logging.getLogger("exchange_dr.node")
+
 
 def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker") -> None:
-    """A standby's confirmation (from the acks topic or its direct request): every record up
-    to ack["seq"] is stored in its region. Thread-safe (the gate locks)."""
-    controller = node.controllers.get(str(ack.get("shard", "")))
+    """A standby's confirmation (from the acks topic, its direct request or the peer link's
+    answer): every record up to ack["seq"] is stored in its region. Counted only if it is
+    signed, of this epoch and names this leader's own record at that seq
+    (application/replication/confirmation.py). Thread-safe (the gate locks)."""
+    shard_id = ack.get("shard") if isinstance(ack, dict) else None
+    controller = node.controllers.get(shard_id) if isinstance(shard_id, str) else None
     if controller is None or ack.get("region") == node.region.name:
         return
     if controller.role not in ("leader", "handing_over"):
         return
-    if int(ack.get("epoch", 0)) < controller.app.epoch:
-        return  # confirmations of an older epoch prove nothing about ours
+    app = controller.app
+    try:
+        seq = node.ack_checks[controller.shard_id].verify(
+            ack, head_seq=app.seq, epoch=app.epoch, confirmed_seq=controller.gate.standby_seq
+        )
+    except RejectedError as exc:
+        claimed = ack.get("seq")
+        message = (
+            f"standby confirmation refused ({exc.reason.value}): shard {controller.shard_id} "
+            f"seq {claimed!r} from {path}; not counted"
+        )
+        log.critical("%s (region=%r: %s)", message, ack.get("region"), exc.detail)
+        if node.rejection_alerts is not None:
+            node.rejection_alerts(
+                "ConfirmationRejected",
+                message,
+                {
+                    "shard": controller.shard_id,
+                    "seq": claimed if type(claimed) is int else "?",
+                    "reason": exc.reason.value,
+                    "source": path,
+                },
+            )
+        return
+    if seq is None:
+        return  # confirmations of an older epoch, or of what is confirmed already
     node.confirmations[path] = node.confirmations.get(path, 0) + 1
-    controller.gate.standby_stored(int(ack["seq"]))
+    controller.gate.standby_stored(seq)
 
 
 def wire_acks(node: Node, acks_topic: Any) -> None:
     @node.faust_app.agent(acks_topic)
     async def standby_confirmed(stream: Any) -> None:
         async for value in stream:
-            accept_standby_ack(node, orjson.loads(value))
+            try:
+                ack = orjson.loads(value)
+            except ValueError:
+                ack = None
+            if isinstance(ack, dict):
+                accept_standby_ack(node, ack)
+            else:
+                log.critical("standby confirmation refused (malformed) from broker")
 
 
 class PeerConfirmer:

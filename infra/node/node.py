@@ -29,11 +29,14 @@ from typing import Any
 import faust
 import uvicorn
 
+from application.replication.confirmation import ConfirmationCheck
 from application.replication.sync_gate import SyncGate
+from application.wal.auth import ReplicationKeys
 from application.wal.writer import ShardWriter
 from infra.coordination.zookeeper import Coordinator
 from infra.failover.controller import ShardController
 from infra.metrics.alerts import AlertSender
+from infra.replication.rejections import RejectionAlerts
 from infra.settings import Region, Settings
 from projections.replication.replicator import Replicator
 
@@ -52,6 +55,10 @@ class Node:
     api_app: Any = None
     started_at: float = field(default_factory=time.monotonic)
     confirmations: dict[str, int] = field(default_factory=dict)  # by path: push, direct, broker
+    # what records and confirmations are signed and verified with, and the leader's checks
+    keys: ReplicationKeys | None = None
+    ack_checks: dict[str, ConfirmationCheck] = field(default_factory=dict)
+    rejection_alerts: RejectionAlerts | None = None
     # a standby's intake of the peer link's record runs, by shard
     intakes: dict[str, Callable[[bytes], Future[dict[str, Any] | None] | None]] = field(
         default_factory=dict

@@ -28,15 +28,15 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
     writer = controller.writer
     replicator = controller.replicator
 
-    def _apply(values: list[Any], _: object) -> int:
-        seq = replicator.apply_wire(values)
+    def _apply(values: list[Any], _: object, source: str = "broker") -> tuple[int, str | None]:
+        seq = replicator.apply_wire(values, source=source)
         _index(seq)
-        return seq
+        return seq, writer.app.chain_checksum  # read together, on the writer thread
 
-    def _catch_up(_: object) -> int:
+    def _catch_up(_: object) -> tuple[int, str | None]:
         seq = replicator.catch_up(everything=False)
         _index(seq)
-        return seq
+        return seq, writer.app.chain_checksum
 
     def _index(seq: int) -> None:
         facade = getattr(getattr(node.api_app, "state", None), "facade", None)
@@ -59,17 +59,22 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
     sync = node.settings.replication_mode == ReplicationMode.SYNC
     direct = PeerConfirmer(node, shard_id, token) if token and sync else None
 
-    def confirmation(seq: int) -> dict[str, Any]:
-        return {
-            "shard": shard_id,
-            "region": node.region.name,
-            "seq": seq,
-            "epoch": writer.app.epoch,
-            "at_us": time.time_ns() // 1000,
-        }
+    keys = node.keys
+    assert keys is not None
 
-    async def confirm(seq: int) -> None:
-        ack = confirmation(seq)
+    def confirmation(seq: int, checksum: str | None) -> dict[str, Any]:
+        """Signed: `seq` and the checksum of the record stored there."""
+        return keys.confirmation(
+            shard_id,
+            node.region.name,
+            writer.app.epoch,
+            seq,
+            checksum or "",
+            at_us=time.time_ns() // 1000,
+        )
+
+    async def confirm(seq: int, checksum: str | None) -> None:
+        ack = confirmation(seq, checksum)
         if direct is not None:
             direct.offer(ack)  # the fast path; the topic is the one that always works
         await acks_topic.send(key=shard_id.encode(), value=orjson.dumps(ack))
@@ -77,7 +82,7 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
     def _apply_pushed(body: bytes, app: Any) -> dict[str, Any] | None:
         if controller.role != "standby":
             return None
-        return confirmation(_apply([body], app))
+        return confirmation(*_apply([body], app, source="peer"))
 
     def take_pushed(body: bytes) -> Future[dict[str, Any] | None] | None:
         """A run from the leader's peer link (any thread): the future of its confirmation, due
@@ -110,7 +115,7 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
             if not values:
                 continue
             try:
-                seq = await asyncio.wait_for(
+                seq, checksum = await asyncio.wait_for(
                     asyncio.wrap_future(writer.query(functools.partial(_apply, values))),
                     QUERY_TIMEOUT_S,
                 )
@@ -118,7 +123,7 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
                 # the records stay unapplied; catch_up pulls them from the leader's store
                 log.error("replication failed shard=%s error=%s", shard_id, exc)
                 continue
-            await confirm(seq)
+            await confirm(seq, checksum)
 
     @node.faust_app.agent(topic)
     async def replicate(stream: Any) -> None:
@@ -141,11 +146,11 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
         if node.coordinator.leader(shard_id) is None:
             return  # nobody to copy from; the failover manager decides
         try:
-            seq = await asyncio.wait_for(
+            seq, checksum = await asyncio.wait_for(
                 asyncio.wrap_future(writer.query(_catch_up)), QUERY_TIMEOUT_S
             )
         except Exception as exc:
             log.warning("catch-up from the leader's store failed shard=%s error=%s", shard_id, exc)
             return
         if seq:
-            await confirm(seq)
+            await confirm(seq, checksum)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from application.replication.confirmation import ConfirmationCheck
 from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
 from application.shard.app import ShardApp
 from infra.bootstrap import make_shard_app, make_writer, migrate
@@ -22,6 +23,7 @@ from infra.node.roles import wire_failover
 from infra.node.standby import wire_standby
 from infra.replication.peer_link import RecordPush
 from infra.replication.peer_server import client_context, peer_url
+from infra.replication.rejections import RejectionAlerts
 from infra.settings import Settings
 from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
 from projections.replication.relay import Relay, encode_run
@@ -42,6 +44,10 @@ def build_node(settings: Settings, region_name: str) -> Node:
         fetch_wait_ms=PEER_LINK_FETCH_WAIT_MS if settings.peer_token else FETCH_MAX_WAIT_MS,
     )
     node = Node(settings, region, faust_app, AlertSender(settings.alert_webhook))
+    node.keys = keys = settings.replication_keys()
+    node.rejection_alerts = RejectionAlerts(node.alerts.critical)
+    if not settings.replication_key:
+        log.warning("EXDR_REPLICATION_KEY is not set: records are signed with the development key")
     node.coordinator = Coordinator(
         settings.zk_hosts,
         region.name,
@@ -70,7 +76,11 @@ def build_node(settings: Settings, region_name: str) -> Node:
             shard_id, app.store, topic, linger_s=RELAY_LINGER_S if settings.peer_token else 0.0
         )
         relay.tamper_seqs = set(settings.faults.tamper_seqs)
-        replicator = make_replicator(settings, app, node.alerts)
+        replicator = make_replicator(settings, app, node.rejection_alerts)
+        replicator.keys = keys
+        node.ack_checks[shard_id] = check = ConfirmationCheck(
+            shard_id, keys, lookup=functools.partial(_stored_checksum, app.store, shard_id)
+        )
         controller = ShardController(node, shard_id, writer, replicator, gate, relay)
         controller.store_probe = StoreProbe(region.pg_dsn, timeout_s=1.0)
         replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
@@ -88,7 +98,7 @@ def build_node(settings: Settings, region_name: str) -> Node:
                 for peer_region in settings.peers(region.name)
             ]
         writer.gate = gate
-        writer.on_committed = _fan_out(relay, controller.pushes)
+        writer.on_committed = _fan_out(relay, controller.pushes, check)
         writer.guard = controller.accepting
         # what was taken may still be acknowledged while handing over, never without the lease
         writer.ack_guard = functools.partial(_may_acknowledge, controller)
@@ -122,25 +132,33 @@ def make_gate(settings: Settings, shard_id: str, alerts: AlertSender) -> SyncGat
     )
 
 
-def make_replicator(settings: Settings, app: ShardApp, alerts: AlertSender) -> Replicator:
+def make_replicator(settings: Settings, app: ShardApp, alert: RejectionAlerts) -> Replicator:
     """The shard's standby side, reading gaps from its own store until `follow()` points it at
-    the leader's; its corrupt-record alert goes out like every other alert."""
-    replicator = Replicator(app, app.store, alert=alerts.critical)
+    the leader's; its refused-message alerts go out like every other alert, throttled."""
+    replicator = Replicator(app, app.store, alert=alert)
     replicator.stall_after_seq = settings.faults.stall_after_seq
     return replicator
 
 
-def _fan_out(relay: Relay, pushes: list[RecordPush]) -> Callable[[Sequence[Any]], None]:
-    """The writer's commit hook: every committed run to the topic's relay and the peer links."""
-    if not pushes:
-        return relay.offer
+def _fan_out(
+    relay: Relay, pushes: list[RecordPush], check: ConfirmationCheck
+) -> Callable[[Sequence[Any]], None]:
+    """The writer's commit hook: every committed run to the confirmation check (before any
+    standby can confirm it), the topic's relay and the peer links."""
 
     def offer(records: Sequence[Any]) -> None:
+        check.committed(records)
         relay.offer(records)
         for push in pushes:
             push.offer(records)
 
     return offer
+
+
+def _stored_checksum(store: Any, shard_id: str, seq: int) -> str | None:
+    """The checksum of this region's record at `seq` (older than the check's window)."""
+    records = store.read_records(shard_id, seq - 1, 1, verify=False)
+    return str(records[0].checksum) if records and records[0].seq == seq else None
 
 
 def _may_acknowledge(controller: ShardController) -> bool:

@@ -16,7 +16,8 @@ from application.wal.records import WalRecord, WriterFencedError
 from infra.wal.pg_arrays import ByteaArray, Int8Array, TextArray, UuidArray
 
 _RECORD_COLUMNS = (
-    "shard_id, seq, epoch, command_type, command_key, recorded_at_us, payload, checksum"
+    "shard_id, seq, epoch, command_type, command_key, recorded_at_us, payload, checksum, "
+    "prev_checksum, mac"
 )
 # A page of records, bounded on both sides. A shard's seqs are dense, so the `limit` records
 # after `after` lie within `after + limit`, and the scan touches that range only, whatever the
@@ -29,7 +30,18 @@ _READ_PAGE = (
     "WHERE shard_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
 )
 
-_RECORD_COPY_TYPES = ["text", "int8", "int8", "text", "text", "int8", "bytea", "text"]
+_RECORD_COPY_TYPES = [
+    "text",
+    "int8",
+    "int8",
+    "text",
+    "text",
+    "int8",
+    "bytea",
+    "text",
+    "text",
+    "text",
+]
 _EVENT_COPY_TYPES = ["uuid", "int8", "text", "bytea"]
 # A checkpoint is stored only while the WAL record at its seq is of its epoch or an older one:
 # a deposed leader's checkpoint arriving after the quarantine (a forked child finishing late)
@@ -96,6 +108,8 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             Int8Array([r.recorded_at_us for r in records]),
             ByteaArray([r.payload for r in records]),
             TextArray([r.checksum for r in records]),
+            TextArray([r.prev_checksum for r in records]),
+            TextArray([r.mac for r in records]),
             UuidArray([e.originator_id for e in stored_events]),
             Int8Array([e.originator_version for e in stored_events]),
             TextArray([e.topic for e in stored_events]),
@@ -138,6 +152,8 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
                             r.recorded_at_us,
                             r.payload,
                             r.checksum,
+                            r.prev_checksum,
+                            r.mac,
                         )
                     )
             with curs.copy(
@@ -157,7 +173,7 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             "WITH head AS (SELECT wal_advance_head(%s, %s, %s, %s) AS ok), "
             f"recs AS (INSERT INTO wal_records ({_RECORD_COLUMNS}) "
             "SELECT %s, u.* FROM unnest(%s::int8[], %s::int8[], %s::text[], %s::text[], "
-            "%s::int8[], %s::bytea[], %s::text[]) AS u), "
+            "%s::int8[], %s::bytea[], %s::text[], %s::text[], %s::text[]) AS u), "
             f"evts AS (INSERT INTO {self.events_table_name} "
             "(originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%s::uuid[], %s::int8[], %s::text[], %s::bytea[])) "
@@ -219,6 +235,8 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
                 recorded_at_us=int(row["recorded_at_us"]),
                 payload=bytes(row["payload"]),
                 checksum=row["checksum"],
+                prev_checksum=row["prev_checksum"],
+                mac=row["mac"],
                 verify=verify,
             )
             for row in rows
@@ -241,8 +259,8 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
     def iter_raw_pages(
         self, shard_id: str, after_seq: int, upto_seq: int, *, page: int = 4000
     ) -> Iterator[list[RawRow]]:
-        """Pages of stored rows for replay, unverified and undecoded:
-        (seq, epoch, command_type, command_key, recorded_at_us, payload, checksum).
+        """Pages of stored rows for replay, unverified and undecoded: (seq, epoch,
+        command_type, command_key, recorded_at_us, payload, checksum, prev_checksum, mac).
 
         Binary results: the payload arrives as bytes, not as hex text to parse. The caller
         verifies every checksum (application.recovery.replay.replay_rows).
@@ -256,7 +274,8 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             ):
                 curs.execute(
                     "SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, "
-                    "checksum FROM wal_records WHERE shard_id = %s AND seq > %s "
+                    "checksum, prev_checksum, mac FROM wal_records WHERE shard_id = %s "
+                    "AND seq > %s "
                     "AND seq <= %s ORDER BY seq LIMIT %s",
                     (shard_id, position, min(upto_seq, position + page), page),
                     prepare=True,
@@ -361,6 +380,26 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
                 (fork_seq - 1, shard_id),
             )
         return len(records)
+
+    # -- hash chain -------------------------------------------------------------------------
+
+    def chain_start(self, shard_id: str) -> int:
+        """Up to which seq this store holds records written before records were chained
+        (recorded by the migration that chained them; 0: every record is chained)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT seq FROM wal_chain_starts WHERE shard_id = %s", (shard_id,))
+            row = curs.fetchone()
+        return 0 if row is None else int(row["seq"])
+
+    def extend_chain_start(self, shard_id: str, seq: int) -> None:
+        """A standby stores unchained records its leader wrote before the chain started."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "INSERT INTO wal_chain_starts (shard_id, seq) VALUES (%s, %s) "
+                "ON CONFLICT (shard_id) DO UPDATE SET seq = GREATEST(wal_chain_starts.seq, "
+                "EXCLUDED.seq)",
+                (shard_id, seq),
+            )
 
     # -- relay position ---------------------------------------------------------------------
 

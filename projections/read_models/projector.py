@@ -20,7 +20,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from application.ports import WalStore
-from application.wal.records import WalRecord
+from application.recovery.replay import chain_start
+from application.wal.chain import ChainBrokenError, ChainCursor
+from application.wal.records import GENESIS, WalRecord
 from domain.values import Instrument
 from projections.read_models.models import (
     READ_MODEL_TABLES,
@@ -82,6 +84,7 @@ class ReadModelProjector:
         self.instruments: Mapping[str, Instrument] = {i.symbol: i for i in instruments}
         self.name = name
         self.page = page
+        self._chain_ends: dict[str, tuple[int, str]] = {}  # shard -> (seq, its checksum)
 
     def tracked(self, shard: str) -> int:
         """The last seq of `shard` applied to the views."""
@@ -133,6 +136,9 @@ class ReadModelProjector:
                     tracked,
                     expected - 1,
                 )
+            sequence, broken = self._chained(shard, tracked, sequence, fresh)
+            if broken is not None:
+                behind = broken
             self._project(session, sequence)
             if sequence:
                 tracking.seq = sequence[-1].seq
@@ -201,6 +207,51 @@ class ReadModelProjector:
             .where(TrackingRow.projection == self.name, TrackingRow.shard == shard)
             .with_for_update()
         ).one()
+
+    def _chained(
+        self,
+        shard: str,
+        tracked: int,
+        sequence: list[WalRecord],
+        delivered: Mapping[int, WalRecord],
+    ) -> tuple[list[WalRecord], StoreBehindError | None]:
+        """The part of `sequence` that continues the shard's hash chain from `tracked`. A
+        delivered record that does not link (signed, but of another history, or out of order)
+        is replaced by the store's copy; the store's own records must link (else it raises)."""
+        end = self._chain_ends.get(shard)
+        chain = ChainCursor(shard, legacy_upto=chain_start(self.store, shard))
+        if end is not None and end[0] == tracked:
+            chain.last = end[1]
+        elif tracked == 0:
+            chain.last = GENESIS
+        else:
+            anchor = self._read_store(shard, tracked, tracked)
+            chain.last = anchor[0].checksum if anchor else None
+        linked: list[WalRecord] = []
+        for record in sequence:
+            try:
+                chain.advance(record.seq, record.prev_checksum, record.checksum)
+            except ChainBrokenError as exc:
+                if delivered.get(record.seq) is not record:
+                    raise  # the region's own store: corruption, reported by the caller
+                log.critical(
+                    "WAL record refused (chain): shard=%s seq=%s from the broker (%s); "
+                    "reading it from the store",
+                    shard,
+                    record.seq,
+                    exc,
+                )
+                copy = self._read_store(shard, record.seq, record.seq)
+                if not copy:
+                    return linked, StoreBehindError(
+                        f"shard {shard}: seq {record.seq} refused and not in the store yet"
+                    )
+                chain.advance(copy[0].seq, copy[0].prev_checksum, copy[0].checksum)
+                record = copy[0]
+            linked.append(record)
+        if linked:
+            self._chain_ends[shard] = (linked[-1].seq, linked[-1].checksum)
+        return linked, None
 
     def _read_store(self, shard: str, first: int, last: int) -> list[WalRecord]:
         """Records first..last from the region's store, verified, up to the first one missing."""

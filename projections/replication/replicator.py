@@ -2,6 +2,12 @@
 
 Plain logic, no Kafka here: a node's Faust agent (infra/node/standby.py) hands it batches of wire
 records.
+
+Nothing that came over a wire is believed before it is verified: a message changes the
+standby's bookkeeping (the seq it has seen, so its lag; the gaps it fills) only once its
+checksum, its MAC under the regions' key and its place in the shard's hash chain hold. A
+message that fails is counted by reason, logged with where it came from and alerted on, and
+otherwise changes nothing; the record it claimed to be is read from the leader's store.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ from typing import Any
 import orjson
 
 from application.ports import WalStore
+from application.recovery.replay import chain_start
 from application.shard.app import ShardApp
+from application.wal.auth import RejectedError, Rejection, ReplicationKeys
+from application.wal.chain import ChainBrokenError, ChainCursor
 from application.wal.records import WALCorruptionError, WalRecord
 
 log = logging.getLogger("exchange_dr.replicator")
@@ -31,17 +40,21 @@ class ReplicationStats:
     healed: int = 0
     corrupt: int = 0
     stale: int = 0  # records of an epoch that does not own their seq (a deposed writer's)
-    last_seen_seq: int = 0
+    last_seen_seq: int = 0  # the highest seq of a verified record (or the leader's head)
     last_seen_recorded_at_us: int = 0
-    corrupt_seqs: list[int] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)  # messages refused, by reason
+
+
+_SUSPECTS_MAX = 1024
 
 
 class Replicator:
     """Applies a primary's WAL records to this region's store and hot state, exactly once.
 
-    A corrupt record (checksum mismatch) is never applied: it raises a critical alert naming
-    shard and seq and is replaced by the good copy read straight from the primary's store. A gap
-    (a record beyond applied + 1) is filled from the primary's store, never skipped.
+    A message that does not verify (checksum, MAC, chain, a type that is not ours) is never
+    applied: it raises a critical alert naming shard and seq and the record is read straight
+    from the primary's store instead. A gap (a record beyond applied + 1) is filled from the
+    primary's store, never skipped. With `keys` set every record must carry a valid MAC.
     """
 
     def __init__(
@@ -63,6 +76,11 @@ class Replicator:
         self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
         self._head_at_last_catch_up = 0
         self.last_applied: list[WalRecord] = []  # the records the last call stored, in order
+        self.keys: ReplicationKeys | None = None
+        # seqs claimed by refused messages and why, only to report each once and its healing
+        # (never a target)
+        self._suspects: dict[int, set[str]] = {}
+        self._ask_head = False  # a message was refused: the leader's store says what exists
 
     @property
     def applied_seq(self) -> int:
@@ -84,11 +102,11 @@ class Replicator:
         elif self.behind_since_us is None:
             self.behind_since_us = self._clock_us()
 
-    def apply_wire(self, values: Iterable[Any]) -> int:
+    def apply_wire(self, values: Iterable[Any], *, source: str = "broker") -> int:
         """Apply a batch of broker messages (JSON bytes or decoded): each one wire record, or
         {"records": [...]} with a run of them. Returns the applied seq."""
         good: dict[int, WalRecord] = {}
-        for record in self._records(values):
+        for record in self._records(values, source):
             if record is None or record.shard_id != self.shard_id:
                 continue
             if self.accept is not None and not self.accept(record):
@@ -133,53 +151,74 @@ class Replicator:
                 kept.append(data)
         return kept
 
-    def _records(self, values: Iterable[Any]) -> Iterator[WalRecord | None]:
+    def _records(self, values: Iterable[Any], source: str) -> Iterator[WalRecord | None]:
         applied = self.app.seq
         for value in values:
             try:
                 data = orjson.loads(value) if isinstance(value, bytes | str) else value
             except ValueError as exc:
-                self.stats.corrupt += 1
-                log.critical("undecodable WAL message for shard=%s: %s", self.shard_id, exc)
+                self._reject(Rejection.MALFORMED, None, source, f"not JSON: {exc}")
                 continue
             for item in _run_items(data):
                 if _stored_already(item, applied):
                     self.stats.duplicates += 1  # never applied twice, so not verified either
                     continue
-                yield self._decode(item)
+                yield self._decode(item, source)
 
-    def _decode(self, data: Any) -> WalRecord | None:
+    def _decode(self, data: Any, source: str) -> WalRecord | None:
+        """The verified record of a wire message (checksum, then MAC), or None."""
         try:
             if not isinstance(data, dict):
                 raise TypeError(f"a wire record is an object, not {type(data).__name__}")
-            return WalRecord.from_wire(data)
+            record = WalRecord.from_wire(data)
+            if self.keys is not None:
+                self.keys.verify_record(record.checksum, record.mac)
         except WALCorruptionError as exc:
-            if exc.seq in self.stats.corrupt_seqs:
-                return None  # another altered copy of a record already being healed
-            self.stats.corrupt += 1
-            if exc.seq > self.app.seq and exc.seq not in self.stats.corrupt_seqs:
-                self.stats.corrupt_seqs.append(exc.seq)
-            self.stats.last_seen_seq = max(self.stats.last_seen_seq, exc.seq)
-            message = (
-                f"corrupt WAL record in transit: shard {exc.shard_id} seq {exc.seq}; "
-                "not applied, healing from the primary's store"
-            )
-            log.critical(message)
-            if self._alert is not None:
-                self._alert("WALRecordCorrupt", message, {"shard": exc.shard_id, "seq": exc.seq})
-            if exc.seq <= self.app.seq:
-                # a good copy came first (the other path, or the primary's store)
-                self.stats.healed += 1
-                log.warning(
-                    "healed shard=%s seq=%s: a verified copy was already stored",
-                    exc.shard_id,
-                    exc.seq,
-                )
+            reason = Rejection.CHECKSUM if "checksum" in str(exc) else Rejection.MALFORMED
+            self._reject(reason, exc.seq, source, str(exc))
+            return None
+        except RejectedError as exc:
+            self._reject(exc.reason, _claimed_seq(data), source, exc.detail)
             return None
         except (ValueError, TypeError) as exc:
-            self.stats.corrupt += 1
-            log.critical("undecodable WAL message for shard=%s: %s", self.shard_id, exc)
+            self._reject(Rejection.MALFORMED, None, source, str(exc))
             return None
+        return record
+
+    def _reject(self, reason: Rejection, seq: int | None, source: str, detail: str) -> None:
+        """A message that did not verify: counted, logged with its source, alerted on (once
+        per claimed seq), and otherwise without effect on seq, lag or gaps."""
+        self.stats.rejected[reason.value] = self.stats.rejected.get(reason.value, 0) + 1
+        self._ask_head = True
+        reported = self._suspects.get(seq) if seq is not None else None
+        if reported is not None and reason.value in reported:
+            return  # another copy of a record already reported, refused for the same reason
+        if reported is None:
+            self.stats.corrupt += 1
+        if seq is not None and seq > self.app.seq:
+            if reported is None and len(self._suspects) >= _SUSPECTS_MAX:
+                del self._suspects[next(iter(self._suspects))]
+            self._suspects.setdefault(seq, set()).add(reason.value)
+        shown: int | str = "?" if seq is None else seq
+        labels: dict[str, Any] = {"shard": self.shard_id, "seq": shown}
+        if reason in (Rejection.CHECKSUM, Rejection.MALFORMED):
+            name, what = "WALRecordCorrupt", "corrupt WAL record in transit"
+        else:
+            name, what = "ReplicationRejected", f"WAL record refused ({reason.value})"
+            labels.update(reason=reason.value, source=source)
+        message = (
+            f"{what}: shard {self.shard_id} seq {shown}; not applied, healing from the "
+            "primary's store"
+        )
+        log.critical("%s (source=%s: %s)", message, source, detail)
+        if self._alert is not None:
+            self._alert(name, message, labels)
+        if seq is not None and 0 < seq <= self.app.seq:
+            # a good copy came first (the other path, or the primary's store)
+            self.stats.healed += 1
+            log.warning(
+                "healed shard=%s seq=%s: a verified copy was already stored", self.shard_id, seq
+            )
 
     def _apply(self, good: dict[int, WalRecord]) -> int:
         self.last_applied = []
@@ -187,10 +226,17 @@ class Replicator:
         for seq in [s for s in good if s <= applied]:
             del good[seq]
             self.stats.duplicates += 1
+        if self._ask_head:
+            # a refused message may have stood for a real record: the leader's store (not the
+            # message) says how far the shard goes
+            self._ask_head = False
+            head = getattr(self.primary, "head", None)
+            if head is not None:
+                self.stats.last_seen_seq = max(self.stats.last_seen_seq, head(self.shard_id).seq)
         # everything known to exist: delivered records, and the leader's head seen by catch_up
         target = max(max(good, default=applied), self.stats.last_seen_seq)
-        if self.stats.corrupt_seqs:
-            target = max(target, *self.stats.corrupt_seqs)
+        chain = ChainCursor(self.shard_id, last=getattr(self.app, "chain_checksum", None))
+        stored: set[int] = set()  # seqs whose copy was read from the primary's store
         batch: list[WalRecord] = []
         expected = applied + 1
         while expected <= target:
@@ -202,27 +248,36 @@ class Replicator:
                 for item in fetched:
                     if item.seq > target:
                         break
-                    if item.seq not in self.stats.corrupt_seqs:
+                    if item.seq not in self._suspects and item.seq not in good:
                         self.stats.gap_fills += 1
                     good[item.seq] = item
+                    stored.add(item.seq)
                 record = good.get(expected)
                 if record is None:
                     break
+            try:
+                self._check_link(chain, record, from_store=expected in stored)
+            except (RejectedError, ChainBrokenError) as exc:
+                reason = exc.reason if isinstance(exc, RejectedError) else Rejection.CHAIN
+                if expected in stored:
+                    self._source_corrupt(expected, reason, str(exc))
+                    break
+                self._reject(reason, expected, "broker", str(exc))
+                del good[expected]  # the next turn reads it from the primary's store
+                self._forget_claims()
+                continue
             batch.append(record)
             expected += 1
         if self.stall_after_seq is not None:
             batch = [r for r in batch if r.seq <= self.stall_after_seq]
         if batch:
-            self.app.append_replicated(batch)
-            self.last_applied = batch
-            healed = [s for s in self.stats.corrupt_seqs if s <= self.app.seq]
-            for seq in healed:
+            self._store(batch, stored)
+            for seq in [s for s in self._suspects if s <= self.app.seq]:
                 # a good copy replaced it: read from the primary's store, or delivered intact
                 # on the other path (the broker or the peer link) in the same batch
-                self.stats.corrupt_seqs.remove(seq)
+                del self._suspects[seq]
                 self.stats.healed += 1
                 log.warning("healed shard=%s seq=%s from a verified copy", self.shard_id, seq)
-            self.stats.applied += len(batch)
             log.debug(
                 "replicated shard=%s epoch=%s seq=%s..%s",
                 self.shard_id,
@@ -232,6 +287,63 @@ class Replicator:
             )
         self._track_lag()
         return self.app.seq
+
+    def _check_link(self, chain: ChainCursor, record: WalRecord, *, from_store: bool) -> None:
+        """A record's MAC (from the leader's store, one written before records were signed
+        may have none) and its link to the record before it."""
+        if record.mac is None and record.prev_checksum is None and from_store:
+            chain.legacy_upto = chain_start(self.primary, self.shard_id)
+        elif self.keys is not None:
+            self.keys.verify_record(record.checksum, record.mac)
+        chain.advance(record.seq, record.prev_checksum, record.checksum)
+
+    def _store(self, batch: list[WalRecord], stored: set[int]) -> None:
+        """Hand verified records to the shard; one it refuses to decode (a type that is not
+        ours) is reported, and is read again from the leader's store if it came otherwise."""
+        legacy = [r.seq for r in batch if r.prev_checksum is None]
+        if legacy:
+            extend = getattr(self.app.store, "extend_chain_start", None)
+            if extend is not None:
+                extend(self.shard_id, max(legacy))
+        try:
+            self.app.append_replicated(batch)
+        except WALCorruptionError as exc:
+            if exc.seq in stored:
+                self._source_corrupt(exc.seq, Rejection.UNKNOWN_TYPE, str(exc))
+            else:
+                self._reject(Rejection.UNKNOWN_TYPE, exc.seq, "broker", str(exc))
+                self._forget_claims()
+        self.last_applied = [r for r in batch if r.seq <= self.app.seq]
+        self.stats.applied += len(self.last_applied)
+
+    def _forget_claims(self) -> None:
+        """A signed record did not fit after all: how far the shard goes is what is applied
+        and what the leader's store holds, not what delivered records claimed."""
+        seen = self.app.seq
+        head = getattr(self.primary, "head", None)
+        if head is not None:
+            seen = max(seen, head(self.shard_id).seq)
+        self.stats.last_seen_seq = seen
+
+    def _source_corrupt(self, seq: int, reason: Rejection, detail: str) -> None:
+        """The leader's own store holds a record that does not verify: nothing to heal from."""
+        self.stats.rejected[reason.value] = self.stats.rejected.get(reason.value, 0) + 1
+        message = (
+            f"WAL record in the leader's store refused ({reason.value}): shard "
+            f"{self.shard_id} seq {seq}; replication stops before it"
+        )
+        log.critical("%s (source=store: %s)", message, detail)
+        if self._alert is not None:
+            self._alert(
+                "ReplicationRejected",
+                message,
+                {"shard": self.shard_id, "seq": seq, "reason": reason.value, "source": "store"},
+            )
+
+
+def _claimed_seq(data: Any) -> int | None:
+    seq = data.get("seq") if isinstance(data, dict) else None
+    return seq if type(seq) is int else None
 
 
 def _run_items(data: Any) -> list[Any]:

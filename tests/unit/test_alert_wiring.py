@@ -14,6 +14,7 @@ from application.shard.app import ShardApp
 from application.wal.records import WalRecord
 from infra.metrics.alerts import AlertSender
 from infra.node.wiring import make_gate, make_replicator
+from infra.replication.rejections import RejectionAlerts
 from infra.settings import Settings
 from projections.replication.relay import encode_run
 from tests.unit.wal_records import sealed_records
@@ -69,7 +70,8 @@ def test_the_replicators_corrupt_record_alert_reaches_the_webhook() -> None:
     sender, posted = _sender()
     records = sealed_records(4)
     app = _App(records)
-    replicator = make_replicator(Settings.from_env({}), cast(ShardApp, app), sender)
+    alerts = RejectionAlerts(sender.critical)
+    replicator = make_replicator(Settings.from_env({}), cast(ShardApp, app), alerts)
     assert replicator.apply_wire([encode_run(records, {2})]) == 4  # healed from the store
     assert sender.flush(5)
     sender.close()

@@ -16,8 +16,9 @@ from eventsourcing.domain import (
     Snapshot,
 )
 
-from application.recovery.replay import EventDecoder, prefetch, replay_rows
+from application.recovery.replay import EventDecoder, RawRow, prefetch, replay_rows
 from application.wal.records import (
+    GENESIS,
     RecordedEvent,
     WALCorruptionError,
     _checksum_header,
@@ -76,7 +77,10 @@ def test_checksum_header_is_the_json_header() -> None:
         key = rng.choice([None, "".join(rng.choice(alphabet) for _ in range(4))])
         fields = (shard, rng.randrange(5), rng.randrange(2**40), "Place", key, -rng.randrange(9))
         expected = json.dumps(list(fields), separators=(",", ":")).encode() + b"\n"
-        assert _checksum_header(*fields) == expected
+        assert _checksum_header(*fields, None) == expected
+        prev = "".join(rng.choice(alphabet) for _ in range(rng.randrange(5)))
+        chained = json.dumps([*fields, prev], separators=(",", ":")).encode() + b"\n"
+        assert _checksum_header(*fields, prev) == chained
 
 
 def test_payload_round_trip_and_truncation() -> None:
@@ -90,15 +94,17 @@ def test_payload_round_trip_and_truncation() -> None:
         decode_payload(payload + b"x")
 
 
-def _rows(h: Harness) -> list[tuple[int, int, str, str | None, int, bytes, str]]:
+def _rows(h: Harness) -> list[RawRow]:
     mapper = make_mapper()
-    rows = []
+    rows: list[RawRow] = []
+    prev = GENESIS
     for seq, event in enumerate(h.events, 1):
         s = mapper.to_stored_event(event)
         payload = encode_payload([RecordedEvent(UUID(str(s.originator_id)), s.originator_version,
                                                 s.topic, s.state)])
-        checksum = compute_checksum(SHARD, 1, seq, "X", None, seq, payload)
-        rows.append((seq, 1, "X", None, seq, payload, checksum))
+        checksum = compute_checksum(SHARD, 1, seq, "X", None, seq, payload, prev)
+        rows.append((seq, 1, "X", None, seq, payload, checksum, prev, None))
+        prev = checksum
     return rows
 
 
@@ -116,8 +122,8 @@ def test_replay_rows_rebuilds_the_engine_and_stops_at_corruption() -> None:
     assert engine.state_hash() == h.engine.state_hash()
 
     bad = list(rows)
-    seq, epoch, ctype, key, at, payload, checksum = bad[4]
-    bad[4] = (seq, epoch, ctype, key, at, payload[:-1] + b" ", checksum)
+    seq, epoch, ctype, key, at, payload, checksum, prev, mac = bad[4]
+    bad[4] = (seq, epoch, ctype, key, at, payload[:-1] + b" ", checksum, prev, mac)
     seen.clear()
     with pytest.raises(WALCorruptionError) as caught:
         replay_rows(SHARD, prefetch(iter([bad])), decoder,

@@ -7,8 +7,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
+from application.replication.confirmation import ConfirmationCheck
 from application.replication.sync_gate import SyncGate
 from application.shard.app import ShardApp
+from application.wal.auth import ReplicationKeys
 from application.wal.records import WalRecord
 from infra.node.confirmations import accept_standby_ack
 from projections.replication.replicator import Replicator
@@ -17,22 +19,35 @@ from tests.unit.wal_records import sealed_records
 SHARD = "shard-1"
 
 
-def _leader_node(epoch: int) -> tuple[Any, SyncGate]:
+KEYS = ReplicationKeys("k1", {"k1": b"stale-epochs-test-key-0123456789"})
+
+
+def _leader_node(epoch: int) -> tuple[Any, SyncGate, list[WalRecord]]:
     gate = SyncGate(SHARD, timeout_s=1.0)
-    controller = SimpleNamespace(role="leader", app=SimpleNamespace(epoch=epoch), gate=gate)
-    node = SimpleNamespace(
-        controllers={SHARD: controller}, region=SimpleNamespace(name="east"), confirmations={}
+    records = sealed_records(5, keys=KEYS)
+    check = ConfirmationCheck(SHARD, KEYS)
+    check.committed(records)
+    controller = SimpleNamespace(
+        shard_id=SHARD, role="leader", app=SimpleNamespace(epoch=epoch, seq=5), gate=gate
     )
-    return node, gate
+    node = SimpleNamespace(
+        controllers={SHARD: controller},
+        region=SimpleNamespace(name="east"),
+        confirmations={},
+        ack_checks={SHARD: check},
+        rejection_alerts=None,
+    )
+    return node, gate, records
 
 
 def test_a_confirmation_of_an_older_epoch_acknowledges_nothing() -> None:
-    node, gate = _leader_node(epoch=3)
+    node, gate, records = _leader_node(epoch=3)
     got: list[bool] = []
     gate.release(5, got.append)
-    accept_standby_ack(node, {"shard": SHARD, "region": "west", "seq": 5, "epoch": 2})
+    checksum = records[4].checksum
+    accept_standby_ack(node, KEYS.confirmation(SHARD, "west", 2, 5, checksum))
     assert got == [] and gate.standby_seq == 0 and gate.waiting == 1
-    accept_standby_ack(node, {"shard": SHARD, "region": "west", "seq": 5, "epoch": 3})
+    accept_standby_ack(node, KEYS.confirmation(SHARD, "west", 3, 5, checksum))
     assert got == [True] and gate.standby_seq == 5
 
 
