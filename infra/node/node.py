@@ -43,6 +43,7 @@ from infra.node.heap import HeapPolicy
 from infra.replication.peer_link import RecordPush, host_port
 from infra.replication.rawhttp import ConnectionPool
 from infra.settings import Region, Settings
+from infra.wal.archive_service import ArchiveService, start_archiving
 from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
 from projections.replication.relay import Relay, encode_run
 from projections.replication.replicator import Replicator
@@ -74,6 +75,7 @@ class Node:
     intakes: dict[str, Callable[[bytes], Future[dict[str, Any] | None] | None]] = field(
         default_factory=dict
     )
+    archiving: ArchiveService | None = None  # the WAL archiver (infra/wal/archive_service.py)
 
     # views used by metrics and the facade
     @property
@@ -581,6 +583,7 @@ def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") ->
     if os.environ.get("EXDR_GC", "tuned").strip() != "default":
         heap.install()
     node = build_node(settings, region_name)
+    node.archiving = start_archiving(node)
 
     @node.faust_app.timer(1.0)  # type: ignore[untyped-decorator]
     async def settle_heap() -> None:
@@ -615,6 +618,8 @@ def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") ->
             controller.gate.fail_all()
         if coord is not None:
             coord.stop()
+        if node.archiving is not None:
+            node.archiving.stop()
 
     log.info(
         "node region=%s shards=%s api=%s",
