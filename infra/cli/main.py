@@ -101,6 +101,13 @@ def cmd_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.wal.archive_cli import archive_shard
+
+    _emit(archive_shard(settings, args.shard), args.json, f"archive of {args.shard}")
+    return 0
+
+
 # -- benchmarks ------------------------------------------------------------------------------
 
 
@@ -127,6 +134,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from infra.bench.store import run_replay
 
         result = run_replay(settings, events=args.events, seed=args.seed, keep_db=args.keep_db)
+    elif args.kind == "history":
+        from infra.bench.history import run_history
+
+        result = run_history(settings, records=args.records, seed=args.seed, keep_db=args.keep_db)
     else:  # pragma: no cover - argparse restricts choices
         raise CliError(f"unknown benchmark {args.kind}")
     _emit(result, args.json, f"bench {args.kind}")
@@ -476,8 +487,18 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint.add_argument("--json", action="store_true")
     checkpoint.set_defaults(handler=cmd_checkpoint)
 
+    archive = sub.add_parser(
+        "archive", help="move a shard's records past the retention window to the archive now"
+    )
+    archive.add_argument("--shard", required=True)
+    archive.add_argument("--json", action="store_true")
+    archive.set_defaults(handler=cmd_archive)
+
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object with --json")
-    bench.add_argument("kind", choices=["matching", "store", "replay", "replication", "api"])
+    bench.add_argument(
+        "kind", choices=["matching", "store", "replay", "replication", "api", "history"]
+    )
+    bench.add_argument("--records", type=int, default=200_000, help="history: WAL records")
     bench.add_argument("--orders", type=int, default=200_000, help="matching: orders")
     bench.add_argument("--commands", type=int, default=20_000, help="store: commands")
     bench.add_argument("--events", type=int, default=100_000, help="replay: events")
@@ -495,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--keep-db",
         metavar="NAME",
-        help="replay: keep the generated database exdr_bench_NAME and reuse it next time",
+        help="replay, history: keep the generated database exdr_bench_NAME and reuse it",
     )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=cmd_bench)
