@@ -7,9 +7,9 @@ their own checksums inside. Storage goes through fsspec, so the location is a UR
 by default, an object store (s3://, gs://, ...) where the matching fsspec driver is installed.
 
 File layout: MAGIC, then a zstd frame of a JSON header line {"shard", "first_seq", "last_seq",
-"records", "columns"} and, per record, a fixed header (seq, epoch, recorded_at_us, lengths of
-command type, command key (0xFFFF: none) and payload), those three fields, then the record's
-64-character checksum.
+"records", "columns", "rows"} and the rows as PostgreSQL's binary COPY format writes them
+(documented and stable: a signature, then per row a field count and length-prefixed fields in
+the order of "columns"), so the archiver streams COPY's output to the file untouched.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from application.wal.records import WALError, compute_checksum
 
 MAGIC = b"EXDRSEG1"
 COLUMNS = ("seq", "epoch", "command_type", "command_key", "recorded_at_us", "payload", "checksum")
-_ROW = struct.Struct(">qqqHHI")
-_NO_KEY = 0xFFFF
 _LEVEL = 1  # zstd's fastest regular level: a WAL compresses about 12:1 at hundreds of MB/s
 
 
@@ -62,36 +60,65 @@ class Segment:
         return self.last_seq - self.first_seq + 1
 
 
-def encode_segment(shard_id: str, rows: Sequence[RawRow]) -> bytes:
-    """The file bytes of dense rows of one shard."""
+def segment_header(shard_id: str, first_seq: int, last_seq: int) -> bytes:
     header = {
         "shard": shard_id,
-        "first_seq": rows[0][0],
-        "last_seq": rows[-1][0],
-        "records": len(rows),
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "records": last_seq - first_seq + 1,
         "columns": list(COLUMNS),
+        "rows": "postgresql-copy-binary",
     }
-    pack = _ROW.pack
-    parts: list[bytes] = [json.dumps(header, separators=(",", ":")).encode(), b"\n"]
-    append = parts.append
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n"
+
+
+class SegmentEncoder:
+    """Segment bytes built as PostgreSQL's binary COPY output of the rows streams in:
+    the rows are never turned into Python objects on the way to the file."""
+
+    def __init__(self, shard_id: str, first_seq: int, last_seq: int) -> None:
+        self._compressor = zstandard.ZstdCompressor(level=_LEVEL).compressobj()
+        self._parts = [
+            MAGIC,
+            self._compressor.compress(segment_header(shard_id, first_seq, last_seq)),
+        ]
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        out = self._compressor.compress(bytes(chunk))
+        if out:
+            self._parts.append(out)
+
+    def finish(self) -> bytes:
+        self._parts.append(self._compressor.flush())
+        return b"".join(self._parts)
+
+
+def encode_segment(shard_id: str, rows: Sequence[RawRow]) -> bytes:
+    """The file bytes of dense rows of one shard (what COPY would have sent for them)."""
+    encoder = SegmentEncoder(shard_id, rows[0][0], rows[-1][0])
+    parts = [_COPY_SIGNATURE, b"\0\0\0\0\0\0\0\0"]
     for seq, epoch, command_type, command_key, recorded_at_us, payload, checksum in rows:
         kind = command_type.encode()
-        key = b"" if command_key is None else command_key.encode()
-        append(
-            pack(
-                seq,
-                epoch,
-                recorded_at_us,
-                len(kind),
-                _NO_KEY if command_key is None else len(key),
-                len(payload),
-            )
-        )
-        append(kind)
-        append(key)
-        append(bytes(payload))
-        append(checksum.encode())
-    return MAGIC + zstandard.ZstdCompressor(level=_LEVEL).compress(b"".join(parts))
+        parts.append(_COPY_ROW_HEAD.pack(7, 8, seq, 8, epoch, len(kind)))
+        parts.append(kind)
+        if command_key is None:
+            parts.append(b"\xff\xff\xff\xff")
+        else:
+            key = command_key.encode()
+            parts.append(len(key).to_bytes(4, "big") + key)
+        parts.append(_COPY_TAIL_HEAD.pack(8, recorded_at_us, len(payload)))
+        parts.append(bytes(payload))
+        parts.append(b"\0\0\0\x40" + checksum.encode())
+    parts.append(b"\xff\xff")
+    encoder.feed(b"".join(parts))
+    return encoder.finish()
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\0"
+_COPY_ROW_HEAD = struct.Struct(">hiqiqi")  # fields, then seq and epoch, then command type length
+_COPY_TAIL_HEAD = struct.Struct(">iqi")  # recorded_at_us, then the payload's length
+_INT4 = struct.Struct(">i")
+_INT8 = struct.Struct(">q")
 
 
 def decode_segment(data: bytes, file: str, first_seq: int) -> tuple[dict[str, Any], list[RawRow]]:
@@ -99,42 +126,56 @@ def decode_segment(data: bytes, file: str, first_seq: int) -> tuple[dict[str, An
     first seq that could not be read whole."""
     if data[: len(MAGIC)] != MAGIC:
         raise ArchiveError(file, first_seq, "not a segment file (bad magic)")
-    try:
-        body = zstandard.ZstdDecompressor().decompress(data[len(MAGIC) :])
-    except zstandard.ZstdError as exc:
-        body = _salvage(data[len(MAGIC) :])
-        if not body:
-            raise ArchiveError(file, first_seq, f"undecompressable: {exc}") from None
+    body = _salvage(data[len(MAGIC) :])
     line_end = body.find(b"\n")
     try:
         header = json.loads(body[:line_end])
     except ValueError:
         raise ArchiveError(file, first_seq, "unreadable header") from None
-    rows: list[RawRow] = []
     offset = line_end + 1
-    end = len(body)
+    if body[offset : offset + len(_COPY_SIGNATURE)] != _COPY_SIGNATURE:
+        raise ArchiveError(file, first_seq, "rows are not in COPY binary form")
+    offset += len(_COPY_SIGNATURE) + 4
+    (extension,) = _INT4.unpack_from(body, offset)
+    offset += 4 + extension
+    rows: list[RawRow] = []
     expected = first_seq
-    unpack = _ROW.unpack_from
-    size = _ROW.size
+    end = len(body)
+    int4 = _INT4.unpack_from
+    int8 = _INT8.unpack_from
     try:
-        while offset < end:
-            seq, epoch, recorded_at_us, kind_len, key_len, payload_len = unpack(body, offset)
-            offset += size
-            kind = body[offset : offset + kind_len].decode()
-            offset += kind_len
-            key: str | None = None
-            if key_len != _NO_KEY:
-                key = body[offset : offset + key_len].decode()
-                offset += key_len
-            payload = body[offset : offset + payload_len]
-            offset += payload_len
-            checksum = body[offset : offset + 64].decode("ascii")
-            offset += 64
-            if offset > end:
-                raise ArchiveError(file, expected, "truncated record")
-            rows.append((seq, epoch, kind, key, recorded_at_us, payload, checksum))
+        while True:
+            (fields,) = struct.unpack_from(">h", body, offset)
+            offset += 2
+            if fields == -1:
+                break
+            if fields != len(COLUMNS):
+                raise ArchiveError(file, expected, f"record of {fields} fields")
+            values: list[Any] = []
+            for _ in range(fields):
+                (length,) = int4(body, offset)
+                offset += 4
+                if length < 0:
+                    values.append(None)
+                    continue
+                if offset + length > end:
+                    raise ArchiveError(file, expected, "truncated record")
+                values.append(body[offset : offset + length])
+                offset += length
+            seq = int8(values[0])[0]
+            rows.append(
+                (
+                    seq,
+                    int8(values[1])[0],
+                    values[2].decode(),
+                    None if values[3] is None else values[3].decode(),
+                    int8(values[4])[0],
+                    values[5],
+                    values[6].decode("ascii"),
+                )
+            )
             expected += 1
-    except (struct.error, UnicodeDecodeError):
+    except (struct.error, UnicodeDecodeError, TypeError):
         raise ArchiveError(file, expected, "truncated or undecodable record") from None
     return header, rows
 
@@ -182,8 +223,26 @@ class SegmentArchive:
 
     def write(self, shard_id: str, rows: Sequence[RawRow]) -> Segment:
         """Write (or overwrite: no manifest row names it yet) the segment of `rows`, durably."""
-        data = encode_segment(shard_id, rows)
-        file = self.name(shard_id, rows[0][0], rows[-1][0])
+        return self.store(
+            shard_id,
+            rows[0][0],
+            rows[-1][0],
+            encode_segment(shard_id, rows),
+            rows[0][6],
+            rows[-1][6],
+        )
+
+    def store(
+        self,
+        shard_id: str,
+        first_seq: int,
+        last_seq: int,
+        data: bytes,
+        first_checksum: str,
+        last_checksum: str,
+    ) -> Segment:
+        """Write encoded segment bytes under the range's name, durably."""
+        file = self.name(shard_id, first_seq, last_seq)
         path = self._path(file)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         if getattr(self.fs, "local_file", False) or self.fs.protocol in ("file", ("file", "local")):
@@ -202,13 +261,13 @@ class SegmentArchive:
             self.fs.pipe_file(path, data)
         return Segment(
             shard_id,
-            rows[0][0],
-            rows[-1][0],
+            first_seq,
+            last_seq,
             file,
             len(data),
             hashlib.sha256(data).hexdigest(),
-            rows[0][6],
-            rows[-1][6],
+            first_checksum,
+            last_checksum,
         )
 
     def read_bytes(self, segment: Segment) -> bytes:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import tuple_row
 
 from application.recovery.replay import RawRow
@@ -38,7 +39,7 @@ from application.wal.retention import (
     checkpoints_to_delete,
     plan_segment,
 )
-from infra.wal.archive import ArchiveError, Segment, SegmentArchive
+from infra.wal.archive import ArchiveError, Segment, SegmentArchive, SegmentEncoder
 
 log = logging.getLogger("exchange_dr.archiver")
 
@@ -203,19 +204,46 @@ class Archiver:
     def _archive_range(
         self, conn: psycopg.Connection[object], shard_id: str, first: int, last: int
     ) -> Segment:
-        rows = self._live_rows(conn, shard_id, first, last)
-        if len(rows) != last - first + 1 or rows[0][0] != first or rows[-1][0] != last:
-            seqs = [r[0] for r in rows]
-            missing = next(s for s in range(first, last + 1) if s not in set(seqs))
-            raise WALCorruptionError(shard_id, missing, "missing from the live WAL")
         if self.verify_records:
-            for seq, epoch, command_type, command_key, recorded_at_us, payload, checksum in rows:
-                actual = compute_checksum(
-                    shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
-                )
-                if actual != checksum:
-                    raise WALCorruptionError(shard_id, seq, "checksum mismatch; not archived")
-        segment = self.archive.write(shard_id, rows)
+            self._check_records(conn, shard_id, first, last)
+        row = conn.execute(
+            "SELECT count(*), min(seq), max(seq) FROM wal_records "
+            "WHERE shard_id = %s AND seq BETWEEN %s AND %s",
+            (shard_id, first, last),
+        ).fetchone()
+        if row is None or tuple(row) != (last - first + 1, first, last):  # type: ignore[arg-type]
+            seqs = {r[0] for r in self._live_rows(conn, shard_id, first, last)}
+            missing = next(s for s in range(first, last + 1) if s not in seqs)
+            raise WALCorruptionError(shard_id, missing, "missing from the live WAL")
+        ends: dict[int, str] = dict(
+            conn.execute(  # type: ignore[arg-type]
+                "SELECT seq, checksum FROM wal_records WHERE shard_id = %s AND seq IN (%s, %s)",
+                (shard_id, first, last),
+            ).fetchall()
+        )
+        encoder = SegmentEncoder(shard_id, first, last)
+        with (
+            conn.cursor() as curs,
+            curs.copy(
+                sql.SQL(
+                    "COPY (SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, "
+                    "checksum FROM wal_records WHERE shard_id = {} AND seq BETWEEN {} AND {} "
+                    "ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+                ).format(sql.Literal(shard_id), sql.Literal(first), sql.Literal(last))
+            ) as copy,
+        ):
+            pending: list[bytes] = []
+            size = 0
+            for chunk in copy:  # a row a chunk: handed to the compressor a megabyte at a time
+                pending.append(bytes(chunk))
+                size += len(chunk)
+                if size >= 1 << 20:
+                    encoder.feed(b"".join(pending))
+                    pending, size = [], 0
+            encoder.feed(b"".join(pending))
+        segment = self.archive.store(
+            shard_id, first, last, encoder.finish(), str(ends[first]), str(ends[last])
+        )
         self._crash_point("after_file")
         conn.execute(
             f"INSERT INTO wal_archive_segments ({_SEGMENT_COLUMNS}, records) "
@@ -251,6 +279,24 @@ class Archiver:
                 segment.shard_id, segment.first_seq, f"segment {segment.file} differs from live"
             )
         self.archive._cache = None
+
+    def _check_records(
+        self, conn: psycopg.Connection[object], shard_id: str, first: int, last: int
+    ) -> None:
+        for (
+            seq,
+            epoch,
+            command_type,
+            command_key,
+            recorded_at_us,
+            payload,
+            checksum,
+        ) in self._live_rows(conn, shard_id, first, last):
+            actual = compute_checksum(
+                shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload
+            )
+            if actual != checksum:
+                raise WALCorruptionError(shard_id, seq, "checksum mismatch; not archived")
 
     def _delete_rows(self, conn: psycopg.Connection[object], segment: Segment) -> None:
         args = (segment.shard_id, segment.first_seq, segment.last_seq)
