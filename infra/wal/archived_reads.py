@@ -8,12 +8,15 @@ when a read starts at or before the archived seq.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Sequence
 from typing import Any
 
 from application.recovery.replay import RawRow
 from application.wal.records import WALError, WalRecord
 from infra.wal.archive import Segment, SegmentArchive
+
+log = logging.getLogger("exchange_dr.archive")
 
 _SEGMENTS = (
     "SELECT shard_id, first_seq, last_seq, file, bytes, checksum, first_checksum, last_checksum "
@@ -94,6 +97,13 @@ class ArchivedReads:
         if not segments or segments[0].first_seq > after_seq + 1:
             return None
         archive = self._archive_for(shard_id, segments)
+        log.warning(
+            "reading archived records shard=%s after_seq=%s file=%s (a reader far behind: a "
+            "standby catching up through the archive, or a retry of an archived deposit)",
+            shard_id,
+            after_seq,
+            segments[0].file,
+        )
         records: list[WalRecord] = []
         for page in archive.pages(segments[:1], after_seq, after_seq + limit):
             for seq, epoch, kind, key, recorded_at_us, payload, checksum in page:

@@ -1,7 +1,8 @@
 """Retention and archive settings, read from ``EXDR_*`` environment variables.
 
-EXDR_ARCHIVE_URL              where segment files go (fsspec URL or path); default
-                              EXDR_VAR_DIR/archive/<database name>, one folder per region
+EXDR_ARCHIVE_URL              where segment files go (fsspec URL or path); "{database}" in it
+                              becomes the region's database name, so a standby finds its
+                              leader's archive; default EXDR_VAR_DIR/archive/<database name>
 EXDR_WAL_RETAIN_RECORDS       newest records a shard keeps live (default 1,000,000)
 EXDR_CHECKPOINTS_KEEP         newest checkpoints kept besides those starting an archived range (3)
 EXDR_ARCHIVE_MAX_HOLD_S       how long an absent standby may hold archiving back (3600)
@@ -47,7 +48,8 @@ class ArchiveSettings:
         e = os.environ if env is None else env
         database = (urlsplit(dsn or settings.pg_dsn).path or "/exchange_dr").lstrip("/")
         default = Path(settings.var_dir) / "archive" / database
-        url = e.get("EXDR_ARCHIVE_URL", "").strip() or str(default)
+        url = e.get("EXDR_ARCHIVE_URL", "").strip().replace("{database}", database)
+        url = url or str(default)
         policy = RetentionPolicy(
             retain_records=int(_number(e, "EXDR_WAL_RETAIN_RECORDS", 1_000_000, 0)),
             max_hold_s=_number(e, "EXDR_ARCHIVE_MAX_HOLD_S", 3600.0, 0),

@@ -19,7 +19,7 @@ from application.wal.retention import Follower, RetentionPolicy
 from domain.commands import Deposit, PlaceOrder
 from domain.values import OrderType, Side
 from infra.bench.flow import generate_commands
-from infra.bootstrap import make_shard_app
+from infra.bootstrap import drop_database, make_shard_app, migrate
 from infra.settings import Settings
 from infra.wal.archive import ArchiveError, SegmentArchive
 from infra.wal.archiver import Archiver
@@ -251,3 +251,35 @@ def test_sigkill_at_each_archiver_step_loses_nothing_and_duplicates_nothing(
     assert _all_seqs(scratch, head) == list(range(1, head + 1))  # none lost, none twice
     assert scratch.recover(from_scratch=True).state_hash == live_hash
     scratch.close()
+
+
+def test_a_standby_whose_gap_reaches_archived_records_catches_up_through_the_archive(
+    settings: Settings, dsn: str, archive_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projections.replication.replicator import Replicator
+
+    from .conftest import scratch_dsn
+
+    app = _app(settings, dsn)
+    _fill(app, 2000)
+    head, live_hash = app.seq, app.engine.state_hash()
+    app.close()
+    Archiver(dsn, SegmentArchive(archive_env), POLICY).run(SHARD)
+    assert _live(dsn)[1] > 1
+
+    standby_dsn = scratch_dsn("standby")
+    migrate(standby_dsn)
+    try:
+        # the standby's own archive is elsewhere; the leader's is found by its database name
+        monkeypatch.setenv("EXDR_ARCHIVE_URL", str(Path(archive_env).parent / "{database}"))
+        Path(archive_env).rename(Path(archive_env).parent / dsn.rsplit("/", 1)[1])
+        leader_view = make_shard_app(settings, SHARD, dsn=dsn)
+        standby = make_shard_app(settings, SHARD, dsn=standby_dsn)
+        standby.recover()
+        replicator = Replicator(standby, leader_view.store)
+        assert replicator.catch_up() == head
+        assert standby.engine.state_hash() == live_hash
+        standby.close()
+        leader_view.close()
+    finally:
+        drop_database(standby_dsn)
