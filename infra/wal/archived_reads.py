@@ -31,6 +31,7 @@ class ArchiveNotConfiguredError(WALError):
 class ArchivedReads:
     archive: SegmentArchive | None = None
     datastore: Any
+    _logged_segment = ""
 
     def archived_segments(self, shard_id: str) -> list[Segment]:
         """Manifest rows of the shard's archived ranges, in seq order."""
@@ -97,13 +98,15 @@ class ArchivedReads:
         if not segments or segments[0].first_seq > after_seq + 1:
             return None
         archive = self._archive_for(shard_id, segments)
-        log.warning(
-            "reading archived records shard=%s after_seq=%s file=%s (a reader far behind: a "
-            "standby catching up through the archive, or a retry of an archived deposit)",
-            shard_id,
-            after_seq,
-            segments[0].file,
-        )
+        if segments[0].file != self._logged_segment:
+            self._logged_segment = segments[0].file
+            log.warning(
+                "reading archived records shard=%s after_seq=%s file=%s (a reader far behind: a "
+                "standby catching up through the archive, or a retry of an archived deposit)",
+                shard_id,
+                after_seq,
+                segments[0].file,
+            )
         records: list[WalRecord] = []
         for page in archive.pages(segments[:1], after_seq, after_seq + limit):
             for seq, epoch, kind, key, recorded_at_us, payload, checksum in page:
