@@ -305,6 +305,10 @@ class SegmentArchive:
         self._cache = (segment.checksum, rows)
         return rows
 
+    def forget(self) -> None:
+        """Drop the segment kept for the next page of a reader going through it."""
+        self._cache = None
+
     def delete(self, segment: Segment) -> None:
         """Remove a file no manifest row names (an orphan of an interrupted run)."""
         path = self._path(segment.file)

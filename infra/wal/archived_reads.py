@@ -88,6 +88,7 @@ class ArchivedReads:
                 f"replay needs seq {after_seq + 1}"
             )
         yield from archive.pages(segments, after_seq, upto_seq)
+        archive.forget()
         return min(upto_seq, segments[-1].last_seq)
 
     def archived_records(
@@ -96,6 +97,8 @@ class ArchivedReads:
         """A page of records read from the archive (None: that seq is not archived)."""
         segments = [s for s in self.archived_segments(shard_id) if s.last_seq > after_seq]
         if not segments or segments[0].first_seq > after_seq + 1:
+            if self.archive is not None:
+                self.archive.forget()  # the reader has left the archive: free its segment
             return None
         archive = self._archive_for(shard_id, segments)
         if segments[0].file != self._logged_segment:
@@ -123,6 +126,8 @@ class ArchivedReads:
                         verify=verify,
                     )
                 )
+        if after_seq + limit >= segments[0].last_seq:
+            archive.forget()  # this page ends the segment: the next one is read anew
         return records
 
     def archived_keys(self, shard_id: str, upto_seq: int) -> Generator[str, None, int]:
