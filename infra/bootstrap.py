@@ -23,6 +23,8 @@ from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
 from infra.checkpoints.checkpointer import ForkedCheckpointer
 from infra.settings import REPO_ROOT, Settings
+from infra.wal.archive import SegmentArchive
+from infra.wal.retention_settings import ArchiveSettings
 from projections.read_models.projector import ReadModelProjector
 
 
@@ -68,7 +70,14 @@ def make_shard_app(
         snapshot_every=settings.snapshot_every,
     )
     app.replication_keys = settings.replication_keys()  # every record it writes is signed
+    attach_archive(app.store, settings, dsn)
     return app
+
+
+def attach_archive(store: object, settings: Settings, dsn: str | None = None) -> None:
+    """Give a WAL recorder the region's archive, so reads reach archived records."""
+    if hasattr(store, "archive"):
+        store.archive = SegmentArchive(ArchiveSettings.from_env(settings, dsn).url)
 
 
 def make_writer(settings: Settings, app: ShardApp) -> ShardWriter:
@@ -156,6 +165,7 @@ def make_wal_reader(dsn: str) -> WalStore:
     recorder = InfrastructureFactory.construct(env).application_recorder()
     if not isinstance(recorder, WalStore):
         raise TypeError(f"recorder {type(recorder).__name__} does not keep a WAL")
+    attach_archive(recorder, Settings.from_env(), dsn)
     return recorder
 
 

@@ -257,6 +257,45 @@ class FaultSettings:
         )
 
 
+def _number(env: Mapping[str, str], var: str, default: float, minimum: float) -> float:
+    raw = env.get(var)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"{var}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{var}: must be >= {minimum:g}, got {raw.strip()}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveOptions:
+    """WAL retention and its archive (infra/wal/retention_settings.py builds the policy)."""
+
+    url: str = ""  # EXDR_ARCHIVE_URL; "{database}" becomes the region's database name
+    retain_records: int = 1_000_000  # EXDR_WAL_RETAIN_RECORDS
+    max_hold_s: float = 3600.0  # EXDR_ARCHIVE_MAX_HOLD_S
+    segment_records: int = 100_000  # EXDR_ARCHIVE_SEGMENT_RECORDS
+    checkpoints_keep: int = 3  # EXDR_CHECKPOINTS_KEEP
+    interval_s: float = 10.0  # EXDR_ARCHIVE_INTERVAL_S
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ArchiveOptions:
+        d = cls()
+        return cls(
+            url=env.get("EXDR_ARCHIVE_URL", "").strip(),
+            retain_records=int(_number(env, "EXDR_WAL_RETAIN_RECORDS", d.retain_records, 0)),
+            max_hold_s=_number(env, "EXDR_ARCHIVE_MAX_HOLD_S", d.max_hold_s, 0),
+            segment_records=int(
+                _number(env, "EXDR_ARCHIVE_SEGMENT_RECORDS", d.segment_records, 1)
+            ),
+            checkpoints_keep=int(_number(env, "EXDR_CHECKPOINTS_KEEP", d.checkpoints_keep, 1)),
+            interval_s=_number(env, "EXDR_ARCHIVE_INTERVAL_S", d.interval_s, 0.1),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a process of ours is configured with; each field comes from the `EXDR_*`
@@ -293,6 +332,7 @@ class Settings:
     operator_key: str = ""  # `exchange-dr switchover`
     drill_zk_session_ms: int | None = None  # the drill harness's session for its nodes
     faults: FaultSettings = FaultSettings()
+    archive: ArchiveOptions = ArchiveOptions()
     security: SecuritySettings = field(default_factory=SecuritySettings)  # keys, limits, TLS
     # shared by the regions: the MAC of every WAL record and confirmation (application/wal/
     # auth.py); the id names it in each tag, older keys stay accepted during a rotation
@@ -345,6 +385,7 @@ class Settings:
             operator_key=e.get("EXDR_OPERATOR_KEY", "").strip(),
             drill_zk_session_ms=_optional_int(e, "EXDR_DRILL_ZK_SESSION_MS", minimum=1),
             faults=FaultSettings.from_env(e),
+            archive=ArchiveOptions.from_env(e),
             security=SecuritySettings.from_env(e),
             replication_key=_replication_key(e),
             replication_key_id=_key_id(e),

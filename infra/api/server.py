@@ -31,7 +31,11 @@ def serve(
     writers = start_shard_writers(settings)
     key_store = make_key_store(settings)
     try:
-        app = create_app(settings, writers, make_leadership(settings), key_store)
+        # commands are taken once the shards are recovered (a checkpoint and the tail), as on a
+        # node; the order index warms up behind them, listings answer 503 warming_up meanwhile
+        app = create_app(
+            settings, writers, make_leadership(settings), key_store, warm_activity=True
+        )
         config = uvicorn.Config(
             app,
             host=host or settings.api_host,

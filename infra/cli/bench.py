@@ -32,6 +32,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from infra.bench.store import run_replay
 
         result = run_replay(settings, events=args.events, seed=args.seed, keep_db=args.keep_db)
+    elif args.kind == "history":
+        from infra.bench.history import run_history
+
+        result = run_history(settings, records=args.records, seed=args.seed, keep_db=args.keep_db)
     elif args.kind == "http":
         from infra.bench.http_clients import run_http_clients
 
@@ -45,8 +49,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def register(sub: Commands) -> None:
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object with --json")
     bench.add_argument(
-        "kind", choices=["matching", "store", "replay", "replication", "api", "http"]
+        "kind", choices=["matching", "store", "replay", "replication", "api", "http", "history"]
     )
+    bench.add_argument("--records", type=int, default=200_000, help="history: WAL records")
     bench.add_argument("--orders", type=int, default=200_000, help="matching: orders")
     bench.add_argument("--commands", type=int, default=20_000, help="store: commands")
     bench.add_argument("--events", type=int, default=100_000, help="replay: events")
@@ -67,7 +72,7 @@ def register(sub: Commands) -> None:
     bench.add_argument(
         "--keep-db",
         metavar="NAME",
-        help="replay: keep the generated database exdr_bench_NAME and reuse it next time",
+        help="replay, history: keep the generated database exdr_bench_NAME and reuse it",
     )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=cmd_bench)

@@ -53,6 +53,13 @@ def cmd_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.wal.archive_cli import archive_shard
+
+    emit(archive_shard(settings, args.shard), args.json, f"archive of {args.shard}")
+    return 0
+
+
 def register(sub: Commands) -> None:
     replay = sub.add_parser("replay", help="rebuild a shard's state from its WAL and compare")
     replay.add_argument("--shard", required=True)
@@ -64,3 +71,10 @@ def register(sub: Commands) -> None:
     checkpoint.add_argument("--shard", required=True)
     checkpoint.add_argument("--json", action="store_true")
     checkpoint.set_defaults(handler=cmd_checkpoint)
+
+    archive = sub.add_parser(
+        "archive", help="move a shard's records past the retention window to the archive now"
+    )
+    archive.add_argument("--shard", required=True)
+    archive.add_argument("--json", action="store_true")
+    archive.set_defaults(handler=cmd_archive)

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from infra.node.node import Node
+    from infra.wal.archive_service import ArchiveService
 
 
 class NodeCollector(Collector):
@@ -32,7 +33,9 @@ class NodeCollector(Collector):
         )
         seq = GaugeMetricFamily("wal_seq", "Last WAL seq stored in this region", labels=["shard"])
         count = GaugeMetricFamily(
-            "wal_events_count", "WAL records held for the shard in this region", labels=["shard"]
+            "wal_events_count",
+            "WAL records of the shard in this region's live table (not yet archived)",
+            labels=["shard"],
         )
         events = CounterMetricFamily(
             "wal_events", "Stored events written by this process", labels=["shard"]
@@ -109,6 +112,7 @@ class NodeCollector(Collector):
             "1 while this region's ZooKeeper session is connected",
             labels=["region"],
         )
+        archive_states = node.archiving.states if node.archiving is not None else {}
         coord = node.coordinator
         zk.add_metric([region], 1.0 if coord is not None and coord.connected else 0.0)
         for shard_id, controller in node.controllers.items():
@@ -134,7 +138,9 @@ class NodeCollector(Collector):
             role = "primary" if node.role_of(shard_id) == "leader" else "standby"
             up.add_metric([role, shard_id, region], 1.0)
             seq.add_metric([shard_id], float(app.seq))
-            count.add_metric([shard_id], float(app.seq))
+            archived = archive_states.get(shard_id)
+            live = app.seq - (archived.archived_seq if archived is not None else 0)
+            count.add_metric([shard_id], float(max(0, live)))
             events.add_metric([shard_id], float(app.events_written))
             gate = node.gates.get(shard_id)
             if gate is not None:
@@ -166,3 +172,49 @@ class NodeCollector(Collector):
             confirmations,
             link,
         )
+        if node.archiving is not None:
+            yield from archive_metrics(node.archiving)
+
+
+def archive_metrics(service: ArchiveService) -> Iterator[Metric]:
+    """The archive of each shard: how far it reached, how big it is, how far behind it is."""
+    families = {
+        "wal_retain_records": GaugeMetricFamily(
+            "wal_retain_records",
+            "Newest records a shard keeps in its live WAL (EXDR_WAL_RETAIN_RECORDS)",
+            labels=["shard"],
+        ),
+        "wal_archive_last_seq": GaugeMetricFamily(
+            "wal_archive_last_seq", "Last seq moved to the archive", labels=["shard"]
+        ),
+        "wal_archive_segments": GaugeMetricFamily(
+            "wal_archive_segments", "Segment files of the shard's archive", labels=["shard"]
+        ),
+        "wal_archive_bytes": GaugeMetricFamily(
+            "wal_archive_bytes", "Bytes of the shard's archive segments", labels=["shard"]
+        ),
+        "wal_archive_lag_records": GaugeMetricFamily(
+            "wal_archive_lag_records",
+            "Records a checkpoint covers and the window lets go, still in the live WAL",
+            labels=["shard"],
+        ),
+    }
+    released = GaugeMetricFamily(
+        "wal_archive_standby_released",
+        "1 while a standby away past the maximum hold no longer holds archiving back",
+        labels=["shard", "peer"],
+    )
+    errors = CounterMetricFamily(
+        "wal_archive_errors", "Archive passes that failed", labels=["shard"]
+    )
+    for shard_id, state in service.states.items():
+        families["wal_retain_records"].add_metric([shard_id], float(service.retain_records))
+        families["wal_archive_last_seq"].add_metric([shard_id], float(state.archived_seq))
+        families["wal_archive_segments"].add_metric([shard_id], float(state.segments))
+        families["wal_archive_bytes"].add_metric([shard_id], float(state.bytes))
+        families["wal_archive_lag_records"].add_metric([shard_id], float(state.lag_records))
+        errors.add_metric([shard_id], float(state.errors))
+        for peer in state.released:
+            released.add_metric([shard_id, peer], 1.0)
+    yield from families.values()
+    yield from (released, errors)

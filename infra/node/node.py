@@ -38,6 +38,7 @@ from infra.failover.controller import ShardController
 from infra.metrics.alerts import AlertSender
 from infra.replication.rejections import RejectionAlerts
 from infra.settings import Region, Settings
+from infra.wal.archive_service import ArchiveService
 from projections.replication.replicator import Replicator
 
 
@@ -59,6 +60,7 @@ class Node:
     keys: ReplicationKeys | None = None
     ack_checks: dict[str, ConfirmationCheck] = field(default_factory=dict)
     rejection_alerts: RejectionAlerts | None = None
+    archiving: ArchiveService | None = None  # the WAL archiver (infra/wal/archive_service.py)
     # a standby's intake of the peer link's record runs, by shard
     intakes: dict[str, Callable[[bytes], Future[dict[str, Any] | None] | None]] = field(
         default_factory=dict

@@ -13,6 +13,7 @@ from infra.node.heap import HeapPolicy
 from infra.node.node import Node
 from infra.node.wiring import build_node
 from infra.settings import Settings
+from infra.wal.archive_service import start_archiving
 
 log = logging.getLogger("exchange_dr.node")
 
@@ -24,6 +25,7 @@ def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") ->
     if settings.gc_tuned:
         heap.install()
     node = build_node(settings, region_name)
+    node.archiving = start_archiving(node)
 
     @node.faust_app.timer(1.0)  # type: ignore[untyped-decorator]
     async def settle_heap() -> None:
@@ -78,4 +80,6 @@ def shut_down(node: Node) -> None:
         controller.gate.fail_all()
     if coord is not None:
         coord.stop()
+    if node.archiving is not None:
+        node.archiving.stop()
     node.alerts.close()  # what is queued reaches the webhook before the process ends

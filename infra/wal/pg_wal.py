@@ -13,6 +13,7 @@ from psycopg.rows import tuple_row
 from application.ports import Head, StoredCheckpoint
 from application.recovery.replay import RawRow
 from application.wal.records import WalRecord, WriterFencedError
+from infra.wal.archived_reads import ArchivedReads
 from infra.wal.pg_arrays import ByteaArray, Int8Array, TextArray, UuidArray
 
 _RECORD_COLUMNS = (
@@ -78,7 +79,7 @@ second COPY, COMMIT), each a wait for the interpreter lock under load. COPY stay
 too large to send as one message of parameters."""
 
 
-class PostgresWalRecorder(PostgresApplicationRecorder):
+class PostgresWalRecorder(ArchivedReads, PostgresApplicationRecorder):
     """eventsourcing's application recorder, extended with the shard WAL.
 
     `append(stored_events, records, epoch=E, prev_seq=P)` writes a batch of commands: the WAL
@@ -225,6 +226,10 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(_READ_PAGE, (shard_id, after_seq, after_seq + limit, limit), prepare=True)
             rows = curs.fetchall()
+        if not rows or int(rows[0]["seq"]) != after_seq + 1:
+            archived = self.archived_records(shard_id, after_seq, limit, verify=verify)
+            if archived is not None:
+                return archived
         return [
             WalRecord.from_row(
                 shard_id=row["shard_id"],
@@ -263,9 +268,10 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
         command_type, command_key, recorded_at_us, payload, checksum, prev_checksum, mac).
 
         Binary results: the payload arrives as bytes, not as hex text to parse. The caller
-        verifies every checksum (application.recovery.replay.replay_rows).
+        verifies every checksum (application.recovery.replay.replay_rows). Rows that have
+        left the live table come from the archive's segments first.
         """
-        position = after_seq
+        position = yield from self.archived_pages(shard_id, after_seq, upto_seq)
         while position < upto_seq:
             with (
                 self.datastore.get_connection() as conn,
@@ -296,15 +302,18 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
                 "SELECT command_key, seq FROM wal_records "
+                "WHERE shard_id = %s AND command_key = ANY(%s) UNION ALL "
+                "SELECT command_key, seq FROM wal_archived_keys "
                 "WHERE shard_id = %s AND command_key = ANY(%s)",
-                (shard_id, wanted),
+                (shard_id, wanted, shard_id, wanted),
             )
             return {row["command_key"]: int(row["seq"]) for row in curs.fetchall()}
 
     def command_keys(self, shard_id: str, upto_seq: int, *, page: int = 20_000) -> Iterator[str]:
         """Every idempotency key stored up to `upto_seq`, a window of `page` seqs at a time
-        (for the key filter; not every record has a key, so a short window is not the end)."""
-        position = 0
+        (for the key filter; not every record has a key, so a short window is not the end);
+        the keys of archived records first."""
+        position = yield from self.archived_keys(shard_id, upto_seq)
         while position < upto_seq:
             end = min(upto_seq, position + page)
             with self.datastore.transaction(commit=False) as curs:

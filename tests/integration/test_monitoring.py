@@ -35,11 +35,19 @@ DOCUMENTED_METRICS = frozenset({
     "replication_degraded",
     "replication_acks_waiting",
     "replication_corrupt_records_total",
+    "replication_rejected_total",
     "replication_peer_link_up",
     "replication_gap_fills_total",
     "zookeeper_connected",
     "exdr_api_command_ack_seconds_bucket",
     "exdr_api_requests_total",
+    "wal_retain_records",
+    "wal_archive_last_seq",
+    "wal_archive_segments",
+    "wal_archive_bytes",
+    "wal_archive_lag_records",
+    "wal_archive_standby_released",
+    "wal_archive_errors_total",
 })
 # Documented but not yet exported by infra/: the failover work adds them. Remove a name here
 # once the code exports it.

@@ -7,7 +7,7 @@ import pytest
 from infra.cli.main import build_parser, main
 
 COMMANDS = [
-    "db", "replay", "checkpoint", "bench", "serve", "accounts", "keys", "node", "status",
+    "db", "replay", "checkpoint", "archive", "bench", "serve", "accounts", "keys", "node", "status",
     "projections", "switchover", "drill", "drills", "demo",
 ]  # fmt: skip
 

@@ -1,0 +1,352 @@
+"""Moves a shard's oldest WAL records into the archive, in an order a crash cannot break.
+
+One segment at a time:
+1. write the segment file (an orphan of an earlier crash under the same name is overwritten:
+   no manifest row names it, so nothing relies on it);
+2. insert its manifest row (deleted = false);
+3. read the file back and compare every record's seq and checksum with the live rows;
+4. in one transaction: keep the records' idempotency keys (wal_archived_keys), delete the rows,
+   mark the manifest row deleted.
+A run first finishes any segment left between 2 and 4 by an earlier run (verify, then delete),
+so a SIGKILL anywhere loses nothing and duplicates nothing. Readers take archived rows only
+from segments marked deleted, and live rows after them. Then checkpoints that are neither among
+the newest K nor at the start of an archived range are deleted.
+
+One archiver per shard and database at a time (a session advisory lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from application.recovery.replay import RawRow
+from application.wal.records import WALCorruptionError, compute_checksum
+from application.wal.retention import (
+    ArchivePlan,
+    Follower,
+    RetentionPolicy,
+    checkpoints_to_delete,
+    plan_segment,
+)
+from infra.wal.archive import ArchiveError, Segment, SegmentArchive, SegmentEncoder
+
+log = logging.getLogger("exchange_dr.archiver")
+
+CRASH_POINTS = ("after_file", "after_manifest", "during_delete")
+_SEGMENT_COLUMNS = (
+    "shard_id, first_seq, last_seq, file, bytes, checksum, first_checksum, last_checksum"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRun:
+    """What one pass did, for logs, metrics and the CLI."""
+
+    shard_id: str
+    segments: int
+    records: int
+    archived_seq: int
+    checkpoints_deleted: int
+    seconds: float
+    decision: str
+    released: tuple[str, ...]
+
+
+def load_segments(conn: psycopg.Connection[object], shard_id: str) -> list[Segment]:
+    """Manifest rows whose records have left the live table, in seq order."""
+    rows = conn.execute(
+        f"SELECT {_SEGMENT_COLUMNS} FROM wal_archive_segments "
+        "WHERE shard_id = %s AND deleted ORDER BY first_seq",
+        (shard_id,),
+    ).fetchall()
+    return [Segment(*cast(tuple[object, ...], row)) for row in rows]  # type: ignore[arg-type]
+
+
+def archive_totals(conn: psycopg.Connection[object], shard_id: str) -> tuple[int, int, int]:
+    """(archived seq, segments, bytes) of a shard: what has left its live table."""
+    row = conn.execute(
+        "SELECT coalesce(max(last_seq), 0), count(*), coalesce(sum(bytes), 0) "
+        "FROM wal_archive_segments WHERE shard_id = %s AND deleted",
+        (shard_id,),
+    ).fetchone()
+    assert row is not None
+    values = cast(tuple[int, int, int], row)
+    return int(values[0]), int(values[1]), int(values[2])
+
+
+class Archiver:
+    """Archive passes over one region's database."""
+
+    def __init__(
+        self,
+        dsn: str,
+        archive: SegmentArchive,
+        policy: RetentionPolicy,
+        *,
+        crash_at: str | None = None,
+    ) -> None:
+        if crash_at is not None and crash_at not in CRASH_POINTS:
+            raise ValueError(f"crash point must be one of {', '.join(CRASH_POINTS)}")
+        self.dsn = dsn
+        self.archive = archive
+        self.policy = policy
+        self.crash_at = crash_at  # fault injection: SIGKILL this process at that step
+        # recompute every record's checksum before archiving it (replay verifies them anyway;
+        # the segment keeps each record's own checksum)
+        self.verify_records = False
+
+    def run(
+        self, shard_id: str, followers: Iterable[Follower] = (), *, max_segments: int = 1000
+    ) -> ArchiveRun:
+        """Finish what an earlier pass left, then archive segments while any is due."""
+        started = time.perf_counter()
+        followers = tuple(followers)
+        records = segments = 0
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+            locked = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext('wal-archive:' || %s))", (shard_id,)
+            ).fetchone()
+            if not locked or not locked[0]:
+                return ArchiveRun(
+                    shard_id, 0, 0, 0, 0, 0.0, "another archiver works on this shard", ()
+                )
+            for pending in self._pending(conn, shard_id):
+                log.warning("archive resumes segment shard=%s file=%s", shard_id, pending.file)
+                self._verify(conn, pending)
+                self._delete_rows(conn, pending)
+                segments += 1
+                records += pending.records
+            plan = self._plan(conn, shard_id, followers)
+            first_plan = plan
+            while plan.due and segments < max_segments:
+                assert plan.first_seq is not None and plan.last_seq is not None
+                segment = self._archive_range(conn, shard_id, plan.first_seq, plan.last_seq)
+                segments += 1
+                records += segment.records
+                plan = self._plan(conn, shard_id, followers)
+            deleted = self._prune_checkpoints(conn, shard_id)
+            archived_seq = archive_totals(conn, shard_id)[0]
+        run = ArchiveRun(
+            shard_id,
+            segments,
+            records,
+            archived_seq,
+            deleted,
+            time.perf_counter() - started,
+            first_plan.reason if segments else plan.reason,
+            plan.released,
+        )
+        if segments or deleted:
+            log.info(
+                "archived shard=%s segments=%s records=%s upto=%s checkpoints_deleted=%s "
+                "seconds=%.3f",
+                shard_id,
+                segments,
+                records,
+                archived_seq,
+                deleted,
+                run.seconds,
+            )
+        return run
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _plan(
+        self, conn: psycopg.Connection[object], shard_id: str, followers: Sequence[Follower]
+    ) -> ArchivePlan:
+        head = conn.execute("SELECT seq FROM wal_heads WHERE shard_id = %s", (shard_id,)).fetchone()
+        row = conn.execute(
+            "SELECT coalesce(max(last_seq), 0) FROM wal_archive_segments WHERE shard_id = %s",
+            (shard_id,),
+        ).fetchone()
+        checkpoints = conn.execute(
+            "SELECT seq FROM wal_checkpoints WHERE shard_id = %s ORDER BY seq", (shard_id,)
+        ).fetchall()
+        return plan_segment(
+            self.policy,
+            head_seq=0 if head is None else int(cast(tuple[int], head)[0]),
+            archived_seq=0 if row is None else int(cast(tuple[int], row)[0]),
+            checkpoint_seqs=[int(cast(tuple[int], c)[0]) for c in checkpoints],
+            followers=followers,
+        )
+
+    def _pending(self, conn: psycopg.Connection[object], shard_id: str) -> list[Segment]:
+        rows = conn.execute(
+            f"SELECT {_SEGMENT_COLUMNS} FROM wal_archive_segments "
+            "WHERE shard_id = %s AND NOT deleted ORDER BY first_seq",
+            (shard_id,),
+        ).fetchall()
+        return [Segment(*cast(tuple[object, ...], row)) for row in rows]  # type: ignore[arg-type]
+
+    def _live_rows(
+        self, conn: psycopg.Connection[object], shard_id: str, first: int, last: int
+    ) -> list[RawRow]:
+        with conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(
+                "SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, checksum, "
+                "prev_checksum, mac FROM wal_records "
+                "WHERE shard_id = %s AND seq BETWEEN %s AND %s ORDER BY seq",
+                (shard_id, first, last),
+                binary=True,
+            )
+            return cast(list[RawRow], curs.fetchall())
+
+    def _archive_range(
+        self, conn: psycopg.Connection[object], shard_id: str, first: int, last: int
+    ) -> Segment:
+        if self.verify_records:
+            self._check_records(conn, shard_id, first, last)
+        row = conn.execute(
+            "SELECT count(*), min(seq), max(seq) FROM wal_records "
+            "WHERE shard_id = %s AND seq BETWEEN %s AND %s",
+            (shard_id, first, last),
+        ).fetchone()
+        if row is None or tuple(row) != (last - first + 1, first, last):  # type: ignore[arg-type]
+            seqs = {r[0] for r in self._live_rows(conn, shard_id, first, last)}
+            missing = next(s for s in range(first, last + 1) if s not in seqs)
+            raise WALCorruptionError(shard_id, missing, "missing from the live WAL")
+        ends: dict[int, str] = dict(
+            conn.execute(  # type: ignore[arg-type]
+                "SELECT seq, checksum FROM wal_records WHERE shard_id = %s AND seq IN (%s, %s)",
+                (shard_id, first, last),
+            ).fetchall()
+        )
+        encoder = SegmentEncoder(shard_id, first, last)
+        with (
+            conn.cursor() as curs,
+            curs.copy(
+                sql.SQL(
+                    "COPY (SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, "
+                    "checksum, prev_checksum, mac FROM wal_records "
+                    "WHERE shard_id = {} AND seq BETWEEN {} AND {} "
+                    "ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+                ).format(sql.Literal(shard_id), sql.Literal(first), sql.Literal(last))
+            ) as copy,
+        ):
+            pending: list[bytes] = []
+            size = 0
+            for chunk in copy:  # a row a chunk: handed to the compressor a megabyte at a time
+                pending.append(bytes(chunk))
+                size += len(chunk)
+                if size >= 1 << 20:
+                    encoder.feed(b"".join(pending))
+                    pending, size = [], 0
+            encoder.feed(b"".join(pending))
+        segment = self.archive.store(
+            shard_id, first, last, encoder.finish(), str(ends[first]), str(ends[last])
+        )
+        self._crash_point("after_file")
+        conn.execute(
+            f"INSERT INTO wal_archive_segments ({_SEGMENT_COLUMNS}, records) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                segment.shard_id,
+                segment.first_seq,
+                segment.last_seq,
+                segment.file,
+                segment.bytes,
+                segment.checksum,
+                segment.first_checksum,
+                segment.last_checksum,
+                segment.records,
+            ),
+        )
+        self._crash_point("after_manifest")
+        written = self.archive.read_bytes(segment)
+        if hashlib.sha256(written).hexdigest() != segment.checksum:
+            raise ArchiveError(segment.file, segment.first_seq, "read back differs from written")
+        self._delete_rows(conn, segment)
+        return segment
+
+    def _verify(self, conn: psycopg.Connection[object], segment: Segment) -> None:
+        """Read a segment an earlier run left back: its records must be the live ones, seq for
+        seq, checksum for checksum (raises ArchiveError or WALCorruptionError; nothing is
+        deleted then)."""
+        self.archive._cache = None  # read the file, not what was just written
+        stored = self.archive.read(segment)
+        live = self._live_rows(conn, segment.shard_id, segment.first_seq, segment.last_seq)
+        if [(r[0], r[6]) for r in stored] != [(r[0], r[6]) for r in live]:
+            raise WALCorruptionError(
+                segment.shard_id, segment.first_seq, f"segment {segment.file} differs from live"
+            )
+        self.archive._cache = None
+
+    def _check_records(
+        self, conn: psycopg.Connection[object], shard_id: str, first: int, last: int
+    ) -> None:
+        for (
+            seq,
+            epoch,
+            command_type,
+            command_key,
+            recorded_at_us,
+            payload,
+            checksum,
+            prev,
+            _mac,
+        ) in self._live_rows(conn, shard_id, first, last):
+            actual = compute_checksum(
+                shard_id, epoch, seq, command_type, command_key, recorded_at_us, payload, prev
+            )
+            if actual != checksum:
+                raise WALCorruptionError(shard_id, seq, "checksum mismatch; not archived")
+
+    def _delete_rows(self, conn: psycopg.Connection[object], segment: Segment) -> None:
+        args = (segment.shard_id, segment.first_seq, segment.last_seq)
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO wal_archived_keys (shard_id, command_key, seq) "
+                "SELECT shard_id, command_key, seq FROM wal_records WHERE shard_id = %s "
+                "AND seq BETWEEN %s AND %s AND command_key IS NOT NULL "
+                "ON CONFLICT DO NOTHING",
+                args,
+            )
+            conn.execute(
+                "DELETE FROM wal_records WHERE shard_id = %s AND seq BETWEEN %s AND %s", args
+            )
+            self._crash_point("during_delete")
+            conn.execute(
+                "UPDATE wal_archive_segments SET deleted = true "
+                "WHERE shard_id = %s AND first_seq = %s AND last_seq = %s",
+                args,
+            )
+
+    def _prune_checkpoints(self, conn: psycopg.Connection[object], shard_id: str) -> int:
+        seqs = [
+            int(cast(tuple[int], r)[0])
+            for r in conn.execute(
+                "SELECT seq FROM wal_checkpoints WHERE shard_id = %s ORDER BY seq", (shard_id,)
+            ).fetchall()
+        ]
+        segments = load_segments(conn, shard_id)
+        starts = [s.first_seq for s in segments]
+        if segments:
+            starts.append(segments[-1].last_seq + 1)  # where the next archived range starts
+        doomed = checkpoints_to_delete(
+            seqs,
+            self.policy.checkpoints_keep,
+            starts,
+            archived_seq=segments[-1].last_seq if segments else 0,
+            segment_records=self.policy.segment_records,
+        )
+        if doomed:
+            conn.execute(
+                "DELETE FROM wal_checkpoints WHERE shard_id = %s AND seq = ANY(%s)",
+                (shard_id, doomed),
+            )
+        return len(doomed)
+
+    def _crash_point(self, name: str) -> None:
+        if self.crash_at == name:
+            os.kill(os.getpid(), signal.SIGKILL)
