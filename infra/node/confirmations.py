@@ -23,7 +23,7 @@ def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker")
     controller = node.controllers.get(str(ack.get("shard", "")))
     if controller is None or ack.get("region") == node.region.name:
         return
-    if controller.role not in ("leader", "handing_over"):
+    if not controller.role.leads:
         return
     if int(ack.get("epoch", 0)) < controller.app.epoch:
         return  # confirmations of an older epoch prove nothing about ours

@@ -13,7 +13,7 @@ from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPol
 from application.shard.app import ShardApp
 from infra.bootstrap import make_shard_app, make_writer, migrate
 from infra.coordination.zookeeper import Coordinator
-from infra.failover.controller import ShardController
+from infra.failover.controller import ControllerContext, ShardController
 from infra.failover.probe import StoreProbe
 from infra.metrics.alerts import AlertSender
 from infra.node.confirmations import accept_standby_ack, wire_acks
@@ -70,7 +70,24 @@ def build_node(settings: Settings, region_name: str) -> Node:
         )
         relay.tamper_seqs = set(settings.faults.tamper_seqs)
         replicator = make_replicator(settings, app, node.alerts)
-        controller = ShardController(node, shard_id, writer, replicator, gate, relay)
+        context = ControllerContext(
+            coordination=node.coordinator,
+            region=region.name,
+            peers=tuple(peer.name for peer in settings.peers(region.name)),
+            failover=settings.failover,
+            alerts=node.alerts,
+            open_store=functools.partial(_region_view, settings, shard_id),
+            on_promoted=node.on_promoted,
+            on_demoted=node.on_demoted,
+        )
+        controller = ShardController(
+            context,
+            shard_id,
+            writer,
+            replicator,
+            gate,
+            relay,
+        )
         controller.store_probe = StoreProbe(region.pg_dsn, timeout_s=1.0)
         replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
         if settings.peer_token:
@@ -105,6 +122,12 @@ def build_node(settings: Settings, region_name: str) -> Node:
             )
 
     return node
+
+
+def _region_view(settings: Settings, shard_id: str, region_name: str) -> ShardApp:
+    """A region's shard, read-only here: where a standby fills gaps from (the leader's store)."""
+    region = settings.region_named(region_name)
+    return make_shard_app(settings, shard_id, dsn=region.pg_dsn)
 
 
 def make_gate(settings: Settings, shard_id: str, alerts: AlertSender) -> SyncGate:
