@@ -250,6 +250,8 @@ class ShardController:
             if not own_records:
                 self.relay.position = seq
                 await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
+            if self.role is not Role.PROMOTING:
+                raise PromotionError(f"deposed while taking epoch {epoch}")
             self.gate.standby_seq = seq
             self.gate.reset_for_new_term()
             self.start_relay()
@@ -322,7 +324,9 @@ class ShardController:
 
         with contextlib.suppress(Exception):
             await self._on_writer(restore)
-        self._thaw(role)
+        if self.role is Role.PROMOTING:
+            self._thaw(role)
+        # else deposed meanwhile: its rejoin owns the role (and thaws when it follows)
 
     def start_relay(self) -> None:
         """Publish from here on: the relay to the topic, the peer link to each standby."""

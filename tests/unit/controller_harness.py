@@ -12,8 +12,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import httpx
+
 from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
 from infra.failover.controller import ControllerContext, ShardController
+from infra.failover.state import Role
 from infra.settings import FailoverSettings
 from projections.replication.replicator import ReplicationStats
 from tests.unit.fake_coordination import FakeCoordination, FakeEnsemble
@@ -162,8 +165,42 @@ class Rig:
     promoted: list[int] = field(default_factory=list)
     demoted: list[int] = field(default_factory=list)
 
+    leader_health: int = 200  # what the leader's /health answers
+
     def on_writer(self, fn: Callable[[FakeApp], Any]) -> Any:
         return self.writer.query(fn).result(5)
+
+    def client(self) -> httpx.AsyncClient:
+        """The health round's HTTP client: the leader answers `leader_health`."""
+        return httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda _: httpx.Response(self.leader_health))
+        )
+
+    def wire_deposal(self) -> None:
+        """As the node does: a deposal reported by the coordination fences the controller."""
+        loop = asyncio.get_running_loop()
+
+        def deposed(shard: str, why: str) -> None:
+            def schedule() -> None:
+                self.controller.rejoin_task = asyncio.ensure_future(
+                    self.controller.deposed(why)
+                )
+
+            loop.call_soon_threadsafe(schedule)
+
+        self.coord.on_deposed = deposed
+
+    def lead(self) -> int:
+        """Make this region the shard's leader, as a finished promotion leaves it."""
+        epoch = self.coord.take_leadership(
+            SHARD, applied_seq=self.app.seq, min_epoch=self.app.epoch
+        )
+        self.app.epoch = epoch
+        self.controller.role = Role.LEADER
+        self.controller.leader_region = self.coord.region
+        self.coord.calls.clear()  # the set-up is not what the row is about
+        self.coord.on_loop.clear()
+        return epoch
 
 
 FAST = FailoverSettings(
