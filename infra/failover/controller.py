@@ -91,6 +91,7 @@ class ShardController:
     rejoin_task: asyncio.Task[None] | None = None
     store_failing_since: float | None = None
     store_probe: StoreProbe = field(default_factory=lambda: StoreProbe(""))
+    failed_promotions: int = 0  # fault injection (drills): fail right after take_leadership
 
     @property
     def app(self) -> ShardApp:
@@ -239,6 +240,9 @@ class ShardController:
             coord.take_leadership, self.shard_id, applied_seq=applied, min_epoch=previous_epoch
         )
         try:
+            if self.failed_promotions > 0:
+                self.failed_promotions -= 1
+                raise PromotionError("injected failure after take_leadership")
             seq = await self._on_writer(lambda app: self._adopt(app, epoch, applied))
             history = await asyncio.to_thread(coord.epochs, self.shard_id)
             start = dict(history).get(epoch)

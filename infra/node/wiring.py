@@ -103,6 +103,8 @@ def build_node(settings: Settings, region_name: str) -> Node:
                 for peer_region in settings.peers(region.name)
             ]
         writer.gate = gate
+        writer.commit_delay_s = settings.faults.commit_delay_ms / 1000
+        controller.failed_promotions = settings.faults.failed_promotions
         writer.on_committed = _fan_out(relay, controller.pushes)
         writer.guard = controller.accepting
         writer.start()

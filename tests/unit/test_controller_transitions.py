@@ -115,6 +115,15 @@ async def failed_step_then_next_round(rig: Rig) -> None:
     await _rounds(rig, 1)  # failing_since kept: this round promotes
 
 
+async def injected_failure_after_take_leadership(rig: Rig) -> None:
+    """EXDR_FAULT_FAILED_PROMOTIONS=1: the first promotion fails, the next round's does not."""
+    _gone(rig)
+    rig.controller.failed_promotions = 1
+    await _rounds(rig)
+    assert rig.controller.role is Role.STANDBY and rig.ensemble.leaders.get(SHARD) is None
+    await _rounds(rig, 1)
+
+
 async def session_expiry_during_promotion(rig: Rig) -> None:
     _gone(rig)
     rig.wire_deposal()
@@ -255,6 +264,9 @@ ROWS = [
         leader=None),
     Row("standby, after a failed promotion the next round promotes", "standby",
         failed_step_then_next_round, Role.LEADER,
+        actions=frozenset({"resign", "FailoverCompleted"}), leader="standby"),
+    Row("standby, injected failure after take_leadership, then a round promotes", "standby",
+        injected_failure_after_take_leadership, Role.LEADER,
         actions=frozenset({"resign", "FailoverCompleted"}), leader="standby"),
     Row("standby, the history disagrees with the store: resigns", "standby",
         history_disagrees_with_store, Role.STANDBY, actions=frozenset({"resign"}),
