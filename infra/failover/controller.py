@@ -175,12 +175,23 @@ class ShardController:
                 return False  # somebody leads (and holds a live session)
             old_leader = self.leader_region
             self.role = Role.PROMOTING  # the intake stops queueing records
+            before_catch_up = self.app.seq
             try:
                 # drain the old leader's store; the freeze below waits behind it on the writer
                 await self._on_writer(lambda _: self.replicator.catch_up())
             except Exception as exc:  # its store is gone too: promote with what is here
                 log.warning("catch-up before promotion of shard=%s failed: %s", self.shard_id, exc)
             applied = await self._on_writer(self._freeze)
+            log.warning(
+                "promotion of shard=%s region=%s from seq %s (%s records caught up from %s's "
+                "store; lacking %s)",
+                self.shard_id,
+                self.region,
+                applied,
+                applied - before_catch_up,
+                old_leader,
+                self.replicator.lag_records(),
+            )
             lag_s = self.replicator.lag_seconds()
             lag_records = self.replicator.lag_records()
             max_lag_s = self.ctx.failover.max_lag_s
