@@ -175,7 +175,7 @@ class ShardController:
                 return False  # somebody leads (and holds a live session)
             old_leader = self.leader_region
             self.role = Role.PROMOTING  # the intake stops queueing records
-            before_catch_up = self.app.seq
+            before_catch_up = await self._on_writer(lambda app: app.seq)
             try:
                 # drain the old leader's store; the freeze below waits behind it on the writer
                 await self._on_writer(lambda _: self.replicator.catch_up())

@@ -33,10 +33,11 @@ async def take_initial_roles(node: Node) -> None:
             leader = await asyncio.to_thread(coord.refresh_leader, shard_id)
         history = await asyncio.to_thread(coord.epochs, shard_id)
         if leader is None and not history and node.region.name == node.settings.preferred_leader:
+            applied = await asyncio.wrap_future(controller.writer.query(lambda app: app.seq))
             epoch = await asyncio.to_thread(
                 coord.take_leadership,
                 shard_id,
-                applied_seq=controller.app.seq,
+                applied_seq=applied,
                 min_epoch=controller.app.epoch,
             )
 
