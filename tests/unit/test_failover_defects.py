@@ -147,3 +147,24 @@ def test_following_a_new_leader_reads_the_history_off_the_event_loop() -> None:
     asyncio.run(scenario())
     assert rig.controller.history == [(1, 1), (2, 90)]
     assert rig.coord.on_loop == []
+
+
+class _RecordingApp:
+    shard_id = SHARD
+    epoch = 1
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def append_replicated(self, batch: Any) -> None:
+        self.seq = batch[-1].seq
+
+
+def test_a_frozen_replicator_applies_nothing_until_thawed() -> None:
+    app = _RecordingApp()
+    replicator = Replicator(app, _Primary(head=0, age_s=0))  # type: ignore[arg-type]
+    wire = [r.to_wire() for r in sealed_records(5)]
+    replicator.frozen = True  # a promotion read the seq its epoch follows
+    assert replicator.apply_wire(wire) == 0 and app.seq == 0
+    replicator.frozen = False
+    assert replicator.apply_wire(wire) == 5
