@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,6 +244,7 @@ def test_a_promotion_with_a_large_backlog_starts_its_epoch_where_the_store_ends(
             )
         )
         cluster.stop("primary", signal.SIGKILL)  # its database stays up
+        cluster.restart_broker()  # an empty broker: the backlog comes from the primary's store
     finally:
         os.kill(standby, signal.SIGCONT)
     # what the standby lacked when it woke: the primary's head beyond its own seq
@@ -253,11 +255,10 @@ def test_a_promotion_with_a_large_backlog_starts_its_epoch_where_the_store_ends(
     assert first_seq_of_epoch(cluster, "standby", epoch) == start
     missing, twice = ledger(cluster, "standby", {order_key(c) for c in result["acked"]})
     assert not missing and not twice
-    caught_up = [
-        line for line in cluster.log("standby").read_text().splitlines()
-        if "records caught up" in line
-    ]
-    print("promotion:", caught_up[-1] if caught_up else "?")
+    promotion = re.findall(r"\((\d+) records caught up", cluster.log("standby").read_text())
+    # how much of the backlog the promotion's own catch-up brought varies: the peer link's
+    # runs buffered by the paused standby's sockets and the periodic catch-up take their share
+    print(f"promotion: {promotion} records caught up from the old primary's store")
     # the old primary rejoins, then the shard goes there and back: nothing acknowledged is set
     # aside on either side
     cluster.start("primary")
