@@ -11,8 +11,8 @@ BIN := .venv/bin
 
 help:
 	@echo "make demo       start the servers and fail over under load (RTO/RPO table, report)"
-	@echo "make drills     every drill kind, 20 unplanned failovers, one summary"
-	@echo "make test       lint + the whole suite (unit, integration, drills) on real servers"
+	@echo "make drills     every drill kind, 20 unplanned failovers, one summary; the long drills"
+	@echo "make test       lint + the suite (unit, integration, drills; not the long ones)"
 	@echo "make test-unit  fast tests, no servers"
 	@echo "make lint       ruff + mypy + import contracts (dependencies point inwards)"
 	@echo "make mutants    mutation check of the safety-critical modules; prints survivors"
@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 test: venv services lint
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -m "not long" tests
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
@@ -53,6 +53,7 @@ demo: venv services
 
 drills: venv services
 	$(BIN)/exchange-dr drills --schedule weekly
+	EXDR_LONG_TESTS=1 $(BIN)/pytest -q -m long tests
 
 stop:
 	@scripts/services.sh stop

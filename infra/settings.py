@@ -248,12 +248,16 @@ class FaultSettings:
 
     tamper_seqs: frozenset[int] = frozenset()  # EXDR_FAULT_TAMPER_SEQS: altered in transit
     stall_after_seq: int | None = None  # EXDR_FAULT_STALL_AFTER_SEQ: a standby stops applying
+    commit_delay_ms: int = 0  # EXDR_FAULT_COMMIT_DELAY_MS: the writer waits before each commit
+    failed_promotions: int = 0  # EXDR_FAULT_FAILED_PROMOTIONS: fail after take_leadership
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FaultSettings:
         return cls(
             tamper_seqs=_int_set(env, "EXDR_FAULT_TAMPER_SEQS"),
             stall_after_seq=_optional_int(env, "EXDR_FAULT_STALL_AFTER_SEQ", minimum=0),
+            commit_delay_ms=_int(env, "EXDR_FAULT_COMMIT_DELAY_MS", 0, minimum=0, maximum=10_000),
+            failed_promotions=_int(env, "EXDR_FAULT_FAILED_PROMOTIONS", 0, minimum=0),
         )
 
 

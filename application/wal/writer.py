@@ -75,6 +75,7 @@ class ShardWriter:
         self.ack_guard: Callable[[], bool] | None = None
         self.on_committed: Callable[[Sequence[WalRecord]], None] | None = None
         self._inflight: Future[bool] | None = None
+        self.commit_delay_s = 0.0  # fault injection (drills): a slow database
         self.batches = 0
         self.commands = 0
 
@@ -211,6 +212,8 @@ class ShardWriter:
             self.app.take_due_checkpoint()
 
     def _commit(self, prepared: PreparedBatch, futures: list[Future[Any]], started: float) -> bool:
+        if self.commit_delay_s:
+            time.sleep(self.commit_delay_s)
         self.app.commit(prepared)
         if prepared.committed and prepared.records and self.on_committed is not None:
             try:

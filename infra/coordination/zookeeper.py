@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
@@ -33,15 +32,9 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.serialization import Connect
 from kazoo.retry import KazooRetry
 
+from infra.coordination.base import LeaderInfo
+
 log = logging.getLogger("exchange_dr.coordination")
-
-
-@dataclass(frozen=True, slots=True)
-class LeaderInfo:
-    region: str
-    url: str
-    epoch: int
-    start_seq: int
 
 
 def shard_path(root: str, shard: str, *parts: str) -> str:
@@ -351,12 +344,19 @@ class Coordinator:
         return epoch
 
     def resign(self, shard: str) -> None:
-        """Give up leadership now (planned switchover, graceful shutdown)."""
+        """Give up leadership now (planned switchover, graceful shutdown, failed promotion).
+
+        Deletes the leader node only if our session owns it, at the version read: never a
+        successor's."""
         with self._lock:
             self._leading.discard(shard)
             self._lease_until.pop(shard, None)
-        with contextlib.suppress(NoNodeError):
-            self.zk.delete(self._path(shard, "leader"))
+        path = self._path(shard, "leader")
+        with contextlib.suppress(NoNodeError, BadVersionError):
+            _, stat = self.zk.get(path)
+            session = self.zk.client_id
+            if session is not None and stat.ephemeralOwner == session[0]:
+                self.zk.delete(path, version=stat.version)
 
     # -- planned switchover -------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ fork point and follows the new leader. If no leader comes and no region took the
 its own epoch (the standby is down too), it takes the shard back itself (`retake`).
 
 This module is the state machine: it gathers facts and acts. Its rules are pure functions in
-infra/failover/rules.py, the leader's database probe is infra/failover/probe.py, alerts go
-through the node's AlertSender (infra/metrics/alerts.py), timings come from
-`Settings.failover`.
+infra/failover/rules.py, the leader's database probe is infra/failover/probe.py. It gets what
+it uses in a ControllerContext (coordination, region, peers, timings, callbacks, alert sink,
+clock), never the node: tests/unit/test_controller_transitions.py drives it against an
+in-memory coordination. Nothing here blocks its event loop: coordination calls run in threads,
+reads of the hot state on the writer thread.
 """
 
 from __future__ import annotations
@@ -20,49 +22,64 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from application.replication.sync_gate import SyncGate
 from application.shard.app import ShardApp
 from application.wal.writer import ShardWriter
-from infra.coordination.zookeeper import Coordinator, LeaderInfo
+from infra.coordination.base import Coordination, LeaderInfo
 from infra.failover.probe import StoreProbe
 from infra.failover.rules import failover_reason, last_epoch_is, may_promote, record_is_current
+from infra.failover.state import FailoverRecord, PromotionError, Role
 from infra.replication.peer_link import RecordPush
+from infra.settings import FailoverSettings
 from projections.replication.relay import Relay
 from projections.replication.replicator import Replicator
 
-if TYPE_CHECKING:
-    from infra.node.node import Node
-
 log = logging.getLogger("exchange_dr.failover")
 
+T = TypeVar("T")
 
-@dataclass
-class FailoverRecord:
-    shard: str
-    from_region: str
-    to_region: str
-    epoch: int
-    seq: int
-    at: float
-    reason: str
+__all__ = ["ControllerContext", "FailoverRecord", "Role", "ShardController"]
+
+
+class AlertSink(Protocol):
+    def send(
+        self, severity: str, name: str, message: str, labels: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ControllerContext:
+    """Everything a controller uses outside its shard's own parts."""
+
+    coordination: Coordination
+    region: str
+    peers: tuple[str, ...]  # the other regions, preferred first
+    failover: FailoverSettings
+    alerts: AlertSink
+    open_store: Callable[[str], ShardApp]  # a region's view of the shard (gap filling)
+    on_promoted: Callable[[ShardController], None] = lambda _: None
+    on_demoted: Callable[[ShardController], None] = lambda _: None
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
 
 
 @dataclass
 class ShardController:
     """The role of one shard in this region, and every transition of it."""
 
-    node: Node
+    ctx: ControllerContext
     shard_id: str
     writer: ShardWriter
     replicator: Replicator
     gate: SyncGate
     relay: Relay
-    role: str = "starting"  # starting | standby | leader | promoting | fenced | handing_over
+    role: Role = Role.STARTING
     failing_since: float | None = None
     relay_task: asyncio.Task[None] | None = None
     pushes: list[RecordPush] = field(default_factory=list)  # the peer link to each standby
@@ -74,35 +91,40 @@ class ShardController:
     rejoin_task: asyncio.Task[None] | None = None
     store_failing_since: float | None = None
     store_probe: StoreProbe = field(default_factory=lambda: StoreProbe(""))
+    failed_promotions: int = 0  # fault injection (drills): fail right after take_leadership
 
     @property
     def app(self) -> ShardApp:
         return self.writer.app
 
     @property
-    def coord(self) -> Coordinator:
-        assert self.node.coordinator is not None
-        return self.node.coordinator
+    def coord(self) -> Coordination:
+        return self.ctx.coordination
+
+    @property
+    def region(self) -> str:
+        return self.ctx.region
 
     def accepting(self) -> bool:
-        return self.role == "leader" and self.coord.is_leader(self.shard_id)
+        return self.role is Role.LEADER and self.coord.is_leader(self.shard_id)
+
+    async def _on_writer(self, read: Callable[[ShardApp], T]) -> T:
+        """Run `read` on the writer thread, between batches and replicated runs."""
+        return await asyncio.wrap_future(self.writer.query(read))
 
     # -- following ------------------------------------------------------------------------
 
-    def follow(self, leader: LeaderInfo | None) -> None:
+    async def follow(self, leader: LeaderInfo | None) -> None:
         """Point gap-filling at the leader's store (its region's database)."""
-        if leader is None or leader.region == self.node.region.name:
+        if leader is None or leader.region == self.region:
             return
         self.leader_region = leader.region
-        region = self.node.settings.region_named(leader.region)
-        view = self.leader_views.get(region.name)
+        view = self.leader_views.get(leader.region)
         if view is None:
-            from infra.bootstrap import make_shard_app
-
-            view = make_shard_app(self.node.settings, self.shard_id, dsn=region.pg_dsn)
-            self.leader_views[region.name] = view
+            view = await asyncio.to_thread(self.ctx.open_store, leader.region)
+            self.leader_views[leader.region] = view
         self.replicator.primary = view.store
-        self.history = self.coord.epochs(self.shard_id)
+        self.history = await asyncio.to_thread(self.coord.epochs, self.shard_id)
 
     def record_is_current(self, seq: int, epoch: int) -> bool:
         """A replicated record counts only if the epoch history says its epoch owns its seq."""
@@ -119,7 +141,7 @@ class ShardController:
         moved = self.app.store.quarantine_from(
             self.shard_id, fork, f"diverged from the epoch history at seq {fork}"
         )
-        self.node.alerts.send(
+        self.ctx.alerts.send(
             "critical",
             "WALQuarantined",
             f"shard {self.shard_id}: {moved} record(s) from seq {fork} written after the fork "
@@ -128,7 +150,7 @@ class ShardController:
                 "shard": self.shard_id,
                 "seq": fork,
                 "records": moved,
-                "region": self.node.region.name,
+                "region": self.region,
             },
         )
         self.app.needs_recovery = True
@@ -144,98 +166,182 @@ class ShardController:
         if lock is None:
             log.warning("failover of shard=%s already running elsewhere", self.shard_id)
             return False
-        log.warning("failover lock taken shard=%s region=%s", self.shard_id, self.node.region.name)
+        log.warning("failover lock taken shard=%s region=%s", self.shard_id, self.region)
         try:
+            if self.role is not Role.STANDBY:
+                return False  # deposed or promoted meanwhile: not ours to decide now
             current = await asyncio.to_thread(coord.refresh_leader, self.shard_id)
             if current is not None:
                 return False  # somebody leads (and holds a live session)
-            old_leader = self.node.leader_region_name(self.shard_id)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.wrap_future(self.writer.query(lambda _: self.replicator.catch_up())),
-                    1.0,
-                )
+            old_leader = self.leader_region
+            self.role = Role.PROMOTING  # the intake stops queueing records
+            before_catch_up = await self._on_writer(lambda app: app.seq)
+            try:
+                # drain the old leader's store; the freeze below waits behind it on the writer
+                await self._on_writer(lambda _: self.replicator.catch_up())
+            except Exception as exc:  # its store is gone too: promote with what is here
+                log.warning("catch-up before promotion of shard=%s failed: %s", self.shard_id, exc)
+            applied = await self._on_writer(self._freeze)
+            log.warning(
+                "promotion of shard=%s region=%s from seq %s (%s records caught up from %s's "
+                "store; lacking %s)",
+                self.shard_id,
+                self.region,
+                applied,
+                applied - before_catch_up,
+                old_leader,
+                self.replicator.lag_records(),
+            )
             lag_s = self.replicator.lag_seconds()
             lag_records = self.replicator.lag_records()
-            max_lag_s = self.node.settings.failover.max_lag_s
+            max_lag_s = self.ctx.failover.max_lag_s
             if not may_promote(lag_s, max_lag_s):
-                self.node.alerts.send(
+                self._thaw(Role.STANDBY)
+                self.ctx.alerts.send(
                     "critical",
                     "FailoverRefused",
                     f"cannot fail over shard {self.shard_id}: standby "
-                    f"{self.node.region.name} lags {lag_s:.3f}s ({lag_records} records), more "
+                    f"{self.region} lags {lag_s:.3f}s ({lag_records} records), more "
                     f"than {max_lag_s:.3f}s; the shard stays down rather "
                     "than lose data",
                     {"shard": self.shard_id, "lag_seconds": lag_s, "lag_records": lag_records},
                 )
                 return False
-            await self._promote(reason, old_leader=old_leader, planned=planned)
+            await self._promote(reason, applied, old_leader=old_leader, planned=planned)
             return True
         except Exception as exc:
             log.error("failover of shard=%s failed: %s", self.shard_id, exc)
-            if self.role == "promoting":
-                self.role = "standby"
+            if self.role is Role.PROMOTING:
+                self._thaw(Role.STANDBY)
             return False
         finally:
             await asyncio.to_thread(lock.release)
 
+    def _freeze(self, app: ShardApp) -> int:
+        """On the writer thread: no more replicated records; the seq the new epoch follows."""
+        self.replicator.frozen = True
+        return app.seq
+
+    def _thaw(self, role: Role) -> None:
+        self.replicator.frozen = False
+        self.role = role
+
     async def _promote(
-        self, reason: str, *, old_leader: str | None, planned: bool, own_records: bool = False
+        self,
+        reason: str,
+        applied: int,
+        *,
+        old_leader: str | None,
+        planned: bool,
+        own_records: bool = False,
     ) -> None:
-        """Take a new epoch from this region's applied seq and start leading (the caller holds
-        the shard's lock and saw no leader). A standby's records came from the topic already;
-        with `own_records` (a retake) the relay goes on from its own tracked position instead,
-        so what this region wrote before it was fenced is published too."""
+        """Take a new epoch after `applied`, the seq read on the writer thread with intake and
+        replication frozen (the caller holds the shard's lock and saw no leader), then lead.
+
+        Any step after take_leadership that fails gives the shard back (resign, the role it
+        had before), so the next round finds it leaderless instead of held by nobody who
+        writes. A standby's records came from the topic already; with `own_records` (a
+        retake) the relay goes on from its own tracked position instead, so what this region
+        wrote before it was fenced is published too."""
         coord = self.coord
-        self.role = "promoting"
-        applied = self.app.seq
+        before = self.role if self.role is not Role.PROMOTING else Role.STANDBY
+        self.role = Role.PROMOTING
+        previous_epoch = self.app.epoch
         epoch = await asyncio.to_thread(
-            coord.take_leadership,
-            self.shard_id,
-            applied_seq=applied,
-            min_epoch=self.app.epoch,
+            coord.take_leadership, self.shard_id, applied_seq=applied, min_epoch=previous_epoch
         )
-
-        def adopt(app: ShardApp) -> int:
-            app.epoch = epoch
-            return app.seq
-
-        seq = await asyncio.wrap_future(self.writer.query(adopt))
-        if not own_records:
-            self.relay.position = seq
-            await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
-        self.gate.standby_seq = seq
-        self.gate.reset_for_new_term()
-        self.start_relay()
-        self.role = "leader"
+        try:
+            if self.failed_promotions > 0:
+                self.failed_promotions -= 1
+                raise PromotionError("injected failure after take_leadership")
+            seq = await self._on_writer(lambda app: self._adopt(app, epoch, applied))
+            history = await asyncio.to_thread(coord.epochs, self.shard_id)
+            start = dict(history).get(epoch)
+            if start != seq + 1:
+                raise PromotionError(
+                    f"epoch {epoch} starts at seq {start} in the history, but the first seq "
+                    f"it writes is {seq + 1}"
+                )
+            if not own_records:
+                self.relay.position = seq
+                await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
+            if self.role is not Role.PROMOTING:
+                raise PromotionError(f"deposed while taking epoch {epoch}")
+            self.gate.standby_seq = seq
+            self.gate.reset_for_new_term()
+            self.start_relay()
+            self.history = history
+            self.role = Role.LEADER
+            self.replicator.frozen = False
+        except BaseException as exc:
+            await self._give_back(epoch, previous_epoch, before, exc)
+            raise
         if self.failing_since is not None:
-            self.last_rto_s = time.monotonic() - self.failing_since
-        record = FailoverRecord(
-            self.shard_id,
-            old_leader or "?",
-            self.node.region.name,
-            epoch,
-            seq,
-            time.time(),
-            reason,
+            self.last_rto_s = self.ctx.clock() - self.failing_since
+        self.failovers.append(
+            FailoverRecord(
+                self.shard_id,
+                old_leader or "?",
+                self.region,
+                epoch,
+                seq,
+                self.ctx.wall_clock(),
+                reason,
+            )
         )
-        self.failovers.append(record)
-        self.leader_region = self.node.region.name
-        self.history = coord.epochs(self.shard_id)
-        self.node.alerts.send(
+        self.leader_region = self.region
+        self.ctx.alerts.send(
             "critical" if not planned else "warning",
             "FailoverCompleted" if not planned else "SwitchoverCompleted",
-            f"shard {self.shard_id}: {self.node.region.name} is the new primary at epoch "
+            f"shard {self.shard_id}: {self.region} is the new primary at epoch "
             f"{epoch} from seq {seq + 1} ({reason})",
             {
                 "shard": self.shard_id,
                 "epoch": epoch,
                 "seq": seq,
                 "from": old_leader,
-                "to": self.node.region.name,
+                "to": self.region,
             },
         )
-        self.node.on_promoted(self)
+        self.ctx.on_promoted(self)
+
+    def _adopt(self, app: ShardApp, epoch: int, applied: int) -> int:
+        """On the writer thread: the new epoch, if nothing landed since `applied` was read."""
+        if app.seq != applied:
+            raise PromotionError(
+                f"shard {self.shard_id} moved from seq {applied} to {app.seq} during promotion"
+            )
+        app.epoch = epoch
+        return app.seq
+
+    async def _give_back(
+        self, epoch: int, previous_epoch: int, role: Role, why: BaseException
+    ) -> None:
+        """Undo a promotion that took the leader node but could not finish."""
+        log.critical(
+            "promotion of shard=%s region=%s to epoch %s failed after taking the leader node: "
+            "%s; resigning",
+            self.shard_id,
+            self.region,
+            epoch,
+            why,
+        )
+        self.stop_relay()
+        self.gate.fail_all()
+        try:
+            await asyncio.to_thread(self.coord.resign, self.shard_id)
+        except Exception as exc:  # the session's expiry removes the node instead
+            log.error("resign of shard=%s failed: %s", self.shard_id, exc)
+
+        def restore(app: ShardApp) -> None:
+            if app.epoch == epoch:
+                app.epoch = previous_epoch
+
+        with contextlib.suppress(Exception):
+            await self._on_writer(restore)
+        if self.role is Role.PROMOTING:
+            self._thaw(role)
+        # else deposed meanwhile: its rejoin owns the role (and thaws when it follows)
 
     def start_relay(self) -> None:
         """Publish from here on: the relay to the topic, the peer link to each standby."""
@@ -253,17 +359,17 @@ class ShardController:
 
     async def deposed(self, why: str) -> None:
         """Stop at once; then rejoin as a standby of whoever leads now."""
-        if self.role not in ("leader", "handing_over", "promoting"):
+        if self.role not in (Role.LEADER, Role.HANDING_OVER, Role.PROMOTING):
             return
         self._fence(why)
         await self.become_standby(may_retake=True)
 
     def _fence(self, why: str) -> None:
         """Accept nothing more: no relay, every waiting acknowledgement failed."""
-        self.role = "fenced"
+        self.role = Role.FENCED
         self.stop_relay()
         self.gate.fail_all()
-        log.critical("fenced shard=%s region=%s: %s", self.shard_id, self.node.region.name, why)
+        log.critical("fenced shard=%s region=%s: %s", self.shard_id, self.region, why)
 
     async def become_standby(self, *, may_retake: bool = False) -> None:
         """Wait for a leader elsewhere, set aside divergent records, follow it.
@@ -277,32 +383,33 @@ class ShardController:
             try:
                 leader = await asyncio.to_thread(self.coord.refresh_leader, self.shard_id)
                 if leader is None and may_retake:
-                    now = time.monotonic()
+                    now = self.ctx.clock()
                     if leaderless_since is None:
                         leaderless_since = now
-                    elif now - leaderless_since >= self.node.settings.failover.failover_after_s:
+                    elif now - leaderless_since >= self.ctx.failover.failover_after_s:
                         if await self.retake(now - leaderless_since):
                             return
                         leaderless_since = now  # not now: look again a period later
                 elif leader is not None:
                     leaderless_since = None
-                if leader is None or leader.region == self.node.region.name:
+                if leader is None or leader.region == self.region:
                     await asyncio.sleep(0.2)
                     continue
-                self.follow(leader)
+                await self.follow(leader)
                 await asyncio.wrap_future(self.writer.query(lambda _: self.rejoin()))
                 break
             except Exception as exc:
                 log.warning("rejoin of shard=%s not possible yet: %s", self.shard_id, exc)
                 await asyncio.sleep(0.2)
         self.replicator.stats.last_seen_seq = self.app.seq
-        self.role = "standby"
+        self.replicator.frozen = False
+        self.role = Role.STANDBY
         self.failing_since = None
-        self.node.on_demoted(self)
+        self.ctx.on_demoted(self)
         log.warning(
             "standby shard=%s region=%s following %s from seq %s",
             self.shard_id,
-            self.node.region.name,
+            self.region,
             leader.region,
             self.app.seq,
         )
@@ -325,7 +432,7 @@ class ShardController:
                 log.warning(
                     "shard=%s region=%s will not retake: epoch %s is not the last in %s",
                     self.shard_id,
-                    self.node.region.name,
+                    self.region,
                     self.app.epoch,
                     history,
                 )
@@ -334,21 +441,22 @@ class ShardController:
             def rebuild(app: ShardApp) -> int:
                 app.needs_recovery = True
                 app.recover()
-                return app.seq
+                return self._freeze(app)
 
-            await asyncio.wrap_future(self.writer.query(rebuild))
+            applied = await self._on_writer(rebuild)
             await self._promote(
                 f"deposed leader retook the shard: nobody led for {leaderless_s:.2f}s and no "
                 f"region wrote after its epoch {self.app.epoch}",
-                old_leader=self.node.region.name,
+                applied,
+                old_leader=self.region,
                 planned=False,
                 own_records=True,
             )
             return True
         except Exception as exc:
             log.error("retake of shard=%s failed: %s", self.shard_id, exc)
-            if self.role == "promoting":
-                self.role = "fenced"
+            if self.role is Role.PROMOTING:
+                self._thaw(Role.FENCED)
             return False
         finally:
             await asyncio.to_thread(lock.release)
@@ -358,57 +466,63 @@ class ShardController:
     async def check_store(self) -> None:
         """On the leader: if its region's database stops answering for `store_loss_after`,
         resign so that the standby promotes, instead of holding a shard it cannot write."""
-        if self.role != "leader":
+        if self.role is not Role.LEADER:
             self.store_failing_since = None
             return
         try:
             await self.store_probe.check()
         except Exception as exc:
-            now = time.monotonic()
+            now = self.ctx.clock()
             if self.store_failing_since is None:
                 self.store_failing_since = now
                 log.error(
                     "store of shard=%s region=%s not answering: %s",
                     self.shard_id,
-                    self.node.region.name,
+                    self.region,
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 )
-            if now - self.store_failing_since >= self.node.settings.failover.store_loss_after_s:
+            if now - self.store_failing_since >= self.ctx.failover.store_loss_after_s:
                 await self.resign_store_lost(now - self.store_failing_since)
             return
         self.store_failing_since = None
 
     async def resign_store_lost(self, for_s: float) -> None:
         """Fence at once, hand the shard to a peer, then wait (as a standby) for the store."""
-        if self.role != "leader":
+        if self.role is not Role.LEADER:
             return
         self._fence(f"its database did not answer for {for_s:.2f}s")
-        peers = self.node.settings.peers(self.node.region.name)
+        peers = self.ctx.peers
         try:
             if peers:
-                await asyncio.to_thread(self.coord.request_handover, self.shard_id, peers[0].name)
+                await asyncio.to_thread(self.coord.request_handover, self.shard_id, peers[0])
             await asyncio.to_thread(self.coord.resign, self.shard_id)
         except Exception as exc:  # ZooKeeper gone too: the session expiry resigns for us
             log.error("resign of shard=%s failed: %s", self.shard_id, exc)
-        self.node.alerts.send(
+        self.ctx.alerts.send(
             "critical",
             "LeaderStoreLost",
-            f"shard {self.shard_id}: the database of leader {self.node.region.name} did not "
+            f"shard {self.shard_id}: the database of leader {self.region} did not "
             f"answer for {for_s:.2f}s; it resigned so that "
-            f"{peers[0].name if peers else 'a standby'} takes over",
-            {"shard": self.shard_id, "region": self.node.region.name},
+            f"{peers[0] if peers else 'a standby'} takes over",
+            {"shard": self.shard_id, "region": self.region},
         )
         self.store_failing_since = None
         self.rejoin_task = asyncio.ensure_future(self.become_standby())
 
     # -- the health check -------------------------------------------------------------------
 
+    def _observe(self) -> tuple[LeaderInfo | None, bool]:
+        """The cluster as this round sees it (a thread: these may wait on the network)."""
+        leader = self.coord.leader(self.shard_id)
+        planned = self.coord.handover_target(self.shard_id) == self.region
+        return leader, planned
+
     async def check(self, client: httpx.AsyncClient) -> None:
         """One health round of a standby (the design's FailoverManager.checkHealth)."""
-        if self.role != "standby":
+        if self.role is not Role.STANDBY:
             return
-        settings = self.node.settings.failover
-        leader = self.coord.leader(self.shard_id)
+        settings = self.ctx.failover
+        leader, planned = await asyncio.to_thread(self._observe)
         healthy = False
         if leader is not None:
             try:
@@ -418,11 +532,10 @@ class ShardController:
                 healthy = response.status_code == 200
             except httpx.HTTPError:
                 healthy = False
-        planned = self.coord.handover_target(self.shard_id) == self.node.region.name
         if healthy and not planned:
             self.failing_since = None
             return
-        now = time.monotonic()
+        now = self.ctx.clock()
         if self.failing_since is None:
             self.failing_since = now
             log.warning(
@@ -445,31 +558,41 @@ class ShardController:
 
     async def hand_over(self, to_region: str, timeout_s: float = 5.0) -> dict[str, Any]:
         """Drain, wait for `to_region` to hold every record, resign; it promotes at once."""
-        if self.role != "leader":
+        if self.role is not Role.LEADER:
             raise ValueError(f"this region does not lead shard {self.shard_id}")
-        if to_region == self.node.region.name:
+        if to_region == self.region:
             raise ValueError(f"{to_region} already leads shard {self.shard_id}")
-        self.node.settings.region_named(to_region)
-        started = time.monotonic()
-        self.role = "handing_over"  # new commands: not_leader from here on
-        seq = await asyncio.wrap_future(self.writer.query(lambda app: app.seq))
+        if to_region not in self.ctx.peers:
+            raise ValueError(
+                f"unknown region {to_region!r}; configured: {', '.join(self.ctx.peers)}"
+            )
+        started = self.ctx.clock()
+        self.role = Role.HANDING_OVER  # new commands: not_leader from here on
+        seq = await self._on_writer(lambda app: app.seq)
         deadline = started + timeout_s
-        while self.gate.standby_seq < seq and time.monotonic() < deadline:
+        while (
+            self.role is Role.HANDING_OVER
+            and self.gate.standby_seq < seq
+            and self.ctx.clock() < deadline
+        ):
             await asyncio.sleep(0.005)
+        if self.role is not Role.HANDING_OVER:
+            # deposed meanwhile: its rejoin owns the shard's role now
+            raise TimeoutError(f"deposed during the hand-over of shard {self.shard_id}")
         if self.gate.standby_seq < seq:
-            self.role = "leader"
+            self.role = Role.LEADER
             raise TimeoutError(
                 f"{to_region} did not confirm seq {seq} within {timeout_s}s; nothing changed"
             )
         await asyncio.to_thread(self.coord.request_handover, self.shard_id, to_region)
         self.stop_relay()
         await asyncio.to_thread(self.coord.resign, self.shard_id)
-        self.role = "fenced"
+        self.role = Role.FENCED
         self.rejoin_task = asyncio.ensure_future(self.become_standby())
         return {
             "shard": self.shard_id,
-            "from_region": self.node.region.name,
+            "from_region": self.region,
             "to_region": to_region,
             "seq": seq,
-            "drained_in_s": round(time.monotonic() - started, 3),
+            "drained_in_s": round(self.ctx.clock() - started, 3),
         }

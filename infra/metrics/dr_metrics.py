@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from infra.failover.state import Role
+
 if TYPE_CHECKING:
     from infra.node.node import Node
     from infra.wal.archive_service import ArchiveService
@@ -130,12 +132,12 @@ class NodeCollector(Collector):
                 )
             if controller.last_rto_s is not None:
                 rto.add_metric([shard_id], controller.last_rto_s)
-            if controller.role == "leader":
+            if controller.role is Role.LEADER:
                 for push in controller.pushes:
                     link.add_metric([shard_id, push.region], 1.0 if push.up else 0.0)
         for shard_id, writer in node.writers.items():
             app = writer.app
-            role = "primary" if node.role_of(shard_id) == "leader" else "standby"
+            role = "primary" if node.role_of(shard_id) is Role.LEADER else "standby"
             up.add_metric([role, shard_id, region], 1.0)
             seq.add_metric([shard_id], float(app.seq))
             archived = archive_states.get(shard_id)

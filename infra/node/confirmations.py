@@ -31,7 +31,7 @@ def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker")
     controller = node.controllers.get(shard_id) if isinstance(shard_id, str) else None
     if controller is None or ack.get("region") == node.region.name:
         return
-    if controller.role not in ("leader", "handing_over"):
+    if not controller.role.leads:
         return
     app = controller.app
     try:

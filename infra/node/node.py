@@ -35,6 +35,7 @@ from application.wal.auth import ReplicationKeys
 from application.wal.writer import ShardWriter
 from infra.coordination.zookeeper import Coordinator
 from infra.failover.controller import ShardController
+from infra.failover.state import Role
 from infra.metrics.alerts import AlertSender
 from infra.replication.rejections import RejectionAlerts
 from infra.settings import Region, Settings
@@ -73,22 +74,22 @@ class Node:
 
     @property
     def gates(self) -> dict[str, SyncGate]:
-        return {s: c.gate for s, c in self.controllers.items() if c.role == "leader"}
+        return {s: c.gate for s, c in self.controllers.items() if c.role is Role.LEADER}
 
     @property
     def replicators(self) -> dict[str, Replicator]:
-        return {s: c.replicator for s, c in self.controllers.items() if c.role == "standby"}
+        return {s: c.replicator for s, c in self.controllers.items() if c.role is Role.STANDBY}
 
     @property
     def leads(self) -> bool:
-        return any(c.role == "leader" for c in self.controllers.values())
+        return any(c.role is Role.LEADER for c in self.controllers.values())
 
-    def role_of(self, shard_id: str) -> str:
+    def role_of(self, shard_id: str) -> Role:
         return self.controllers[shard_id].role
 
     def replica_lag_ms(self, shard_id: str) -> float | None:
         controller = self.controllers.get(shard_id)
-        if controller is None or controller.role != "standby":
+        if controller is None or controller.role is not Role.STANDBY:
             return None
         return controller.replicator.lag_seconds() * 1000
 

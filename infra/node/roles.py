@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from infra.coordination.zookeeper import LeaderInfo
+from infra.coordination.base import LeaderInfo
+from infra.failover.state import Role
 from infra.node.node import Node
 
 log = logging.getLogger("exchange_dr.node")
@@ -32,10 +33,11 @@ async def take_initial_roles(node: Node) -> None:
             leader = await asyncio.to_thread(coord.refresh_leader, shard_id)
         history = await asyncio.to_thread(coord.epochs, shard_id)
         if leader is None and not history and node.region.name == node.settings.preferred_leader:
+            applied = await asyncio.wrap_future(controller.writer.query(lambda app: app.seq))
             epoch = await asyncio.to_thread(
                 coord.take_leadership,
                 shard_id,
-                applied_seq=controller.app.seq,
+                applied_seq=applied,
                 min_epoch=controller.app.epoch,
             )
 
@@ -46,16 +48,16 @@ async def take_initial_roles(node: Node) -> None:
             await asyncio.wrap_future(controller.writer.query(adopt))
             controller.history = await asyncio.to_thread(coord.epochs, shard_id)
             controller.start_relay()
-            controller.role = "leader"
+            controller.role = Role.LEADER
             log.warning(
                 "bootstrap leader shard=%s region=%s epoch=%s", shard_id, node.region.name, epoch
             )
         elif leader is not None and leader.region != node.region.name:
-            controller.role = "fenced"
+            controller.role = Role.FENCED
             await controller.become_standby()
         else:
             controller.history = history
-            controller.role = "standby"
+            controller.role = Role.STANDBY
             log.warning("shard=%s has no leader: standing by for the failover manager", shard_id)
 
 
@@ -74,7 +76,7 @@ def wire_failover(node: Node) -> None:
         def leader_changed(shard: str, info: LeaderInfo | None) -> None:
             controller = node.controllers[shard]
             if info is not None and info.region != node.region.name:
-                loop.call_soon_threadsafe(controller.follow, info)
+                loop.call_soon_threadsafe(asyncio.ensure_future, controller.follow(info))
 
         def deposed(shard: str, why: str) -> None:
             controller = node.controllers[shard]

@@ -8,6 +8,7 @@ from typing import Any
 
 import faust
 
+from infra.failover.state import Role
 from infra.node.api_thread import start_api
 from infra.node.heap import HeapPolicy
 from infra.node.node import Node
@@ -59,7 +60,7 @@ def shut_down(node: Node) -> None:
     coord = node.coordinator
     for controller in node.controllers.values():
         controller.stop_relay()
-        if controller.role == "leader" and coord is not None:
+        if controller.role is Role.LEADER and coord is not None:
             # a graceful stop hands the shard over at once instead of waiting for expiry
             peers = node.settings.peers(node.region.name)
             if peers:
@@ -72,7 +73,7 @@ def shut_down(node: Node) -> None:
                 "gracefully and resigned",
                 {"shard": controller.shard_id},
             )
-        controller.role = "fenced"
+        controller.role = Role.FENCED
     if node.api_server is not None:
         node.api_server.should_exit = True
     for controller in node.controllers.values():

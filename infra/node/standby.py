@@ -14,6 +14,7 @@ import orjson
 
 from application.replication.sync_gate import ReplicationMode
 from infra.failover.controller import ShardController
+from infra.failover.state import Role
 from infra.node.confirmations import PeerConfirmer
 from infra.node.node import Node
 
@@ -80,14 +81,14 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
         await acks_topic.send(key=shard_id.encode(), value=orjson.dumps(ack))
 
     def _apply_pushed(body: bytes, app: Any) -> dict[str, Any] | None:
-        if controller.role != "standby":
+        if controller.role is not Role.STANDBY:
             return None
         return confirmation(*_apply([body], app, source="peer"))
 
     def take_pushed(body: bytes) -> Future[dict[str, Any] | None] | None:
         """A run from the leader's peer link (any thread): the future of its confirmation, due
         once the run is stored; None if this region is not a standby of the shard."""
-        if controller.role != "standby":
+        if controller.role is not Role.STANDBY:
             return None
         return writer.query(functools.partial(_apply_pushed, body))
 
@@ -108,7 +109,7 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
             del arrived[: len(values)]
             if arrived:
                 wake.set()
-            if controller.role != "standby":
+            if controller.role is not Role.STANDBY:
                 continue
             # what the peer link already brought is dropped here, without the writer's time
             values = replicator.unseen(values)
@@ -132,7 +133,7 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
         applier = asyncio.ensure_future(apply_arrived())
         try:
             async for value in stream:
-                if controller.role == "standby":
+                if controller.role is Role.STANDBY:
                     arrived.append(value)
                     wake.set()
         finally:
@@ -141,7 +142,7 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
     @node.faust_app.timer(0.5)  # type: ignore[untyped-decorator]
     async def catch_up() -> None:
         # a broker that lost its topics, or a quiet leader: the store is the source of truth
-        if controller.role != "standby" or node.coordinator is None:
+        if controller.role is not Role.STANDBY or node.coordinator is None:
             return
         if node.coordinator.leader(shard_id) is None:
             return  # nobody to copy from; the failover manager decides

@@ -14,7 +14,7 @@ from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPol
 from application.shard.app import ShardApp
 from infra.bootstrap import make_shard_app, make_writer, migrate
 from infra.coordination.zookeeper import Coordinator
-from infra.failover.controller import ShardController
+from infra.failover.controller import ControllerContext, ShardController
 from infra.failover.probe import StoreProbe
 from infra.metrics.alerts import AlertSender
 from infra.node.confirmations import accept_standby_ack, wire_acks
@@ -81,7 +81,24 @@ def build_node(settings: Settings, region_name: str) -> Node:
         node.ack_checks[shard_id] = check = ConfirmationCheck(
             shard_id, keys, lookup=functools.partial(_stored_checksum, app.store, shard_id)
         )
-        controller = ShardController(node, shard_id, writer, replicator, gate, relay)
+        context = ControllerContext(
+            coordination=node.coordinator,
+            region=region.name,
+            peers=tuple(peer.name for peer in settings.peers(region.name)),
+            failover=settings.failover,
+            alerts=node.alerts,
+            open_store=functools.partial(_region_view, settings, shard_id),
+            on_promoted=node.on_promoted,
+            on_demoted=node.on_demoted,
+        )
+        controller = ShardController(
+            context,
+            shard_id,
+            writer,
+            replicator,
+            gate,
+            relay,
+        )
         controller.store_probe = StoreProbe(region.pg_dsn, timeout_s=1.0)
         replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
         if settings.peer_token:
@@ -98,6 +115,8 @@ def build_node(settings: Settings, region_name: str) -> Node:
                 for peer_region in settings.peers(region.name)
             ]
         writer.gate = gate
+        writer.commit_delay_s = settings.faults.commit_delay_ms / 1000
+        controller.failed_promotions = settings.faults.failed_promotions
         writer.on_committed = _fan_out(relay, controller.pushes, check)
         writer.guard = controller.accepting
         # what was taken may still be acknowledged while handing over, never without the lease
@@ -119,6 +138,12 @@ def build_node(settings: Settings, region_name: str) -> Node:
             )
 
     return node
+
+
+def _region_view(settings: Settings, shard_id: str, region_name: str) -> ShardApp:
+    """A region's shard, read-only here: where a standby fills gaps from (the leader's store)."""
+    region = settings.region_named(region_name)
+    return make_shard_app(settings, shard_id, dsn=region.pg_dsn)
 
 
 def make_gate(settings: Settings, shard_id: str, alerts: AlertSender) -> SyncGate:
@@ -162,6 +187,4 @@ def _stored_checksum(store: Any, shard_id: str, seq: int) -> str | None:
 
 
 def _may_acknowledge(controller: ShardController) -> bool:
-    return controller.role in ("leader", "handing_over") and controller.coord.is_leader(
-        controller.shard_id
-    )
+    return controller.role.leads and controller.coord.is_leader(controller.shard_id)

@@ -72,6 +72,7 @@ class Replicator:
         self._alert = alert
         self.accept: Callable[[WalRecord], bool] | None = None  # e.g. the epoch history
         self.stall_after_seq: int | None = None  # fault injection: never apply beyond it
+        self.frozen = False  # a promotion is reading the seq its epoch follows: apply nothing
         self.behind_since_us: int | None = None
         self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
         self._head_at_last_catch_up = 0
@@ -90,11 +91,14 @@ class Replicator:
         return max(0, self.stats.last_seen_seq - self.app.seq)
 
     def lag_seconds(self) -> float:
-        """How long this standby has been missing records it knows exist (0 when caught up)."""
+        """The age of the newest record this standby knows exists and lacks (0 when caught
+        up), by the record's own timestamp: a backlog found just now is as old as its records.
+        Without a timestamp (a corrupt record's seq), since when it has been missing them."""
         self._track_lag()
         if self.behind_since_us is None:
             return 0.0
-        return max(0.0, (self._clock_us() - self.behind_since_us) / 1e6)
+        since = self.stats.last_seen_recorded_at_us or self.behind_since_us
+        return max(0.0, (self._clock_us() - since) / 1e6)
 
     def _track_lag(self) -> None:
         if self.lag_records() == 0:
@@ -130,6 +134,11 @@ class Replicator:
         self._head_at_last_catch_up = head
         if overdue > self.stats.last_seen_seq:
             self.stats.last_seen_seq = overdue
+            self.stats.last_seen_recorded_at_us = 0
+            if overdue > self.app.seq:
+                newest = list(self.primary.read_records(self.shard_id, overdue - 1, 1))
+                if newest:
+                    self.stats.last_seen_recorded_at_us = newest[0].recorded_at_us
         return self._apply({})
 
     def unseen(self, values: Iterable[Any]) -> list[Any]:
@@ -223,6 +232,9 @@ class Replicator:
     def _apply(self, good: dict[int, WalRecord]) -> int:
         self.last_applied = []
         applied = self.app.seq
+        if self.frozen:
+            self._track_lag()
+            return applied
         for seq in [s for s in good if s <= applied]:
             del good[seq]
             self.stats.duplicates += 1

@@ -117,6 +117,8 @@ def test_values_are_parsed_once_into_typed_fields() -> None:
             "EXDR_API_LEADS": "none",
             "EXDR_FAULT_TAMPER_SEQS": "5, 40",
             "EXDR_FAULT_STALL_AFTER_SEQ": "7",
+            "EXDR_FAULT_COMMIT_DELAY_MS": "25",
+            "EXDR_FAULT_FAILED_PROMOTIONS": "1",
         }
     )
     assert settings.topic_prefix == "t1"
@@ -131,6 +133,8 @@ def test_values_are_parsed_once_into_typed_fields() -> None:
     assert not settings.api_leads
     assert settings.faults.tamper_seqs == {5, 40}
     assert settings.faults.stall_after_seq == 7
+    assert settings.faults.commit_delay_ms == 25
+    assert settings.faults.failed_promotions == 1
 
 
 @pytest.mark.parametrize(
@@ -150,6 +154,8 @@ def test_values_are_parsed_once_into_typed_fields() -> None:
         ("EXDR_API_LEADS", "some"),
         ("EXDR_FAULT_TAMPER_SEQS", "5,x"),
         ("EXDR_FAULT_STALL_AFTER_SEQ", "-1"),
+        ("EXDR_FAULT_COMMIT_DELAY_MS", "-5"),
+        ("EXDR_FAULT_FAILED_PROMOTIONS", "x"),
         ("EXDR_DRILL_ZK_SESSION_MS", "fast"),
         ("EXDR_TOPIC_PREFIX", " "),
         ("EXDR_ZK_ROOT", "exdr/prod"),

@@ -12,6 +12,7 @@ from application.replication.sync_gate import SyncGate
 from application.shard.app import ShardApp
 from application.wal.auth import ReplicationKeys
 from application.wal.records import WalRecord
+from infra.failover.state import Role
 from infra.node.confirmations import accept_standby_ack
 from projections.replication.replicator import Replicator
 from tests.unit.wal_records import sealed_records
@@ -28,7 +29,7 @@ def _leader_node(epoch: int) -> tuple[Any, SyncGate, list[WalRecord]]:
     check = ConfirmationCheck(SHARD, KEYS)
     check.committed(records)
     controller = SimpleNamespace(
-        shard_id=SHARD, role="leader", app=SimpleNamespace(epoch=epoch, seq=5), gate=gate
+        shard_id=SHARD, role=Role.LEADER, app=SimpleNamespace(epoch=epoch, seq=5), gate=gate
     )
     node = SimpleNamespace(
         controllers={SHARD: controller},
@@ -127,11 +128,8 @@ def _rejoining(history: list[tuple[int, int]]) -> Any:
         history=[],
         coord=SimpleNamespace(epochs=lambda shard_id: list(history)),
         app=RejoiningApp(store),
-        node=SimpleNamespace(
-            region=SimpleNamespace(name="east"),
-            failover=SimpleNamespace(webhook_url=None),
-            alerts=SimpleNamespace(send=lambda *args, **kwargs: None),
-        ),
+        region="east",
+        ctx=SimpleNamespace(alerts=SimpleNamespace(send=lambda *args, **kwargs: None)),
     )
     return ShardController.rejoin, controller, store
 
