@@ -135,7 +135,12 @@ def test_broker_restart_loses_topics_but_not_records(cluster: Cluster) -> None:
     # the clients retry what was refused: every order ends acknowledged exactly once, and an
     # order acknowledged before is answered with its first outcome (200, same seq)
     retried = asyncio.run(
-        place_orders(cluster.url("primary"), cluster.key, [f"b-{i}" for i in range(800)])
+        place_orders(
+            cluster.url("primary"),
+            cluster.key,
+            [f"b-{i}" for i in range(800)],
+            funding_key=cluster.funding_key,
+        )
     )
     assert set(retried["statuses"]) <= {200, 201} and len(retried["acked"]) == 800
     assert retried["statuses"].get(201, 0) <= 800 - len(second["acked"])
