@@ -1,1 +1,2 @@
-"""application."""
+"""Use cases over the domain: the shard application, its WAL, checkpoints, recovery and the
+replication rules it enforces."""

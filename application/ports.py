@@ -1,10 +1,12 @@
-"""What the shard application needs from its store, beyond eventsourcing's recorder."""
+"""What the application layer needs from its store, beyond eventsourcing's recorder."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from eventsourcing.persistence import StoredEvent
 
 from application.wal.records import WalRecord
 
@@ -32,7 +34,24 @@ class StoredCheckpoint:
 
 @runtime_checkable
 class WalStore(Protocol):
-    """The WAL side of the event store; the recorder's insert_events writes both sides at once."""
+    """The WAL side of the event store.
+
+    `append` commits a batch of WAL records with their aggregate events in one transaction
+    (the recorder's `insert_events` stays eventsourcing's path, used for snapshots). The other
+    methods read the WAL, keep its checkpoints and relay positions, and set a divergent tail
+    aside.
+    """
+
+    def append(
+        self,
+        stored_events: Sequence[StoredEvent],
+        records: Sequence[WalRecord],
+        *,
+        epoch: int,
+        prev_seq: int,
+    ) -> None:
+        """Commit records after `prev_seq` under `epoch`; refused (WriterFencedError) if
+        another writer moved the head or a newer epoch owns the shard."""
 
     def head(self, shard_id: str) -> Head: ...
 

@@ -28,7 +28,8 @@ def decimal_text(value: Decimal) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OrderView:
-    """An order as its owner sees it; `seq` is the last WAL seq that changed it."""
+    """An order as its owner sees it; `seq` is the WAL seq of the command the view comes from
+    (the one that last changed the order, or for a retried placement the one that stored it)."""
 
     order_id: UUID
     shard: str

@@ -60,7 +60,8 @@ class Account(ExchangeAggregate):
             account.position_margin = self.position_margin
 
     class FeeCharged(Aggregate.Event):
-        """Trading fee paid to the shard's fee account (records before Settled)."""
+        """Trading fee paid to the shard's fee account. No longer recorded (Settled carries it):
+        kept so that WALs written before Settled still replay."""
 
         amount: Decimal
         symbol: str
@@ -81,7 +82,8 @@ class Account(ExchangeAggregate):
             account.balance += self.amount
 
     class PnlRealized(Aggregate.Event):
-        """Profit or loss of closing (part of) a position (records before Settled)."""
+        """Profit or loss of closing (part of) a position. No longer recorded (Settled carries
+        it): kept so that WALs written before Settled still replay."""
 
         amount: Decimal
         symbol: str
@@ -142,7 +144,7 @@ class Account(ExchangeAggregate):
 
     @staticmethod
     def check_amount(amount: Decimal) -> None:
-        """Refuse non-positive money amounts."""
+        """Refuse non-positive or non-finite money amounts."""
         if not amount.is_finite() or amount <= 0:
             raise InvalidAmount(f"amount {amount} must be positive", field="amount")
 

@@ -63,7 +63,7 @@ class InvalidAmount(DomainError):
 
 
 class UnknownOrder(DomainError):
-    """No open order with this id belongs to the account."""
+    """No open order with this id belongs to the account (to a lookup: no such order exists)."""
 
     code = "unknown_order"
 

@@ -1,4 +1,5 @@
-"""Cross-checks of a shard's in-memory state, run at the end of tests and after recovery.
+"""Cross-checks of a shard's in-memory state, run by tests (after commands and after
+recovery), the demo and the matching benchmark.
 
 Everything here is derivable from the aggregates, so a mismatch is always a bug (an
 InvariantViolation), never a client error.

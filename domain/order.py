@@ -116,7 +116,8 @@ class Order(ExchangeAggregate):
             order.reserved_margin = Decimal(0)
 
     class Expired(Aggregate.Event):
-        """Remainder ended by its time in force, the price band or self-trade prevention."""
+        """Remainder ended by its time in force, the price band, self-trade prevention or (for a
+        resting reduce-only order) a fill that would grow the position."""
 
         reason: RejectReason
 

@@ -115,7 +115,8 @@ class OrderBook:
 
     def add(self, order_id: UUID, owner: str, side: Side, price_ticks: int, quantity_lots: int,
             priority: int = 0, reduce_only: bool = False) -> None:
-        """Rest an order at the back of its level (or by priority, when replay comes late)."""
+        """Rest an order at the back of its level, or at its place in priority order if the
+        level already holds an order of a later priority."""
         key = order_id.int
         entry = RestingOrder(order_id, owner, side, price_ticks, quantity_lots, priority,
                              reduce_only)

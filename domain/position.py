@@ -48,8 +48,8 @@ class Position(ExchangeAggregate):
         leverage: int
 
     class Traded(Aggregate.Event):
-        """New size, cost and margin after a maker fill or a taker's whole sweep (trade_id is
-        its last trade); realized PnL of those executions."""
+        """New size, cost and margin after one command's executions for this position (trade_id
+        is the last of them); realized PnL of those executions."""
 
         trade_id: int
         size_lots: int
@@ -105,7 +105,7 @@ class Position(ExchangeAggregate):
 
     def trade(self, trade_id: int, size_lots: int, cost_ticklots: int, leverage: int,
               margin: Decimal, realized_pnl: Decimal) -> None:
-        """Record the engine-computed result of one execution."""
+        """Record the engine-computed result of one command's executions."""
         self._record(self.Traded, trade_id=trade_id, size_lots=size_lots,
                            cost_ticklots=cost_ticklots, leverage=leverage, margin=margin,
                            realized_pnl=realized_pnl)

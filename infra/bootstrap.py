@@ -136,9 +136,9 @@ def make_key_store(settings: Settings, *, dsn: str | None = None) -> KeyStore:
     return KeyStore(dsn or settings.pg_dsn)
 
 
-def make_leadership() -> StaticLeadership:
-    """Until the failover manager lands: EXDR_API_LEADS=all|none and EXDR_LEADER_URL."""
-    return StaticLeadership.from_env()
+def make_leadership(settings: Settings) -> StaticLeadership:
+    """`exchange-dr serve`'s configured leadership (a node takes it from ZooKeeper)."""
+    return StaticLeadership.from_settings(settings)
 
 
 # -- projections (read models) ---------------------------------------------------------------

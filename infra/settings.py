@@ -1,8 +1,10 @@
 """Process settings, read once from ``EXDR_*`` environment variables.
 
-Every knob lives here so that the CLI, the REST facade, the workers and the tests agree on
-addresses and tuning. ``Settings.from_env()`` validates eagerly: a bad value raises ``ValueError``
-naming the variable, at start-up rather than on first use.
+Every knob lives here, and only here (tests/unit/test_settings_env.py checks that no other module
+reads the environment), so that the CLI, the node, the REST facade, the workers and the tests
+agree on addresses and tuning. ``Settings.from_env()`` validates eagerly: a bad value raises
+``ValueError`` naming the variable, at start-up rather than on first use. The result is passed
+in to whatever needs it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,56 @@ def _int(
     if value < minimum or (maximum is not None and value > maximum):
         upper = "" if maximum is None else f" and <= {maximum}"
         raise ValueError(f"{var}: must be >= {minimum}{upper}, got {value}")
+    return value
+
+
+def _optional_int(env: Mapping[str, str], var: str, *, minimum: int) -> int | None:
+    if not env.get(var, "").strip():
+        return None
+    return _int(env, var, 0, minimum=minimum)
+
+
+def _ms(env: Mapping[str, str], var: str, default_s: float) -> float:
+    """A duration given in milliseconds (fractions allowed), returned in seconds; > 0."""
+    raw = env.get(var)
+    if raw is None:
+        return default_s
+    try:
+        value = float(raw.strip()) / 1000
+    except ValueError:
+        raise ValueError(f"{var}: expected milliseconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{var}: must be > 0, got {raw!r}")
+    return value
+
+
+def _int_set(env: Mapping[str, str], var: str) -> frozenset[int]:
+    raw = env.get(var, "")
+    try:
+        return frozenset(int(s) for s in raw.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"{var}: expected integers separated by commas, got {raw!r}") from None
+
+
+def _url(env: Mapping[str, str], var: str) -> str | None:
+    value = env.get(var, "").strip()
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{var}: expected an http(s) URL, got {value!r}")
+    return value
+
+
+def _znode_path(env: Mapping[str, str], var: str, default: str) -> str:
+    """An absolute ZooKeeper path such as ``/exdr/prod``: no empty or relative segments."""
+    value = _text(env, var, default).rstrip("/")
+    parts = value.split("/")
+    if (
+        not value.startswith("/")
+        or any(p in ("", ".", "..") for p in parts[1:])
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError(f"{var}: expected an absolute path such as /exdr, got {value!r}")
     return value
 
 
@@ -149,7 +201,45 @@ def _choice(env: Mapping[str, str], var: str, default: str, choices: tuple[str, 
 
 
 @dataclass(frozen=True, slots=True)
+class FailoverSettings:
+    """The failover manager's timing (infra/failover/controller.py), in seconds."""
+
+    health_interval_s: float = 1.0  # EXDR_HEALTH_INTERVAL_MS
+    failover_after_s: float = 5.0  # EXDR_FAILOVER_AFTER_MS
+    max_lag_s: float = 2.0  # EXDR_MAX_STANDBY_LAG_MS
+    store_loss_after_s: float = 1.0  # EXDR_STORE_LOSS_AFTER_MS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FailoverSettings:
+        d = cls()
+        return cls(
+            health_interval_s=_ms(env, "EXDR_HEALTH_INTERVAL_MS", d.health_interval_s),
+            failover_after_s=_ms(env, "EXDR_FAILOVER_AFTER_MS", d.failover_after_s),
+            max_lag_s=_ms(env, "EXDR_MAX_STANDBY_LAG_MS", d.max_lag_s),
+            store_loss_after_s=_ms(env, "EXDR_STORE_LOSS_AFTER_MS", d.store_loss_after_s),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSettings:
+    """Fault injection, for drills only: unset in production."""
+
+    tamper_seqs: frozenset[int] = frozenset()  # EXDR_FAULT_TAMPER_SEQS: altered in transit
+    stall_after_seq: int | None = None  # EXDR_FAULT_STALL_AFTER_SEQ: a standby stops applying
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FaultSettings:
+        return cls(
+            tamper_seqs=_int_set(env, "EXDR_FAULT_TAMPER_SEQS"),
+            stall_after_seq=_optional_int(env, "EXDR_FAULT_STALL_AFTER_SEQ", minimum=0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
+    """Everything a process of ours is configured with; each field comes from the `EXDR_*`
+    variable of the same name (README, "Settings"), grouped where a part owns several."""
+
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/exchange_dr"
     kafka_bootstrap: str = "127.0.0.1:9092"
     zk_hosts: str = "127.0.0.1:2181"
@@ -168,13 +258,33 @@ class Settings:
     sync_policy: str = "strict"
     sync_timeout_ms: int = 1000
     topic_prefix: str = "exdr"
+    kafka_fetch_wait_ms: int | None = None  # None: the consumer's own default
+    zk_root: str = "/exdr/exdr"  # EXDR_ZK_ROOT; from the environment, /exdr/<topic_prefix>
+    zk_session_ms: int = 2000
+    leader_region: str | None = None  # who leads a brand-new shard (None: the first region)
     peer_token: str = ""  # shared by the regions: the peer link (records and confirmations)
+    failover: FailoverSettings = FailoverSettings()
+    alert_webhook: str | None = None
+    gc_tuned: bool = True
+    api_leads: bool = True  # `exchange-dr serve` (no ZooKeeper): lead every shard, or none
+    leader_url: str | None = None  # ... and the leader's facade, told to clients of a non-leader
+    operator_key: str = ""  # `exchange-dr switchover`
+    drill_zk_session_ms: int | None = None  # the drill harness's session for its nodes
+    faults: FaultSettings = FaultSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: ``os.environ``); unset variables keep defaults."""
         e = os.environ if env is None else env
         d = cls()
+        regions = parse_regions(e.get("EXDR_REGIONS", DEFAULT_REGIONS))
+        topic_prefix = _text(e, "EXDR_TOPIC_PREFIX", d.topic_prefix)
+        leader_region = e.get("EXDR_LEADER_REGION", "").strip() or None
+        if leader_region is not None and all(r.name != leader_region for r in regions):
+            known = ", ".join(r.name for r in regions)
+            raise ValueError(
+                f"EXDR_LEADER_REGION: {leader_region!r} is not a configured region ({known})"
+            )
         return cls(
             pg_dsn=_dsn(e, "EXDR_PG_DSN", d.pg_dsn),
             kafka_bootstrap=_host_ports(e, "EXDR_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
@@ -189,12 +299,24 @@ class Settings:
             snapshot_every=_int(e, "EXDR_SNAPSHOT_EVERY", d.snapshot_every, minimum=1),
             api_host=_text(e, "EXDR_API_HOST", d.api_host),
             api_port=_int(e, "EXDR_API_PORT", d.api_port, minimum=1, maximum=65535),
-            regions=parse_regions(e.get("EXDR_REGIONS", DEFAULT_REGIONS)),
+            regions=regions,
             replication_mode=_choice(e, "EXDR_REPLICATION", "sync", ("sync", "async")),
             sync_policy=_choice(e, "EXDR_SYNC_POLICY", "strict", ("strict", "degrade")),
             sync_timeout_ms=_int(e, "EXDR_SYNC_TIMEOUT_MS", d.sync_timeout_ms, minimum=1),
-            topic_prefix=_text(e, "EXDR_TOPIC_PREFIX", d.topic_prefix),
+            topic_prefix=topic_prefix,
+            kafka_fetch_wait_ms=_optional_int(e, "EXDR_KAFKA_FETCH_WAIT_MS", minimum=1),
+            zk_root=_znode_path(e, "EXDR_ZK_ROOT", f"/exdr/{topic_prefix}"),
+            zk_session_ms=_int(e, "EXDR_ZK_SESSION_MS", d.zk_session_ms, minimum=1),
+            leader_region=leader_region,
             peer_token=e.get("EXDR_PEER_TOKEN", "").strip(),
+            failover=FailoverSettings.from_env(e),
+            alert_webhook=_url(e, "EXDR_ALERT_WEBHOOK"),
+            gc_tuned=_choice(e, "EXDR_GC", "tuned", ("tuned", "default")) == "tuned",
+            api_leads=_choice(e, "EXDR_API_LEADS", "all", ("all", "none")) == "all",
+            leader_url=_url(e, "EXDR_LEADER_URL"),
+            operator_key=e.get("EXDR_OPERATOR_KEY", "").strip(),
+            drill_zk_session_ms=_optional_int(e, "EXDR_DRILL_ZK_SESSION_MS", minimum=1),
+            faults=FaultSettings.from_env(e),
         )
 
     def region_named(self, name: str) -> Region:
@@ -203,6 +325,11 @@ class Settings:
                 return region
         known = ", ".join(r.name for r in self.regions)
         raise ValueError(f"unknown region {name!r}; configured: {known}")
+
+    @property
+    def preferred_leader(self) -> str:
+        """Who leads a brand-new cluster (afterwards ZooKeeper decides)."""
+        return self.leader_region or self.regions[0].name
 
     def peers(self, name: str) -> tuple[Region, ...]:
         """Every configured region except `name`."""

@@ -22,10 +22,10 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from application.wal.records import WALCorruptionError, WalRecord
-from infra.settings import Settings
 from projections.app import make_faust_app
 from projections.read_models.projector import ReadModelProjector, StoreBehindError
-from projections.topics import topic_prefix, wal_topic_name
+from projections.settings import BrokerSettings
+from projections.topics import wal_topic_name
 
 log = logging.getLogger("exchange_dr.projections")
 
@@ -34,9 +34,9 @@ BATCH_WITHIN_S = 0.01
 RETRY_EVERY_S = 0.5
 
 
-def projector_group(region: str) -> str:
+def projector_group(prefix: str, region: str) -> str:
     """Consumer group (and Faust app id) of a region's projectors."""
-    return f"{topic_prefix()}.projections.{region}"
+    return f"{prefix}.projections.{region}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +139,14 @@ class ProjectorWorker:
             del held[seq]
 
 
-async def ensure_wal_topics(settings: Settings, shards: Sequence[str]) -> None:
+async def ensure_wal_topics(settings: BrokerSettings, shards: Sequence[str]) -> None:
     """Create missing shard topics with ONE partition each (order per shard)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [wal_topic_name(s) for s in shards if wal_topic_name(s) not in existing]
+        names = [wal_topic_name(settings.topic_prefix, s) for s in shards]
+        wanted = [name for name in names if name not in existing]
         if wanted:
             await admin.create_topics([NewTopic(name, 1, 1) for name in wanted])
     finally:
@@ -153,13 +154,14 @@ async def ensure_wal_topics(settings: Settings, shards: Sequence[str]) -> None:
 
 
 def build_projector_app(
-    settings: Settings, worker: ProjectorWorker, *, region: str, started: float | None = None
+    settings: BrokerSettings, worker: ProjectorWorker, *, region: str, started: float | None = None
 ) -> faust.App:
     """The Faust app of a region's projector for the worker's shards."""
     begun = time.monotonic() if started is None else started
-    app = make_faust_app(settings, projector_group(region))
+    group = projector_group(settings.topic_prefix, region)
+    app = make_faust_app(settings, group)
     topic = app.topic(
-        *[wal_topic_name(s) for s in worker.shards],
+        *[wal_topic_name(settings.topic_prefix, s) for s in worker.shards],
         key_serializer="raw",
         value_serializer="raw",
         partitions=1,
@@ -180,7 +182,7 @@ def build_projector_app(
         assigned = args[0] if args else kwargs.get("assigned", ())
         log.warning(
             "projector group %s joined in %.2f s (%s partitions)",
-            projector_group(region),
+            group,
             time.monotonic() - begun,
             len(assigned),
         )

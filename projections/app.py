@@ -9,43 +9,35 @@ Exactly once never comes from Kafka (no transactions on our broker): it comes fr
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from infra.settings import Settings
+from projections.settings import BrokerSettings
 
 REBALANCE_TIMEOUT_S = 2.0
 SESSION_TIMEOUT_S = 2.0
 HEARTBEAT_INTERVAL_S = 0.3
 FETCH_MAX_WAIT_MS = 10
-"""Longest a fetch with no new data waits on the broker (EXDR_KAFKA_FETCH_WAIT_MS overrides).
-Apache Kafka answers a waiting fetch as soon as data arrives, so there a long wait (500) costs
-no latency; a broker that only answers at the deadline (tansu) makes it the floor of every
-hop's latency, traded against the CPU of polling more often."""
+"""Longest a fetch with no new data waits on the broker (`BrokerSettings.kafka_fetch_wait_ms`
+overrides it). Apache Kafka answers a waiting fetch as soon as data arrives, so there a long
+wait (500) costs no latency; a broker that only answers at the deadline (tansu) makes it the
+floor of every hop's latency, traded against the CPU of polling more often."""
 
 
 PEER_LINK_FETCH_WAIT_MS = 100
-"""A node whose records also travel on the peer link (infra/replication/peer_link.py)
-reads the topic as
-its second path: a tenth of the fetches (and of the broker's and the consumer's CPU) for
-latency only while the link is down."""
-
-
-def fetch_max_wait_ms(default: int = FETCH_MAX_WAIT_MS) -> int:
-    raw = os.environ.get("EXDR_KAFKA_FETCH_WAIT_MS", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else default
+"""A node whose records also travel on the peer link (infra/replication/peer_link.py) reads
+the topic as its second path: a tenth of the fetches (and of the broker's and the consumer's
+CPU) for latency only while the link is down."""
 
 
 class _LowWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # read by AIOKafkaConsumer.start() when it builds its Fetcher
-        default = getattr(transport.app, "fetch_wait_ms", FETCH_MAX_WAIT_MS)
-        consumer._fetch_max_wait_ms = fetch_max_wait_ms(default)
+        consumer._fetch_max_wait_ms = getattr(transport.app, "fetch_wait_ms", FETCH_MAX_WAIT_MS)
         return consumer
 
 
@@ -60,19 +52,22 @@ class LowWaitTransport(faust_aiokafka.Transport):
     Consumer = _LowWaitConsumer
 
 
-def broker_url(settings: Settings) -> str:
+def broker_url(settings: BrokerSettings) -> str:
     """Faust's broker URL list for the configured bootstrap servers."""
     return ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(","))
 
 
 def make_faust_app(
-    settings: Settings, name: str, *, fetch_wait_ms: int = FETCH_MAX_WAIT_MS, **overrides: Any
+    settings: BrokerSettings, name: str, *, fetch_wait_ms: int = FETCH_MAX_WAIT_MS, **overrides: Any
 ) -> faust.App:
     """A Faust app (group id = `name`) that joins in about 2 s and consumes with low latency.
 
+    `fetch_wait_ms` is the caller's default for the broker-side fetch wait; a configured
+    `kafka_fetch_wait_ms` takes precedence over it.
+
     No web server, no exactly_once guarantee (the broker has no transactions), a data directory
-    under EXDR_VAR_DIR, and new groups start at the earliest offset: our tracking rows decide
-    what is applied, so reading from the start is only ever redundant, never wrong.
+    under the settings' `var_dir`, and new groups start at the earliest offset: our tracking
+    rows decide what is applied, so reading from the start is only ever redundant, never wrong.
     """
     options: dict[str, Any] = {
         "broker": broker_url(settings),
@@ -89,6 +84,6 @@ def make_faust_app(
     options.update(overrides)
     Path(options["datadir"]).parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(name, **options)
-    app.fetch_wait_ms = fetch_wait_ms  # type: ignore[attr-defined]
+    app.fetch_wait_ms = settings.kafka_fetch_wait_ms or fetch_wait_ms  # type: ignore[attr-defined]
     app.transport = LowWaitTransport(app.conf.broker_consumer, app)
     return app

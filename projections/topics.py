@@ -1,20 +1,17 @@
-"""Topic names: one ordered WAL stream per shard, one stream of standby confirmations."""
+"""Topic names: one ordered WAL stream per shard, one stream of standby confirmations.
+
+Every name starts with the deployment's topic prefix (`BrokerSettings.topic_prefix`), so tests
+and parallel drills on one broker each use topics of their own.
+"""
 
 from __future__ import annotations
 
-import os
 
-
-def topic_prefix() -> str:
-    """`EXDR_TOPIC_PREFIX` lets tests and parallel drills use topics of their own."""
-    return os.environ.get("EXDR_TOPIC_PREFIX", "exdr").strip() or "exdr"
-
-
-def wal_topic_name(shard_id: str, prefix: str | None = None) -> str:
+def wal_topic_name(prefix: str, shard_id: str) -> str:
     """The shard's WAL records, key = shard id, one partition: order per shard is kept."""
-    return f"{prefix or topic_prefix()}.wal.{shard_id}"
+    return f"{prefix}.wal.{shard_id}"
 
 
-def acks_topic_name(prefix: str | None = None) -> str:
+def acks_topic_name(prefix: str) -> str:
     """Standby -> primary: `{shard, region, seq, epoch}` after each durable apply."""
-    return f"{prefix or topic_prefix()}.wal-acks"
+    return f"{prefix}.wal-acks"

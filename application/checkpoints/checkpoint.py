@@ -9,7 +9,7 @@ any other type keep the transcoder's JSON form and are revived like events.
 
 Layout: MAGIC, then UTF-8 JSON {"counters": {...}, "groups": [{"topic", "class_version",
 "keys", "columns"}]}. Checkpoints written before it (a length-prefixed counters document, then
-one snapshot per aggregate) start with a zero byte and are still read by the shard.
+one snapshot per aggregate) start with a zero byte; application/checkpoints/legacy.py reads them.
 """
 
 from __future__ import annotations

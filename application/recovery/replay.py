@@ -10,8 +10,9 @@ of the same types and reprs), from the same stored bytes, with less work per eve
 - immutable values that recur (Decimal amounts, UUIDs, enum members) come from small caches;
 - topics resolve once per topic.
 
-Anything the fast path does not know (a cipher or compressor, an upcast class version, a
-transcoding registered by name that is not one of the stock ones) goes through the mapper.
+Anything the fast path does not know (a cipher or compressor, an upcast class version) goes
+through the mapper; a value of a registered transcoding that is not one of the stock ones is
+decoded by that transcoding, as the mapper would.
 """
 
 from __future__ import annotations

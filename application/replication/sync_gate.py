@@ -22,7 +22,7 @@ class SyncPolicy(StrEnum):
     """What sync mode does when no standby confirms within the timeout."""
 
     STRICT = "strict"  # fail the commands (retryable): nothing is acknowledged without the standby
-    DEGRADE = "degrade"  # switch to async with a critical alert: availability over RPO = 0
+    DEGRADE = "degrade"  # switch to async, logged as critical: availability over RPO = 0
 
 
 class ReplicationTimeoutError(Exception):
@@ -42,7 +42,8 @@ class SyncGate:
     The writer calls `release(seq, resolve)` after a batch ending at `seq` committed locally;
     `resolve(True)` runs once the standby confirmed seq (at once in async mode), `resolve(False)`
     when the timeout passes under the strict policy. Under the degrade policy a timeout switches
-    the shard to async, raises a critical alert and lets every waiter through.
+    the shard to async, logs it as critical, passes the message to `on_degrade` if one is set,
+    and lets every waiter through.
     """
 
     def __init__(
@@ -129,7 +130,7 @@ class SyncGate:
 
     def reset_for_new_term(self) -> None:
         """A promotion: the old peer is gone. Under degrade, run async until a standby confirms
-        (a critical alert says so); under strict, wait for one as always."""
+        (logged as critical, and passed to `on_degrade`); under strict, wait for one as always."""
         with self._lock:
             self.standby_seen_at = 0.0
             if self.policy is SyncPolicy.DEGRADE and self.configured_mode is ReplicationMode.SYNC:

@@ -1,11 +1,12 @@
 """Which idempotency keys a shard has certainly never stored, without asking its store.
 
 Every placement carries a key (the order's deterministic id); a retry must find the first
-outcome, so a batch's keys that are not among the recent ones were looked up in the store: a
-round trip on the writer's thread for every batch, although nearly every key is new. A Bloom
-filter answers "certainly new" for those from memory; "maybe" (a key seen, or one false positive
-in a thousand) still goes to the store, which stays the only authority. A filter only ever says
-"maybe" too often, never "new" wrongly: keys of a batch that then failed stay in it harmlessly.
+outcome, so a batch's keys that are not among the recent ones would each be looked up in the
+store: a round trip on the writer's thread for every batch, although nearly every key is new.
+A Bloom filter answers "certainly new" for those from memory; "maybe" (a key seen, or one false
+positive in a thousand) still goes to the store, which stays the only authority. A filter only
+ever says "maybe" too often, never "new" wrongly: keys of a batch that then failed stay in it
+harmlessly.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ class WALError(Exception):
 
 
 class WALCorruptionError(WALError):
-    """A record whose checksum does not match its content: nothing at or after it is applied."""
+    """A record or checkpoint that fails its checksum or does not decode: nothing at or after
+    its seq is applied."""
 
     def __init__(self, shard_id: str, seq: int, detail: str = "checksum mismatch") -> None:
         super().__init__(f"WAL corruption in shard {shard_id} at seq {seq}: {detail}")
@@ -26,7 +27,8 @@ class WALCorruptionError(WALError):
 
 
 class WALGapError(WALError):
-    """Records out of order: the dense sequence was broken between two records."""
+    """A record that is not the next one expected (a seq skipped, repeated or missing at the
+    end, or a record of another shard): the dense sequence is broken."""
 
     def __init__(self, shard_id: str, expected: int, got: int) -> None:
         super().__init__(f"WAL gap in shard {shard_id}: expected seq {expected}, got {got}")

@@ -82,8 +82,9 @@ class ShardWriter:
         return self.submit_presented(command, None)
 
     def submit_presented(self, command: Command, present: Presenter | None) -> Future[Any]:
-        """Queue a command; `present(outcome)` runs on the writer thread after the commit, so
-        it reads committed state (as the batch left it); the future gets its result."""
+        """Queue a command; `present(outcome)` runs on the writer thread right after the command
+        executes, before its batch commits, so it sees the aggregates as that command left
+        them; the future gets its result once the batch is committed (or its error)."""
         future: Future[Any] = Future()
         if not self._accepting:
             future.set_exception(WriterStoppedError(f"shard {self.app.shard_id} writer stopped"))

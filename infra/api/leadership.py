@@ -1,14 +1,16 @@
-"""Configured leadership: this region leads every shard it serves, or none of them.
+"""Configured leadership for `exchange-dr serve`, which runs without ZooKeeper: this region
+leads every shard it serves, or none of them.
 
-Stands in for the ZooKeeper-backed implementation of the failover issue. EXDR_API_LEADS=all|none
-(default all); EXDR_LEADER_URL names the leader's facade, returned to clients of a non-leader.
+`Settings.api_leads` (EXDR_API_LEADS=all|none, default all); `Settings.leader_url`
+(EXDR_LEADER_URL) names the leader's facade, returned to clients of a non-leader. A node
+(`exchange-dr node`) takes its leadership from ZooKeeper instead (infra/node/).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
+
+from infra.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +27,5 @@ class StaticLeadership:
         return self.url
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> StaticLeadership:
-        e = os.environ if env is None else env
-        leads = e.get("EXDR_API_LEADS", "all").strip().lower()
-        if leads not in ("all", "none"):
-            raise ValueError(f"EXDR_API_LEADS: expected 'all' or 'none', got {leads!r}")
-        url = e.get("EXDR_LEADER_URL", "").strip() or None
-        return cls(leads=leads == "all", url=url)
+    def from_settings(cls, settings: Settings) -> StaticLeadership:
+        return cls(leads=settings.api_leads, url=settings.leader_url)

@@ -31,7 +31,7 @@ def serve(
     writers = start_shard_writers(settings)
     key_store = make_key_store(settings)
     try:
-        app = create_app(settings, writers, make_leadership(), key_store)
+        app = create_app(settings, writers, make_leadership(settings), key_store)
         config = uvicorn.Config(
             app,
             host=host or settings.api_host,

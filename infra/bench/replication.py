@@ -87,7 +87,7 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
         cluster.start("primary")
         cluster.start("standby")
         cluster.create_keys()
-        progress.update(1)
+        progress.update_to(1)
         traders = cluster.create_traders(TRADERS)
         url = cluster.url("primary")
         with httpx.Client(base_url=url, timeout=30) as http:
@@ -113,7 +113,7 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
             return int(cluster.shards("standby")[SHARD]["seq"])
 
         wait_for(lambda: standby_seq() >= primary_seq(), 60, "the standby")
-        progress.update(2)
+        progress.update_to(2)
 
         # phase 1: steady load
         before = primary_seq()
@@ -132,7 +132,7 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
         # the hop alone: the primary's store to the standby's (both clocks are this machine's)
         primary_at = {r[0]: r[2] for r in _stored(cluster.dsns["primary"], before) if r[0] <= top}
         hops_ms = [(stored - primary_at[q]) / 1000 for q, _, stored in rows if q in primary_at]
-        progress.update(3)
+        progress.update_to(3)
 
         # phase 2: a backlog applied at full speed
         standby = cluster.procs["standby"]
@@ -144,9 +144,9 @@ def run_replication(*, rate: float, seconds: float, mode: str) -> dict[str, Any]
         finally:
             os.kill(standby.pid, signal.SIGCONT)
             resumed_at = time.monotonic()
-        progress.update(4)
+        progress.update_to(4)
         applied = _watch_apply(standby_seq, resumed_at, backlog_from, backlog_to)
-        progress.update(5)
+        progress.update_to(5)
         result = {
             "mode": mode,
             "rate": rate,

@@ -40,7 +40,7 @@ def run_store(settings: Settings, *, commands: int, seed: int = 1) -> dict[str, 
         app.recover()
         writer = make_writer(settings, app).start()
         with Progress("batched", len(flow)) as bar:
-            stats = drive(writer, flow, in_flight=256, on_done=bar.update)
+            stats = drive(writer, flow, in_flight=256, on_done=bar.update_to)
         writer.stop()
         batches = writer.batches
         app.close()
@@ -52,7 +52,7 @@ def run_store(settings: Settings, *, commands: int, seed: int = 1) -> dict[str, 
         with Progress("naive", len(naive_flow)) as bar:
             for index, command in enumerate(naive_flow, 1):
                 naive.execute_batch([command])
-                bar.update(index)
+                bar.update_to(index)
         naive_seconds = time.perf_counter() - started
         naive.close()
     finally:
@@ -128,7 +128,7 @@ def _generate(settings: Settings, shard: str, dsn: str, events: int, seed: int) 
             )
             drive(writer, flow, in_flight=2000)
             chunk += 1
-            bar.update(min(app.events_written, events))
+            bar.update_to(min(app.events_written, events))
     writer.stop()
     generation = {
         "requested": events,
@@ -165,7 +165,7 @@ def run_replay(
         scratch = make_shard_app(settings, shard, dsn=dsn)
         cpu = time.process_time()
         with Progress("replay", head_seq) as bar:
-            replay = scratch.recover(from_scratch=True, progress=bar.update)
+            replay = scratch.recover(from_scratch=True, progress=bar.update_to)
         replay_cpu = time.process_time() - cpu
         scratch.close()
         recovering = make_shard_app(settings, shard, dsn=dsn)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from typing import Any
 
 import psycopg
 
+from infra.cli.common import Commands
 from infra.settings import Settings
 
 
@@ -27,7 +30,7 @@ def current_leaders(settings: Settings) -> dict[str, dict[str, Any]]:
     from kazoo.client import KazooClient
     from kazoo.exceptions import NoNodeError
 
-    from projections.topics import topic_prefix
+    from infra.coordination.zookeeper import shard_path
 
     leaders: dict[str, dict[str, Any]] = {}
     zk = KazooClient(hosts=settings.zk_hosts, timeout=3.0)
@@ -38,7 +41,7 @@ def current_leaders(settings: Settings) -> dict[str, dict[str, Any]]:
     try:
         for shard in settings.shards():
             try:
-                data, _ = zk.get(f"/exdr/{topic_prefix()}/shards/{shard}/leader")
+                data, _ = zk.get(shard_path(settings.zk_root, shard, "leader"))
             except NoNodeError:
                 continue
             leaders[shard] = json.loads(data)
@@ -117,3 +120,18 @@ def render_status(rows: list[dict[str, Any]]) -> str:
         out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
     out.append(line)
     return "\n".join(out)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    rows = collect_status(settings)
+    if args.json:
+        print(json.dumps({"shards": rows}, default=str))
+    else:
+        print(render_status(rows))
+    return 0 if all(r["state"] != "unreachable" for r in rows) else 1
+
+
+def register(sub: Commands) -> None:
+    status = sub.add_parser("status", help="one row per shard and region: role, epoch, seq, lag")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)

@@ -1,6 +1,7 @@
 """ZooKeeper coordination: one leader per shard, a lease shorter than the session, epochs.
 
-Layout per shard (under EXDR_ZK_ROOT, default /exdr):
+Layout per shard, under the root path of our znodes (`Settings.zk_root`, EXDR_ZK_ROOT, by
+default /exdr/<topic prefix>, so deployments and drills that share a ZooKeeper stay apart):
     shards/<shard>/leader     ephemeral: {"region", "url", "epoch", "start_seq"} of the leader
     shards/<shard>/epochs     persistent: [[epoch, start_seq], ...], only ever appended to
     shards/<shard>/lock       kazoo lock: one failover or switchover at a time
@@ -38,6 +39,11 @@ class LeaderInfo:
     start_seq: int
 
 
+def shard_path(root: str, shard: str, *parts: str) -> str:
+    """A shard's znode (or one below it, e.g. "leader") under `root`."""
+    return "/".join([root.rstrip("/"), "shards", shard, *parts])
+
+
 def _spread_hosts(hosts: str, at_least: int = 4) -> str:
     """Repeat the host list: kazoo waits session_timeout / len(hosts) for a handshake, and a
     connect that meets a server still starting must give up and retry well within the session,
@@ -59,7 +65,7 @@ class Coordinator:
         region: str,
         url: str,
         *,
-        root: str = "/exdr",
+        root: str,
         session_timeout_s: float = 2.0,
         lease_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -106,7 +112,7 @@ class Coordinator:
             log.debug("zookeeper stop: %s", exc)
 
     def _path(self, shard: str, *parts: str) -> str:
-        return "/".join([self.root, "shards", shard, *parts])
+        return shard_path(self.root, shard, *parts)
 
     def _on_state(self, state: str) -> None:
         self.connected = state == KazooState.CONNECTED
@@ -208,15 +214,6 @@ class Coordinator:
         except NoNodeError:
             return []
         return [(int(e), int(s)) for e, s in json.loads(data)]
-
-    def epoch_of_seq(self, shard: str, seq: int) -> int | None:
-        """Which epoch wrote `seq` according to the history (None: unknown)."""
-        history = self.epochs(shard)
-        owner = None
-        for epoch, start in history:
-            if start <= seq:
-                owner = epoch
-        return owner
 
     # -- becoming leader --------------------------------------------------------------------
 

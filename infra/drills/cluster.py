@@ -186,7 +186,7 @@ class Cluster:
             **({"EXDR_ZK_HOSTS": f"127.0.0.1:{self.zk_port}"} if self.own_zookeeper else {}),
             "EXDR_VAR_DIR": str(self.workdir / "var"),
             "EXDR_SYNC_TIMEOUT_MS": "2000",
-            "EXDR_ZK_SESSION_MS": os.environ.get("EXDR_DRILL_ZK_SESSION_MS", "1000"),
+            "EXDR_ZK_SESSION_MS": str(Settings.from_env().drill_zk_session_ms or 1000),
             "EXDR_HEALTH_INTERVAL_MS": "100",
             "EXDR_FAILOVER_AFTER_MS": "500",
             "EXDR_MAX_STANDBY_LAG_MS": "2000",

@@ -22,7 +22,7 @@ def run_demo(settings: Settings, *, commands: int) -> int:
     flow = list(generate_commands(shard, app.instruments, commands, seed=42))
     writer = make_writer(settings, app).start()
     with Progress("orders", len(flow), force=True) as bar:
-        stats = drive(writer, flow, in_flight=256, on_done=bar.update)
+        stats = drive(writer, flow, in_flight=256, on_done=bar.update_to)
     writer.stop()
     live_hash = app.engine.state_hash()
     app.engine.validate_internal_state()

@@ -41,10 +41,6 @@ class PartitionProxy:
     def heal(self) -> None:
         self._cut.clear()
 
-    @property
-    def is_cut(self) -> bool:
-        return self._cut.is_set()
-
     def close(self) -> None:
         def stop() -> None:
             if self._server is not None:

@@ -1,7 +1,8 @@
 """Drill reports: the raw result for scripts, one self-contained page and short tables for people.
 
-The page has no external resources (inline CSS, inline SVG drawn here) so it can be attached to an
-incident ticket or opened offline years later. Every string that came from a drill is escaped.
+The page has no external resources (inline CSS, the timeline as inline SVG from matplotlib) so it
+can be attached to an incident ticket or opened offline years later. Every string that came from
+a drill is escaped.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import tempfile
 import threading
 import time
@@ -51,6 +50,7 @@ from infra.drills.clients import ACKED, RETRY, Ledger, LoadGenerator
 from infra.drills.cluster import ROOT, SHARD, Cluster, wait_for
 from infra.drills.faults import MARKERS, heal, inject, order_exists
 from infra.drills.timeline import Sampler, Timeline, timeline_data
+from infra.settings import Settings
 
 KINDS = (
     "planned",
@@ -75,7 +75,7 @@ def cluster_for(kind: str, work: Path, mode: str) -> Cluster:
     env = {
         "EXDR_REPLICATION": mode,
         "EXDR_SYNC_POLICY": "degrade",
-        "EXDR_ZK_SESSION_MS": os.environ.get("EXDR_DRILL_ZK_SESSION_MS", "600"),
+        "EXDR_ZK_SESSION_MS": str(Settings.from_env().drill_zk_session_ms or 600),
         "EXDR_STORE_LOSS_AFTER_MS": "300",
     }
     if kind == "coordinator-loss":

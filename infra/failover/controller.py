@@ -1,32 +1,36 @@
 """One shard in one region: leader or standby, and the safe moves between them.
 
-FailoverManager (the seed's): every `health_interval` a standby checks the leader; after
+The source design's FailoverManager: every `health_interval` a standby checks the leader; after
 `failover_after` of failures AND with the leader's ZooKeeper node gone (its session expired,
 so it has stopped accepting by its lease), it takes the shard's lock, drains what it can,
 refuses if it lags more than `max_lag`, then promotes: a new epoch, its relay, commands.
 A deposed leader fences itself at once, then rejoins: it quarantines what it wrote after the
 fork point and follows the new leader. If no leader comes and no region took the shard after
 its own epoch (the standby is down too), it takes the shard back itself (`retake`).
+
+This module is the state machine: it gathers facts and acts. Its rules are pure functions in
+infra/failover/rules.py, the leader's database probe is infra/failover/probe.py, alerts go
+through the node's AlertSender (infra/metrics/alerts.py), timings come from
+`Settings.failover`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import psycopg
 
 from application.replication.sync_gate import SyncGate
 from application.shard.app import ShardApp
 from application.wal.writer import ShardWriter
 from infra.coordination.zookeeper import Coordinator, LeaderInfo
+from infra.failover.probe import StoreProbe
+from infra.failover.rules import failover_reason, last_epoch_is, may_promote, record_is_current
 from infra.replication.peer_link import RecordPush
 from projections.replication.relay import Relay
 from projections.replication.replicator import Replicator
@@ -38,37 +42,6 @@ log = logging.getLogger("exchange_dr.failover")
 
 
 @dataclass
-class FailoverSettings:
-    health_interval_s: float = 1.0
-    failover_after_s: float = 5.0
-    max_lag_s: float = 2.0
-    store_loss_after_s: float = 1.0
-    webhook_url: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Any) -> FailoverSettings:
-        def ms(name: str, default: float) -> float:
-            raw = env.get(name)
-            if raw is None:
-                return default
-            try:
-                value = float(raw) / 1000
-            except ValueError:
-                raise ValueError(f"{name}: expected milliseconds, got {raw!r}") from None
-            if value <= 0:
-                raise ValueError(f"{name}: must be > 0, got {raw!r}")
-            return value
-
-        return cls(
-            health_interval_s=ms("EXDR_HEALTH_INTERVAL_MS", 1.0),
-            failover_after_s=ms("EXDR_FAILOVER_AFTER_MS", 5.0),
-            max_lag_s=ms("EXDR_MAX_STANDBY_LAG_MS", 2.0),
-            store_loss_after_s=ms("EXDR_STORE_LOSS_AFTER_MS", 1.0),
-            webhook_url=(env.get("EXDR_ALERT_WEBHOOK") or "").strip() or None,
-        )
-
-
-@dataclass
 class FailoverRecord:
     shard: str
     from_region: str
@@ -77,67 +50,6 @@ class FailoverRecord:
     seq: int
     at: float
     reason: str
-
-
-def send_alert(
-    severity: str, name: str, message: str, labels: dict[str, Any], webhook: str | None
-) -> None:
-    """One structured log line, and the webhook if configured (best effort, 2 s)."""
-    line = {"alert": name, "severity": severity, "message": message, **labels}
-    log.critical("ALERT %s", json.dumps(line, sort_keys=True, default=str))
-    if webhook:
-        try:
-            request = urllib.request.Request(
-                webhook,
-                data=json.dumps(line, default=str).encode(),
-                headers={"content-type": "application/json"},
-                method="POST",
-            )
-            urllib.request.urlopen(request, timeout=2).close()
-        except OSError as exc:
-            log.warning("alert webhook failed: %s", exc)
-
-
-class StoreProbe:
-    """`SELECT 1` on one kept connection to a region's database (reconnects after a failure)."""
-
-    def __init__(self, dsn: str, timeout_s: float = 2.0) -> None:
-        self.dsn = dsn
-        self.timeout_s = timeout_s
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def ping(self) -> None:
-        try:
-            if self._conn is None or self._conn.closed:
-                # a server that hangs rather than refuses must fail the probe too: bound the
-                # query and the socket (unacknowledged data, idle keepalives)
-                self._conn = psycopg.connect(
-                    self.dsn,
-                    connect_timeout=max(2, int(self.timeout_s)),
-                    autocommit=True,
-                    options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
-                    keepalives=1,
-                    keepalives_idle=1,
-                    keepalives_interval=1,
-                    keepalives_count=2,
-                    tcp_user_timeout=int(self.timeout_s * 1000),
-                )
-            self._conn.execute("SELECT 1")
-        except Exception:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
-
-
-def last_epoch_is(history: list[tuple[int, int]], epoch: int) -> bool:
-    """Whether `epoch` is the newest in the shard's epoch history: then no region took the
-    shard (nor began to: the history is appended before the leader node is made) after it."""
-    return bool(history) and epoch > 0 and history[-1][0] == epoch
 
 
 @dataclass
@@ -162,7 +74,6 @@ class ShardController:
     rejoin_task: asyncio.Task[None] | None = None
     store_failing_since: float | None = None
     store_probe: StoreProbe = field(default_factory=lambda: StoreProbe(""))
-    _store_ping: asyncio.Future[None] | None = None
 
     @property
     def app(self) -> ShardApp:
@@ -195,11 +106,7 @@ class ShardController:
 
     def record_is_current(self, seq: int, epoch: int) -> bool:
         """A replicated record counts only if the epoch history says its epoch owns its seq."""
-        owner = None
-        for e, start in self.history:
-            if start <= seq:
-                owner = e
-        return owner is None or owner == epoch
+        return record_is_current(self.history, seq, epoch)
 
     def rejoin(self) -> int:
         """Set aside what this region wrote after the fork point, then rebuild (writer thread).
@@ -212,7 +119,7 @@ class ShardController:
         moved = self.app.store.quarantine_from(
             self.shard_id, fork, f"diverged from the epoch history at seq {fork}"
         )
-        send_alert(
+        self.node.alerts.send(
             "critical",
             "WALQuarantined",
             f"shard {self.shard_id}: {moved} record(s) from seq {fork} written after the fork "
@@ -223,7 +130,6 @@ class ShardController:
                 "records": moved,
                 "region": self.node.region.name,
             },
-            self.node.failover.webhook_url,
         )
         self.app.needs_recovery = True
         self.app.recover()
@@ -251,16 +157,16 @@ class ShardController:
                 )
             lag_s = self.replicator.lag_seconds()
             lag_records = self.replicator.lag_records()
-            if lag_s > self.node.failover.max_lag_s:
-                send_alert(
+            max_lag_s = self.node.settings.failover.max_lag_s
+            if not may_promote(lag_s, max_lag_s):
+                self.node.alerts.send(
                     "critical",
                     "FailoverRefused",
                     f"cannot fail over shard {self.shard_id}: standby "
                     f"{self.node.region.name} lags {lag_s:.3f}s ({lag_records} records), more "
-                    f"than {self.node.failover.max_lag_s:.3f}s; the shard stays down rather "
+                    f"than {max_lag_s:.3f}s; the shard stays down rather "
                     "than lose data",
                     {"shard": self.shard_id, "lag_seconds": lag_s, "lag_records": lag_records},
-                    self.node.failover.webhook_url,
                 )
                 return False
             await self._promote(reason, old_leader=old_leader, planned=planned)
@@ -316,7 +222,7 @@ class ShardController:
         self.failovers.append(record)
         self.leader_region = self.node.region.name
         self.history = coord.epochs(self.shard_id)
-        send_alert(
+        self.node.alerts.send(
             "critical" if not planned else "warning",
             "FailoverCompleted" if not planned else "SwitchoverCompleted",
             f"shard {self.shard_id}: {self.node.region.name} is the new primary at epoch "
@@ -328,7 +234,6 @@ class ShardController:
                 "from": old_leader,
                 "to": self.node.region.name,
             },
-            self.node.failover.webhook_url,
         )
         self.node.on_promoted(self)
 
@@ -375,7 +280,7 @@ class ShardController:
                     now = time.monotonic()
                     if leaderless_since is None:
                         leaderless_since = now
-                    elif now - leaderless_since >= self.node.failover.failover_after_s:
+                    elif now - leaderless_since >= self.node.settings.failover.failover_after_s:
                         if await self.retake(now - leaderless_since):
                             return
                         leaderless_since = now  # not now: look again a period later
@@ -457,7 +362,7 @@ class ShardController:
             self.store_failing_since = None
             return
         try:
-            await self._ping_store()
+            await self.store_probe.check()
         except Exception as exc:
             now = time.monotonic()
             if self.store_failing_since is None:
@@ -468,21 +373,10 @@ class ShardController:
                     self.node.region.name,
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 )
-            if now - self.store_failing_since >= self.node.failover.store_loss_after_s:
+            if now - self.store_failing_since >= self.node.settings.failover.store_loss_after_s:
                 await self.resign_store_lost(now - self.store_failing_since)
             return
         self.store_failing_since = None
-
-    async def _ping_store(self) -> None:
-        """One probe, bounded on this side: a server that hangs (a stopped process, a silent
-        network) fails the check after the probe's timeout; the stuck call is not repeated
-        while it hangs, so hung probes never pile up in the thread pool."""
-        if self._store_ping is None or self._store_ping.done():
-            self._store_ping = asyncio.ensure_future(asyncio.to_thread(self.store_probe.ping))
-        done, _ = await asyncio.wait({self._store_ping}, timeout=self.store_probe.timeout_s)
-        if not done:
-            raise TimeoutError(f"no answer within {self.store_probe.timeout_s:g}s")
-        self._store_ping.result()
 
     async def resign_store_lost(self, for_s: float) -> None:
         """Fence at once, hand the shard to a peer, then wait (as a standby) for the store."""
@@ -496,25 +390,24 @@ class ShardController:
             await asyncio.to_thread(self.coord.resign, self.shard_id)
         except Exception as exc:  # ZooKeeper gone too: the session expiry resigns for us
             log.error("resign of shard=%s failed: %s", self.shard_id, exc)
-        send_alert(
+        self.node.alerts.send(
             "critical",
             "LeaderStoreLost",
             f"shard {self.shard_id}: the database of leader {self.node.region.name} did not "
             f"answer for {for_s:.2f}s; it resigned so that "
             f"{peers[0].name if peers else 'a standby'} takes over",
             {"shard": self.shard_id, "region": self.node.region.name},
-            self.node.failover.webhook_url,
         )
         self.store_failing_since = None
         self.rejoin_task = asyncio.ensure_future(self.become_standby())
 
-    # -- the seed's health check ------------------------------------------------------------
+    # -- the health check -------------------------------------------------------------------
 
     async def check(self, client: httpx.AsyncClient) -> None:
-        """One health round of a standby (FailoverManager.checkHealth)."""
+        """One health round of a standby (the design's FailoverManager.checkHealth)."""
         if self.role != "standby":
             return
-        settings = self.node.failover
+        settings = self.node.settings.failover
         leader = self.coord.leader(self.shard_id)
         healthy = False
         if leader is not None:
@@ -537,18 +430,16 @@ class ShardController:
                 self.shard_id,
                 "no leader node" if leader is None else leader.url,
             )
-        if leader is not None:
-            return  # its session is alive: it still leads (and fences itself if cut off)
-        if planned or now - self.failing_since >= settings.failover_after_s:
-            reason = (
-                "planned switchover"
-                if planned
-                else (
-                    f"leader unhealthy for {now - self.failing_since:.2f}s and its session expired"
-                )
-            )
-            if await self.try_failover(reason, planned=planned) and planned:
-                await asyncio.to_thread(self.coord.clear_handover, self.shard_id)
+        reason = failover_reason(
+            leader_node_exists=leader is not None,
+            planned=planned,
+            unhealthy_for_s=now - self.failing_since,
+            failover_after_s=settings.failover_after_s,
+        )
+        if reason is None:
+            return
+        if await self.try_failover(reason, planned=planned) and planned:
+            await asyncio.to_thread(self.coord.clear_handover, self.shard_id)
 
     # -- planned switchover (on the leader) -------------------------------------------------
 

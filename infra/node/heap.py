@@ -10,7 +10,7 @@ So, as large Python services do (Instagram's gc.freeze): young collections every
 allocations (a few per second under load instead of hundreds), and whatever survived a full
 collection is frozen (moved out of the collector's generations), so the next full collection
 walks only what was created since. Recovery freezes the state it builds too
-(application/shard/app.py). The trade: a cycle formed later among frozen objects is never
+(application/shard/recovery.py). The trade: a cycle formed later among frozen objects is never
 collected; the state's objects do not form such cycles, and a restart starts clean.
 """
 

@@ -51,8 +51,8 @@ def checkpoint_row(checkpoint: StoredCheckpoint) -> tuple[Any, ...]:
 ONE_STATEMENT_MAX_ROWS = 5000
 """Rows (records + events) up to which a batch is one statement of arrays; beyond, COPY.
 With the arrays packed in their binary form (infra/wal/pg_arrays.py) a row costs no more as an
-array element than as a COPY row, while COPY's four extra round trips (BEGIN, the head, the
-second COPY, COMMIT) each wait for the interpreter lock under load. COPY stays for batches
+array element than as a COPY row, while COPY takes four more round trips (BEGIN, the head, the
+second COPY, COMMIT), each a wait for the interpreter lock under load. COPY stays for batches
 too large to send as one message of parameters."""
 
 
@@ -154,19 +154,6 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
             "SELECT count(*) FROM head"
         )
 
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        """Without WAL records, eventsourcing's own path (snapshots, tests)."""
-        records: Sequence[WalRecord] = kwargs.get("wal_records") or ()
-        if not records:
-            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
-            return ids
-        self.append(
-            stored_events, records, epoch=kwargs["wal_epoch"], prev_seq=kwargs["wal_prev_seq"]
-        )
-        return None
-
     def append(
         self,
         stored_events: Sequence[StoredEvent],
@@ -178,11 +165,10 @@ class PostgresWalRecorder(PostgresApplicationRecorder):
         """Commit a batch of WAL records and their events in one transaction.
 
         The head advances first (row lock: one writer per shard at a time; refused if another
-        writer moved it or a newer epoch owns the shard), then both tables are filled. A small
-        batch travels as one statement built from arrays, committed on its own (autocommit):
-        one round trip instead of seven (BEGIN, the head, two COPYs, COMMIT), each of which
-        is also a wait for the interpreter lock under load. A large batch goes by COPY, which
-        costs less per row than arrays once the round trips are amortised.
+        writer moved it or a newer epoch owns the shard), then both tables are filled. Up to
+        ONE_STATEMENT_MAX_ROWS rows the batch travels as one statement built from arrays,
+        committed on its own (autocommit): one round trip. A larger batch goes by binary COPY
+        in a transaction of its own (BEGIN, the head, two COPYs, COMMIT).
         """
         if not records:
             return

@@ -1,6 +1,7 @@
 """Replicator: the standby side of a shard. Verify, de-duplicate, fill gaps, store, stay hot.
 
-Plain logic, no Kafka here: the Faust agent in infra/node/node.py hands it batches of wire records.
+Plain logic, no Kafka here: a node's Faust agent (infra/node/standby.py) hands it batches of wire
+records.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def rebuilds(served: Served, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[i
 def fail_next_commit(served: Served, monkeypatch: pytest.MonkeyPatch, *, lands: bool) -> None:
     """The next commit raises; with `lands` it is stored first (the answer was lost)."""
     store = served.writers[SHARD].app.store
-    real = store.append  # type: ignore[attr-defined]
+    real = store.append
 
     def append(*args: Any, **kwargs: Any) -> None:
         monkeypatch.setattr(store, "append", real)

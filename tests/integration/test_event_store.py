@@ -277,7 +277,7 @@ def test_after_a_restart_new_keys_skip_the_store_and_old_ones_are_found(
     writer = make_writer(settings, app).start()
     try:
         deadline = time.monotonic() + 10
-        while app._stored_keys is None:  # loaded behind the recovery
+        while not app.keys.filter_loaded:  # loaded behind the recovery
             assert time.monotonic() < deadline, "key filter never loaded"
             time.sleep(0.01)
         lookups: list[list[str]] = []
@@ -385,7 +385,7 @@ def test_both_append_paths_store_the_same_rows(
             batches.append(batch)
         monkeypatch.setattr(pg_wal, "ONE_STATEMENT_MAX_ROWS", 0)  # every batch by COPY
         for batch in batches:
-            other.store.append(  # type: ignore[attr-defined]
+            other.store.append(
                 batch.stored, batch.records, epoch=app.epoch, prev_seq=batch.first_seq - 1
             )
         app.close()

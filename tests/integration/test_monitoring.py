@@ -18,7 +18,8 @@ MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "alerts.yml"
 RULE_TESTS = MONITORING / "alerts_test.yml"
 DASHBOARD = MONITORING / "grafana" / "exchange-dr.json"
-EXPORTERS = (ROOT / "infra" / "dr_metrics.py", ROOT / "infra" / "api" / "metrics.py")
+# every module of the region processes may declare metrics (infra/metrics/, the API's own ...)
+EXPORTERS = tuple(sorted((ROOT / "infra").rglob("*.py")))
 
 # The metrics the rules and the dashboard may query: what the region processes export.
 DOCUMENTED_METRICS = frozenset({

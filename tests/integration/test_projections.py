@@ -9,6 +9,7 @@ hole and a corrupt record, kills it with SIGKILL half-way and restarts it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -189,11 +190,7 @@ def test_faust_projector_applies_the_stream_exactly_once(
         stream.append(_corrupt(record) if record is corrupt else record.to_wire())
         if record.seq % 7 == 0:
             stream.append(record.to_wire())  # at-least-once: duplicates
-    os.environ["EXDR_TOPIC_PREFIX"] = prefix
-    try:
-        asyncio.run(ensure_wal_topics(settings, [SHARD]))
-    finally:
-        del os.environ["EXDR_TOPIC_PREFIX"]
+    asyncio.run(ensure_wal_topics(dataclasses.replace(settings, topic_prefix=prefix), [SHARD]))
     half = len(stream) // 2
     asyncio.run(_publish(settings.kafka_bootstrap, topic, stream[:half]))
 

@@ -125,9 +125,15 @@ def test_the_page_shows_verdict_figures_and_the_timeline_markers() -> None:
 
 def test_the_page_loads_nothing_from_anywhere() -> None:
     page = render_html(drill())
-    assert "http" not in page
-    assert not re.search(r"\b(src|href)\s*=", page)
-    assert "@import" not in page and "url(" not in page
+    assert "http" not in page and "@import" not in page
+    assert not re.search(r"\bsrc\s*=", page)
+    # the chart's markers and clip paths refer to elements of the page itself, by id
+    references = re.findall(r"\bhref\s*=\s*\"([^\"]*)\"|url\(([^)]*)\)", page)
+    ids = set(re.findall(r'\bid="([^"]+)"', page))
+    assert references
+    for href, url in references:
+        target = href or url
+        assert target.startswith("#") and target[1:] in ids, target
 
 
 def test_a_failed_drill_lists_its_failures_and_the_differing_hashes() -> None:
@@ -160,6 +166,12 @@ def test_every_string_from_the_drill_is_escaped() -> None:
     assert "<script>" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert_well_formed(page)
+
+
+def test_drill_text_is_shown_as_it_is_never_as_a_formula() -> None:
+    timeline = {"acks": [[1.0, 5.0, "cost $5 or $6"]], "refusals": [[2.0, "$x$"]], "lag": []}
+    page = render_html(drill(timeline=timeline))
+    assert "cost $5 or $6 (acks, lag)" in page and "1 refusals: $x$ ×1" in page
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.failover.controller import last_epoch_is
+from infra.failover.rules import last_epoch_is
 
 
 def test_the_newest_epoch_may_retake() -> None:

@@ -1,0 +1,124 @@
+"""A shard's state: the hot engine, where its WAL stands, and how its events decode.
+
+The shard application is built in layers, one concern a module: this state, checkpoints,
+recovery, batches of commands, the standby's apply; `application.shard.app` joins them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Transcoder
+
+from application.ports import WalStore
+from application.recovery.replay import decoder_for
+from application.shard.keys import IdempotencyKeys
+from application.wal.records import RecordedEvent, WalRecord
+from application.wal.transcoding import TypedJSONTranscoder
+from domain.engine import ShardEngine
+from domain.errors import UnknownOrder
+from domain.order import Order
+from domain.values import Instrument
+
+if TYPE_CHECKING:
+    from application.shard.checkpoints import BackgroundCheckpoint
+
+
+class ShardCore(Application[UUID]):
+    """The state every layer of the shard application shares, and the reads over it."""
+
+    def __init__(
+        self,
+        shard_id: str,
+        instruments: Sequence[Instrument],
+        *,
+        env: Mapping[str, str] | None = None,
+        epoch: int | None = None,
+        checkpoint_every: int = 10_000,
+        snapshot_every: int = 100,
+        clock_us: Callable[[], int] | None = None,
+    ) -> None:
+        super().__init__(env=env)
+        store = self.recorder
+        if not isinstance(store, WalStore):
+            raise TypeError(f"recorder {type(store).__name__} does not keep a WAL")
+        self.store: WalStore = store
+        self.shard_id = shard_id
+        self.instruments = tuple(instruments)
+        self.checkpoint_every = checkpoint_every
+        self.snapshot_every = snapshot_every
+        self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
+        self._requested_epoch = epoch
+        self.epoch = epoch or 1
+        self.seq = 0
+        self.durable_seq = 0
+        self.engine = ShardEngine(shard_id, self.instruments)
+        self.keys = IdempotencyKeys(store, shard_id)
+        self.needs_recovery = True
+        self.events_written = 0
+        self.last_applied_at_us = 0
+        # the domain events of the last append_replicated call, by seq (for indexes that
+        # follow replication without decoding the records a second time)
+        self.replicated_events: dict[int, list[Aggregate.Event]] = {}
+        # Checkpoints off the writer's path: called with the state durable at self.seq, it
+        # captures and stores a checkpoint elsewhere (infra/checkpoints/checkpointer.py
+        # forks) and says whether it did; None (or False) captures inline, stalling the
+        # writer meanwhile.
+        self.background_checkpoint: BackgroundCheckpoint | None = None
+        self.checkpoint_due = False
+        # Called (writer thread) after each recovery with the recovered seq: in-memory indexes
+        # kept beside the hot state drop what they took from commands beyond it, which did
+        # not land (their batch failed, or was set aside when this region rejoined).
+        self.on_recovered: Callable[[int], None] | None = None
+
+    def construct_transcoder(self) -> Transcoder:
+        """Enums and tuples must come back as they went in, or replay would diverge."""
+        transcoder = TypedJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
+
+    def enable_key_filter(self) -> None:
+        """Keep the idempotency key filter (the shard's writer does; one-off tools need not):
+        loaded behind every recovery, from now on if the state is already recovered."""
+        self.keys.enable_filter(None if self.needs_recovery else self.seq)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def find_order(self, order_id: UUID) -> Order | None:
+        """An open order from memory, a closed one from the event store."""
+        live = self.engine.order(order_id)
+        if live is not None:
+            return live
+        try:
+            return cast(Order, self.repository.get(order_id))
+        except AggregateNotFoundError:
+            return None
+
+    def get_order(self, order_id: UUID) -> Order:
+        order = self.find_order(order_id)
+        if order is None:
+            raise UnknownOrder(f"order {order_id} does not exist in shard {self.shard_id}")
+        return order
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode_record(self, record: WalRecord) -> list[Aggregate.Event]:
+        """A verified WAL record's domain events, in order."""
+        return [self.decode_event(recorded) for recorded in record.events]
+
+    def decode_event(self, recorded: RecordedEvent) -> Aggregate.Event:
+        """One recorded event as its domain event (the replay decoder, not the mapper's path)."""
+        return cast(
+            Aggregate.Event,
+            decoder_for(self.mapper).decode(
+                recorded.originator_id,
+                recorded.originator_version,
+                recorded.topic,
+                recorded.state,
+            ),
+        )

@@ -1,0 +1,139 @@
+"""build_node: one region's shards, writers, gates, relays and replicators, wired to ZooKeeper,
+the topics and the peer link. Nothing runs until the Faust worker starts (infra/node/run.py)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
+from application.shard.app import ShardApp
+from infra.bootstrap import make_shard_app, make_writer, migrate
+from infra.coordination.zookeeper import Coordinator
+from infra.failover.controller import ShardController
+from infra.failover.probe import StoreProbe
+from infra.metrics.alerts import AlertSender
+from infra.node.confirmations import accept_standby_ack, wire_acks
+from infra.node.node import Node
+from infra.node.roles import wire_failover
+from infra.node.standby import wire_standby
+from infra.replication.peer_link import RecordPush
+from infra.settings import Settings
+from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
+from projections.replication.relay import Relay, encode_run
+from projections.replication.replicator import Replicator
+from projections.topics import acks_topic_name, wal_topic_name
+
+log = logging.getLogger("exchange_dr.node")
+
+RELAY_LINGER_S = 0.02
+
+
+def build_node(settings: Settings, region_name: str) -> Node:
+    region = settings.region_named(region_name)
+    migrate(region.pg_dsn)
+    faust_app = make_faust_app(
+        settings,
+        f"exdr-{settings.topic_prefix}-{region.name}",
+        fetch_wait_ms=PEER_LINK_FETCH_WAIT_MS if settings.peer_token else FETCH_MAX_WAIT_MS,
+    )
+    node = Node(settings, region, faust_app, AlertSender(settings.alert_webhook))
+    node.coordinator = Coordinator(
+        settings.zk_hosts,
+        region.name,
+        region.api_url,
+        root=settings.zk_root,
+        session_timeout_s=settings.zk_session_ms / 1000,
+    )
+    prefix = settings.topic_prefix
+    acks_topic = faust_app.topic(
+        acks_topic_name(prefix), key_type=bytes, value_type=bytes, value_serializer="raw"
+    )
+    for shard_id in settings.shards():
+        app = make_shard_app(settings, shard_id, dsn=region.pg_dsn)
+        app.recover()
+        writer = make_writer(settings, app)
+        topic = faust_app.topic(
+            wal_topic_name(prefix, shard_id),
+            key_type=bytes,
+            value_type=bytes,
+            value_serializer="raw",
+        )
+        gate = make_gate(settings, shard_id, node.alerts)
+        # with the peer link carrying records first, the topic can gather them into fuller
+        # messages (Kafka's linger.ms)
+        relay = Relay(
+            shard_id, app.store, topic, linger_s=RELAY_LINGER_S if settings.peer_token else 0.0
+        )
+        relay.tamper_seqs = set(settings.faults.tamper_seqs)
+        replicator = make_replicator(settings, app, node.alerts)
+        controller = ShardController(node, shard_id, writer, replicator, gate, relay)
+        controller.store_probe = StoreProbe(region.pg_dsn, timeout_s=1.0)
+        replicator.accept = lambda r, c=controller: c.record_is_current(r.seq, r.epoch)
+        if settings.peer_token:
+            controller.pushes = [
+                RecordPush(
+                    shard_id,
+                    peer_region.name,
+                    peer_region.api_url,
+                    settings.peer_token,
+                    functools.partial(encode_run, tamper=set(relay.tamper_seqs)),
+                    functools.partial(accept_standby_ack, node, path="push"),
+                )
+                for peer_region in settings.peers(region.name)
+            ]
+        writer.gate = gate
+        writer.on_committed = _fan_out(relay, controller.pushes)
+        writer.guard = controller.accepting
+        writer.start()
+        node.controllers[shard_id] = controller
+        wire_standby(node, controller, topic, acks_topic)
+    wire_acks(node, acks_topic)
+    wire_failover(node)
+
+    @faust_app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _joined(app: Any, assigned: Any, **_: Any) -> None:
+        if not getattr(node, "_joined", False):
+            node._joined = True  # type: ignore[attr-defined]
+            log.info(
+                "group joined after %.2fs region=%s",
+                time.monotonic() - node.started_at,
+                region.name,
+            )
+
+    return node
+
+
+def make_gate(settings: Settings, shard_id: str, alerts: AlertSender) -> SyncGate:
+    """The shard's acknowledgement gate; its degrade alert goes out like every other alert."""
+    return SyncGate(
+        shard_id,
+        mode=ReplicationMode(settings.replication_mode),
+        policy=SyncPolicy(settings.sync_policy),
+        timeout_s=settings.sync_timeout_ms / 1000,
+        on_degrade=alerts.replication_degraded,
+    )
+
+
+def make_replicator(settings: Settings, app: ShardApp, alerts: AlertSender) -> Replicator:
+    """The shard's standby side, reading gaps from its own store until `follow()` points it at
+    the leader's; its corrupt-record alert goes out like every other alert."""
+    replicator = Replicator(app, app.store, alert=alerts.critical)
+    replicator.stall_after_seq = settings.faults.stall_after_seq
+    return replicator
+
+
+def _fan_out(relay: Relay, pushes: list[RecordPush]) -> Callable[[Sequence[Any]], None]:
+    """The writer's commit hook: every committed run to the topic's relay and the peer links."""
+    if not pushes:
+        return relay.offer
+
+    def offer(records: Sequence[Any]) -> None:
+        relay.offer(records)
+        for push in pushes:
+            push.offer(records)
+
+    return offer
