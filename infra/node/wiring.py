@@ -34,6 +34,9 @@ RELAY_LINGER_S = 0.02
 
 def build_node(settings: Settings, region_name: str) -> Node:
     region = settings.region_named(region_name)
+    problem = settings.replica_set_problem()
+    if problem is not None:
+        log.warning("replica set region=%s: %s", region.name, problem)
     migrate(region.pg_dsn)
     faust_app = make_faust_app(
         settings,
