@@ -454,9 +454,9 @@ class ShardController:
         self.role = "handing_over"  # new commands: not_leader from here on
         seq = await asyncio.wrap_future(self.writer.query(lambda app: app.seq))
         deadline = started + timeout_s
-        while self.gate.standby_seq < seq and time.monotonic() < deadline:
+        while self.gate.stored_on(to_region) < seq and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
-        if self.gate.standby_seq < seq:
+        if self.gate.stored_on(to_region) < seq:
             self.role = "leader"
             raise TimeoutError(
                 f"{to_region} did not confirm seq {seq} within {timeout_s}s; nothing changed"

@@ -28,7 +28,7 @@ def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker")
     if int(ack.get("epoch", 0)) < controller.app.epoch:
         return  # confirmations of an older epoch prove nothing about ours
     node.confirmations[path] = node.confirmations.get(path, 0) + 1
-    controller.gate.standby_stored(int(ack["seq"]))
+    controller.gate.standby_stored(int(ack["seq"]), str(ack.get("region", "")))
 
 
 def wire_acks(node: Node, acks_topic: Any) -> None:

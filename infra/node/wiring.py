@@ -117,6 +117,7 @@ def make_gate(settings: Settings, shard_id: str, alerts: AlertSender) -> SyncGat
         mode=ReplicationMode(settings.replication_mode),
         policy=SyncPolicy(settings.sync_policy),
         timeout_s=settings.sync_timeout_ms / 1000,
+        replicas=settings.replicas,
         on_degrade=alerts.replication_degraded,
     )
 

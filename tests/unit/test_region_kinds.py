@@ -31,7 +31,9 @@ def test_the_defaults_are_three_sites_and_a_three_member_ensemble() -> None:
 
 
 def test_a_witness_is_named_by_a_third_field() -> None:
-    regions = parse_regions(f"a={PG}/a|http://h:1;b={PG}/b|http://h:2|full;w={PG}/w|http://h:3|witness")
+    regions = parse_regions(
+        f"a={PG}/a|http://h:1;b={PG}/b|http://h:2|full;w={PG}/w|http://h:3|witness"
+    )
     assert [r.kind for r in regions] == [ReplicaKind.FULL, ReplicaKind.FULL, ReplicaKind.WITNESS]
     assert [r.promotable for r in regions] == [True, True, False]
 
