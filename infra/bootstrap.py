@@ -54,12 +54,18 @@ def instruments_for(symbols: tuple[str, ...]) -> tuple[Instrument, ...]:
 
 
 def make_shard_app(
-    settings: Settings, shard_id: str, *, dsn: str | None = None, epoch: int | None = None
+    settings: Settings,
+    shard_id: str,
+    *,
+    dsn: str | None = None,
+    epoch: int | None = None,
+    log_only: bool = False,
 ) -> ShardApp:
+    """A shard's application on `dsn`; `log_only` for a witness (WAL only, no hot state)."""
     shards = settings.shards()
     if shard_id not in shards:
         raise ValueError(f"unknown shard {shard_id!r}; configured: {', '.join(shards)}")
-    return ShardApp(
+    app = ShardApp(
         shard_id,
         instruments_for(shards[shard_id]),
         env=eventsourcing_env(dsn or settings.pg_dsn),
@@ -67,6 +73,8 @@ def make_shard_app(
         checkpoint_every=settings.checkpoint_every,
         snapshot_every=settings.snapshot_every,
     )
+    app.log_only = log_only
+    return app
 
 
 def make_writer(settings: Settings, app: ShardApp) -> ShardWriter:

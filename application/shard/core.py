@@ -60,6 +60,9 @@ class ShardCore(Application[UUID]):
         self.engine = ShardEngine(shard_id, self.instruments)
         self.keys = IdempotencyKeys(store, shard_id)
         self.needs_recovery = True
+        # a witness's copy: the WAL stored and verified, no hot state (recovery reads the head,
+        # the standby's apply stores without applying, no checkpoints); it never leads
+        self.log_only = False
         self.events_written = 0
         self.last_applied_at_us = 0
         # the domain events of the last append_replicated call, by seq (for indexes that

@@ -52,6 +52,8 @@ class ShardStandby(ShardRecovery):
                 self.needs_recovery = True
                 raise
             for record in run:
+                if self.log_only:
+                    continue  # a witness keeps the records, not the state they build
                 events = self.decode_record(record)
                 for event in events:
                     self.engine.apply(event)
@@ -63,7 +65,7 @@ class ShardStandby(ShardRecovery):
             self.events_written += len(stored)
             self.last_applied_at_us = run[-1].recorded_at_us
             start = end
-        if self._crossed_checkpoint(before):
+        if not self.log_only and self._crossed_checkpoint(before):
             # a standby checkpoints at the leader's intervals too: promoted and then restarted,
             # it recovers from a recent checkpoint instead of replaying its whole WAL
             self._checkpoint_durable_state()

@@ -140,6 +140,8 @@ class ShardController:
     async def try_failover(self, reason: str, *, planned: bool = False) -> bool:
         """Take the shard if its leader is gone and this standby is safe to promote."""
         coord = self.coord
+        if self.app.log_only:
+            return False  # a witness keeps the WAL, not the state: it never leads
         lock = await asyncio.to_thread(coord.lock, self.shard_id, 1.0)
         if lock is None:
             log.warning("failover of shard=%s already running elsewhere", self.shard_id)
@@ -383,7 +385,7 @@ class ShardController:
         if self.role != "leader":
             return
         self._fence(f"its database did not answer for {for_s:.2f}s")
-        peers = self.node.settings.peers(self.node.region.name)
+        peers = self.node.settings.promotable_peers(self.node.region.name)
         try:
             if peers:
                 await asyncio.to_thread(self.coord.request_handover, self.shard_id, peers[0].name)
@@ -404,8 +406,9 @@ class ShardController:
     # -- the health check -------------------------------------------------------------------
 
     async def check(self, client: httpx.AsyncClient) -> None:
-        """One health round of a standby (the design's FailoverManager.checkHealth)."""
-        if self.role != "standby":
+        """One health round of a standby (the design's FailoverManager.checkHealth); a witness
+        (log only) never promotes, so it has nothing to check."""
+        if self.role != "standby" or self.app.log_only:
             return
         settings = self.node.settings.failover
         leader = self.coord.leader(self.shard_id)
