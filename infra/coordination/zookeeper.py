@@ -6,6 +6,8 @@ default /exdr/<topic prefix>, so deployments and drills that share a ZooKeeper s
     shards/<shard>/epochs     persistent: [[epoch, start_seq], ...], only ever appended to
     shards/<shard>/lock       kazoo lock: one failover or switchover at a time
     shards/<shard>/handover   persistent: {"to": region} while a planned switchover runs
+    shards/<shard>/members/<region>  ephemeral: {"region", "kind", "epoch", "seq"}, that
+                              replica's position, refreshed every health round (who may promote)
 
 The leader may accept commands only while its lease holds. The lease is renewed by a read
 that reaches the server; it lasts `lease_s`, shorter than the session timeout, so a leader
@@ -301,3 +303,38 @@ class Coordinator:
     def clear_handover(self, shard: str) -> None:
         with contextlib.suppress(NoNodeError):
             self.zk.delete(self._path(shard, "handover"))
+
+    # -- replica positions ----------------------------------------------------------------------
+
+    def publish_position(self, shard: str, *, kind: str, epoch: int, seq: int) -> None:
+        """This region's replica position, as an ephemeral node: it disappears with the session,
+        so the members listed are the live ones."""
+        path = self._path(shard, "members", self.region)
+        value = json.dumps(
+            {"region": self.region, "kind": kind, "epoch": epoch, "seq": seq}
+        ).encode()
+        try:
+            self.zk.set(path, value)
+        except NoNodeError:
+            try:
+                self.zk.create(path, value, ephemeral=True, makepath=True)
+            except NodeExistsError:
+                self.zk.set(path, value)
+
+    def members(self, shard: str) -> list[dict[str, Any]]:
+        """The live replicas' published positions (each a dict as published)."""
+        base = self._path(shard, "members")
+        try:
+            names = self.zk.get_children(base)
+        except NoNodeError:
+            return []
+        found: list[dict[str, Any]] = []
+        for name in sorted(names):
+            try:
+                data, _ = self.zk.get(f"{base}/{name}")
+                raw = json.loads(data)
+            except (NoNodeError, ValueError):
+                continue  # gone meanwhile, or not ours to read
+            if isinstance(raw, dict):
+                found.append(raw)
+        return found

@@ -29,6 +29,7 @@ from application.replication.sync_gate import SyncGate
 from application.shard.app import ShardApp
 from application.wal.writer import ShardWriter
 from infra.coordination.zookeeper import Coordinator, LeaderInfo
+from infra.failover import quorum_promotion
 from infra.failover.probe import StoreProbe
 from infra.failover.rules import failover_reason, last_epoch_is, may_promote, record_is_current
 from infra.replication.peer_link import RecordPush
@@ -157,6 +158,13 @@ class ShardController:
                     asyncio.wrap_future(self.writer.query(lambda _: self.replicator.catch_up())),
                     1.0,
                 )
+            unhealthy_for_s = (
+                0.0 if self.failing_since is None else time.monotonic() - self.failing_since
+            )
+            if not await quorum_promotion.ready_to_promote(
+                self, unhealthy_for_s=unhealthy_for_s, planned=planned
+            ):
+                return False  # another replica is the one to promote, or a survivor is unread
             lag_s = self.replicator.lag_seconds()
             lag_records = self.replicator.lag_records()
             max_lag_s = self.node.settings.failover.max_lag_s
