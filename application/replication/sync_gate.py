@@ -61,6 +61,7 @@ class SyncGate:
         timeout_s: float = 1.0,
         replicas: int = 2,
         on_degrade: Callable[[str, str], None] | None = None,
+        on_no_majority: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.shard_id = shard_id
@@ -75,6 +76,9 @@ class SyncGate:
         self.standby_seen_at = 0.0
         self.degraded = False
         self._on_degrade = on_degrade
+        # strict: told once per outage that commands are refused for want of a majority
+        self._on_no_majority = on_no_majority
+        self.no_majority = False
         self._clock = clock
         self._waiters: list[_Waiter] = []
         self._lock = threading.Lock()
@@ -101,6 +105,7 @@ class SyncGate:
             if safe <= self.standby_seq:
                 return
             seq = self.standby_seq = safe
+            self.no_majority = False
             cut = 0
             while cut < len(self._waiters) and self._waiters[cut].seq <= seq:
                 cut += 1
@@ -119,7 +124,7 @@ class SyncGate:
         """Expire waiters past their deadline (call this every few milliseconds)."""
         now = self._clock()
         expired: list[_Waiter] = []
-        degraded_now = False
+        degraded_now = refused_now = False
         with self._lock:
             if not self._waiters or min(w.deadline for w in self._waiters) > now:
                 return
@@ -131,6 +136,8 @@ class SyncGate:
             else:
                 expired = [w for w in self._waiters if w.deadline <= now]
                 self._waiters = [w for w in self._waiters if w.deadline > now]
+                if not self.no_majority:
+                    self.no_majority = refused_now = True
         if degraded_now:
             message = (
                 f"shard {self.shard_id}: no confirmation from a majority of {self.replicas} "
@@ -140,6 +147,14 @@ class SyncGate:
             log.critical(message)
             if self._on_degrade is not None:
                 self._on_degrade(self.shard_id, message)
+        if refused_now:
+            message = (
+                f"shard {self.shard_id}: no majority of its {self.replicas} replicas confirmed "
+                f"within {self.timeout_s:.3f}s; commands are refused (strict) until one does"
+            )
+            log.critical(message)
+            if self._on_no_majority is not None:
+                self._on_no_majority(self.shard_id, message)
         ok = self.policy is SyncPolicy.DEGRADE
         for waiter in expired:
             waiter.resolve(ok)

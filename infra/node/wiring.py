@@ -121,6 +121,7 @@ def make_gate(settings: Settings, shard_id: str, alerts: AlertSender) -> SyncGat
         timeout_s=settings.sync_timeout_ms / 1000,
         replicas=settings.replicas,
         on_degrade=alerts.replication_degraded,
+        on_no_majority=alerts.no_majority,
     )
 
 

@@ -126,3 +126,30 @@ def test_two_replicas_as_before_and_a_new_term_forgets_old_confirmations() -> No
     assert got == [True] and gate.standby_seq == 3
     gate.reset_for_new_term()
     assert gate.confirmed == {} and gate.standby_seq == 3
+
+
+def test_strict_tells_once_per_outage_that_no_majority_confirmed() -> None:
+    clock = Clock()
+    told: list[str] = []
+    gate = SyncGate(
+        "s",
+        policy=SyncPolicy.STRICT,
+        timeout_s=0.5,
+        replicas=3,
+        clock=clock,
+        on_no_majority=lambda shard, message: told.append(message),
+    )
+    got: list[bool] = []
+    for seq in (1, 2):
+        gate.release(seq, got.append)
+        clock.now += 0.6
+        gate.tick()
+    assert got == [False, False] and len(told) == 1 and gate.no_majority
+    assert "no majority of its 3 replicas" in told[0]
+    gate.release(3, got.append)
+    gate.standby_stored(3, "witness")  # one follower back: a majority again
+    assert got[-1] is True and not gate.no_majority
+    gate.release(4, got.append)
+    clock.now += 0.6
+    gate.tick()
+    assert len(told) == 2
