@@ -49,6 +49,7 @@ def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
             mode=args.mode,
             reports_dir=Path(args.reports),
             progress=_drill_progress,
+            profile=args.profile,
         )
         results.append(result)
         if not args.json:
@@ -159,6 +160,12 @@ def register(sub: Commands) -> None:
     drill.add_argument("--seconds", type=float, default=12.0, help="length of the load")
     drill.add_argument("--repeat", type=int, default=1)
     drill.add_argument("--mode", choices=["sync", "async"], default="sync")
+    drill.add_argument(
+        "--profile",
+        choices=["defaults", "tuned", "tuned-degrade"],
+        help="site drills: the product's defaults (default) or sub-second `tuned` timings; "
+        "the two-region drills run `tuned-degrade` only",
+    )
     drill.add_argument("--reports", default=reports_default, help="where reports are written")
     drill.add_argument("--json", action="store_true")
     drill.set_defaults(handler=cmd_drill)
