@@ -460,7 +460,8 @@ class ShardController:
             raise ValueError(f"this region does not lead shard {self.shard_id}")
         if to_region == self.node.region.name:
             raise ValueError(f"{to_region} already leads shard {self.shard_id}")
-        self.node.settings.region_named(to_region)
+        if not self.node.settings.region_named(to_region).promotable:
+            raise ValueError(f"{to_region} is a witness: it keeps the WAL, it never leads")
         started = time.monotonic()
         self.role = "handing_over"  # new commands: not_leader from here on
         seq = await asyncio.wrap_future(self.writer.query(lambda app: app.seq))
