@@ -99,7 +99,8 @@ class Coordinator:
     def start(self, shards: list[str], timeout: float = 15.0) -> None:
         self.zk.start(timeout=timeout)
         for shard in shards:
-            self.zk.ensure_path(self._path(shard))
+            # an ensemble still settling may drop the first connection: retry, do not crash
+            self.zk.retry(self.zk.ensure_path, self._path(shard))
             self._leaders[shard] = None
             self.zk.DataWatch(self._path(shard, "leader"), self._watcher(shard))
         self._renewer = threading.Thread(target=self._renew_loop, name="zk-lease", daemon=True)

@@ -261,7 +261,8 @@ class Cluster:
         data.mkdir(exist_ok=True)
         config = data / "zoo.cfg"
         text = (
-            f"tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={data}\n"
+            # a follower starved of CPU (two shared cores) must not drop out of the ensemble
+            f"tickTime=200\ninitLimit=20\nsyncLimit=10\ndataDir={data}\n"
             f"clientPort={self.zk_ports[n]}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n"
             "admin.enableServer=false\n4lw.commands.whitelist=*\n"
         )
