@@ -240,16 +240,15 @@ class Cluster:
 
     def start_zookeeper(self, member: int | None = None) -> None:
         """ZooKeeper of this cluster's own (tickTime 200 ms), data kept across restarts: every
-        member of the ensemble (then wait for a quorum), or the one given (then wait for it)."""
+        member of the ensemble (then wait until each serves), or the one given (then for it)."""
         members = range(len(self.zk_ports)) if member is None else [member]
         for n in members:
             self._start_zk_member(n)
         if member is None and len(self.zk_ports) > 1:
             wait_for(
-                lambda: sum(self._zk_serving(n) for n in range(len(self.zk_ports)))
-                > len(self.zk_ports) // 2,
+                lambda: all(self._zk_serving(n) for n in range(len(self.zk_ports))),
                 60,
-                "a quorum of the zookeeper ensemble",
+                "every member of the zookeeper ensemble",
                 interval=0.2,
             )
         else:
