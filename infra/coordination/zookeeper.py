@@ -12,7 +12,9 @@ default /exdr/<topic prefix>, so deployments and drills that share a ZooKeeper s
 The leader may accept commands only while its lease holds. The lease is renewed by a read
 that reaches the server; it lasts `lease_s`, shorter than the session timeout, so a leader
 cut off from ZooKeeper stops before the server can expire its session and let another region
-in (ZooKeeper expires a session `session_timeout` after it last heard from the client).
+in (ZooKeeper expires a session `session_timeout` after it last heard from the client). A
+disconnection (one ensemble member lost) does not end the lease early: the client reconnects
+to another member within it, and clients see nothing.
 """
 
 from __future__ import annotations
@@ -119,8 +121,16 @@ class Coordinator:
 
     def _on_state(self, state: str) -> None:
         self.connected = state == KazooState.CONNECTED
-        if state != KazooState.CONNECTED:
-            # cut off: stop accepting at once, whatever is left of the lease
+        if state == KazooState.SUSPENDED:
+            # one member of the ensemble gone (or the link to it): the client moves to another
+            # member with the same session. The lease runs on: it began before the last read
+            # that reached the server and is shorter than the session, so it ends before the
+            # server could expire the session, and nothing renews it until a member answers
+            log.warning(
+                "zookeeper suspended region=%s: the lease runs out unless a member answers",
+                self.region,
+            )
+        elif state != KazooState.CONNECTED:
             with self._lock:
                 self._lease_until.clear()
             log.warning("zookeeper %s region=%s: commands paused", state.lower(), self.region)
