@@ -66,6 +66,11 @@ def profile_env(profile: str) -> dict[str, str]:
 def lose_site(cluster: Cluster, region: str) -> None:
     """A site gone: its node, its database and its ZooKeeper member, at once."""
     cluster.stop(region, signal.SIGKILL)
+    lose_servers(cluster, region)
+
+
+def lose_servers(cluster: Cluster, region: str) -> None:
+    """The rest of a site whose node is already dead: its database and ZooKeeper member."""
     cluster.pg_servers[region].stop("immediate")
     member = cluster.zk_member_of(region)
     if member is not None:
@@ -96,6 +101,8 @@ def run_site_drill(
     if kind not in SITE_KINDS:
         raise ValueError(f"unknown site drill {kind!r}; one of: {', '.join(SITE_KINDS)}")
     say = progress or (lambda _: None)
+    if kind == "majority-loss":  # the outage, the site's return, then service seen resuming
+        seconds = max(seconds, fail_after + MAJORITY_OUTAGE_S + 20.0)
     work = workdir or Path(tempfile.mkdtemp(prefix=f"exdr-drill-{kind}-"))
     cluster = Cluster(
         work,
@@ -153,8 +160,12 @@ def run_site_drill(
         driver.start()
         say(f"load: {rate:g} requests/s for {seconds:g}s; fault in {fail_after:g}s")
         time.sleep(fail_after)
-        failed_at = tl.mark("failure")
         healed_at: float | None = None
+        if kind == "majority-loss":
+            # both nodes first: from then on no follower can confirm anything
+            cluster.stop("standby", signal.SIGKILL)
+            cluster.stop("witness", signal.SIGKILL)
+        failed_at = tl.mark("failure")
         if kind == "site-loss":
             lose_site(cluster, "primary")
             tl.step("primary's site lost for good: node, database and ZooKeeper member")
@@ -162,8 +173,8 @@ def run_site_drill(
             lose_site(cluster, "witness")
             tl.step("witness's site lost for good: node, database and ZooKeeper member")
         else:
-            lose_site(cluster, "standby")
-            lose_site(cluster, "witness")
+            lose_servers(cluster, "standby")
+            lose_servers(cluster, "witness")
             tl.step("standby's and witness's sites lost at once: one replica of three left")
             time.sleep(MAJORITY_OUTAGE_S)
             restore_site(cluster, "witness")
