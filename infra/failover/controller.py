@@ -214,7 +214,10 @@ class ShardController:
         if not own_records:
             self.relay.position = seq
             await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
-        self.gate.standby_seq = seq
+            # a standby's records were stored by the old leader too: a majority of two or three
+            self.gate.standby_seq = seq
+        # a retake's own tail was confirmed by nobody: a retried command of it waits for a
+        # follower's confirmation like a new one (else it would be acknowledged on one copy)
         self.gate.reset_for_new_term()
         self.start_relay()
         self.role = "leader"
