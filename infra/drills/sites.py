@@ -159,6 +159,12 @@ def run_site_drill(
         tl.mark("load_start", time.monotonic())
         driver.start()
         say(f"load: {rate:g} requests/s for {seconds:g}s; fault in {fail_after:g}s")
+        # the clients deposit first: the fault comes once orders are being acknowledged
+        wait_for(
+            lambda: any(a.status in ACKED for a in list(load.ledger.attempts)),
+            60,
+            "the first acknowledged order",
+        )
         time.sleep(fail_after)
         healed_at: float | None = None
         if kind == "majority-loss":
