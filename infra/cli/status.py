@@ -183,7 +183,12 @@ def quorum_lines(rows: list[dict[str, Any]]) -> list[str]:
         mine = [r for r in rows if r["shard"] == shard]
         counting = [r["region"] for r in mine if r["quorum"]]
         need = majority(len(mine))
-        verdict = "acknowledging" if len(counting) >= need else "NO MAJORITY: nothing acknowledged"
+        if not any(r["role"] == "leader" for r in mine):
+            verdict = "NO LEADER: nothing acknowledged"
+        elif len(counting) >= need:
+            verdict = "acknowledging"
+        else:
+            verdict = "NO MAJORITY: nothing acknowledged"
         lines.append(
             f"{shard}: quorum {len(counting)}/{len(mine)} (needs {need}: "
             f"{', '.join(counting) or 'none'}) {verdict}"
