@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infra.drills.checks import check_ledger
+from infra.drills.checks import check_cancels, check_ledger
 from infra.drills.clients import ACKED, RETRY, Ledger, LoadGenerator
 from infra.drills.cluster import SHARD, THREE_SITES, Cluster, wait_for
 from infra.drills.timeline import Sampler, Timeline, timeline_data
@@ -156,7 +156,7 @@ def run_site_drill(
         driver = threading.Thread(target=drive, name="drill-load")
         sampler = Sampler(cluster, tl)
         sampler.start()
-        tl.mark("load_start", time.monotonic())
+        load_started = tl.mark("load_start", time.monotonic())
         driver.start()
         say(f"load: {rate:g} requests/s for {seconds:g}s; fault in {fail_after:g}s")
         # the clients deposit first: the fault comes once orders are being acknowledged
@@ -200,6 +200,7 @@ def run_site_drill(
         result["store_heads"] = heads
         result["quorum_replicas"] = [r for r, seq in heads.items() if seq == heads[leader]]
         checked = check_ledger(cluster, leader, ledger)
+        cancels_lost = check_cancels(cluster.url(leader), traders, ledger)
         from infra.drills.audit import audit_shard
 
         audit = audit_shard(cluster.dsns[leader], SHARD)
@@ -228,6 +229,7 @@ def run_site_drill(
             and a.sent_at + a.latency_s < healed_at
         ]
         latencies = sorted(a.latency_s for a in ledger.attempts if a.status in ACKED)
+        unavailable = [a.sent_at for a in ledger.attempts if a.status in RETRY]
         after_fault = sorted(
             a.latency_s for a in ledger.attempts if a.status in ACKED and a.sent_at >= failed_at
         )
@@ -237,6 +239,18 @@ def run_site_drill(
                 "sent": len(ledger.sent),
                 "acked": len(ledger.acked),
                 **checked,
+                "cancels_sent": len(ledger.cancels_sent),
+                "cancels_acked": len(ledger.cancels_acked),
+                "cancels_lost": cancels_lost,
+                "answered_per_second": round(
+                    sum(1 for a in ledger.attempts if a.status not in RETRY)
+                    / max(load_ended - load_started, 1e-9),
+                    1,
+                ),
+                "refused": len(unavailable),
+                "refused_window_seconds": round(max(unavailable) - min(unavailable), 3)
+                if unavailable
+                else 0.0,
                 "refused_after_fault": len(refused_after),
                 "acked_during_outage": len(acked_in_outage) if healed_at is not None else None,
                 "ack_p50_ms": _pct_ms(latencies, 0.5),
@@ -251,7 +265,7 @@ def run_site_drill(
                 "state_hashes": hashes,
             }
         )
-        for name in ("lost", "duplicated", "phantom"):
+        for name in ("lost", "duplicated", "phantom", "cancels_lost"):
             if result[name]:
                 failures.append(f"{result[name]} {name}")
         if audit.get("mismatches"):
