@@ -12,7 +12,7 @@ import pytest
 
 from infra.drills.sites import run_site_drill
 
-pytestmark = [pytest.mark.drill, pytest.mark.long]
+pytestmark = pytest.mark.drill  # about 45 s each
 
 
 def _run(kind: str, tmp_path: Path) -> dict[str, object]:
