@@ -56,8 +56,14 @@ def instruments_for(symbols: tuple[str, ...]) -> tuple[Instrument, ...]:
 
 
 def make_shard_app(
-    settings: Settings, shard_id: str, *, dsn: str | None = None, epoch: int | None = None
+    settings: Settings,
+    shard_id: str,
+    *,
+    dsn: str | None = None,
+    epoch: int | None = None,
+    log_only: bool = False,
 ) -> ShardApp:
+    """A shard's application on `dsn`; `log_only` for a witness (WAL only, no hot state)."""
     shards = settings.shards()
     if shard_id not in shards:
         raise ValueError(f"unknown shard {shard_id!r}; configured: {', '.join(shards)}")
@@ -69,6 +75,7 @@ def make_shard_app(
         checkpoint_every=settings.checkpoint_every,
         snapshot_every=settings.snapshot_every,
     )
+    app.log_only = log_only
     app.replication_keys = settings.replication_keys()  # every record it writes is signed
     attach_archive(app.store, settings, dsn)
     return app

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from application.replication.quorum import QuorumError, ReplicaKind, check_replica_set
 from application.wal.auth import DEVELOPMENT_KEY, DEVELOPMENT_KEY_ID, ReplicationKeys
 from infra.security_settings import KafkaSecurity, SecuritySettings
 
@@ -161,38 +162,61 @@ DEFAULT_SHARD_MAP = parse_shards(DEFAULT_SHARDS)
 
 DEFAULT_REGIONS = (
     "primary=postgresql://postgres@127.0.0.1:5432/exchange_dr|http://127.0.0.1:8080;"
-    "standby=postgresql://postgres@127.0.0.1:5432/exchange_dr_standby|http://127.0.0.1:8081"
+    "standby=postgresql://postgres@127.0.0.1:5432/exchange_dr_standby|http://127.0.0.1:8081;"
+    "witness=postgresql://postgres@127.0.0.1:5432/exchange_dr_witness|http://127.0.0.1:8082"
+    "|witness"
 )
+
+# the ZooKeeper ensemble of scripts/services.sh: one member per site
+DEFAULT_ZK_HOSTS = "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183"
 
 
 @dataclass(frozen=True, slots=True)
 class Region:
-    """A full copy of the stack: its own event store and its own REST facade."""
+    """One replica of every shard on a site of its own: its event store and its REST facade.
+    A full region keeps the hot state and may lead; a witness only stores and confirms the WAL."""
 
     name: str
     pg_dsn: str
     api_url: str
+    kind: ReplicaKind = ReplicaKind.FULL
+
+    @property
+    def promotable(self) -> bool:
+        return self.kind is ReplicaKind.FULL
 
 
 def parse_regions(spec: str, var: str = "EXDR_REGIONS") -> tuple[Region, ...]:
-    """Parse ``name=DSN|URL;name=DSN|URL``; at least one region, names unique."""
+    """Parse ``name=DSN|URL[|witness];...``; at least one region, names unique, and at least
+    one that may lead."""
     regions: list[Region] = []
     for part in spec.split(";"):
         if not part.strip():
             continue
         name, sep, rest = part.partition("=")
-        dsn, bar, url = rest.partition("|")
+        dsn, bar, tail = rest.partition("|")
+        url, _, kind_text = tail.partition("|")
         name, dsn, url = name.strip(), dsn.strip(), url.strip()
         if not sep or not bar or not _is_word(name):
-            raise ValueError(f"{var}: expected 'region=DSN|URL;...', got {part.strip()!r}")
+            raise ValueError(
+                f"{var}: expected 'region=DSN|URL[|witness];...', got {part.strip()!r}"
+            )
         _dsn({var: dsn}, var, dsn)
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"{var}: region {name!r} needs an http(s) URL, got {url!r}")
+        kind_text = kind_text.strip().lower() or ReplicaKind.FULL.value
+        if kind_text not in {k.value for k in ReplicaKind}:
+            choices = ", ".join(k.value for k in ReplicaKind)
+            raise ValueError(
+                f"{var}: region {name!r} kind must be one of {choices}, got {kind_text!r}"
+            )
         if any(r.name == name for r in regions):
             raise ValueError(f"{var}: region {name!r} is listed twice")
-        regions.append(Region(name, dsn, url.rstrip("/")))
+        regions.append(Region(name, dsn, url.rstrip("/"), ReplicaKind(kind_text)))
     if not regions:
         raise ValueError(f"{var}: no regions configured")
+    if not any(r.promotable for r in regions):
+        raise ValueError(f"{var}: every region is a witness; at least one must be able to lead")
     return tuple(regions)
 
 
@@ -307,7 +331,7 @@ class Settings:
 
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/exchange_dr"
     kafka_bootstrap: str = "127.0.0.1:9092"
-    zk_hosts: str = "127.0.0.1:2181"
+    zk_hosts: str = DEFAULT_ZK_HOSTS
     var_dir: Path = REPO_ROOT / "var"
     region: str = "primary"
     shard_map: ShardMap = DEFAULT_SHARD_MAP
@@ -357,6 +381,10 @@ class Settings:
             raise ValueError(
                 f"EXDR_LEADER_REGION: {leader_region!r} is not a configured region ({known})"
             )
+        if leader_region is not None and not any(
+            r.name == leader_region and r.promotable for r in regions
+        ):
+            raise ValueError(f"EXDR_LEADER_REGION: {leader_region!r} is a witness; it never leads")
         return cls(
             pg_dsn=_dsn(e, "EXDR_PG_DSN", d.pg_dsn),
             kafka_bootstrap=_host_ports(e, "EXDR_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
@@ -423,12 +451,31 @@ class Settings:
 
     @property
     def preferred_leader(self) -> str:
-        """Who leads a brand-new cluster (afterwards ZooKeeper decides)."""
-        return self.leader_region or self.regions[0].name
+        """Who leads a brand-new cluster (afterwards ZooKeeper decides): the first full region
+        unless EXDR_LEADER_REGION names one."""
+        return self.leader_region or next(r.name for r in self.regions if r.promotable)
 
     def peers(self, name: str) -> tuple[Region, ...]:
         """Every configured region except `name`."""
         return tuple(r for r in self.regions if r.name != name)
+
+    def promotable_peers(self, name: str) -> tuple[Region, ...]:
+        """The regions other than `name` that may lead (a handover goes to one of these)."""
+        return tuple(r for r in self.peers(name) if r.promotable)
+
+    @property
+    def replicas(self) -> int:
+        """Copies of every shard: one per configured region, witnesses included."""
+        return len(self.regions)
+
+    def replica_set_problem(self) -> str | None:
+        """Why this replica set cannot keep RPO 0 and a leader through the loss of one site
+        (None when it can). Two regions stay allowed for small setups: it is a warning."""
+        try:
+            check_replica_set({r.name: r.kind for r in self.regions})
+        except QuorumError as exc:
+            return str(exc)
+        return None
 
     def shards(self) -> dict[str, tuple[str, ...]]:
         """Shard name -> its symbols, in configuration order."""

@@ -13,7 +13,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HOST=127.0.0.1
 PG_PORT=5432
-ZK_PORT=2181
 KAFKA_PORT=9092
 WAIT_S="${EXDR_SERVICES_WAIT_S:-30}"
 SERVICES=(postgres zookeeper kafka)
@@ -101,60 +100,113 @@ postgres_ensure_db() {
     fi
 }
 
-# ---------------------------------------------------------------- zookeeper
+# ---------------------------------------------------------------- zookeeper (ensemble of three)
 
+# One member per site: losing any one (with its site) leaves a quorum of two. Client ports
+# EXDR_ZK_PORTS (default 2181 2182 2183); member i talks to its peers on 2880+i, elects on 3880+i.
+read -r -a ZK_PORTS <<<"${EXDR_ZK_PORTS:-2181 2182 2183}"
+((${#ZK_PORTS[@]} == 3)) || die "EXDR_ZK_PORTS must name three ports, got '${EXDR_ZK_PORTS:-}'"
+ZK_PEER_BASE="${EXDR_ZK_PEER_BASE:-2880}"
+ZK_ELECT_BASE="${EXDR_ZK_ELECT_BASE:-3880}"
 ZK_DIR="$VAR_DIR/zookeeper"
-ZK_PID="$RUN_DIR/zookeeper.pid"
 ZK_MAIN=org.apache.zookeeper.server.quorum.QuorumPeerMain
 
-zookeeper_up() {
-    local reply
-    reply="$(timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$ZK_PORT; printf ruok >&3; cat <&3" \
-        2>/dev/null || true)"
-    [[ "$reply" == imok ]]
+zk_pidfile() { echo "$RUN_DIR/zookeeper-$1.pid"; }
+
+# zk_mode PORT : leader, follower or standalone when the member serves clients, else nothing.
+zk_mode() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1; printf srvr >&3; cat <&3" 2>/dev/null \
+        | sed -n 's/^Mode: //p' || true
 }
 
-zookeeper_pid() { pid_alive "$ZK_PID" "$ZK_MAIN" && cat "$ZK_PID" || true; }
+# Up: every member answers and is part of the quorum (a lone member refuses clients anyway).
+zookeeper_up() {
+    local port mode
+    for port in "${ZK_PORTS[@]}"; do
+        mode="$(zk_mode "$port")"
+        [[ "$mode" == leader || "$mode" == follower ]] || return 1
+    done
+}
+
+zookeeper_pid() {
+    local i pids=()
+    for i in 1 2 3; do
+        if pid_alive "$(zk_pidfile "$i")" "$ZK_MAIN"; then pids+=("$(<"$(zk_pidfile "$i")")"); fi
+    done
+    local IFS=,
+    echo "${pids[*]}"
+}
+
+# A single server started by an earlier version of this script holds the first client port.
+zookeeper_stop_single() {
+    local old="$RUN_DIR/zookeeper.pid" pid
+    if pid_alive "$old" "$ZK_MAIN"; then
+        pid="$(<"$old")"
+        log "stopping the single zookeeper server (pid $pid): replaced by an ensemble of three"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$old"
+}
 
 zookeeper_start() {
     [[ -f /usr/share/java/zookeeper.jar ]] || apt_install zookeeper
     command -v java >/dev/null || apt_install default-jre-headless
-    if pid_alive "$ZK_PID" "$ZK_MAIN"; then
-        return 0 # started earlier and still coming up
-    fi
-    mkdir -p "$ZK_DIR/data" "$LOG_DIR" "$RUN_DIR"
-    # tickTime=200: sessions may be as short as 400 ms, so failover drills see expiry quickly.
-    cat >"$ZK_DIR/zoo.cfg" <<EOF
+    zookeeper_stop_single
+    mkdir -p "$LOG_DIR" "$RUN_DIR"
+    local i dir servers="" cp=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar
+    cp+=:/usr/share/java/log4j-1.2.jar
+    for i in 1 2 3; do
+        servers+="server.$i=$HOST:$((ZK_PEER_BASE + i)):$((ZK_ELECT_BASE + i))"$'\n'
+    done
+    for i in 1 2 3; do
+        if pid_alive "$(zk_pidfile "$i")" "$ZK_MAIN"; then
+            continue # started earlier and still coming up
+        fi
+        dir="$ZK_DIR/m$i"
+        mkdir -p "$dir/data"
+        echo "$i" >"$dir/data/myid"
+        # tickTime=200: sessions may be as short as 400 ms, so failover drills see expiry quickly.
+        cat >"$dir/zoo.cfg" <<EOF
 tickTime=200
-initLimit=10
+initLimit=20
 syncLimit=5
-dataDir=$ZK_DIR/data
-clientPort=$ZK_PORT
+dataDir=$dir/data
+clientPort=${ZK_PORTS[$((i - 1))]}
 clientPortAddress=$HOST
 maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=*
 autopurge.snapRetainCount=3
 autopurge.purgeInterval=1
+$servers
 EOF
-    cat >"$ZK_DIR/log4j.properties" <<'EOF'
+        cat >"$dir/log4j.properties" <<'EOF'
 log4j.rootLogger=INFO, CONSOLE
 log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
 log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
 log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] %m%n
 EOF
-    log "starting zookeeper (log $LOG_DIR/zookeeper.log)"
-    local cp=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar
-    cp+=:/usr/share/java/log4j-1.2.jar
-    (
-        cd "$ZK_DIR"
-        exec nohup java -Xmx256m -XX:+UseSerialGC \
-            "-Dlog4j.configuration=file:$ZK_DIR/log4j.properties" \
-            "-Dzookeeper.log.dir=$LOG_DIR" \
-            -cp "$cp" "$ZK_MAIN" "$ZK_DIR/zoo.cfg" \
-            >>"$LOG_DIR/zookeeper.log" 2>&1 </dev/null
-    ) &
-    echo $! >"$ZK_PID"
+        log "starting zookeeper member $i on $HOST:${ZK_PORTS[$((i - 1))]} (log $LOG_DIR/zookeeper-$i.log)"
+        (
+            cd "$dir"
+            exec nohup java -Xmx256m -XX:+UseSerialGC \
+                "-Dlog4j.configuration=file:$dir/log4j.properties" \
+                "-Dzookeeper.log.dir=$LOG_DIR" \
+                -cp "$cp" "$ZK_MAIN" "$dir/zoo.cfg" \
+                >>"$LOG_DIR/zookeeper-$i.log" 2>&1 </dev/null
+        ) &
+        echo $! >"$(zk_pidfile "$i")"
+    done
+}
+
+zookeeper_stop() {
+    local i
+    for i in 1 2 3; do
+        signal_pidfile "zookeeper member $i" "$(zk_pidfile "$i")" "$ZK_MAIN"
+    done
+    signal_pidfile zookeeper "$RUN_DIR/zookeeper.pid" "$ZK_MAIN"
 }
 
 # ---------------------------------------------------------------- kafka (tansu, memory storage)
@@ -201,7 +253,7 @@ kafka_start() {
 addr() {
     case "$1" in
         postgres) echo "$HOST:$PG_PORT" ;;
-        zookeeper) echo "$HOST:$ZK_PORT" ;;
+        zookeeper) printf "$HOST:%s," "${ZK_PORTS[@]}" | sed 's/,$//' ;;
         kafka) echo "$HOST:$KAFKA_PORT" ;;
     esac
 }
@@ -209,6 +261,7 @@ addr() {
 logfile() {
     case "$1" in
         postgres) postgres_log ;;
+        zookeeper) echo "$LOG_DIR/zookeeper-{1,2,3}.log" ;;
         *) echo "$LOG_DIR/$1.log" ;;
     esac
 }
@@ -260,7 +313,7 @@ cmd_stop() {
     for svc in "$@"; do
         case "$svc" in
             postgres) postgres_stop ;;
-            zookeeper) pids+=($(signal_pidfile zookeeper "$ZK_PID" "$ZK_MAIN")) ;;
+            zookeeper) pids+=($(zookeeper_stop)) ;;
             kafka) pids+=($(signal_pidfile kafka "$KAFKA_PID" tansu)) ;;
         esac
     done

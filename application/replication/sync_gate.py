@@ -1,4 +1,5 @@
-"""Sync replication: hold a command's acknowledgement until the standby has stored its record."""
+"""Sync replication: hold a command's acknowledgement until a majority of the shard's replicas
+(the leader included) has stored its record; with two replicas, that is the one standby."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from application.replication.quorum import majority, quorum_seq
+
 log = logging.getLogger("exchange_dr.replication")
 
 
@@ -19,9 +22,9 @@ class ReplicationMode(StrEnum):
 
 
 class SyncPolicy(StrEnum):
-    """What sync mode does when no standby confirms within the timeout."""
+    """What sync mode does when no majority of replicas confirms within the timeout."""
 
-    STRICT = "strict"  # fail the commands (retryable): nothing is acknowledged without the standby
+    STRICT = "strict"  # fail the commands (retryable): nothing is acknowledged without a majority
     DEGRADE = "degrade"  # switch to async, logged as critical: availability over RPO = 0
 
 
@@ -37,13 +40,16 @@ class _Waiter:
 
 
 class SyncGate:
-    """Acknowledgement gate of one shard (PostgreSQL's synchronous_commit = remote_apply).
+    """Acknowledgement gate of one shard (PostgreSQL's synchronous_commit = remote_apply, with
+    Patroni's quorum commit: ANY k of the followers).
 
     The writer calls `release(seq, resolve)` after a batch ending at `seq` committed locally;
-    `resolve(True)` runs once the standby confirmed seq (at once in async mode), `resolve(False)`
-    when the timeout passes under the strict policy. Under the degrade policy a timeout switches
-    the shard to async, logs it as critical, passes the message to `on_degrade` if one is set,
-    and lets every waiter through.
+    `resolve(True)` runs once a majority of the shard's `replicas` holds seq (the leader's own
+    copy and `majority(replicas) - 1` follower confirmations; at once in async mode),
+    `resolve(False)` when the timeout passes under the strict policy. `standby_seq` is the seq
+    safe on a majority; `confirmed` is what each follower confirmed. Under the degrade policy a
+    timeout switches the shard to async, logs it as critical, passes the message to
+    `on_degrade` if one is set, and lets every waiter through.
     """
 
     def __init__(
@@ -53,7 +59,9 @@ class SyncGate:
         mode: ReplicationMode = ReplicationMode.SYNC,
         policy: SyncPolicy = SyncPolicy.STRICT,
         timeout_s: float = 1.0,
+        replicas: int = 2,
         on_degrade: Callable[[str, str], None] | None = None,
+        on_no_majority: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.shard_id = shard_id
@@ -61,13 +69,19 @@ class SyncGate:
         self.mode = mode
         self.policy = policy
         self.timeout_s = timeout_s
-        self.standby_seq = 0
+        majority(replicas)  # refuses a replica count below one
+        self.replicas = replicas
+        self.confirmed: dict[str, int] = {}  # follower region -> highest seq it confirmed
+        self.standby_seq = 0  # the highest seq a majority of the replicas holds
         self.standby_seen_at = 0.0
         self.degraded = False
         # highest seq acknowledged without the standby since the gate degraded: the gate is
         # restored only once the standby confirmed it, not as soon as nothing waits
         self.degraded_acked_seq = 0
         self._on_degrade = on_degrade
+        # strict: told once per outage that commands are refused for want of a majority
+        self._on_no_majority = on_no_majority
+        self.no_majority = False
         self._clock = clock
         self._waiters: list[_Waiter] = []
         self._lock = threading.Lock()
@@ -86,13 +100,19 @@ class SyncGate:
         if ready:
             resolve(True)
 
-    def standby_stored(self, seq: int) -> None:
-        """The standby confirmed every record up to `seq` durably stored."""
+    def standby_stored(self, seq: int, region: str = "") -> None:
+        """Follower `region` confirmed every record up to `seq` durably stored; waiters are
+        released as far as a majority of the replicas now holds."""
         with self._lock:
             self.standby_seen_at = self._clock()
-            if seq <= self.standby_seq:
+            if seq > self.confirmed.get(region, 0):
+                self.confirmed[region] = seq
+            # a follower only ever holds records the leader committed: no cap by the leader
+            safe = quorum_seq(self.confirmed, self.replicas, max(self.confirmed.values()))
+            if safe <= self.standby_seq:
                 return
-            self.standby_seq = seq
+            seq = self.standby_seq = safe
+            self.no_majority = False
             cut = 0
             while cut < len(self._waiters) and self._waiters[cut].seq <= seq:
                 cut += 1
@@ -111,7 +131,7 @@ class SyncGate:
         """Expire waiters past their deadline (call this every few milliseconds)."""
         now = self._clock()
         expired: list[_Waiter] = []
-        degraded_now = False
+        degraded_now = refused_now = False
         with self._lock:
             if not self._waiters or min(w.deadline for w in self._waiters) > now:
                 return
@@ -125,14 +145,25 @@ class SyncGate:
             else:
                 expired = [w for w in self._waiters if w.deadline <= now]
                 self._waiters = [w for w in self._waiters if w.deadline > now]
+                if not self.no_majority:
+                    self.no_majority = refused_now = True
         if degraded_now:
             message = (
-                f"shard {self.shard_id}: no standby confirmation within {self.timeout_s:.3f}s; "
-                "replication degraded to ASYNC (RPO > 0 until the standby catches up)"
+                f"shard {self.shard_id}: no confirmation from a majority of {self.replicas} "
+                f"replicas within {self.timeout_s:.3f}s; replication degraded to ASYNC "
+                "(RPO > 0 until the standby catches up)"
             )
             log.critical(message)
             if self._on_degrade is not None:
                 self._on_degrade(self.shard_id, message)
+        if refused_now:
+            message = (
+                f"shard {self.shard_id}: no majority of its {self.replicas} replicas confirmed "
+                f"within {self.timeout_s:.3f}s; commands are refused (strict) until one does"
+            )
+            log.critical(message)
+            if self._on_no_majority is not None:
+                self._on_no_majority(self.shard_id, message)
         ok = self.policy is SyncPolicy.DEGRADE
         for waiter in expired:
             waiter.resolve(ok)
@@ -143,6 +174,7 @@ class SyncGate:
         with self._lock:
             self.standby_seen_at = 0.0
             self.degraded_acked_seq = 0  # a new window: what this term acknowledges counts
+            self.confirmed = {}  # confirmations of the old term say nothing about the new one
             if self.policy is SyncPolicy.DEGRADE and self.configured_mode is ReplicationMode.SYNC:
                 self.degraded = True
                 self.mode = ReplicationMode.ASYNC
@@ -161,6 +193,11 @@ class SyncGate:
             expired, self._waiters = self._waiters, []
         for waiter in expired:
             waiter.resolve(False)
+
+    def stored_on(self, region: str) -> int:
+        """The highest seq follower `region` confirmed (0: none yet in this term)."""
+        with self._lock:
+            return self.confirmed.get(region, 0)
 
     @property
     def waiting(self) -> int:

@@ -61,6 +61,9 @@ class ShardCore(Application[UUID]):
         self.engine = ShardEngine(shard_id, self.instruments)
         self.keys = IdempotencyKeys(store, shard_id)
         self.needs_recovery = True
+        # a witness's copy: the WAL stored and verified, no hot state (recovery reads the head,
+        # the standby's apply stores without applying, no checkpoints); it never leads
+        self.log_only = False
         self.events_written = 0
         # records are signed with the regions' key when one is set (infra/bootstrap.py), and
         # each names the checksum of the one before it: this is the last one's

@@ -48,8 +48,33 @@ class ShardRecovery(ShardCheckpoints):
     ) -> RecoveryReport:
         """Rebuild the hot state: newest trusted checkpoint (unless from scratch), then the WAL
         tail. `epoch_history` ((epoch, start seq), oldest first) is checked besides the WAL."""
+        if self.log_only:
+            return self._recover_head()
         with _collector_paused():
             return self._recover(from_scratch, upto_seq, progress, epoch_history)
+
+    def _recover_head(self) -> RecoveryReport:
+        """A witness's recovery: where its stored WAL ends, and nothing else."""
+        started = time.perf_counter()
+        head = self.store.head(self.shard_id)
+        self.seq = self.durable_seq = head.seq
+        self.epoch = max(self._requested_epoch or 1, head.epoch)
+        self.needs_recovery = False
+        if self.on_recovered is not None:
+            self.on_recovered(head.seq)
+        log.info(
+            "recovered shard=%s epoch=%s seq=%s log_only=1", self.shard_id, self.epoch, self.seq
+        )
+        return RecoveryReport(
+            shard_id=self.shard_id,
+            from_checkpoint_seq=head.seq,
+            records=0,
+            events=0,
+            seconds=time.perf_counter() - started,
+            seq=head.seq,
+            state_hash="",
+            checkpoint_hash_matches=None,
+        )
 
     def _recover(
         self,

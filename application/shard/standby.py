@@ -67,6 +67,8 @@ class ShardStandby(ShardRecovery):
                 self.needs_recovery = True
                 raise
             for record, events in zip(run, decoded, strict=False):
+                if self.log_only:
+                    continue  # a witness keeps the records, not the state they build
                 for event in events:
                     self.engine.apply(event)
                 self.replicated_events[record.seq] = events
@@ -80,7 +82,7 @@ class ShardStandby(ShardRecovery):
             if refused is not None:
                 break
             start = end
-        if self._crossed_checkpoint(before):
+        if not self.log_only and self._crossed_checkpoint(before):
             # a standby checkpoints at the leader's intervals too: promoted and then restarted,
             # it recovers from a recent checkpoint instead of replaying its whole WAL
             self._checkpoint_durable_state()

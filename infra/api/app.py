@@ -19,6 +19,7 @@ from infra.api.keys import KeyStore
 from infra.api.metrics import MetricsMiddleware
 from infra.api.peer import PeerAckLane
 from infra.api.ratelimit import RateLimiter
+from infra.api.witness import WitnessGuard
 from infra.settings import Settings
 
 # FastAPI >= 0.165 looks up OpenTelemetry providers on every request; this service exports its
@@ -61,16 +62,20 @@ def create_app(
     replica_lag_ms: LagFn | None = None,
     rebuild_activity: bool = True,
     warm_activity: bool = False,
+    log_only: bool = False,
 ) -> ExchangeAPI:
     """Wire routes to started shard writers; the caller owns (and stops) the writers. The
     activity index is built before this returns, or with `warm_activity` in the background
-    (Facade.warm_activity)."""
+    (Facade.warm_activity). A witness (`log_only`) keeps no index: its public routes send
+    every caller to the leader (infra/api/witness.py)."""
     configured = settings.shards()
     unknown = [shard for shard in shards if shard not in configured]
     if unknown:
         raise ValueError(f"shards not in EXDR_SHARDS: {', '.join(unknown)}")
     facade = Facade(shards, leadership, key_store, replica_lag_ms=replica_lag_ms)
-    if warm_activity:
+    if log_only:
+        pass  # nothing to index: a witness keeps the WAL, not the state
+    elif warm_activity:
         facade.warm_activity()
     elif rebuild_activity:
         facade.rebuild_activity()
@@ -85,6 +90,8 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(health.router)
     app.add_middleware(MetricsMiddleware, metrics=facade.metrics)
+    if log_only:
+        app.add_middleware(WitnessGuard, leadership=leadership, shard_ids=list(shards))
     app.add_middleware(GuardMiddleware)
     app.fast_lane = OrderFastLane(functools.partial(FastAPI.__call__, app), facade)
     limits = settings.security

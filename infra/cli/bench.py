@@ -28,6 +28,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from infra.bench.replication import run_replication
 
         result = run_replication(rate=args.rate, seconds=args.seconds, mode=args.mode)
+    elif args.kind == "quorum":
+        from infra.bench.quorum import run_quorum
+
+        result = run_quorum(rate=args.rate, seconds=args.seconds)
     elif args.kind == "replay":
         from infra.bench.store import run_replay
 
@@ -49,7 +53,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def register(sub: Commands) -> None:
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object with --json")
     bench.add_argument(
-        "kind", choices=["matching", "store", "replay", "replication", "api", "http", "history"]
+        "kind",
+        choices=["matching", "store", "replay", "replication", "quorum", "api", "http", "history"],
     )
     bench.add_argument("--records", type=int, default=200_000, help="history: WAL records")
     bench.add_argument("--orders", type=int, default=200_000, help="matching: orders")
@@ -58,7 +63,7 @@ def register(sub: Commands) -> None:
     bench.add_argument("--seconds", type=float, default=10.0, help="api: measured seconds")
     bench.add_argument("--concurrency", type=int, default=64, help="api: requests in flight")
     bench.add_argument("--clients", type=int, default=2, help="api: client processes")
-    bench.add_argument("--rate", type=float, default=1000.0, help="replication: commands/s")
+    bench.add_argument("--rate", type=float, default=1000.0, help="replication, quorum: commands/s")
     bench.add_argument(
         "--mode",
         choices=["sync", "async"],

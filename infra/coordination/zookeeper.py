@@ -6,6 +6,8 @@ default /exdr/<topic prefix>, so deployments and drills that share a ZooKeeper s
     shards/<shard>/epochs     persistent: [[epoch, start_seq], ...], only ever appended to
     shards/<shard>/lock       kazoo lock: one failover or switchover at a time
     shards/<shard>/handover   persistent: {"to": region} while a planned switchover runs
+    shards/<shard>/members/<region>  ephemeral: {"region", "kind", "epoch", "seq"}, that
+                              replica's position, refreshed every health round (who may promote)
 
 The leader may accept commands only while its lease holds. The lease is renewed by a sync()
 and then a read, both answered by the server; it lasts `lease_s`, counted from before the
@@ -15,6 +17,10 @@ from ZooKeeper stops before the server can expire its session and let another re
 The sync margin covers a follower cut off from the quorum, which answers reads for up to
 syncLimit * tickTime (the sync makes the read go through the quorum leader); the clock margin
 covers our clock running slower than the server's.
+A disconnection (one ensemble member lost) does not end the lease early: the client reconnects
+to another member within it, and clients see nothing. When the lost member led the ensemble,
+the others elect a new leader first (about a second on two busy cores): the lease is as long
+as the bound allows, so that this fits in it on the default session.
 """
 
 from __future__ import annotations
@@ -116,10 +122,11 @@ class Coordinator:
 
     @property
     def lease_s(self) -> float:
-        """How long a renewal lets this region lead: at most half the negotiated session, and
-        always below it by the sync and clock margins (an explicit lease is capped too)."""
+        """How long a renewal lets this region lead: the negotiated session less the sync and
+        clock margins (an explicit lease is capped by that too). As long as that bound allows:
+        a new ensemble leader's election after a member is lost must fit in it."""
         bound = self.session_timeout_s - (self.sync_margin_s + self.clock_margin_s)
-        wanted = self._lease_cap_s if self._lease_cap_s is not None else self.session_timeout_s / 2
+        wanted = self._lease_cap_s if self._lease_cap_s is not None else bound
         return max(0.0, min(wanted, bound))
 
     def _hook_handshake(self, connection: Any) -> None:
@@ -165,7 +172,8 @@ class Coordinator:
     def start(self, shards: list[str], timeout: float = 15.0) -> None:
         self.zk.start(timeout=timeout)
         for shard in shards:
-            self.zk.ensure_path(self._path(shard))
+            # an ensemble still settling may drop the first connection: retry, do not crash
+            self.zk.retry(self.zk.ensure_path, self._path(shard))
             self._leaders[shard] = None
             self.zk.DataWatch(self._path(shard, "leader"), self._watcher(shard))
         self._renewer = threading.Thread(target=self._renew_loop, name="zk-lease", daemon=True)
@@ -184,8 +192,16 @@ class Coordinator:
 
     def _on_state(self, state: str) -> None:
         self.connected = state == KazooState.CONNECTED
-        if state != KazooState.CONNECTED:
-            # cut off: stop accepting at once, whatever is left of the lease
+        if state == KazooState.SUSPENDED:
+            # one member of the ensemble gone (or the link to it): the client moves to another
+            # member with the same session. The lease runs on: it began before the last read
+            # that reached the server and is shorter than the session, so it ends before the
+            # server could expire the session, and nothing renews it until a member answers
+            log.warning(
+                "zookeeper suspended region=%s: the lease runs out unless a member answers",
+                self.region,
+            )
+        elif state != KazooState.CONNECTED:
             with self._lock:
                 self._lease_until.clear()
             log.warning("zookeeper %s region=%s: commands paused", state.lower(), self.region)
@@ -379,3 +395,38 @@ class Coordinator:
     def clear_handover(self, shard: str) -> None:
         with contextlib.suppress(NoNodeError):
             self.zk.delete(self._path(shard, "handover"))
+
+    # -- replica positions ----------------------------------------------------------------------
+
+    def publish_position(self, shard: str, *, kind: str, epoch: int, seq: int) -> None:
+        """This region's replica position, as an ephemeral node: it disappears with the session,
+        so the members listed are the live ones."""
+        path = self._path(shard, "members", self.region)
+        value = json.dumps(
+            {"region": self.region, "kind": kind, "epoch": epoch, "seq": seq}
+        ).encode()
+        try:
+            self.zk.set(path, value)
+        except NoNodeError:
+            try:
+                self.zk.create(path, value, ephemeral=True, makepath=True)
+            except NodeExistsError:
+                self.zk.set(path, value)
+
+    def members(self, shard: str) -> list[dict[str, Any]]:
+        """The live replicas' published positions (each a dict as published)."""
+        base = self._path(shard, "members")
+        try:
+            names = self.zk.get_children(base)
+        except NoNodeError:
+            return []
+        found: list[dict[str, Any]] = []
+        for name in sorted(names):
+            try:
+                data, _ = self.zk.get(f"{base}/{name}")
+                raw = json.loads(data)
+            except (NoNodeError, ValueError):
+                continue  # gone meanwhile, or not ours to read
+            if isinstance(raw, dict):
+                found.append(raw)
+        return found

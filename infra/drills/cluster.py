@@ -1,7 +1,9 @@
-"""Two regions as real processes, their own broker, scratch databases (drills and tests).
+"""Regions as real processes, their own broker, scratch databases (drills and tests).
 
 Each Cluster gets its own tansu broker on a free port (so restarting it loses nothing of
 anybody else's), its own databases and topic prefix, and runs `exchange-dr node` per region.
+By default two full regions, `primary` and `standby`; `sites` names others (a witness too),
+and `zk_members=3` gives it a ZooKeeper ensemble of its own, one member per site.
 """
 
 from __future__ import annotations
@@ -131,9 +133,14 @@ class PgServer:
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
+TWO_SITES = (("primary", "full"), ("standby", "full"))
+THREE_SITES = (("primary", "full"), ("standby", "full"), ("witness", "witness"))
+
+
 @dataclass
 class Cluster:
-    """Regions `primary` and `standby` on one PostgreSQL server, separate databases."""
+    """Regions (`sites`: name and kind, the first leads) on one PostgreSQL server, separate
+    databases, or each on a server of its own (`own_postgres`)."""
 
     workdir: Path
     shard_spec: str = "shard-1=BTCUSDT,ETHUSDT"
@@ -147,31 +154,43 @@ class Cluster:
     operator_key: str = ""
     funding_key: str = ""  # the treasury's: deposits for any account (trading keys may not)
     own_zookeeper: bool = False
-    zookeeper: subprocess.Popen[bytes] | None = None
     zk_port: int = 0
     own_postgres: bool = False  # each region on its own PostgreSQL server (region-loss drills)
     pg_servers: dict[str, PgServer] = field(default_factory=dict)
     partitionable: bool = False  # each region reaches ZooKeeper through a proxy it can lose
     zk_proxies: dict[str, PartitionProxy] = field(default_factory=dict)
     peer_tls: bool = True  # the peer lane on a port of its own, mutual TLS (make certs)
+    sites: tuple[tuple[str, str], ...] = TWO_SITES  # (region, "full" | "witness")
+    zk_members: int = 1  # with own_zookeeper: members of its ensemble (member i at site i)
+    zk_ports: list[int] = field(default_factory=list)
+    zk_procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.names = tuple(name for name, _ in self.sites)
         base = Settings.from_env().pg_dsn.rsplit("/", 1)[0]
-        self.dsns = {r: f"{base}/exdr_c{self.tag}_{r}" for r in ("primary", "standby")}
-        self.peer_token = secrets.token_hex(16)  # both regions: direct standby confirmations
+        self.dsns = {r: f"{base}/exdr_c{self.tag}_{r}" for r in self.names}
+        self.peer_token = secrets.token_hex(16)  # every region: direct standby confirmations
         if self.own_postgres:
             root = Path(tempfile.mkdtemp(prefix=f"exdr-pg-{self.tag}-"))
             root.chmod(0o755)  # the server may run as another user (postgres, when we are root)
-            for region in ("primary", "standby"):
+            for region in self.names:
                 server = PgServer(root / region, free_port())
                 self.pg_servers[region] = server
                 self.dsns[region] = f"postgresql://postgres@127.0.0.1:{server.port}/exdr_{region}"
-        self.ports = {r: free_port() for r in ("primary", "standby")}
-        self.peer_ports = {r: free_port() for r in ("primary", "standby")}
-        self.certs = dev_certs() if self.peer_tls else None
+        self.ports = {r: free_port() for r in self.names}
+        self.peer_ports = {r: free_port() for r in self.names}
+        self.certs = dev_certs(self.names) if self.peer_tls else None
         self.kafka_port = free_port()
-        self.zk_port = free_port() if self.own_zookeeper else 0
+        if self.own_zookeeper:
+            self.zk_ports = [free_port() for _ in range(self.zk_members)]
+            self._zk_quorum_ports = [(free_port(), free_port()) for _ in range(self.zk_members)]
+        self.zk_port = self.zk_ports[0] if self.zk_ports else 0
         self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def zk_member_of(self, region: str) -> int | None:
+        """The ensemble member on `region`'s site (None: it has none)."""
+        index = self.names.index(region)
+        return index if index < len(self.zk_ports) else None
 
     # -- servers --------------------------------------------------------------------------
 
@@ -187,11 +206,15 @@ class Cluster:
     def _peer_env(self, region: str) -> dict[str, str]:
         if self.certs is None:
             return {}
-        urls = ";".join(f"{r}={self.peer_url(r)}" for r in ("primary", "standby"))
+        urls = ";".join(f"{r}={self.peer_url(r)}" for r in self.names)
         return {"EXDR_PEER_URLS": urls, **tls_env(region, self.certs)}
 
     def base_env(self) -> dict[str, str]:
-        regions = ";".join(f"{r}={self.dsns[r]}|{self.url(r)}" for r in ("primary", "standby"))
+        regions = ";".join(
+            f"{r}={self.dsns[r]}|{self.url(r)}" + ("|witness" if kind == "witness" else "")
+            for r, kind in self.sites
+        )
+        zk_hosts = ",".join(f"127.0.0.1:{port}" for port in self.zk_ports)
         return {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -200,7 +223,7 @@ class Cluster:
             "EXDR_SHARDS": self.shard_spec,
             "EXDR_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
             "EXDR_TOPIC_PREFIX": f"t{self.tag}",
-            **({"EXDR_ZK_HOSTS": f"127.0.0.1:{self.zk_port}"} if self.own_zookeeper else {}),
+            **({"EXDR_ZK_HOSTS": zk_hosts} if self.own_zookeeper else {}),
             "EXDR_VAR_DIR": str(self.workdir / "var"),
             "EXDR_SYNC_TIMEOUT_MS": "2000",
             "EXDR_ZK_SESSION_MS": str(Settings.from_env().drill_zk_session_ms or 1000),
@@ -233,22 +256,47 @@ class Cluster:
             lambda: socket.create_connection(("127.0.0.1", self.kafka_port), 0.2), 10, "the broker"
         )
 
-    def start_zookeeper(self) -> None:
-        """A ZooKeeper of this cluster's own (tickTime 200 ms), data kept across restarts."""
-        data = self.workdir / "zookeeper"
+    def start_zookeeper(self, member: int | None = None) -> None:
+        """ZooKeeper of this cluster's own (tickTime 200 ms), data kept across restarts: every
+        member of the ensemble (then wait until each serves), or the one given (then for it)."""
+        members = range(len(self.zk_ports)) if member is None else [member]
+        for n in members:
+            self._start_zk_member(n)
+        if member is None and len(self.zk_ports) > 1:
+            wait_for(
+                lambda: all(self._zk_serving(n) for n in range(len(self.zk_ports))),
+                60,
+                "every member of the zookeeper ensemble",
+                interval=0.2,
+            )
+        else:
+            for n in members:
+                wait_for(lambda n=n: self._zk_answers(n), 30, f"zookeeper member {n + 1}")
+
+    def _start_zk_member(self, n: int) -> None:
+        data = self.workdir / ("zookeeper" if n == 0 else f"zookeeper-{n + 1}")
         data.mkdir(exist_ok=True)
         config = data / "zoo.cfg"
-        config.write_text(
-            f"tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={data}\n"
-            f"clientPort={self.zk_port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n"
+        text = (
+            # a follower starved of CPU (two shared cores) must not drop out of the ensemble
+            f"tickTime=200\ninitLimit=20\nsyncLimit=10\ndataDir={data}\n"
+            f"clientPort={self.zk_ports[n]}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n"
             "admin.enableServer=false\n4lw.commands.whitelist=*\n"
         )
+        if len(self.zk_ports) > 1:
+            (data / "myid").write_text(f"{n + 1}\n")
+            text += "".join(
+                f"server.{i + 1}=127.0.0.1:{peer}:{elect}\n"
+                for i, (peer, elect) in enumerate(self._zk_quorum_ports)
+            )
+        config.write_text(text)
         classpath = ":".join(
             f"/usr/share/java/{jar}"
             for jar in ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar")
         )
-        log = open(self.workdir / "zookeeper.log", "ab")  # noqa: SIM115
-        self.zookeeper = subprocess.Popen(
+        name = "zookeeper.log" if n == 0 else f"zookeeper-{n + 1}.log"
+        log = open(self.workdir / name, "ab")  # noqa: SIM115
+        self.zk_procs[n] = subprocess.Popen(
             [
                 "java",
                 "-Xmx128m",
@@ -263,18 +311,32 @@ class Cluster:
             cwd=data,
         )
 
-        def answers() -> bool:
-            with socket.create_connection(("127.0.0.1", self.zk_port), 0.5) as sock:
-                sock.sendall(b"ruok")
-                return sock.recv(4) == b"imok"
+    def _zk_word(self, n: int, word: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.zk_ports[n]), 0.5) as sock:
+            sock.sendall(word)
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+            return b"".join(chunks)
 
-        wait_for(answers, 30, "zookeeper")
+    def _zk_answers(self, n: int) -> bool:
+        return self._zk_word(n, b"ruok") == b"imok"
 
-    def stop_zookeeper(self) -> None:
-        if self.zookeeper is not None:
-            self.zookeeper.kill()
-            self.zookeeper.wait(10)
-            self.zookeeper = None
+    def _zk_serving(self, n: int) -> bool:
+        """The member is part of a working ensemble (or a standalone server)."""
+        try:
+            return b"Mode: " in self._zk_word(n, b"srvr")
+        except OSError:
+            return False
+
+    def stop_zookeeper(self, member: int | None = None) -> None:
+        """Kill every member (or the one given), as a lost machine."""
+        members = list(self.zk_procs) if member is None else [member]
+        for n in members:
+            proc = self.zk_procs.pop(n, None)
+            if proc is not None:
+                proc.kill()
+                proc.wait(10)
 
     def restart_broker(self) -> None:
         """Kill the broker and start a new one: every topic and offset is gone."""
@@ -286,7 +348,7 @@ class Cluster:
     def prepare(self) -> None:
         if self.partitionable:
             target = self.zk_port or int(Settings.from_env().zk_hosts.split(",")[0].split(":")[1])
-            for region in ("primary", "standby"):
+            for region in self.names:
                 self.zk_proxies[region] = PartitionProxy(free_port(), target).start()
         for server in self.pg_servers.values():
             server.init()

@@ -104,6 +104,12 @@ def format_table(result: dict[str, Any]) -> str:
             f"{num(get('ack_p50_ms'), 1, 'ms')} / {num(get('ack_p99_ms'), 1, 'ms')}",
         ),
     ]
+    if get("profile"):
+        rpo = "" if get("rpo_guaranteed", True) else " (RPO not guaranteed while degraded)"
+        rows.insert(1, ("profile", f"{text(get('profile'), '?')}{rpo}"))
+    quorum = get("quorum_replicas")
+    if isinstance(quorum, list):
+        rows.append(("quorum held by", ", ".join(str(r) for r in quorum) or "nobody"))
     failures = get("failures")
     if isinstance(failures, list):
         rows += [("failure", text(f, "?")) for f in failures]

@@ -23,6 +23,14 @@ Kinds (the fault, and what must follow):
                                                                  -> it refuses commands; one leader
   replay            no fault: replay from scratch in both regions and rebuild the projections
                                                                  -> one state hash everywhere
+  site-loss, witness-loss, majority-loss
+                    three sites (two full regions and a witness), whole sites lost: see
+                    infra/drills/sites.py; they run on the product's defaults unless the
+                    `tuned` profile is asked for
+
+The kinds above the site drills run on two regions with the tuned profile and the degrade
+policy (their report says so: `profile` is "tuned-degrade", RPO not guaranteed while the promoted
+standby has no standby of its own).
 
 RTO, for a failover: from the fault to the first command acknowledged by the new primary. For
 the others: the longest stretch after the fault in which no command was acknowledged.
@@ -49,6 +57,7 @@ from infra.drills.checks import (
 from infra.drills.clients import ACKED, RETRY, Ledger, LoadGenerator
 from infra.drills.cluster import ROOT, SHARD, Cluster, wait_for
 from infra.drills.faults import MARKERS, heal, inject, order_exists
+from infra.drills.sites import SITE_KINDS, run_site_drill
 from infra.drills.timeline import Sampler, Timeline, timeline_data
 from infra.settings import Settings
 
@@ -60,6 +69,7 @@ KINDS = (
     "coordinator-loss",
     "partition",
     "replay",
+    *SITE_KINDS,
 )
 FAILOVER_KINDS = frozenset({"planned", "unplanned", "region-loss", "partition"})
 REPORTS = ROOT / "reports"
@@ -100,10 +110,24 @@ def run_drill(
     mode: str = "sync",
     reports_dir: Path | None = REPORTS,
     progress: Callable[[str], None] | None = None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Run one drill; returns its report (also written as JSON + HTML under `reports_dir`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown drill kind {kind!r}; one of: {', '.join(KINDS)}")
+    if kind in SITE_KINDS:
+        return run_site_drill(
+            kind,
+            profile=profile or "defaults",
+            rate=rate,
+            seconds=max(seconds, 20.0),
+            fail_after=fail_after,
+            workdir=workdir,
+            reports_dir=reports_dir,
+            progress=progress,
+        )
+    if profile not in (None, "tuned-degrade"):
+        raise ValueError(f"drill {kind} runs only with the tuned-degrade profile")
     say = progress or (lambda _: None)
     work = workdir or Path(tempfile.mkdtemp(prefix=f"exdr-drill-{kind}-"))
     started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -113,6 +137,8 @@ def run_drill(
     result: dict[str, Any] = {
         "kind": kind,
         "mode": mode,
+        "profile": "tuned-degrade",
+        "rpo_guaranteed": False,
         "rate": rate,
         "seconds": seconds,
         "started_at": started_at,

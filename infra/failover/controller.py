@@ -28,10 +28,12 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
+from application.replication.quorum import ReplicaKind
 from application.replication.sync_gate import SyncGate
 from application.shard.app import ShardApp
 from application.wal.writer import ShardWriter
 from infra.coordination.base import Coordination, LeaderInfo
+from infra.failover import quorum_promotion
 from infra.failover.probe import StoreProbe
 from infra.failover.rules import failover_reason, last_epoch_is, may_promote, record_is_current
 from infra.failover.state import FailoverRecord, PromotionError, Role
@@ -67,6 +69,12 @@ class ControllerContext:
     on_demoted: Callable[[ShardController], None] = lambda _: None
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
+    # every replica of the shard in the configured order (that order breaks promotion ties),
+    # with its kind; empty: every region is a full replica
+    replicas: tuple[tuple[str, ReplicaKind], ...] = ()
+
+    def kind_of(self, region: str) -> ReplicaKind:
+        return dict(self.replicas).get(region, ReplicaKind.FULL)
 
 
 @dataclass
@@ -104,6 +112,11 @@ class ShardController:
     @property
     def region(self) -> str:
         return self.ctx.region
+
+    @property
+    def promotable_peers(self) -> list[str]:
+        """The other regions that may lead this shard (witnesses never do), preferred first."""
+        return [p for p in self.ctx.peers if self.ctx.kind_of(p) is ReplicaKind.FULL]
 
     def accepting(self) -> bool:
         return self.role is Role.LEADER and self.coord.is_leader(self.shard_id)
@@ -162,6 +175,8 @@ class ShardController:
     async def try_failover(self, reason: str, *, planned: bool = False) -> bool:
         """Take the shard if its leader is gone and this standby is safe to promote."""
         coord = self.coord
+        if self.app.log_only:
+            return False  # a witness keeps the WAL, not the state: it never leads
         lock = await asyncio.to_thread(coord.lock, self.shard_id, 1.0)
         if lock is None:
             log.warning("failover of shard=%s already running elsewhere", self.shard_id)
@@ -181,6 +196,14 @@ class ShardController:
                 await self._on_writer(lambda _: self.replicator.catch_up())
             except Exception as exc:  # its store is gone too: promote with what is here
                 log.warning("catch-up before promotion of shard=%s failed: %s", self.shard_id, exc)
+            unhealthy_for_s = (
+                0.0 if self.failing_since is None else self.ctx.clock() - self.failing_since
+            )
+            if not await quorum_promotion.ready_to_promote(
+                self, unhealthy_for_s=unhealthy_for_s, planned=planned
+            ):
+                self.role = Role.STANDBY
+                return False  # another replica is the one to promote, or a survivor is unread
             applied = await self._on_writer(self._freeze)
             log.warning(
                 "promotion of shard=%s region=%s from seq %s (%s records caught up from %s's "
@@ -267,7 +290,12 @@ class ShardController:
                 await asyncio.to_thread(self.app.store.save_relay_position, self.shard_id, seq)
             if self.role is not Role.PROMOTING:
                 raise PromotionError(f"deposed while taking epoch {epoch}")
-            self.gate.standby_seq = seq
+            if not own_records:
+                # a standby's records were stored by the old leader too: a majority of two
+                # or three holds them
+                self.gate.standby_seq = seq
+            # a retake's own tail was confirmed by nobody: a retried command of it waits for a
+            # follower's confirmation like a new one (else it would be acknowledged on one copy)
             self.gate.reset_for_new_term()
             self.start_relay()
             self.history = history
@@ -491,7 +519,7 @@ class ShardController:
         if self.role is not Role.LEADER:
             return
         self._fence(f"its database did not answer for {for_s:.2f}s")
-        peers = self.ctx.peers
+        peers = self.promotable_peers
         try:
             if peers:
                 await asyncio.to_thread(self.coord.request_handover, self.shard_id, peers[0])
@@ -518,8 +546,9 @@ class ShardController:
         return leader, planned
 
     async def check(self, client: httpx.AsyncClient) -> None:
-        """One health round of a standby (the design's FailoverManager.checkHealth)."""
-        if self.role is not Role.STANDBY:
+        """One health round of a standby (the design's FailoverManager.checkHealth); a witness
+        (log only) never promotes, so it has nothing to check."""
+        if self.role is not Role.STANDBY or self.app.log_only:
             return
         settings = self.ctx.failover
         leader, planned = await asyncio.to_thread(self._observe)
@@ -566,20 +595,22 @@ class ShardController:
             raise ValueError(
                 f"unknown region {to_region!r}; configured: {', '.join(self.ctx.peers)}"
             )
+        if to_region not in self.promotable_peers:
+            raise ValueError(f"{to_region} is a witness: it keeps the WAL, it never leads")
         started = self.ctx.clock()
         self.role = Role.HANDING_OVER  # new commands: not_leader from here on
         seq = await self._on_writer(lambda app: app.seq)
         deadline = started + timeout_s
         while (
             self.role is Role.HANDING_OVER
-            and self.gate.standby_seq < seq
+            and self.gate.stored_on(to_region) < seq
             and self.ctx.clock() < deadline
         ):
             await asyncio.sleep(0.005)
         if self.role is not Role.HANDING_OVER:
             # deposed meanwhile: its rejoin owns the shard's role now
             raise TimeoutError(f"deposed during the hand-over of shard {self.shard_id}")
-        if self.gate.standby_seq < seq:
+        if self.gate.stored_on(to_region) < seq:
             self.role = Role.LEADER
             raise TimeoutError(
                 f"{to_region} did not confirm seq {seq} within {timeout_s}s; nothing changed"

@@ -69,6 +69,10 @@ class AlertSender:
         """SyncGate's `on_degrade`: sync replication acknowledges asynchronously for now."""
         self.send("critical", "SyncReplicationDegraded", message, {"shard": shard_id})
 
+    def no_majority(self, shard_id: str, message: str) -> None:
+        """SyncGate's `on_no_majority`: strict sync replication refuses commands for now."""
+        self.send("critical", "ReplicationNoMajority", message, {"shard": shard_id})
+
     def critical(self, name: str, message: str, labels: Mapping[str, Any]) -> None:
         """Replicator's `alert` (e.g. WALRecordCorrupt)."""
         self.send("critical", name, message, labels)

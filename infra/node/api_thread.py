@@ -35,6 +35,7 @@ def start_api(node: Node) -> threading.Thread:
         key_store,
         replica_lag_ms=node.replica_lag_ms,
         warm_activity=True,
+        log_only=not region.promotable,
     )
     app.state.facade.metrics.registry.register(NodeCollector(node))
     if node.settings.peer_token:

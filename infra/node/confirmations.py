@@ -60,7 +60,7 @@ def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker")
     if seq is None:
         return  # confirmations of an older epoch, or of what is confirmed already
     node.confirmations[path] = node.confirmations.get(path, 0) + 1
-    controller.gate.standby_stored(seq)
+    controller.gate.standby_stored(seq, str(ack.get("region", "")))
 
 
 def wire_acks(node: Node, acks_topic: Any) -> None:

@@ -117,5 +117,5 @@ class Node:
 
     def on_demoted(self, controller: ShardController) -> None:
         facade = getattr(getattr(self.api_app, "state", None), "facade", None)
-        if facade is not None:
+        if facade is not None and not controller.app.log_only:  # a witness keeps no index
             facade.reindex(controller.shard_id)

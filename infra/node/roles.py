@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from infra.coordination.base import LeaderInfo
+from infra.failover.quorum_promotion import publish_position
 from infra.failover.state import Role
 from infra.node.node import Node
 
@@ -100,6 +101,7 @@ def wire_failover(node: Node) -> None:
                 await asyncio.gather(
                     *(c.check(client) for c in node.controllers.values()),
                     *(c.check_store() for c in node.controllers.values()),
+                    *(publish_position(c) for c in node.controllers.values()),
                 )
             except Exception as exc:  # a round that failed is a round; the next one comes
                 log.error("health round failed: %s", exc)

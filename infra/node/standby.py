@@ -41,7 +41,7 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
 
     def _index(seq: int) -> None:
         facade = getattr(getattr(node.api_app, "state", None), "facade", None)
-        if facade is None:
+        if facade is None or writer.app.log_only:
             return
         activity = facade.activity[shard_id]
         if activity.seq >= seq:

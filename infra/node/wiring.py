@@ -37,6 +37,9 @@ RELAY_LINGER_S = 0.02
 
 def build_node(settings: Settings, region_name: str) -> Node:
     region = settings.region_named(region_name)
+    problem = settings.replica_set_problem()
+    if problem is not None:
+        log.warning("replica set region=%s: %s", region.name, problem)
     migrate(region.pg_dsn)
     faust_app = make_faust_app(
         settings,
@@ -60,7 +63,9 @@ def build_node(settings: Settings, region_name: str) -> Node:
         acks_topic_name(prefix), key_type=bytes, value_type=bytes, value_serializer="raw"
     )
     for shard_id in settings.shards():
-        app = make_shard_app(settings, shard_id, dsn=region.pg_dsn)
+        app = make_shard_app(
+            settings, shard_id, dsn=region.pg_dsn, log_only=not region.promotable
+        )
         app.recover()
         writer = make_writer(settings, app)
         topic = faust_app.topic(
@@ -90,6 +95,7 @@ def build_node(settings: Settings, region_name: str) -> Node:
             open_store=functools.partial(_region_view, settings, shard_id),
             on_promoted=node.on_promoted,
             on_demoted=node.on_demoted,
+            replicas=tuple((r.name, r.kind) for r in settings.regions),
         )
         controller = ShardController(
             context,
@@ -153,7 +159,9 @@ def make_gate(settings: Settings, shard_id: str, alerts: AlertSender) -> SyncGat
         mode=ReplicationMode(settings.replication_mode),
         policy=SyncPolicy(settings.sync_policy),
         timeout_s=settings.sync_timeout_ms / 1000,
+        replicas=settings.replicas,
         on_degrade=alerts.replication_degraded,
+        on_no_majority=alerts.no_majority,
     )
 
 

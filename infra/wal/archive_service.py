@@ -132,8 +132,9 @@ class ArchiveService:
 
 
 def leader_followers(node: Any, shard: str, started_at: float) -> list[Follower]:
-    """The standbys a shard's leader waits for: every other region, at the seq the gate saw
-    confirmed, silent since its last confirmation (or since this process started)."""
+    """The followers a shard's leader waits for: every other region (witnesses too: they keep
+    the WAL), each at the seq it confirmed itself (a majority's seq says nothing about the
+    slowest follower), silent since the gate's last confirmation (or this process's start)."""
     controller = node.controllers.get(shard)
     if controller is None or controller.role not in ("leader", "handing_over"):
         return []
@@ -141,7 +142,7 @@ def leader_followers(node: Any, shard: str, started_at: float) -> list[Follower]
     now = time.monotonic()
     seen = gate.standby_seen_at or started_at
     return [
-        Follower(peer.name, int(gate.standby_seq), now - seen)
+        Follower(peer.name, int(gate.stored_on(peer.name)), now - seen)
         for peer in node.settings.peers(node.region.name)
     ]
 

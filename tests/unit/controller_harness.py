@@ -52,6 +52,7 @@ class FakeApp:
     epoch: int = 1
     store: FakeStore = field(default_factory=FakeStore)
     needs_recovery: bool = False
+    log_only: bool = False  # a full replica, not a witness
 
     @property
     def seq(self) -> int:

@@ -43,6 +43,8 @@ class FakeEnsemble:
     epochs: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     locks: dict[str, str] = field(default_factory=dict)  # shard -> holder
     handovers: dict[str, str] = field(default_factory=dict)
+    # shard -> region -> its published replica position (the live members)
+    positions: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     clients: list[FakeCoordination] = field(default_factory=list)
     _sessions: int = 0
     mutex: threading.Lock = field(default_factory=threading.Lock)
@@ -207,6 +209,19 @@ class FakeCoordination:
     def clear_handover(self, shard: str) -> None:
         self._call("clear_handover")
         self.ensemble.handovers.pop(shard, None)
+
+    # -- replica positions (not among the recorded calls: every round publishes one) -------
+
+    def publish_position(self, shard: str, *, kind: str, epoch: int, seq: int) -> None:
+        self.ensemble.positions.setdefault(shard, {})[self.region] = {
+            "region": self.region,
+            "kind": kind,
+            "epoch": epoch,
+            "seq": seq,
+        }
+
+    def members(self, shard: str) -> list[dict[str, Any]]:
+        return list(self.ensemble.positions.get(shard, {}).values())
 
     # -- helpers for tests ----------------------------------------------------------------
 

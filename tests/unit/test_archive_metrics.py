@@ -37,7 +37,10 @@ def test_archive_metrics_name_the_live_window_and_the_archive() -> None:
 
 def test_a_leader_waits_for_every_other_region_at_the_seq_its_gate_saw() -> None:
     settings = Settings()
-    gate = SimpleNamespace(standby_seq=420, standby_seen_at=0.0)
+    confirmed = {"standby": 420, "witness": 380}
+    gate = SimpleNamespace(
+        standby_seq=420, standby_seen_at=0.0, stored_on=lambda region: confirmed.get(region, 0)
+    )
     leader = SimpleNamespace(role="leader", gate=gate)
     node = SimpleNamespace(
         controllers={"shard-1": leader, "shard-2": SimpleNamespace(role="standby")},
@@ -45,6 +48,7 @@ def test_a_leader_waits_for_every_other_region_at_the_seq_its_gate_saw() -> None
         region=settings.regions[0],
     )
     followers = leader_followers(node, "shard-1", started_at=0.0)
-    assert [(f.name, f.stored_seq) for f in followers] == [("standby", 420)]
+    # each follower at its own confirmation: the slower witness holds archiving at 380
+    assert [(f.name, f.stored_seq) for f in followers] == [("standby", 420), ("witness", 380)]
     assert followers[0].away_s > 0
     assert leader_followers(node, "shard-2", started_at=0.0) == []

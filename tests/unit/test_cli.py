@@ -20,7 +20,7 @@ def test_every_command_group_is_registered_in_the_order_help_shows() -> None:
 def test_a_dry_run_lists_the_schedule(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["drills", "--schedule", "daily", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("schedule daily: 7 drills at ") and "unplanned x1" in out
+    assert out.startswith("schedule daily: 10 drills at ") and "unplanned x1" in out
 
 
 def test_bad_input_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:

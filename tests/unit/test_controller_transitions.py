@@ -208,7 +208,7 @@ async def deposed_during_hand_over(rig: Rig) -> None:
 
 async def hand_over_confirmed(rig: Rig) -> None:
     rig.lead()
-    rig.controller.gate.standby_seq = rig.app.seq
+    rig.controller.gate.standby_stored(rig.app.seq, "standby")  # the target's own confirmation
     done = await rig.controller.hand_over("standby", timeout_s=0.5)
     assert done["to_region"] == "standby" and rig.ensemble.handovers[SHARD] == "standby"
     _stop(rig)

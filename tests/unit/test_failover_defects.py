@@ -67,6 +67,7 @@ class _StalledApp:
     shard_id = SHARD
     seq = 20
     epoch = 1
+    log_only = False
 
     def append_replicated(self, batch: Any) -> None:
         raise AssertionError("stalled: nothing is applied")
@@ -152,6 +153,7 @@ def test_following_a_new_leader_reads_the_history_off_the_event_loop() -> None:
 class _RecordingApp:
     shard_id = SHARD
     epoch = 1
+    log_only = False
 
     def __init__(self) -> None:
         self.seq = 0

@@ -64,7 +64,7 @@ def test_the_lease_is_sized_from_the_negotiated_session_not_the_requested_one(
     negotiated_s = clamped / 1000
     assert coord.session_timeout_s == negotiated_s
     assert coord.lease_s < negotiated_s - (coord.sync_margin_s + coord.clock_margin_s) + 1e-9
-    assert 0 < coord.lease_s <= negotiated_s / 2
+    assert coord.lease_s > negotiated_s / 2  # as long as the bound allows (elections fit)
 
 
 def test_an_explicit_lease_never_exceeds_the_negotiated_bound(clamped: int) -> None:

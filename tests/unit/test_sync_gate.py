@@ -212,3 +212,88 @@ def test_the_settings_words_name_the_modes_and_policies() -> None:
     assert ReplicationMode("async") is ReplicationMode.ASYNC
     assert SyncPolicy("strict") is SyncPolicy.STRICT
     assert SyncPolicy("degrade") is SyncPolicy.DEGRADE
+
+
+def test_three_replicas_one_follower_is_a_majority() -> None:
+    gate = SyncGate("s", timeout_s=1.0, replicas=3, clock=Clock())
+    got: list[tuple[int, bool]] = []
+    for seq in (1, 2, 3):
+        gate.release(seq, lambda ok, seq=seq: got.append((seq, ok)))
+    gate.standby_stored(2, "witness")
+    assert got == [(1, True), (2, True)] and gate.standby_seq == 2
+    gate.standby_stored(3, "standby")
+    assert got[-1] == (3, True) and gate.waiting == 0
+    assert gate.confirmed == {"witness": 2, "standby": 3}
+    assert gate.stored_on("standby") == 3 and gate.stored_on("elsewhere") == 0
+
+
+def test_three_replicas_a_slow_follower_changes_nothing() -> None:
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.STRICT, timeout_s=0.5, replicas=3, clock=clock)
+    got: list[tuple[int, bool]] = []
+    for seq in range(1, 11):
+        gate.release(seq, lambda ok, seq=seq: got.append((seq, ok)))
+        gate.standby_stored(seq, "standby")  # the fast follower confirms each one
+        if seq == 2:
+            gate.standby_stored(seq, "witness")  # the slow one stops confirming here
+        clock.now += 0.1
+        gate.tick()
+    assert got == [(seq, True) for seq in range(1, 11)]
+    assert gate.standby_seq == 10 and gate.confirmed["witness"] == 2
+
+
+def test_five_replicas_need_two_followers() -> None:
+    gate = SyncGate("s", timeout_s=1.0, replicas=5, clock=Clock())
+    got: list[bool] = []
+    gate.release(4, got.append)
+    gate.standby_stored(9, "a")
+    assert got == [] and gate.standby_seq == 0
+    gate.standby_stored(4, "b")
+    assert got == [True] and gate.standby_seq == 4
+
+
+def test_three_replicas_no_majority_keeps_the_strict_meaning() -> None:
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.STRICT, timeout_s=0.5, replicas=3, clock=clock)
+    got: list[bool] = []
+    gate.release(1, got.append)
+    clock.now = 0.6
+    gate.tick()
+    assert got == [False] and gate.mode is ReplicationMode.SYNC
+
+
+def test_two_replicas_as_before_and_a_new_term_forgets_old_confirmations() -> None:
+    gate = SyncGate("s", timeout_s=1.0, replicas=2, clock=Clock())
+    got: list[bool] = []
+    gate.release(3, got.append)
+    gate.standby_stored(3, "standby")
+    assert got == [True] and gate.standby_seq == 3
+    gate.reset_for_new_term()
+    assert gate.confirmed == {} and gate.standby_seq == 3
+
+
+def test_strict_tells_once_per_outage_that_no_majority_confirmed() -> None:
+    clock = Clock()
+    told: list[str] = []
+    gate = SyncGate(
+        "s",
+        policy=SyncPolicy.STRICT,
+        timeout_s=0.5,
+        replicas=3,
+        clock=clock,
+        on_no_majority=lambda shard, message: told.append(message),
+    )
+    got: list[bool] = []
+    for seq in (1, 2):
+        gate.release(seq, got.append)
+        clock.now += 0.6
+        gate.tick()
+    assert got == [False, False] and len(told) == 1 and gate.no_majority
+    assert "no majority of its 3 replicas" in told[0]
+    gate.release(3, got.append)
+    gate.standby_stored(3, "witness")  # one follower back: a majority again
+    assert got[-1] is True and not gate.no_majority
+    gate.release(4, got.append)
+    clock.now += 0.6
+    gate.tick()
+    assert len(told) == 2

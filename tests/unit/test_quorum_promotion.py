@@ -1,0 +1,79 @@
+"""Promotion among three or more replicas: the best live candidate goes, the others wait one more
+failover period, a witness never goes, and the one that goes first fetches from those ahead."""
+
+from __future__ import annotations
+
+from application.replication.quorum import Position, ReplicaKind, ReplicaPosition
+from infra.failover.quorum_promotion import decide, positions_from
+
+FULL, WITNESS = ReplicaKind.FULL, ReplicaKind.WITNESS
+
+
+def rp(
+    region: str, epoch: int, seq: int, kind: ReplicaKind = FULL, priority: int = 0
+) -> ReplicaPosition:
+    return ReplicaPosition(region, kind, Position(epoch, seq), priority)
+
+
+def test_the_only_standby_goes_and_fetches_from_a_witness_ahead_of_it() -> None:
+    me = rp("standby", 1, 98)
+    decision = decide(me, [rp("witness", 1, 100, WITNESS)], unhealthy_for_s=5, failover_after_s=5)
+    assert decision.go and decision.best == "standby"
+    assert decision.sources == ("witness",)
+    assert "best candidate at 1/98 among 2 live replica(s)" in decision.why
+
+
+def test_a_standby_behind_another_waits_then_goes_after_one_more_period() -> None:
+    me = rp("b", 1, 90)
+    live = [rp("a", 1, 100), rp("w", 1, 95, WITNESS)]
+    waiting = decide(me, live, unhealthy_for_s=5, failover_after_s=5)
+    assert not waiting.go and waiting.best == "a"
+    assert "a is ahead (1/100 against 1/90)" in waiting.why
+    late = decide(me, live, unhealthy_for_s=10, failover_after_s=5)
+    assert late.go and late.sources == ("a", "w")
+    assert "did not act within 5.00s more" in late.why
+
+
+def test_a_newer_epoch_beats_a_longer_log() -> None:
+    me = rp("a", 1, 500)
+    assert not decide(me, [rp("b", 2, 10)], unhealthy_for_s=5, failover_after_s=5).go
+    assert decide(rp("b", 2, 10), [me], unhealthy_for_s=5, failover_after_s=5).go
+
+
+def test_ties_go_to_the_higher_priority() -> None:
+    a, b = rp("a", 1, 50, priority=3), rp("b", 1, 50, priority=2)
+    assert decide(a, [b], unhealthy_for_s=5, failover_after_s=5).go
+    assert not decide(b, [a], unhealthy_for_s=5, failover_after_s=5).go
+
+
+def test_a_witness_never_goes_even_when_it_is_ahead_of_everyone() -> None:
+    decision = decide(
+        rp("w", 1, 200, WITNESS), [rp("a", 1, 100)], unhealthy_for_s=60, failover_after_s=5
+    )
+    assert not decision.go and "never leads" in decision.why
+    standby = decide(
+        rp("a", 1, 100), [rp("w", 1, 200, WITNESS)], unhealthy_for_s=5, failover_after_s=5
+    )
+    assert standby.go and standby.sources == ("w",)
+
+
+def test_a_planned_switchover_goes_whoever_is_ahead() -> None:
+    assert decide(
+        rp("b", 1, 1), [rp("a", 1, 9)], unhealthy_for_s=0, failover_after_s=5, planned=True
+    ).go
+
+
+def test_alone_it_goes_with_nothing_to_fetch() -> None:
+    decision = decide(rp("a", 3, 7), [], unhealthy_for_s=5, failover_after_s=5)
+    assert decision.go and decision.sources == ()
+
+
+def test_published_members_are_read_and_bad_ones_skipped() -> None:
+    members = [
+        {"region": "a", "kind": "full", "epoch": 2, "seq": 10},
+        {"region": "w", "kind": "witness", "epoch": "2", "seq": "12"},
+        {"region": "x", "kind": "arbiter", "epoch": 1, "seq": 1},
+        {"region": "y"},
+    ]
+    found = positions_from(members, {"a": 3})
+    assert found == [rp("a", 2, 10, priority=3), rp("w", 2, 12, WITNESS)]
