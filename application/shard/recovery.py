@@ -13,7 +13,7 @@ from application.ports import StoredCheckpoint
 from application.recovery.replay import chain_start, decoder_for, raw_pages, replay_rows
 from application.shard.checkpoints import ShardCheckpoints
 from application.wal.chain import ChainCursor
-from application.wal.records import WALGapError
+from application.wal.records import GENESIS, WALGapError
 from domain.engine import ShardEngine
 
 log = logging.getLogger("exchange_dr.shard")
@@ -59,6 +59,9 @@ class ShardRecovery(ShardCheckpoints):
         head = self.store.head(self.shard_id)
         self.seq = self.durable_seq = head.seq
         self.epoch = max(self._requested_epoch or 1, head.epoch)
+        # the chain goes on from the stored head: the next record must name its checksum
+        last = self.store.read_records(self.shard_id, head.seq - 1, 1) if head.seq else []
+        self.chain_checksum = last[0].checksum if last else GENESIS
         self.needs_recovery = False
         if self.on_recovered is not None:
             self.on_recovered(head.seq)

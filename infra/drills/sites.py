@@ -144,6 +144,7 @@ def run_site_drill(
             rate=rate,
             cancel_every=5,
             crossing=True,
+            funding_key=cluster.funding_key,
         )
         box: dict[str, Any] = {}
 
