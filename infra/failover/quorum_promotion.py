@@ -165,6 +165,18 @@ async def ready_to_promote(
         return False
     for source in decision.sources:
         if not await fetch_from(controller, source):
+            if source == controller.leader_region:
+                # the deposed leader's own store (lost with its region, or why it resigned):
+                # what only it holds was never confirmed by another replica, so never
+                # acknowledged in sync mode; every acknowledged record is on a follower
+                log.warning(
+                    "promotion shard=%s region=%s: the old leader %s's store did not answer; "
+                    "what only it holds was never acknowledged, promoting without it",
+                    shard,
+                    controller.ctx.region,
+                    source,
+                )
+                continue
             controller.ctx.alerts.send(
                 "critical",
                 "FailoverRefused",

@@ -62,9 +62,13 @@ def test_a_standby_behind_the_witness_fetches_from_it(settings: Settings, dsn: s
             Region("standby", standby_dsn, "http://127.0.0.1:1"),
             Region("witness", witness_dsn, "http://127.0.0.1:2", ReplicaKind.WITNESS),
         )
-        node = SimpleNamespace(settings=dataclasses.replace(settings, regions=regions))
+        views = dataclasses.replace(settings, regions=regions)
+
+        def open_store(region: str) -> Any:
+            return make_shard_app(views, SHARD, dsn=views.region_named(region).pg_dsn)
+
         controller = SimpleNamespace(
-            node=node,
+            ctx=SimpleNamespace(open_store=open_store, region="standby"),
             shard_id=SHARD,
             app=standby,
             writer=_Writer(standby),

@@ -3,7 +3,14 @@ failover period, a witness never goes, and the one that goes first fetches from 
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
 from application.replication.quorum import Position, ReplicaKind, ReplicaPosition
+from infra.failover import quorum_promotion
 from infra.failover.quorum_promotion import decide, positions_from
 
 FULL, WITNESS = ReplicaKind.FULL, ReplicaKind.WITNESS
@@ -77,3 +84,60 @@ def test_published_members_are_read_and_bad_ones_skipped() -> None:
     ]
     found = positions_from(members, {"a": 3})
     assert found == [rp("a", 2, 10, priority=3), rp("w", 2, 12, WITNESS)]
+
+
+def _controller(leader_region: str, unreadable: set[str]) -> tuple[Any, list[str]]:
+    """A standby at 1/90 whose survivors are the old leader (1/100) and a witness (1/95)."""
+    alerts: list[str] = []
+    members = [
+        {"region": "primary", "kind": "full", "epoch": 1, "seq": 100},
+        {"region": "witness", "kind": "witness", "epoch": 1, "seq": 95},
+    ]
+    coord = SimpleNamespace(
+        publish_position=lambda *args, **kwargs: None, members=lambda shard: list(members)
+    )
+    ctx = SimpleNamespace(
+        region="standby",
+        peers=("primary", "witness"),
+        replicas=(("primary", FULL), ("standby", FULL), ("witness", WITNESS)),
+        kind_of=lambda region: WITNESS if region == "witness" else FULL,
+        failover=SimpleNamespace(failover_after_s=5.0),
+        alerts=SimpleNamespace(send=lambda severity, name, *args: alerts.append(name)),
+    )
+    controller = SimpleNamespace(
+        ctx=ctx,
+        coord=coord,
+        shard_id="shard-1",
+        app=SimpleNamespace(epoch=1, seq=90),
+        leader_region=leader_region,
+        unreadable=unreadable,
+    )
+    return controller, alerts
+
+
+async def _fetch(controller: Any, source: str) -> bool:
+    return source not in controller.unreadable
+
+
+def test_an_unreadable_old_leader_does_not_hold_the_promotion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # what only the deposed leader holds was never confirmed by a follower: never acknowledged
+    monkeypatch.setattr(quorum_promotion, "fetch_from", _fetch)
+    controller, alerts = _controller("primary", unreadable={"primary"})
+    assert asyncio.run(
+        quorum_promotion.ready_to_promote(controller, unhealthy_for_s=11.0, planned=False)
+    )
+    assert alerts == []
+
+
+def test_an_unreadable_survivor_that_is_not_the_old_leader_refuses_the_promotion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the witness may hold acknowledged records nobody else has: no promotion without them
+    monkeypatch.setattr(quorum_promotion, "fetch_from", _fetch)
+    controller, alerts = _controller("primary", unreadable={"witness"})
+    assert not asyncio.run(
+        quorum_promotion.ready_to_promote(controller, unhealthy_for_s=11.0, planned=False)
+    )
+    assert alerts == ["FailoverRefused"]
