@@ -29,7 +29,7 @@ def test_a_clamped_session_gives_a_lease_within_the_negotiated_session(
     coord.start([SHARD], timeout=15.0)
     try:
         negotiated_s = 4.0
-        assert coord.lease_s <= negotiated_s / 2
+        assert negotiated_s / 2 < coord.lease_s  # as long as the bound allows
         assert coord.session_timeout_s == negotiated_s
         assert coord.lease_s <= negotiated_s - (coord.sync_margin_s + coord.clock_margin_s)
         coord.take_leadership(SHARD, applied_seq=0)
