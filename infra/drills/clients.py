@@ -51,6 +51,17 @@ class Ledger:
     def refused(self) -> int:
         return sum(1 for a in self.attempts if a.status not in ACKED)
 
+    def counts(self, load_seconds: float) -> dict[str, Any]:
+        """What every drill report says of the load: sent, acknowledged, cancels, answered/s."""
+        answered = sum(1 for a in self.attempts if a.status not in RETRY)
+        return {
+            "sent": len(self.sent),
+            "acked": len(self.acked),
+            "cancels_sent": len(self.cancels_sent),
+            "cancels_acked": len(self.cancels_acked),
+            "answered_per_second": round(answered / max(load_seconds, 1e-9), 1),
+        }
+
     def first_ack_at(self, url: str, after: float) -> float | None:
         times = [
             a.sent_at + a.latency_s

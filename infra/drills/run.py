@@ -253,17 +253,9 @@ def run_drill(
         result.update(
             {
                 "rto_seconds": rto,
-                "sent": len(ledger.sent),
-                "acked": len(ledger.acked),
+                **ledger.counts(load_ended - load_started),
                 **checked,
-                "cancels_sent": len(ledger.cancels_sent),
-                "cancels_acked": len(ledger.cancels_acked),
                 "cancels_lost": cancels_lost,
-                "answered_per_second": round(
-                    sum(1 for a in ledger.attempts if a.status not in RETRY)
-                    / max(load_ended - load_started, 1e-9),
-                    1,
-                ),
                 "refused": len(unavailable),
                 "rejected": sum(1 for a in ledger.attempts if a.status not in (*ACKED, *RETRY)),
                 "refused_window_seconds": round(max(refused_window) - min(refused_window), 3)

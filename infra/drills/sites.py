@@ -237,17 +237,9 @@ def run_site_drill(
         result.update(
             {
                 "rto_seconds": rto,
-                "sent": len(ledger.sent),
-                "acked": len(ledger.acked),
+                **ledger.counts(load_ended - load_started),
                 **checked,
-                "cancels_sent": len(ledger.cancels_sent),
-                "cancels_acked": len(ledger.cancels_acked),
                 "cancels_lost": cancels_lost,
-                "answered_per_second": round(
-                    sum(1 for a in ledger.attempts if a.status not in RETRY)
-                    / max(load_ended - load_started, 1e-9),
-                    1,
-                ),
                 "refused": len(unavailable),
                 "refused_window_seconds": round(max(unavailable) - min(unavailable), 3)
                 if unavailable
