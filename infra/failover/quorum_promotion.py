@@ -44,9 +44,14 @@ class PromotionDecision:
 
 
 def positions_from(
-    members: Iterable[Mapping[str, Any]], priorities: Mapping[str, int]
+    members: Iterable[Mapping[str, Any]],
+    priorities: Mapping[str, int],
+    kinds: Mapping[str, ReplicaKind] | None = None,
 ) -> list[ReplicaPosition]:
-    """Published member nodes -> replica positions (malformed ones are skipped)."""
+    """Published member nodes -> replica positions. Malformed ones are skipped, and so are
+    regions that are not configured (`priorities` names every configured one): a name read
+    from ZooKeeper is never opened as a store. The kind published is checked against the
+    configured one where given (`kinds`): a witness cannot present itself as promotable."""
     found: list[ReplicaPosition] = []
     for raw in members:
         try:
@@ -55,7 +60,11 @@ def positions_from(
             position = Position(int(raw["epoch"]), int(raw["seq"]))
         except (KeyError, TypeError, ValueError):
             continue
-        found.append(ReplicaPosition(region, kind, position, priorities.get(region, 0)))
+        if region not in priorities:
+            continue
+        if kinds is not None:
+            kind = kinds.get(region, kind)
+        found.append(ReplicaPosition(region, kind, position, priorities[region]))
     return found
 
 
@@ -150,7 +159,11 @@ async def ready_to_promote(
     shard = controller.shard_id
     await publish_position(controller)
     members = await asyncio.to_thread(coord.members, shard)
-    live = positions_from(members, priorities_of(controller))
+    live = positions_from(
+        members,
+        priorities_of(controller),
+        {name: controller.ctx.kind_of(name) for name in priorities_of(controller)},
+    )
     decision = decide(
         own_position(controller),
         live,

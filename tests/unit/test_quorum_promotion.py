@@ -82,8 +82,17 @@ def test_published_members_are_read_and_bad_ones_skipped() -> None:
         {"region": "x", "kind": "arbiter", "epoch": 1, "seq": 1},
         {"region": "y"},
     ]
-    found = positions_from(members, {"a": 3})
-    assert found == [rp("a", 2, 10, priority=3), rp("w", 2, 12, WITNESS)]
+    found = positions_from(members, {"a": 3, "w": 1, "x": 0, "y": 0})
+    assert found == [rp("a", 2, 10, priority=3), rp("w", 2, 12, WITNESS, priority=1)]
+
+
+def test_a_member_nobody_configured_or_a_witness_claiming_to_be_full_is_not_believed() -> None:
+    members = [
+        {"region": "nobody", "kind": "full", "epoch": 9, "seq": 10**12},
+        {"region": "w", "kind": "full", "epoch": 2, "seq": 50},
+    ]
+    found = positions_from(members, {"a": 2, "w": 1}, {"a": FULL, "w": WITNESS})
+    assert found == [rp("w", 2, 50, WITNESS, priority=1)]
 
 
 def _controller(leader_region: str, unreadable: set[str]) -> tuple[Any, list[str]]:
