@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from application.replication.quorum import majority, quorum_seq
+from application.replication.quorum import confirmations_needed, majority, quorum_seq
 
 log = logging.getLogger("exchange_dr.replication")
 
@@ -39,6 +39,15 @@ class _Waiter:
     resolve: Callable[[bool], None] = field(compare=False)
 
 
+@dataclass(order=True)
+class _Reader:
+    """A read waiting until the state it shows (up to `seq`) is on a majority."""
+
+    seq: int
+    ticket: int
+    resolve: Callable[[bool], None] = field(compare=False)
+
+
 class SyncGate:
     """Acknowledgement gate of one shard (PostgreSQL's synchronous_commit = remote_apply, with
     Patroni's quorum commit: ANY k of the followers).
@@ -50,6 +59,11 @@ class SyncGate:
     safe on a majority; `confirmed` is what each follower confirmed. Under the degrade policy a
     timeout switches the shard to async, logs it as critical, passes the message to
     `on_degrade` if one is set, and lets every waiter through.
+
+    Reads wait apart from acknowledgements (`when_confirmed`, Raft's ReadIndex): a read of the
+    state up to `seq` is answered once a majority holds `seq`. Their bound is the reader's own;
+    they never expire in `tick`, never degrade the gate nor raise the no-majority alert: a read
+    refused or labelled unconfirmed loses nothing, an acknowledgement does.
     """
 
     def __init__(
@@ -84,6 +98,8 @@ class SyncGate:
         self.no_majority = False
         self._clock = clock
         self._waiters: list[_Waiter] = []
+        self._readers: list[_Reader] = []
+        self._tickets = 0
         self._lock = threading.Lock()
 
     def release(self, seq: int, resolve: Callable[[bool], None]) -> None:
@@ -99,6 +115,49 @@ class SyncGate:
                 ready = False
         if ready:
             resolve(True)
+
+    def confirms(self, seq: int) -> bool:
+        """Whether a majority of the replicas holds `seq` now (no followers: the leader's
+        copy is all there is)."""
+        return seq <= self.standby_seq or confirmations_needed(self.replicas) == 0
+
+    def when_confirmed(self, seq: int, resolve: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `resolve(True)` once a majority of the replicas holds `seq` (at once if it
+        does already, or if the shard has no followers: what the leader committed is all there
+        is), `resolve(False)` if it cannot be confirmed: at once in async mode (configured or
+        degraded: nobody waits for the followers), and on `fail_all` or a new term. Returns
+        the cancel of the wait (the reader's deadline passed); `resolve` runs once at most."""
+        with self._lock:
+            if self.confirms(seq):
+                answer: bool | None = True
+            elif self.mode is ReplicationMode.ASYNC:
+                answer = False
+            else:
+                self._tickets += 1
+                reader = _Reader(seq, self._tickets, resolve)
+                bisect.insort(self._readers, reader)
+                answer = None
+        if answer is not None:
+            resolve(answer)
+            return _nothing
+        return lambda: self._forget(reader)
+
+    def _forget(self, reader: _Reader) -> None:
+        with self._lock:
+            at = bisect.bisect_left(self._readers, reader)
+            if at < len(self._readers) and self._readers[at] is reader:
+                del self._readers[at]
+
+    def _confirm_readers(self, upto: int) -> list[_Reader]:
+        """(lock held) The readers `upto` confirms, taken off the list."""
+        cut = bisect.bisect_right(self._readers, upto, key=lambda r: r.seq)
+        ready, self._readers = self._readers[:cut], self._readers[cut:]
+        return ready
+
+    def _drop_readers(self) -> list[_Reader]:
+        """(lock held) Every waiting reader, taken off the list: none can be confirmed."""
+        dropped, self._readers = self._readers, []
+        return dropped
 
     def standby_stored(self, seq: int, region: str = "") -> None:
         """Follower `region` confirmed every record up to `seq` durably stored; waiters are
@@ -117,6 +176,7 @@ class SyncGate:
             while cut < len(self._waiters) and self._waiters[cut].seq <= seq:
                 cut += 1
             ready, self._waiters = self._waiters[:cut], self._waiters[cut:]
+            readers = self._confirm_readers(seq)
             if self.degraded and not self._waiters and seq >= self.degraded_acked_seq:
                 # the standby holds everything acknowledged without it: sync guarantees hold again
                 self.degraded = False
@@ -126,6 +186,8 @@ class SyncGate:
                 )
         for waiter in ready:
             waiter.resolve(True)
+        for reader in readers:
+            reader.resolve(True)
 
     def tick(self) -> None:
         """Expire waiters past their deadline (call this every few milliseconds)."""
@@ -175,9 +237,12 @@ class SyncGate:
             self.standby_seen_at = 0.0
             self.degraded_acked_seq = 0  # a new window: what this term acknowledges counts
             self.confirmed = {}  # confirmations of the old term say nothing about the new one
+            readers = self._drop_readers()
             if self.policy is SyncPolicy.DEGRADE and self.configured_mode is ReplicationMode.SYNC:
                 self.degraded = True
                 self.mode = ReplicationMode.ASYNC
+        for reader in readers:
+            reader.resolve(False)
         if self.degraded:
             message = (
                 f"shard {self.shard_id}: promoted without a confirmed standby; acknowledging "
@@ -188,11 +253,15 @@ class SyncGate:
                 self._on_degrade(self.shard_id, message)
 
     def fail_all(self) -> None:
-        """Resolve every waiter as not acknowledged (the writer is stopping or deposed)."""
+        """Resolve every waiter as not acknowledged, and every read as not confirmed (the
+        writer is stopping or deposed)."""
         with self._lock:
             expired, self._waiters = self._waiters, []
+            readers = self._drop_readers()
         for waiter in expired:
             waiter.resolve(False)
+        for reader in readers:
+            reader.resolve(False)
 
     def stored_on(self, region: str) -> int:
         """The highest seq follower `region` confirmed (0: none yet in this term)."""
@@ -202,3 +271,12 @@ class SyncGate:
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    @property
+    def reading(self) -> int:
+        """Reads waiting for a majority to hold what they show."""
+        return len(self._readers)
+
+
+def _nothing() -> None:
+    """The cancel of a wait that is over already."""

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from application.leadership import Leadership
+from application.read_confirmation import ReadConfirmation
 from application.wal.writer import ShardWriter
 from infra.api import health, routes
 from infra.api.errors import GuardMiddleware, Receive, Scope, Send, install_error_handlers
@@ -19,6 +20,7 @@ from infra.api.keys import KeyStore
 from infra.api.metrics import MetricsMiddleware
 from infra.api.peer import PeerAckLane
 from infra.api.ratelimit import RateLimiter
+from infra.api.reads import ReadStampMiddleware
 from infra.api.witness import WitnessGuard
 from infra.settings import Settings
 
@@ -63,16 +65,19 @@ def create_app(
     rebuild_activity: bool = True,
     warm_activity: bool = False,
     log_only: bool = False,
+    reads: ReadConfirmation | None = None,
 ) -> ExchangeAPI:
     """Wire routes to started shard writers; the caller owns (and stops) the writers. The
     activity index is built before this returns, or with `warm_activity` in the background
     (Facade.warm_activity). A witness (`log_only`) keeps no index: its public routes send
-    every caller to the leader (infra/api/witness.py)."""
+    every caller to the leader (infra/api/witness.py). `reads` says whether what a read shows
+    can still be taken back (a node's roles and gates); without it, each writer's sync gate
+    does, and a writer without a gate is the only copy (infra/api/reads.py)."""
     configured = settings.shards()
     unknown = [shard for shard in shards if shard not in configured]
     if unknown:
         raise ValueError(f"shards not in EXDR_SHARDS: {', '.join(unknown)}")
-    facade = Facade(shards, leadership, key_store, replica_lag_ms=replica_lag_ms)
+    facade = Facade(shards, leadership, key_store, replica_lag_ms=replica_lag_ms, reads=reads)
     if log_only:
         pass  # nothing to index: a witness keeps the WAL, not the state
     elif warm_activity:
@@ -89,6 +94,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(health.router)
+    app.add_middleware(ReadStampMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=facade.metrics)
     if log_only:
         app.add_middleware(WitnessGuard, leadership=leadership, shard_ids=list(shards))

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from application.leadership import Leadership
+from application.read_confirmation import ReadConfirmation
 from application.shard.app import Outcome, ShardApp
 from application.wal.writer import (
     LeaseLapsedError,
@@ -27,6 +28,7 @@ from infra.api.activity import ShardActivity
 from infra.api.errors import ApiError
 from infra.api.keys import KeyStore
 from infra.api.metrics import ApiMetrics
+from infra.api.reads import WriterGateReads, stamp_read
 
 log = logging.getLogger("exchange_dr.api")
 
@@ -50,10 +52,13 @@ class Facade:
         *,
         replica_lag_ms: LagFn | None = None,
         command_timeout_s: float = 10.0,
+        reads: ReadConfirmation | None = None,
     ) -> None:
         self.writers = dict(shards)
         self.shard_ids = list(self.writers)
         self.leadership = leadership
+        # whether what a read shows can be taken back; without a node: the writers' gates
+        self.reads: ReadConfirmation = WriterGateReads(self.writers) if reads is None else reads
         self.key_store = key_store
         self.replica_lag_ms = replica_lag_ms
         self.command_timeout_s = command_timeout_s
@@ -237,11 +242,35 @@ class Facade:
         )
         self._begin_warm(shard_id, self.writers[shard_id].app)
 
-    async def query(self, shard_id: str, read: Callable[[ShardApp], T]) -> T:
-        """A read on the writer thread, between batches, of committed state only."""
-        return await self._wait(
+    async def query(
+        self, shard_id: str, read: Callable[[ShardApp], T], *, barrier: bool = True
+    ) -> T:
+        """A read on the writer thread, between batches, of committed state only, shown once
+        no failover can take it back (DESIGN.md invariant 11): the seq it reflects is taken
+        on the writer thread with it, and the answer waits (at most the shard's sync timeout)
+        until a majority of the replicas holds that seq. If none does in time, the strict
+        policy refuses (503 unconfirmed: nothing is shown that may vanish); degrade and async
+        answer and say so (X-Exdr-State: unconfirmed, infra/api/reads.py). Without `barrier`
+        (operators' views) it never waits nor refuses, and only says which it is."""
+        result, seq = await self._wait(
             self.writers[shard_id].query(functools.partial(_committed, read)), shard_id
         )
+        confirmed = await self.reads.confirm(shard_id, seq, wait=barrier)
+        stamp_read(shard_id, seq, confirmed)
+        if not confirmed:
+            refused = barrier and self.reads.refuses_unconfirmed(shard_id)
+            self.metrics.unconfirmed_reads.labels(
+                shard_id, "refused" if refused else "labelled"
+            ).inc()
+            if refused:
+                raise ApiError(
+                    503,
+                    "unconfirmed",
+                    f"shard {shard_id}: the state at seq {seq} is not yet held by a majority "
+                    "of its replicas (a failover could take it back); retry shortly",
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                )
+        return result
 
     async def _until_done(self, future: Future[T], shard_id: str, while_leader: bool) -> T:
         """The future's result; for a command, given up (not_leader) as soon as this instance
@@ -364,10 +393,10 @@ def _settle(waiter: asyncio.Future[Any], done: Future[Any]) -> None:
         waiter.set_result(done.result())
 
 
-def _committed(read: Callable[[ShardApp], T], app: ShardApp) -> T:
-    """`read` of the hot state once no failed batch is left in it: a batch that did not land
-    is taken out (recovery from the store, which also takes it out of the activity index)
-    before anyone reads what it did."""
+def _committed(read: Callable[[ShardApp], T], app: ShardApp) -> tuple[T, int]:
+    """`read` of the hot state once no failed batch is left in it (a batch that did not land
+    is taken out, by recovery from the store, which also takes it out of the activity index,
+    before anyone reads what it did), and the seq of the state it read."""
     if app.needs_recovery:
         app.recover()
-    return read(app)
+    return read(app), app.seq

@@ -56,6 +56,14 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+        self.unconfirmed_reads = Counter(
+            "exdr_api_unconfirmed_reads_total",
+            "Reads whose state no majority of replicas held in time, by shard and outcome: "
+            "refused (503 unconfirmed, strict) or labelled (X-Exdr-State: unconfirmed)",
+            ["shard", "outcome"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -401,8 +401,11 @@ async def shards(
     rows = []
     for shard in facade.shard_ids:
         writer = facade.writers[shard]
+        # an operator's view of this replica as it stands: labelled, never held back
         seq, epoch, digest = await facade.query(
-            shard, lambda app: (app.seq, app.epoch, app.engine.state_hash() if state_hash else None)
+            shard,
+            lambda app: (app.seq, app.epoch, app.engine.state_hash() if state_hash else None),
+            barrier=False,
         )
         rows.append(
             {

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from application.replication.quorum import ReplicaKind
+from application.replication.quorum import ReplicaKind, confirmations_needed
 from application.replication.sync_gate import SyncGate
 from application.shard.app import ShardApp
 from application.wal.writer import ShardWriter
@@ -100,6 +100,9 @@ class ShardController:
     store_failing_since: float | None = None
     store_probe: StoreProbe = field(default_factory=lambda: StoreProbe(""))
     failed_promotions: int = 0  # fault injection (drills): fail right after take_leadership
+    # a follower's store agrees with the epoch history (its rejoin check is done) and has
+    # taken only the leader's records since: what it holds is on two replicas at least
+    rejoin_checked: bool = False
 
     @property
     def app(self) -> ShardApp:
@@ -120,6 +123,20 @@ class ShardController:
 
     def accepting(self) -> bool:
         return self.role is Role.LEADER and self.coord.is_leader(self.shard_id)
+
+    def confirmed_seq(self) -> int | None:
+        """The highest seq of this shard that no failover can take back, as this node knows
+        it: leader: the seq a majority of replicas holds (gate.standby_seq; app.seq when the
+        shard has no followers); a follower whose rejoin check is done: its applied seq (what
+        it stores is on two replicas at least); otherwise None (promoting, fenced, deposed and
+        not rejoined yet: its tail may be set aside)."""
+        if self.role.leads:
+            if confirmations_needed(self.gate.replicas) == 0:
+                return self.app.seq
+            return self.gate.standby_seq
+        if self.role is Role.STANDBY and self.rejoin_checked:
+            return self.app.seq
+        return None
 
     async def _on_writer(self, read: Callable[[ShardApp], T]) -> T:
         """Run `read` on the writer thread, between batches and replicated runs."""
@@ -299,6 +316,7 @@ class ShardController:
             self.gate.reset_for_new_term()
             self.start_relay()
             self.history = history
+            self.rejoin_checked = False  # it writes records of its own from here on
             self.role = Role.LEADER
             self.replicator.frozen = False
         except BaseException as exc:
@@ -395,6 +413,7 @@ class ShardController:
     def _fence(self, why: str) -> None:
         """Accept nothing more: no relay, every waiting acknowledgement failed."""
         self.role = Role.FENCED
+        self.rejoin_checked = False
         self.stop_relay()
         self.gate.fail_all()
         log.critical("fenced shard=%s region=%s: %s", self.shard_id, self.region, why)
@@ -431,6 +450,7 @@ class ShardController:
                 await asyncio.sleep(0.2)
         self.replicator.stats.last_seen_seq = self.app.seq
         self.replicator.frozen = False
+        self.rejoin_checked = True
         self.role = Role.STANDBY
         self.failing_since = None
         self.ctx.on_demoted(self)

@@ -17,6 +17,7 @@ from infra.bootstrap import make_key_store
 from infra.metrics.dr_metrics import NodeCollector
 from infra.node.confirmations import accept_standby_ack
 from infra.node.node import Node
+from infra.node.reads import NodeReads
 from infra.replication.peer_link import host_port
 from infra.replication.peer_server import serve_peer_lane
 
@@ -36,6 +37,7 @@ def start_api(node: Node) -> threading.Thread:
         replica_lag_ms=node.replica_lag_ms,
         warm_activity=True,
         log_only=not region.promotable,
+        reads=NodeReads(node.controllers),
     )
     app.state.facade.metrics.registry.register(NodeCollector(node))
     if node.settings.peer_token:

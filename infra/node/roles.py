@@ -58,6 +58,9 @@ async def take_initial_roles(node: Node) -> None:
             await controller.become_standby()
         else:
             controller.history = history
+            # an empty store of a shard nobody ever led holds nothing to set aside; anything
+            # else waits for a rejoin check before its reads count as confirmed
+            controller.rejoin_checked = not history and controller.app.seq == 0
             controller.role = Role.STANDBY
             log.warning("shard=%s has no leader: standing by for the failover manager", shard_id)
 

@@ -25,8 +25,13 @@ from application.wal.writer import ShardWriter
 from infra.api.app import create_app
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
-from infra.bootstrap import drop_database, make_key_store, migrate, start_shard_writers
-from infra.bootstrap import stop_writers
+from infra.bootstrap import (
+    drop_database,
+    make_key_store,
+    migrate,
+    start_shard_writers,
+    stop_writers,
+)
 from infra.settings import Settings
 from tests.e2e.conftest import free_port, unique
 from tests.integration.conftest import scratch_dsn
@@ -156,8 +161,14 @@ def _unacknowledged_fill(leader: Leader) -> tuple[httpx.Client, str, httpx.Respo
     return maker, sell.json()["order_id"], buy
 
 
-MAKER_READS = ("/v1/trades", "/v1/orders/{id}", "/v1/orders", "/v1/accounts/me",
-               "/v1/positions", f"/v1/book/{SYMBOL}")
+MAKER_READS = (
+    "/v1/trades",
+    "/v1/orders/{id}",
+    "/v1/orders",
+    "/v1/accounts/me",
+    "/v1/positions",
+    f"/v1/book/{SYMBOL}",
+)
 
 
 @pytest.mark.parametrize("leader", [SyncPolicy.STRICT], indirect=True)
@@ -175,7 +186,10 @@ def test_strict_reads_refuse_a_fill_no_majority_holds(leader: Leader) -> None:
     trades = maker.get("/v1/trades")
     assert trades.status_code == 200, trades.text
     assert trades.headers["X-Exdr-State"] == "confirmed"
-    assert int(trades.headers["X-Exdr-Seq"]) > 0
+    # every shard was read: one seq each, the fill's shard at the fill's seq or later
+    seqs = dict(p.split("=") for p in trades.headers["X-Exdr-Seq"].split(", "))
+    assert set(seqs) == set(leader.writers)
+    assert int(seqs["shard-1"]) >= trades.json()["trades"][0]["seq"]
     assert [t["quantity"] for t in trades.json()["trades"]] == ["0.004"]
     mine = maker.get(f"/v1/orders/{sell_id}")
     assert mine.json()["status"] == "PARTIALLY_FILLED"

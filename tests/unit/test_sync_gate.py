@@ -297,3 +297,97 @@ def test_strict_tells_once_per_outage_that_no_majority_confirmed() -> None:
     clock.now += 0.6
     gate.tick()
     assert len(told) == 2
+
+
+# -- read waiters (a read barrier: answer once a majority holds what the read shows) ----------
+
+
+def test_a_read_is_confirmed_once_a_majority_holds_its_seq() -> None:
+    gate = SyncGate("s", timeout_s=1.0, replicas=3, clock=Clock())
+    got: list[tuple[int, bool]] = []
+    for seq in (5, 2, 9):
+        gate.when_confirmed(seq, lambda ok, seq=seq: got.append((seq, ok)))
+    assert got == [] and gate.reading == 3 and gate.waiting == 0  # apart from acks
+    gate.standby_stored(6, "b")  # one follower of two: the leader and b are a majority of 3
+    assert got == [(2, True), (5, True)] and gate.reading == 1
+    gate.when_confirmed(6, lambda ok: got.append((6, ok)))  # held already: at once
+    assert got[-1] == (6, True) and gate.confirms(6) and not gate.confirms(7)
+    gate.standby_stored(9, "c")
+    assert got[-1] == (9, True) and gate.reading == 0
+
+
+def test_a_cancelled_read_is_never_answered_and_not_kept() -> None:
+    gate = SyncGate("s", timeout_s=1.0, clock=Clock())
+    got: list[tuple[str, bool]] = []
+    cancel = gate.when_confirmed(3, lambda ok: got.append(("gone", ok)))
+    other = gate.when_confirmed(3, lambda ok: got.append(("waits", ok)))
+    cancel()  # the reader's own deadline passed
+    cancel()  # twice is harmless
+    assert gate.reading == 1
+    gate.standby_stored(3)
+    assert got == [("waits", True)]
+    other()
+    assert gate.reading == 0
+
+
+def test_tick_never_expires_reads_nor_degrades_or_alerts_for_them() -> None:
+    alerts: list[str] = []
+    for policy in SyncPolicy:
+        clock = Clock()
+        gate = SyncGate(
+            "s",
+            policy=policy,
+            timeout_s=0.5,
+            clock=clock,
+            on_degrade=lambda _s, m: alerts.append(m),
+            on_no_majority=lambda _s, m: alerts.append(m),
+        )
+        got: list[bool] = []
+        gate.when_confirmed(4, got.append)
+        clock.now = 100.0
+        gate.tick()
+        assert got == [] and gate.reading == 1, policy
+        assert not gate.degraded and not gate.no_majority and alerts == [], policy
+        assert gate.mode is ReplicationMode.SYNC
+        gate.standby_stored(4)
+        assert got == [True]
+
+
+def test_reads_fail_when_the_writer_stops_or_a_new_term_begins() -> None:
+    gate = SyncGate("s", timeout_s=1.0, clock=Clock())
+    got: list[tuple[str, bool]] = []
+    gate.when_confirmed(3, lambda ok: got.append(("a", ok)))
+    gate.release(3, lambda ok: got.append(("ack", ok)))
+    gate.fail_all()
+    assert sorted(got) == [("a", False), ("ack", False)] and gate.reading == 0
+    gate.when_confirmed(4, lambda ok: got.append(("b", ok)))
+    gate.reset_for_new_term()
+    assert got[-1] == ("b", False) and gate.reading == 0
+    gate.standby_stored(10)  # a late confirmation answers nobody twice
+    assert len(got) == 3
+
+
+def test_async_mode_answers_unconfirmed_at_once() -> None:
+    configured = SyncGate("s", mode=ReplicationMode.ASYNC, clock=Clock())
+    got: list[bool] = []
+    configured.when_confirmed(1, got.append)
+    assert got == [False] and configured.reading == 0
+    configured.standby_stored(1)
+    configured.when_confirmed(1, got.append)
+    assert got == [False, True]  # what the standby holds is confirmed in async mode too
+
+    clock = Clock()
+    degraded = SyncGate("s", policy=SyncPolicy.DEGRADE, timeout_s=0.5, clock=clock)
+    degraded.release(2, lambda ok: None)
+    clock.now = 1.0
+    degraded.tick()
+    assert degraded.degraded
+    degraded.when_confirmed(2, got.append)
+    assert got[-1] is False and degraded.reading == 0
+
+
+def test_with_no_followers_everything_committed_is_confirmed() -> None:
+    gate = SyncGate("s", replicas=1, clock=Clock())
+    got: list[bool] = []
+    gate.when_confirmed(1_000, got.append)
+    assert got == [True] and gate.confirms(1_000)
