@@ -182,7 +182,17 @@ def test_strict_reads_refuse_a_fill_no_majority_holds(leader: Leader) -> None:
         assert response.json()["code"] == "unconfirmed"
         assert response.headers["Retry-After"]
 
+    # a read waits for the confirmation (up to the sync timeout) rather than refusing at once:
+    # the follower confirms while the read waits, and the read answers
+    waited: list[httpx.Response] = []
+    reader = threading.Thread(target=lambda: waited.append(maker.get(f"/v1/book/{SYMBOL}")))
+    reader.start()
+    time.sleep(GATE_TIMEOUT_S / 4)
     leader.follower.catch_up()  # the follower confirms: the fill cannot be taken back now
+    reader.join(10)
+    assert waited[0].status_code == 200, waited[0].text
+    assert waited[0].headers["X-Exdr-State"] == "confirmed"
+
     trades = maker.get("/v1/trades")
     assert trades.status_code == 200, trades.text
     assert trades.headers["X-Exdr-State"] == "confirmed"
