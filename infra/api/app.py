@@ -20,7 +20,7 @@ from infra.api.keys import KeyStore
 from infra.api.metrics import MetricsMiddleware
 from infra.api.peer import PeerAckLane
 from infra.api.ratelimit import RateLimiter
-from infra.api.reads import ReadStampMiddleware
+from infra.api.reads import ReadStampMiddleware, document_read_headers
 from infra.api.witness import WitnessGuard
 from infra.settings import Settings
 
@@ -41,6 +41,12 @@ class ExchangeAPI(FastAPI):
     fast_lane: OrderFastLane | None = None
     peer_acks: PeerAckLane | None = None  # set by a node whose regions share a peer token
     rate_limiter: RateLimiter | None = None  # per key and per address, ahead of everything
+
+    def openapi(self) -> dict[str, Any]:
+        """The framework's description, with the headers every read answers with."""
+        if self.openapi_schema is None:
+            document_read_headers(super().openapi())
+        return self.openapi_schema  # type: ignore[return-value]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self.rate_limiter

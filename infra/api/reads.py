@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
 from application.wal.writer import ShardWriter
@@ -133,3 +134,31 @@ class ReadStampMiddleware:
             await self.app(scope, receive, stamped)
         finally:
             _STAMP.reset(token)
+
+
+READ_HEADERS: dict[str, dict[str, Any]] = {
+    "X-Exdr-Seq": {
+        "description": "The WAL seq of the state shown: one number when one shard was read, "
+        "`shard=seq` pairs (comma-separated) when several were",
+        "schema": {"type": "string"},
+    },
+    "X-Exdr-State": {
+        "description": "`confirmed`: a majority of the shard's replicas holds that state, no "
+        "failover can take it back. `unconfirmed`: it may still be taken back (degrade policy "
+        "or async mode; under the strict policy such a read answers 503 `unconfirmed`)",
+        "schema": {"type": "string", "enum": [CONFIRMED, UNCONFIRMED]},
+    },
+}
+
+
+def document_read_headers(schema: dict[str, Any]) -> dict[str, Any]:
+    """List the read headers on every successful answer of a read (GET under /v1/) in an
+    OpenAPI description."""
+    for path, operations in schema.get("paths", {}).items():
+        read = operations.get("get") if path.startswith("/v1/") else None
+        if read is None:
+            continue
+        for status, response in read.get("responses", {}).items():
+            if str(status).startswith("2"):
+                response.setdefault("headers", {}).update(READ_HEADERS)
+    return schema

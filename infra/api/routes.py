@@ -40,7 +40,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "request body above 64 KiB",
         422: "refused by risk: insufficient margin or balance, no account on the shard",
         429: "rate limit of the key or the address reached (see Retry-After)",
-        503: "not leader (see `leader`, Retry-After) or temporarily unavailable: retry",
+        503: "not leader (see `leader`, Retry-After), temporarily unavailable, or (a read, "
+        "strict policy) `unconfirmed`: what it would show is not yet on a majority of the "
+        "replicas: retry",
     }.items()
 }
 

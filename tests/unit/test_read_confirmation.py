@@ -143,3 +143,17 @@ def test_the_stamp_names_each_shard_read_and_whether_all_were_confirmed() -> Non
         (b"x-exdr-seq", b"shard-1=4, shard-2=9"),
         (b"x-exdr-state", b"unconfirmed"),
     ]
+
+
+def test_the_api_description_lists_the_read_headers_on_reads_only() -> None:
+    from infra.api import routes
+    from infra.api.app import ExchangeAPI
+
+    app = ExchangeAPI(title="t")
+    app.include_router(routes.router)
+    paths = app.openapi()["paths"]
+    for path in ("/v1/book/{symbol}", "/v1/trades", "/v1/orders", "/v1/accounts/me"):
+        headers = paths[path]["get"]["responses"]["200"]["headers"]
+        assert set(headers) == {"X-Exdr-Seq", "X-Exdr-State"}, path
+    assert "headers" not in paths["/v1/orders"]["post"]["responses"]["201"]
+    assert "unconfirmed" in paths["/v1/trades"]["get"]["responses"]["503"]["description"]
