@@ -92,6 +92,7 @@ class Leader:
             time.sleep(0.02)
         self.url = f"http://127.0.0.1:{self.server.config.port}"
         self.treasury = self._key(funding=True)[1]
+        self.sell: dict[str, Any] = {}  # the maker's order, as sent
 
     def _tick(self) -> None:
         while self._ticking:
@@ -154,7 +155,8 @@ def _unacknowledged_fill(leader: Leader) -> tuple[httpx.Client, str, httpx.Respo
     """A maker's resting sell (acknowledged), then a taker's crossing buy that the follower
     never confirms: the leader committed the fill, the taker was not told it happened."""
     maker, taker = leader.client(), leader.client()
-    sell = maker.post("/v1/orders", json=order(side="SELL"))
+    leader.sell = order(side="SELL")
+    sell = maker.post("/v1/orders", json=leader.sell)
     assert sell.status_code == 201, sell.text
     leader.follower.up = False
     buy = taker.post("/v1/orders", json=order(time_in_force="IOC", quantity="0.004"))
@@ -182,6 +184,10 @@ def test_strict_reads_refuse_a_fill_no_majority_holds(leader: Leader) -> None:
         assert response.json()["code"] == "unconfirmed"
         assert response.headers["Retry-After"]
 
+    # the maker's retry of its own order answers with the order as it is now: the same rule
+    retried = maker.post("/v1/orders", json=leader.sell)
+    assert retried.status_code == 503, f"a retry shows unconfirmed state: {retried.text}"
+
     # a read waits for the confirmation (up to the sync timeout) rather than refusing at once:
     # the follower confirms while the read waits, and the read answers
     waited: list[httpx.Response] = []
@@ -201,6 +207,8 @@ def test_strict_reads_refuse_a_fill_no_majority_holds(leader: Leader) -> None:
     assert set(seqs) == set(leader.writers)
     assert int(seqs["shard-1"]) >= trades.json()["trades"][0]["seq"]
     assert [t["quantity"] for t in trades.json()["trades"]] == ["0.004"]
+    retried = maker.post("/v1/orders", json=leader.sell)
+    assert retried.status_code == 200 and retried.json()["status"] == "PARTIALLY_FILLED"
     mine = maker.get(f"/v1/orders/{sell_id}")
     assert mine.json()["status"] == "PARTIALLY_FILLED"
     assert mine.headers["X-Exdr-State"] == "confirmed"
