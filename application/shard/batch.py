@@ -99,7 +99,9 @@ class ShardBatches(ShardRecovery):
             present = presenters[index] if presenters is not None else None
             key = keys[index]
             if key is not None and key in known:
-                batch.ack_seq = max(batch.ack_seq, known[key])
+                # a retry answers with the order or account as it is now, not as it was at
+                # known[key]: it waits until a majority holds that state (invariant 11)
+                batch.ack_seq = max(batch.ack_seq, self.seq)
                 outcome = self._duplicate_outcome(command, known[key], batch.records)
                 results[index] = outcome if present is None else present(outcome)
                 continue
