@@ -11,6 +11,7 @@ policy) or marked unconfirmed. `ReadStampMiddleware` turns the stamp into the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,8 +37,12 @@ async def gate_confirms(gate: SyncGate, seq: int, *, wait: bool = True) -> bool:
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[bool] = loop.create_future()
 
-    def resolve(ok: bool) -> None:  # from whichever thread passed on the confirmation
-        loop.call_soon_threadsafe(_settle, answer, ok)
+    def resolve(ok: bool) -> None:
+        # from whichever thread passed the confirmation on (the peer lane, the broker's
+        # consumer): never an error there, even if this facade's loop is gone meanwhile
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, answer, ok)
 
     cancel = gate.when_confirmed(seq, resolve)
     try:
