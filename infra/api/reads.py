@@ -116,13 +116,15 @@ def stamp_read(shard_id: str, seq: int, confirmed: bool) -> None:
 
 
 class ReadStampMiddleware:
-    """Gives each HTTP request a ReadStamp and adds its headers to the response it sends."""
+    """Gives each read (GET, HEAD) a ReadStamp and adds its headers to the response it sends.
+    A command's answer is not stamped: its acknowledgement already waited for a majority,
+    and the read some commands make first (a cancel looks its order up) is not its state."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         stamp = ReadStamp()
