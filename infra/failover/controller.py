@@ -155,6 +155,27 @@ class ShardController:
             self.leader_views[leader.region] = view
         self.replicator.primary = view.store
         self.history = await asyncio.to_thread(self.coord.epochs, self.shard_id)
+        if self.role is Role.STANDBY and not self.rejoin_checked:
+            await self._check_unrejoined()
+
+    async def _check_unrejoined(self) -> None:
+        """A standby that took its role without a rejoin (no leader when the node started)
+        counts as rejoined once its store agrees with the epoch history: nothing of it can
+        be set aside. A store that disagrees keeps its reads unconfirmed (and says so)."""
+        history = self.history
+        fork = await self._on_writer(
+            lambda app: app.store.first_divergent_seq(self.shard_id, history)
+        )
+        if fork is None:
+            self.rejoin_checked = self.role is Role.STANDBY
+            return
+        log.error(
+            "standby shard=%s region=%s diverges from the epoch history at seq=%s without a "
+            "rejoin: its reads stay unconfirmed",
+            self.shard_id,
+            self.region,
+            fork,
+        )
 
     def record_is_current(self, seq: int, epoch: int) -> bool:
         """A replicated record counts only if the epoch history says its epoch owns its seq."""
