@@ -274,7 +274,11 @@ def run_history(
             if keep_db:
                 _mark_generated(template, generation)
         else:
-            _say("reuse kept history", generation["records"], records, time.perf_counter())
+            print(
+                f"bench history: reusing {generation['records']} generated records of {template}",
+                file=sys.stderr,
+                flush=True,
+            )
         if not generation.get("funding_token") or not generation.get("vacuumed"):
             generation = _prepare(template, generation)
             if keep_db:
