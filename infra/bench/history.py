@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -94,20 +95,65 @@ def _say(step: str, done: int, total: int, started: float) -> None:
     )
 
 
+class _ServerCpu:
+    """CPU seconds of the database's server processes serving one database, sampled while
+    they live (readable only where the server runs on this machine; None elsewhere)."""
+
+    def __init__(self, admin_dsn: str, database: str) -> None:
+        self._admin = admin_dsn
+        self._database = database
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._readable = True
+        self._thread = threading.Thread(target=self._poll, name="bench-server-cpu", daemon=True)
+
+    def __enter__(self) -> _ServerCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def seconds(self) -> float | None:
+        return round(sum(self._seen.values()), 3) if self._readable and self._seen else None
+
+    def _poll(self) -> None:
+        with psycopg.connect(self._admin, autocommit=True, connect_timeout=5) as conn:
+            while not self._stop.is_set():
+                rows = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self._database,)
+                ).fetchall()
+                for (pid,) in rows:
+                    try:
+                        self._seen[int(pid)] = _cpu_seconds(int(pid))
+                    except (OSError, IndexError, ValueError):
+                        self._readable = False
+                self._stop.wait(0.05)
+
+
 def _archive(dsn: str, shard: str, config: ArchiveSettings, backlog: int) -> dict[str, Any]:
     archiver = Archiver(dsn, SegmentArchive(config.url), config.policy)
+    admin = urlsplit(dsn)._replace(path="/postgres").geturl()
     cpu = time.process_time()
     started = time.perf_counter()
-    run = archiver.run(
-        shard,
-        max_segments=1_000_000,
-        progress=lambda done: _say("archive", done, backlog, started),
-    )
+    with _ServerCpu(admin, urlsplit(dsn).path.lstrip("/")) as server:
+        run = archiver.run(
+            shard,
+            max_segments=1_000_000,
+            progress=lambda done: _say("archive", done, backlog, started),
+        )
     cpu = time.process_time() - cpu
+    both = None if server.seconds is None else cpu + server.seconds
     return {
-        # this process's CPU only (the server's share of COPY and DELETE is not in it): on a
-        # shared machine the wall clock also measures the neighbours
+        # CPU of this process and of the database's processes serving it: on a shared machine
+        # the wall clock also measures the neighbours, the CPU seconds do not
         "archive_cpu_seconds": round(cpu, 3),
+        "archive_server_cpu_seconds": server.seconds,
+        "archived_records_per_cpu_second": round(run.records / both, 1)
+        if run.records and both
+        else None,
         "archived_records": run.records,
         "archive_segments": run.segments,
         "archive_seconds": round(run.seconds, 3),
