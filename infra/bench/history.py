@@ -130,7 +130,7 @@ class _ServerCpu:
                         self._seen[int(pid)] = _cpu_seconds(int(pid))
                     except (OSError, IndexError, ValueError):
                         self._readable = False
-                self._stop.wait(0.05)
+                self._stop.wait(0.1)  # what a backend spends after its last sample is lost
 
 
 def _archive(dsn: str, shard: str, config: ArchiveSettings, backlog: int) -> dict[str, Any]:
