@@ -10,12 +10,15 @@ run with the same records and seed; the archive timing is the one of the run tha
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +29,7 @@ from psycopg import sql
 
 from infra.api.keys import KeyStore
 from infra.bench.api import _free_port
-from infra.bench.flow import generate_commands
+from infra.bench.flow import steady_commands
 from infra.bench.store import (
     _first_shard,
     _kept_generation,
@@ -43,45 +46,114 @@ from infra.wal.archiver import Archiver
 from infra.wal.retention_settings import ArchiveSettings
 
 ACCOUNT = "bench-history"
+FLOW = "steady"  # what a kept history was generated with; another is generated again
+RETAIN_RECORDS = 100_000  # the benchmark's window: a backlog to archive from 200,000 on
 START_TIMEOUT_S = 900.0
 
 
 def _generate(settings: Settings, shard: str, dsn: str, records: int, seed: int) -> dict[str, Any]:
-    """Drive generated commands through the batched writer until `records` are stored."""
+    """Drive one steady-state flow through the batched writer until `records` are stored: the
+    open orders stay bounded however long the history (a market's day, not a filling book)."""
     migrate(dsn)
     app = make_shard_app(settings, shard, dsn=dsn)
     app.recover()
     writer = make_writer(settings, app)
     writer.batch_max = 500
     writer.start()
-    chunk = 0
+    flow = steady_commands(shard, app.instruments, seed=seed, prefix="h")
+    started = time.perf_counter()
     with Progress("generate", records) as bar:
         while app.seq < records:
             size = min(20_000, max(1000, records - app.seq))
-            flow = generate_commands(
-                shard, app.instruments, size, seed=seed + chunk, prefix=f"h{chunk}-"
-            )
-            drive(writer, flow, in_flight=2000)
-            chunk += 1
+            drive(writer, itertools.islice(flow, size), in_flight=2000)
             bar.update_to(min(app.seq, records), records)
+            _say("generate", min(app.seq, records), records, started)
     writer.stop()
     checkpointer = app.background_checkpoint
     if checkpointer is not None:
         checkpointer.wait(120)
-    generation = {"requested": records, "seed": seed, "records": app.seq}
+    generation = {
+        "requested": records,
+        "seed": seed,
+        "flow": FLOW,
+        "records": app.seq,
+        "open_orders": len(app.engine.open_orders()),
+        "generate_seconds": round(time.perf_counter() - started, 1),
+    }
     app.close()
     return generation
 
 
-def _archive(dsn: str, shard: str, config: ArchiveSettings) -> dict[str, Any]:
+def _say(step: str, done: int, total: int, started: float) -> None:
+    """A progress line on stderr (also when stderr is a file: a long run is watched there)."""
+    elapsed = time.perf_counter() - started
+    rate = done / elapsed if elapsed > 0 else 0.0
+    print(
+        f"bench history: {step} {done}/{total} records, {elapsed:.1f}s, {rate:.0f}/s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class _ServerCpu:
+    """CPU seconds of the database's server processes serving one database, sampled while
+    they live (readable only where the server runs on this machine; None elsewhere)."""
+
+    def __init__(self, admin_dsn: str, database: str) -> None:
+        self._admin = admin_dsn
+        self._database = database
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._readable = True
+        self._thread = threading.Thread(target=self._poll, name="bench-server-cpu", daemon=True)
+
+    def __enter__(self) -> _ServerCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def seconds(self) -> float | None:
+        return round(sum(self._seen.values()), 3) if self._readable and self._seen else None
+
+    def _poll(self) -> None:
+        with psycopg.connect(self._admin, autocommit=True, connect_timeout=5) as conn:
+            while not self._stop.is_set():
+                rows = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self._database,)
+                ).fetchall()
+                for (pid,) in rows:
+                    try:
+                        self._seen[int(pid)] = _cpu_seconds(int(pid))
+                    except (OSError, IndexError, ValueError):
+                        self._readable = False
+                self._stop.wait(0.1)  # what a backend spends after its last sample is lost
+
+
+def _archive(dsn: str, shard: str, config: ArchiveSettings, backlog: int) -> dict[str, Any]:
     archiver = Archiver(dsn, SegmentArchive(config.url), config.policy)
+    admin = urlsplit(dsn)._replace(path="/postgres").geturl()
     cpu = time.process_time()
-    run = archiver.run(shard, max_segments=1_000_000)
+    started = time.perf_counter()
+    with _ServerCpu(admin, urlsplit(dsn).path.lstrip("/")) as server:
+        run = archiver.run(
+            shard,
+            max_segments=1_000_000,
+            progress=lambda done: _say("archive", done, backlog, started),
+        )
     cpu = time.process_time() - cpu
+    both = None if server.seconds is None else cpu + server.seconds
     return {
-        # this process's CPU only (the server's share of COPY and DELETE is not in it): on a
-        # shared machine the wall clock also measures the neighbours
+        # CPU of this process and of the database's processes serving it: on a shared machine
+        # the wall clock also measures the neighbours, the CPU seconds do not
         "archive_cpu_seconds": round(cpu, 3),
+        "archive_server_cpu_seconds": server.seconds,
+        "archived_records_per_cpu_second": round(run.records / both, 1)
+        if run.records and both
+        else None,
         "archived_records": run.records,
         "archive_segments": run.segments,
         "archive_seconds": round(run.seconds, 3),
@@ -158,6 +230,9 @@ def _start_and_time(
                         if r.status_code in (200, 201):
                             first_command = time.perf_counter() - started
                             http.post("/v1/orders", json=order, headers=headers)
+                        elif r.status_code in (400, 401, 403, 404, 422):
+                            # refused, not still starting: waiting would only time out
+                            raise RuntimeError(f"the first command was refused: {r.text}")
                     if listings is None:
                         r = http.get("/v1/orders", params={"limit": 10}, headers=headers)
                         if r.status_code == 200:
@@ -184,6 +259,20 @@ def _start_and_time(
     }
 
 
+def _prepare(template: str, generation: dict[str, Any]) -> dict[str, Any]:
+    """Once per generated history: a key that may deposit (the first command is a deposit),
+    and a vacuum, as autovacuum would long have done to records old enough to be archived
+    (the archiver then reads settled pages, not a freshly written table)."""
+    store = KeyStore(template)
+    if not store.account_exists(ACCOUNT):
+        store.create_account(ACCOUNT)
+    token = store.create_key(ACCOUNT, funding=True).token
+    store.close()
+    with psycopg.connect(template, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("VACUUM (ANALYZE) wal_records")
+    return {**generation, "funding_token": token, "vacuumed": True}
+
+
 def _clone(template: str, dsn: str) -> None:
     """A copy of the generated database for one run (archiving changes it)."""
     drop_database(dsn)
@@ -199,40 +288,63 @@ def _clone(template: str, dsn: str) -> None:
 
 
 def run_history(
-    settings: Settings, *, records: int, seed: int = 1, keep_db: str | None = None
+    settings: Settings,
+    *,
+    records: int,
+    seed: int = 1,
+    keep_db: str | None = None,
+    retain_records: int = RETAIN_RECORDS,
 ) -> dict[str, Any]:
     """The benchmark's one JSON object.
 
     The generated history stays as it was generated (kept with `keep_db`); each run archives
-    and starts a copy of it, so every run times the archiving too.
+    and starts a copy of it, so every run times the archiving too. The newest `retain_records`
+    stay live, the rest is the backlog the archiver moves before the node starts.
     """
+    if records < 1 or retain_records < 0:
+        raise ValueError("bench history: records >= 1 and retain_records >= 0")
     shard = _first_shard(settings)
     template = named_dsn(settings, keep_db) if keep_db else scratch_dsn(settings, "bench_hist")
     dsn = scratch_dsn(settings, "bench_history_run")
     config = ArchiveSettings.from_env(settings, dsn)
+    config = replace(config, policy=replace(config.policy, retain_records=retain_records))
     try:
         generation = _kept_generation(template) if keep_db else None
-        if generation is None or (generation.get("requested"), generation.get("seed")) != (
-            records,
-            seed,
-        ):
+        if generation is None or (
+            generation.get("requested"),
+            generation.get("seed"),
+            generation.get("flow"),
+        ) != (records, seed, FLOW):
             drop_database(template)
             generation = _generate(settings, shard, template, records, seed)
-            store = KeyStore(template)
-            store.create_account(ACCOUNT)
-            generation["token"] = store.create_key(ACCOUNT).token
-            store.close()
+            if keep_db:
+                _mark_generated(template, generation)
+        else:
+            print(
+                f"bench history: reusing {generation['records']} generated records of {template}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if not generation.get("funding_token") or not generation.get("vacuumed"):
+            generation = _prepare(template, generation)
             if keep_db:
                 _mark_generated(template, generation)
         _clone(template, dsn)
         shutil.rmtree(config.url, ignore_errors=True)
-        archived = _archive(dsn, shard, config)
+        archived = _archive(dsn, shard, config, max(0, generation["records"] - retain_records))
         with psycopg.connect(dsn) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM wal_records WHERE shard_id = %s", (shard,)
             ).fetchone()
         live = int(row[0]) if row else 0
-        timings = _start_and_time(settings, dsn, shard, generation["token"], config.url)
+        print("bench history: starting the node", file=sys.stderr, flush=True)
+        timings = _start_and_time(settings, dsn, shard, generation["funding_token"], config.url)
+        print(
+            f"bench history: first command after {timings['first_command_seconds']}s, "
+            f"listings after {timings['listings_ready_seconds']}s, rss {timings['rss_mb']} MB",
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         drop_database(dsn)
         shutil.rmtree(config.url, ignore_errors=True)
@@ -240,6 +352,9 @@ def run_history(
             drop_database(template)
     return {
         "records": generation["records"],
+        "flow": generation.get("flow"),
+        "generated_open_orders": generation.get("open_orders"),
+        "generate_seconds": generation.get("generate_seconds"),  # of the run that generated
         "retain_records": config.policy.retain_records,
         "live_wal_records": live,
         **timings,

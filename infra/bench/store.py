@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
-from infra.bench.flow import generate_commands
+from infra.bench.flow import generate_commands, steady_commands
 from infra.bench.writer_load import drive
 from infra.bootstrap import drop_database, make_shard_app, make_writer, migrate
 from infra.cli.progress import Progress
@@ -113,26 +114,24 @@ def _mark_generated(dsn: str, generation: dict[str, Any]) -> None:
 
 
 def _generate(settings: Settings, shard: str, dsn: str, events: int, seed: int) -> dict[str, Any]:
-    """Drive generated commands through the batched writer until `events` are stored."""
+    """Drive one steady-state flow through the batched writer until `events` are stored (the
+    open orders stay bounded, so the checkpoint a recovery starts from does not grow with N)."""
     migrate(dsn)
     app = make_shard_app(settings, shard, dsn=dsn)
     app.recover()
     writer = make_writer(settings, app)
     writer.batch_max = 500
     writer.start()
-    chunk = 0
+    flow = steady_commands(shard, app.instruments, seed=seed, prefix="g")
     with Progress("generate", events) as bar:
         while app.events_written < events:
-            flow = generate_commands(
-                shard, app.instruments, 20_000, seed=seed + chunk, prefix=f"g{chunk}-"
-            )
-            drive(writer, flow, in_flight=2000)
-            chunk += 1
+            drive(writer, itertools.islice(flow, 20_000), in_flight=2000)
             bar.update_to(min(app.events_written, events))
     writer.stop()
     generation = {
         "requested": events,
         "seed": seed,
+        "flow": "steady",
         "events": app.events_written,
         "records": app.seq,
         "live_hash": app.engine.state_hash(),
@@ -153,7 +152,11 @@ def run_replay(
     dsn = named_dsn(settings, keep_db) if keep_db else scratch_dsn(settings, "bench_replay")
     try:
         generation = _kept_generation(dsn) if keep_db else None
-        if generation is None or (generation["requested"], generation["seed"]) != (events, seed):
+        if generation is None or (
+            generation.get("requested"),
+            generation.get("seed"),
+            generation.get("flow"),
+        ) != (events, seed, "steady"):
             drop_database(dsn)
             generation = _generate(settings, shard, dsn, events, seed)
             if keep_db:

@@ -39,7 +39,13 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     elif args.kind == "history":
         from infra.bench.history import run_history
 
-        result = run_history(settings, records=args.records, seed=args.seed, keep_db=args.keep_db)
+        result = run_history(
+            settings,
+            records=args.records,
+            seed=args.seed,
+            keep_db=args.keep_db,
+            retain_records=args.retain_records,
+        )
     elif args.kind == "http":
         from infra.bench.http_clients import run_http_clients
 
@@ -57,6 +63,12 @@ def register(sub: Commands) -> None:
         choices=["matching", "store", "replay", "replication", "quorum", "api", "http", "history"],
     )
     bench.add_argument("--records", type=int, default=200_000, help="history: WAL records")
+    bench.add_argument(
+        "--retain-records",
+        type=int,
+        default=100_000,
+        help="history: records that stay live; the older ones are archived before the start",
+    )
     bench.add_argument("--orders", type=int, default=200_000, help="matching: orders")
     bench.add_argument("--commands", type=int, default=20_000, help="store: commands")
     bench.add_argument("--events", type=int, default=100_000, help="replay: events")

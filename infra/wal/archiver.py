@@ -1,16 +1,20 @@
 """Moves a shard's oldest WAL records into the archive, in an order a crash cannot break.
 
 One segment at a time:
-1. write the segment file (an orphan of an earlier crash under the same name is overwritten:
-   no manifest row names it, so nothing relies on it);
+1. write the segment file: the range's rows as one COPY sends them, compressed as they stream
+   in, written once and fsynced (an orphan of an earlier crash under the same name is
+   overwritten: no manifest row names it, so nothing relies on it); COPY's row count must be
+   the range's length (seq is part of the key, so that means every seq exactly once);
 2. insert its manifest row (deleted = false);
-3. read the file back and compare every record's seq and checksum with the live rows;
-4. in one transaction: keep the records' idempotency keys (wal_archived_keys), delete the rows,
-   mark the manifest row deleted.
-A run first finishes any segment left between 2 and 4 by an earlier run (verify, then delete),
-so a SIGKILL anywhere loses nothing and duplicates nothing. Readers take archived rows only
-from segments marked deleted, and live rows after them. Then checkpoints that are neither among
-the newest K nor at the start of an archived range are deleted.
+3. read the file back once: its SHA-256 must be the one of the bytes written;
+4. in one transaction: keep the records' idempotency keys (wal_archived_keys), delete the rows
+   by seq range in one statement, mark the manifest row deleted. Step 4 of a segment runs on
+   a second connection while steps 1-3 of the next one run (at most one segment in between).
+A run first finishes any segment left between 2 and 4 by an earlier run (verify record by
+record against the live rows, then delete), so a SIGKILL anywhere loses nothing and
+duplicates nothing. Readers take archived rows only from segments marked deleted, and live
+rows after them. Then checkpoints that are neither among the newest K nor at the start of an
+archived range are deleted.
 
 One archiver per shard and database at a time (a session advisory lock).
 """
@@ -22,7 +26,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import cast
 
@@ -107,9 +112,15 @@ class Archiver:
         self.verify_records = False
 
     def run(
-        self, shard_id: str, followers: Iterable[Follower] = (), *, max_segments: int = 1000
+        self,
+        shard_id: str,
+        followers: Iterable[Follower] = (),
+        *,
+        max_segments: int = 1000,
+        progress: Callable[[int], None] | None = None,
     ) -> ArchiveRun:
-        """Finish what an earlier pass left, then archive segments while any is due."""
+        """Finish what an earlier pass left, then archive segments while any is due;
+        `progress(records)` after each segment, with the records archived so far."""
         started = time.perf_counter()
         followers = tuple(followers)
         records = segments = 0
@@ -129,12 +140,12 @@ class Archiver:
                 records += pending.records
             plan = self._plan(conn, shard_id, followers)
             first_plan = plan
-            while plan.due and segments < max_segments:
-                assert plan.first_seq is not None and plan.last_seq is not None
-                segment = self._archive_range(conn, shard_id, plan.first_seq, plan.last_seq)
-                segments += 1
-                records += segment.records
-                plan = self._plan(conn, shard_id, followers)
+            if plan.due and max_segments > segments:
+                moved, plan = self._archive_due(
+                    conn, shard_id, followers, plan, max_segments - segments, records, progress
+                )
+                segments += moved[0]
+                records += moved[1]
             deleted = self._prune_checkpoints(conn, shard_id)
             archived_seq = archive_totals(conn, shard_id)[0]
         run = ArchiveRun(
@@ -159,6 +170,45 @@ class Archiver:
                 run.seconds,
             )
         return run
+
+    def _archive_due(
+        self,
+        conn: psycopg.Connection[object],
+        shard_id: str,
+        followers: Sequence[Follower],
+        plan: ArchivePlan,
+        max_segments: int,
+        done: int,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[tuple[int, int], ArchivePlan]:
+        """Archive due segments, each one's rows deleted on a connection of its own while the
+        next segment is read and written: the database deletes while this process
+        compresses. Deletions run one at a time and in seq order, and segment k+1 is handed
+        over only once k's deletion committed, so at most one segment waits between its
+        verified manifest row and its delete: exactly the state an interrupted run leaves,
+        which the next run finishes. ((segments, records), the plan that stopped it.)"""
+        segments = records = 0
+        with (
+            psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as deleting_conn,
+            ThreadPoolExecutor(1, thread_name_prefix=f"archive-delete-{shard_id}") as deleter,
+        ):
+            deleting: Future[None] | None = None
+            while plan.due and segments < max_segments:
+                assert plan.first_seq is not None and plan.last_seq is not None
+                segment = self._archive_range(conn, shard_id, plan.first_seq, plan.last_seq)
+                if deleting is not None:
+                    deleting.result()  # the previous segment's rows are gone (or it raises)
+                    if progress is not None:
+                        progress(done + records)
+                deleting = deleter.submit(self._delete_rows, deleting_conn, segment)
+                segments += 1
+                records += segment.records
+                plan = self._plan(conn, shard_id, followers)
+            if deleting is not None:
+                deleting.result()
+                if progress is not None:
+                    progress(done + records)
+        return (segments, records), plan
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -207,15 +257,6 @@ class Archiver:
     ) -> Segment:
         if self.verify_records:
             self._check_records(conn, shard_id, first, last)
-        row = conn.execute(
-            "SELECT count(*), min(seq), max(seq) FROM wal_records "
-            "WHERE shard_id = %s AND seq BETWEEN %s AND %s",
-            (shard_id, first, last),
-        ).fetchone()
-        if row is None or tuple(row) != (last - first + 1, first, last):  # type: ignore[arg-type]
-            seqs = {r[0] for r in self._live_rows(conn, shard_id, first, last)}
-            missing = next(s for s in range(first, last + 1) if s not in seqs)
-            raise WALCorruptionError(shard_id, missing, "missing from the live WAL")
         ends: dict[int, str] = dict(
             conn.execute(  # type: ignore[arg-type]
                 "SELECT seq, checksum FROM wal_records WHERE shard_id = %s AND seq IN (%s, %s)",
@@ -223,26 +264,33 @@ class Archiver:
             ).fetchall()
         )
         encoder = SegmentEncoder(shard_id, first, last)
-        with (
-            conn.cursor() as curs,
-            curs.copy(
+        with conn.cursor() as curs:
+            with curs.copy(
                 sql.SQL(
                     "COPY (SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, "
                     "checksum, prev_checksum, mac FROM wal_records "
                     "WHERE shard_id = {} AND seq BETWEEN {} AND {} "
                     "ORDER BY seq) TO STDOUT (FORMAT BINARY)"
                 ).format(sql.Literal(shard_id), sql.Literal(first), sql.Literal(last))
-            ) as copy,
-        ):
-            pending: list[bytes] = []
-            size = 0
-            for chunk in copy:  # a row a chunk: handed to the compressor a megabyte at a time
-                pending.append(bytes(chunk))
-                size += len(chunk)
-                if size >= 1 << 20:
-                    encoder.feed(b"".join(pending))
-                    pending, size = [], 0
-            encoder.feed(b"".join(pending))
+            ) as copy:
+                pending: list[bytes] = []
+                size = 0
+                for chunk in copy:  # a row a chunk: to the compressor a megabyte at a time
+                    pending.append(bytes(chunk))
+                    size += len(chunk)
+                    if size >= 1 << 20:
+                        encoder.feed(b"".join(pending))
+                        pending, size = [], 0
+                encoder.feed(b"".join(pending))
+            copied = curs.rowcount  # the server's own count of the rows it sent
+        # (shard_id, seq) is the key, so rows of the range are distinct seqs in first..last:
+        # as many rows as seqs means every seq once (COPY's own count, no second scan)
+        if copied != last - first + 1 or set(ends) != {first, last}:
+            raise WALCorruptionError(
+                shard_id,
+                self._first_missing(conn, shard_id, first, last),
+                "missing from the live WAL",
+            )
         segment = self.archive.store(
             shard_id, first, last, encoder.finish(), str(ends[first]), str(ends[last])
         )
@@ -266,8 +314,19 @@ class Archiver:
         written = self.archive.read_bytes(segment)
         if hashlib.sha256(written).hexdigest() != segment.checksum:
             raise ArchiveError(segment.file, segment.first_seq, "read back differs from written")
-        self._delete_rows(conn, segment)
         return segment
+
+    def _first_missing(
+        self, conn: psycopg.Connection[object], shard_id: str, first: int, last: int
+    ) -> int:
+        seqs = {
+            int(cast(tuple[int], r)[0])
+            for r in conn.execute(
+                "SELECT seq FROM wal_records WHERE shard_id = %s AND seq BETWEEN %s AND %s",
+                (shard_id, first, last),
+            ).fetchall()
+        }
+        return next((s for s in range(first, last + 1) if s not in seqs), first)
 
     def _verify(self, conn: psycopg.Connection[object], segment: Segment) -> None:
         """Read a segment an earlier run left back: its records must be the live ones, seq for

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -290,3 +291,44 @@ def test_a_standby_whose_gap_reaches_archived_records_catches_up_through_the_arc
         leader_view.close()
     finally:
         drop_database(standby_dsn)
+
+
+def test_a_run_stopped_while_deleting_with_the_next_segment_written_is_finished_by_the_next(
+    settings: Settings, dsn: str, archive_env: str
+) -> None:
+    """The archiver deletes segment k while it writes k+1: a run that stops in k's delete
+    leaves k and possibly k+1 between manifest and delete; the next run finishes both."""
+    app = _app(settings, dsn)
+    _fill(app, 2000)
+    head, live_hash = app.seq, app.engine.state_hash()
+    app.close()
+
+    class StopsInFirstDelete(Archiver):
+        def _delete_rows(self, conn: psycopg.Connection[object], segment: object) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # the next segment's manifest row is written
+                (written,) = conn.execute(  # type: ignore[misc]
+                    "SELECT count(*) FROM wal_archive_segments"
+                ).fetchone()
+                if written >= 2:
+                    break
+                time.sleep(0.02)
+            raise RuntimeError("stopped in the delete of the first segment")
+
+    with pytest.raises(RuntimeError, match="stopped in the delete"):
+        StopsInFirstDelete(dsn, SegmentArchive(archive_env), POLICY).run(SHARD)
+    with psycopg.connect(dsn) as conn:
+        states = conn.execute(
+            "SELECT deleted FROM wal_archive_segments ORDER BY first_seq"
+        ).fetchall()
+    assert [s[0] for s in states] == [False, False]  # two segments between manifest and delete
+    assert _live(dsn) == (head, 1, head)
+
+    run = Archiver(dsn, SegmentArchive(archive_env), POLICY).run(SHARD)
+    assert run.segments >= 2
+    count, low, _ = _live(dsn)
+    assert low == run.archived_seq + 1 and count == head - run.archived_seq
+    scratch = make_shard_app(settings, SHARD, dsn=dsn)
+    assert _all_seqs(scratch, head) == list(range(1, head + 1))  # none lost, none twice
+    assert scratch.recover(from_scratch=True).state_hash == live_hash
+    scratch.close()
