@@ -15,6 +15,7 @@ what came from beyond the recovered seq instead of reading the store again.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -220,6 +221,16 @@ class ShardActivity:
         self._undo_floor = self.seq
         return count
 
+    def follow_open_orders(self, app: ShardApp) -> None:
+        """(writer thread, the overlay at the app's seq) Keep a copy of each open order, so
+        records that later change an order placed before the overlay's records (a standby
+        replicating) are indexed without reading the order from the store."""
+        if self.seq != app.seq:
+            return
+        for order in app.engine.open_orders():
+            if order.id not in self._live:
+                self._live[order.id] = copy.copy(order)
+
     def _fill_of(self, order: Order, event: Order.Filled, seq: int) -> FillView:
         instrument = self.instruments[order.symbol]
         return FillView(
@@ -280,7 +291,8 @@ class ShardActivity:
 
 def _order_before(app: ShardApp, order_id: UUID, event: Aggregate.Event) -> Order | None:
     """The order as it stood before `event`, from the shard's event store (an order placed
-    before the overlay's records); None if the store no longer has it."""
+    before the overlay's records and closed since its start); None if the store no longer has
+    it (archived): the read models show the change once they reach it."""
     try:
         return cast(Order, app.repository.get(order_id, version=event.originator_version - 1))
     except Exception as exc:

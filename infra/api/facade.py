@@ -120,6 +120,7 @@ class Facade:
             records = overlay.index_records(
                 app, app.store.iter_records(shard_id, floor, upto_seq=app.seq)
             )
+            overlay.follow_open_orders(app)
             self.activity[shard_id] = overlay
             log.info(
                 "history overlay shard=%s floor=%s seq=%s records=%s entries=%s seconds=%.2f",
@@ -193,6 +194,7 @@ class Facade:
             self._warming[shard_id] = app.seq
             return min(self._tracked.get(shard_id, 0), app.seq), app.seq
         builder.index_records(app, app.store.iter_records(shard_id, builder.seq, upto_seq=app.seq))
+        builder.follow_open_orders(app)
         builder.trim(self._tracked.get(shard_id, 0))
         self.activity[shard_id] = builder
         del self._warming[shard_id]

@@ -17,16 +17,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from application.views import FillView, OrderView
-from domain.values import Instrument, Liquidity, Side
+from domain.values import Instrument, Liquidity, OrderStatus, Side
 from infra.api.activity import fill_position
 from projections.read_models.models import OrderRow, TrackingRow, TradeRow
 from projections.read_models.projector import PROJECTION
+
+_RELEASED = frozenset(
+    str(s) for s in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+)
 
 SQL_WORKERS = 4
 """Threads for history queries: enough to overlap a few listings, small next to the pool."""
@@ -166,7 +171,8 @@ class HistoryReader:
             post_only=row.post_only,
             reduce_only=row.reduce_only,
             leverage=row.leverage,
-            reserved_margin=row.reserved_margin,
+            # the engine releases a closed order's reserve as a plain zero, not a 1e-8 amount
+            reserved_margin=Decimal(0) if row.status in _RELEASED else row.reserved_margin,
             seq=row.seq,
         )
 
