@@ -120,6 +120,7 @@ class Facade:
             records = overlay.index_records(
                 app, app.store.iter_records(shard_id, floor, upto_seq=app.seq)
             )
+            overlay.seq = max(overlay.seq, app.seq)  # indexed up to here (the last may be none)
             overlay.follow_open_orders(app)
             self.activity[shard_id] = overlay
             log.info(
@@ -166,6 +167,7 @@ class Facade:
                 builder.index_records(
                     writer.app, writer.app.store.iter_records(shard_id, floor, upto_seq=upto)
                 )
+                builder.seq = max(builder.seq, upto)
                 again = writer.query(functools.partial(self._take_over, shard_id, builder)).result()
             except WriterStoppedError:
                 return
@@ -194,6 +196,7 @@ class Facade:
             self._warming[shard_id] = app.seq
             return min(self._tracked.get(shard_id, 0), app.seq), app.seq
         builder.index_records(app, app.store.iter_records(shard_id, builder.seq, upto_seq=app.seq))
+        builder.seq = max(builder.seq, app.seq)
         builder.follow_open_orders(app)
         builder.trim(self._tracked.get(shard_id, 0))
         self.activity[shard_id] = builder
