@@ -62,6 +62,7 @@ class ShardActivity:
         self._placed: dict[UUID, int | None] = {}  # placement seq, None: before the floor
         self._order_ids: dict[str, set[UUID]] = {}
         self._fills: dict[str, list[FillView]] = {}
+        self._fill_count = 0  # kept apart: other threads read `size` (metrics, tests)
         # open orders as stored records left them (index_records), each read once: bounded by
         # what is open now
         self._live: dict[UUID, Order] = {}
@@ -73,7 +74,7 @@ class ShardActivity:
     @property
     def size(self) -> int:
         """Order views and fills held: bounded by the projection's lag."""
-        return len(self.orders) + sum(len(fills) for fills in self._fills.values())
+        return len(self.orders) + self._fill_count
 
     # -- writes (writer thread) -------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class ShardActivity:
             if order_id is None:
                 assert isinstance(before, str)
                 _pop_newest(self._fills, before)
+                self._fill_count -= 1
             elif isinstance(before, tuple):
                 self.orders[order_id], self._placed[order_id] = before
             else:  # not in the overlay before that command: placed by it, or in the read models
@@ -166,6 +168,7 @@ class ShardActivity:
             fills = self._fills[account]
             keep = [fill for fill in fills if fill.seq > floor]
             dropped += len(fills) - len(keep)
+            self._fill_count -= len(fills) - len(keep)
             if keep:
                 self._fills[account] = keep
             else:
@@ -270,6 +273,7 @@ class ShardActivity:
 
     def _add_fill(self, fill: FillView) -> None:
         self._fills.setdefault(fill.account, []).append(fill)
+        self._fill_count += 1
 
     # -- reads (writer thread, through Facade.query) ----------------------------------------
 

@@ -82,6 +82,9 @@ class Facade:
             instruments = writer.app.instruments
             self.activity[shard_id] = ShardActivity(shard_id, instruments)
             writer.app.on_recovered = functools.partial(self._recovered, shard_id)
+            self.metrics.history_overlay.labels(shard_id).set_function(
+                functools.partial(self._overlay_entries, shard_id)
+            )
             for instrument in instruments:
                 self.instruments[instrument.symbol] = instrument
                 self.symbol_shard[instrument.symbol] = shard_id
@@ -152,6 +155,9 @@ class Facade:
     @property
     def warming_up(self) -> bool:
         return bool(self._warming)
+
+    def _overlay_entries(self, shard_id: str) -> int:
+        return self.activity[shard_id].size
 
     @property
     def overlay_size(self) -> int:

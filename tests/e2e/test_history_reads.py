@@ -250,6 +250,8 @@ def test_a_restart_answers_at_once_and_holds_only_the_tail(
         assert response.json()["orders"] == listing
         assert every_page(again, "/v1/trades", "trades", limit=500) == fills
         assert second.facade.overlay_size == 1  # the tail, not the 32 orders of history
+        metrics = httpx.get(second.url + "/metrics", timeout=10).text
+        assert 'exdr_api_history_overlay_entries{shard="shard-1"} 1.0' in metrics
     finally:
         second.stop()
 
