@@ -7,7 +7,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 from uuid import UUID
@@ -15,6 +15,7 @@ from uuid import UUID
 from application.leadership import Leadership
 from application.shard.app import Outcome, ShardApp
 from application.views import FillView, OrderView
+from application.wal.records import WalRecord
 from application.wal.writer import (
     LeaseLapsedError,
     NotLeaderError,
@@ -121,7 +122,8 @@ class Facade:
             overlay = ShardActivity(shard_id, app.instruments, seq=floor)
             started = time.monotonic()
             records = overlay.index_records(
-                app, app.store.iter_records(shard_id, floor, upto_seq=app.seq)
+                app,
+                _after(shard_id, floor, app.store.iter_records(shard_id, floor, upto_seq=app.seq)),
             )
             overlay.seq = max(overlay.seq, app.seq)  # indexed up to here (the last may be none)
             overlay.follow_open_orders(app)
@@ -170,9 +172,8 @@ class Facade:
         while True:
             try:
                 builder = ShardActivity(shard_id, writer.app.instruments, seq=floor)
-                builder.index_records(
-                    writer.app, writer.app.store.iter_records(shard_id, floor, upto_seq=upto)
-                )
+                records = writer.app.store.iter_records(shard_id, floor, upto_seq=upto)
+                builder.index_records(writer.app, _after(shard_id, floor, records))
                 builder.seq = max(builder.seq, upto)
                 again = writer.query(functools.partial(self._take_over, shard_id, builder)).result()
             except WriterStoppedError:
@@ -538,6 +539,25 @@ def _settle(waiter: asyncio.Future[Any], done: Future[Any]) -> None:
         waiter.set_exception(exc)
     else:
         waiter.set_result(done.result())
+
+
+def _after(shard_id: str, floor: int, records: Iterable[WalRecord]) -> Iterator[WalRecord]:
+    """`records` from the live WAL after the tracking row, saying so if the first is not the
+    next seq: the records between were archived before the read models had them (no projector
+    was running), and their orders and fills are missing from history."""
+    first = True
+    for record in records:
+        if first and record.seq > floor + 1:
+            log.error(
+                "history overlay shard=%s: records %s..%s are neither in the live WAL nor in "
+                "the read models (tracking seq=%s): their orders and fills are not served",
+                shard_id,
+                floor + 1,
+                record.seq - 1,
+                floor,
+            )
+        first = False
+        yield record
 
 
 def _committed(read: Callable[[ShardApp], T], app: ShardApp) -> T:
