@@ -325,7 +325,6 @@ class Facade:
         )
         history = self.history
         assert history is not None
-        ids = [view.order_id for view, _ in overlay]
         sql = await self._sql(
             lambda: history.orders(
                 shard_id,
@@ -333,8 +332,8 @@ class Facade:
                 symbol=symbol,
                 status=status,
                 after=after,
-                limit=limit + len(overlay) + 1,
-                ids=ids,
+                limit=limit,
+                overlay=overlay,
             )
         )
         return merge_orders(sql, overlay, symbol=symbol, status=status, after=after, limit=limit)

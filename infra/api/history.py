@@ -105,29 +105,35 @@ class HistoryReader:
         status: str | None,
         after: int,
         limit: int,
-        ids: Sequence[UUID] = (),
+        overlay: Sequence[tuple[OrderView, int | None]] = (),
     ) -> OrderSlice:
-        """Up to `limit` orders placed after seq `after`, matching the filters; and the rows
-        of the orders `ids` names, matching or not (the overlay's: one of them may have been
-        projected in a newer state since the overlay was read)."""
-        query = select(OrderRow).where(
-            OrderRow.shard == shard, OrderRow.account == account, OrderRow.placed_seq > after
-        )
-        if symbol is not None:
-            query = query.where(OrderRow.symbol == symbol)
-        if status is not None:
-            query = query.where(OrderRow.status == status)
-        query = query.order_by(OrderRow.placed_seq).limit(limit)
+        """Orders placed after seq `after` matching the filters, enough for a page of `limit`
+        once merged with the account's `overlay` (see `wanted`), read in one snapshot with the
+        shard's tracking row."""
         with self.sessions() as session:
-            rows = session.scalars(query).all()
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            tracked = session.scalar(
+                select(TrackingRow.seq).where(
+                    TrackingRow.projection == self.projection, TrackingRow.shard == shard
+                )
+            )
+            rows_wanted, ids = wanted(overlay, int(tracked or 0), limit)
+            query = select(OrderRow).where(
+                OrderRow.shard == shard, OrderRow.account == account, OrderRow.placed_seq > after
+            )
+            if symbol is not None:
+                query = query.where(OrderRow.symbol == symbol)
+            if status is not None:
+                query = query.where(OrderRow.status == status)
+            rows = session.scalars(query.order_by(OrderRow.placed_seq).limit(rows_wanted)).all()
             known = (
-                session.scalars(select(OrderRow).where(OrderRow.order_id.in_(list(ids)))).all()
+                session.scalars(select(OrderRow).where(OrderRow.order_id.in_(ids))).all()
                 if ids
                 else []
             )
-        views = tuple((self._order_view(row), row.placed_seq) for row in rows)
-        by_id = {row.order_id: (self._order_view(row), row.placed_seq) for row in known}
-        return OrderSlice(views, len(views) < limit, by_id)
+            views = tuple((self._order_view(row), row.placed_seq) for row in rows)
+            by_id = {row.order_id: (self._order_view(row), row.placed_seq) for row in known}
+        return OrderSlice(views, len(views) < rows_wanted, by_id)
 
     def fills(
         self, shard: str, account: str, *, symbol: str | None, after: int, limit: int
@@ -197,13 +203,19 @@ class HistoryReader:
 # -- merging (pure) -----------------------------------------------------------------------------
 
 
-def newer(first: OrderView | None, second: OrderView | None) -> OrderView | None:
-    """Of two views of one order, the one of the higher seq (the later change)."""
-    if first is None:
-        return second
-    if second is None:
-        return first
-    return second if second.seq > first.seq else first
+def wanted(
+    overlay: Sequence[tuple[OrderView, int | None]], tracked: int, limit: int
+) -> tuple[int, list[UUID]]:
+    """What an order page asks of the read models at tracking seq `tracked`: how many rows, and
+    which orders by id. Only an overlay order placed up to `tracked` can be in the read models
+    in another state and take one of their rows out of the filter, so the page asks for one
+    more row per such order (and one to tell whether there is more). Read by id: the orders
+    placed before the overlay (for their placement seq) and the views of a seq up to `tracked`
+    (the read models' row may be newer). Both stay small: the overlay is trimmed behind the
+    tracking row."""
+    may_differ = sum(1 for _, placed in overlay if placed is None or placed <= tracked)
+    ids = [view.order_id for view, placed in overlay if placed is None or view.seq <= tracked]
+    return limit + may_differ + 1, ids
 
 
 def merge_orders(
@@ -216,9 +228,8 @@ def merge_orders(
     limit: int,
 ) -> tuple[list[OrderView], int | None]:
     """One page of an account's orders on one shard and the position to continue after (None:
-    nothing more). `sql` must have been asked for `limit + len(overlay) + 1` rows and for the
-    overlay's orders by id: an overlay view can take at most one row out of the filter, so a
-    full slice still fills the page and proves there is more."""
+    nothing more). `sql` must have been read as `wanted` says: an overlay view takes at most
+    one row out of the filter, so a full slice still fills the page and proves there is more."""
     cutoff = None if sql.complete or not sql.orders else sql.orders[-1][1]
     best: dict[UUID, tuple[OrderView, int]] = {view.order_id: (view, p) for view, p in sql.orders}
     for view, placed in overlay:
