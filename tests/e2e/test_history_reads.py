@@ -232,11 +232,16 @@ def test_a_restart_answers_at_once_and_holds_only_the_tail(
         for n in range(30):
             place(client, price=f"4{n:04d}.5")
         seller = account(first)
-        place(seller, side="SELL", price="40029.5", quantity="0.004")
+        seller_token = seller.headers["Authorization"]
+        place(seller, side="SELL", price="40029.5", quantity="0.004")  # rests 0.002
         project_all(first, projector)
-        place(client, price="40001.5")  # the unprojected tail: one order
+        # the unprojected tail: a new order that fills part of the seller's older one
+        place(client, price="40029.5", quantity="0.001", time_in_force="IOC")
         listing = every_page(client, "/v1/orders", "orders", limit=500)
         fills = every_page(client, "/v1/trades", "trades", limit=500)
+        seller_orders = every_page(seller, "/v1/orders", "orders", limit=500)
+        seller_fills = every_page(seller, "/v1/trades", "trades", limit=500)
+        assert seller_orders[0]["filled_quantity"] == "0.003" and len(seller_fills) == 2
     finally:
         first.stop()
 
@@ -249,9 +254,16 @@ def test_a_restart_answers_at_once_and_holds_only_the_tail(
         assert time.monotonic() - started < 15
         assert response.json()["orders"] == listing
         assert every_page(again, "/v1/trades", "trades", limit=500) == fills
-        assert second.facade.overlay_size == 1  # the tail, not the 32 orders of history
+        # the older order's change in the tail is indexed from the store, not read from SQL
+        other = httpx.Client(
+            base_url=second.url, timeout=20, headers={"Authorization": seller_token}
+        )
+        assert every_page(other, "/v1/orders", "orders", limit=500) == seller_orders
+        assert every_page(other, "/v1/trades", "trades", limit=500) == seller_fills
+        # the tail (two order views, two fills), not the 32 orders of history
+        assert second.facade.overlay_size == 4
         metrics = httpx.get(second.url + "/metrics", timeout=10).text
-        assert 'exdr_api_history_overlay_entries{shard="shard-1"} 1.0' in metrics
+        assert 'exdr_api_history_overlay_entries{shard="shard-1"} 4.0' in metrics
     finally:
         second.stop()
 
