@@ -228,10 +228,9 @@ class Facade:
                 if writer is None or seq <= self._tracked.get(shard_id, 0):
                     continue
                 self._tracked[shard_id] = seq
-                try:
-                    writer.query(functools.partial(self._trim, shard_id, seq))
-                except WriterStoppedError:
-                    return
+                trimmed = writer.query(functools.partial(self._trim, shard_id, seq))
+                if trimmed.done() and isinstance(trimmed.exception(), WriterStoppedError):
+                    return  # the writers stopped: so does this
 
     def _trim(self, shard_id: str, seq: int, _app: ShardApp) -> None:
         """(writer thread) Drop from the overlay what the read models hold up to `seq`."""
