@@ -19,6 +19,7 @@ from application.ports import WalStore
 from application.shard.app import ShardApp
 from application.wal.writer import ShardWriter
 from domain.values import DEFAULT_INSTRUMENTS, Instrument
+from infra.api.history import HistoryReader
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
 from infra.checkpoints.checkpointer import ForkedCheckpointer
@@ -184,6 +185,14 @@ def make_read_model_sessions(dsn: str) -> sessionmaker[Session]:
             url = "postgresql+psycopg://" + url.removeprefix(scheme)
     engine = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_history_reader(settings: Settings, *, dsn: str | None = None) -> HistoryReader:
+    """Order and trade history from the read models of the region's database (the one its
+    writers and projector use)."""
+    return HistoryReader(
+        make_read_model_sessions(dsn or settings.pg_dsn), all_instruments(settings)
+    )
 
 
 def all_instruments(settings: Settings) -> tuple[Instrument, ...]:

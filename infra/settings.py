@@ -316,9 +316,7 @@ class ArchiveOptions:
             url=env.get("EXDR_ARCHIVE_URL", "").strip(),
             retain_records=int(_number(env, "EXDR_WAL_RETAIN_RECORDS", d.retain_records, 0)),
             max_hold_s=_number(env, "EXDR_ARCHIVE_MAX_HOLD_S", d.max_hold_s, 0),
-            segment_records=int(
-                _number(env, "EXDR_ARCHIVE_SEGMENT_RECORDS", d.segment_records, 1)
-            ),
+            segment_records=int(_number(env, "EXDR_ARCHIVE_SEGMENT_RECORDS", d.segment_records, 1)),
             checkpoints_keep=int(_number(env, "EXDR_CHECKPOINTS_KEEP", d.checkpoints_keep, 1)),
             interval_s=_number(env, "EXDR_ARCHIVE_INTERVAL_S", d.interval_s, 0.1),
         )
@@ -340,6 +338,9 @@ class Settings:
     checkpoint_every: int = 10000
     checkpoint_fork: bool = True
     snapshot_every: int = 100
+    # records of a shard's unprojected tail indexed at start before commands are taken; a longer
+    # tail is indexed in the background, listings answer 503 warming_up meanwhile
+    overlay_sync_records: int = 50_000
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     regions: tuple[Region, ...] = parse_regions(DEFAULT_REGIONS)
@@ -397,6 +398,9 @@ class Settings:
             checkpoint_every=_int(e, "EXDR_CHECKPOINT_EVERY", d.checkpoint_every, minimum=1),
             checkpoint_fork=_choice(e, "EXDR_CHECKPOINT_FORK", "1", ("1", "0")) == "1",
             snapshot_every=_int(e, "EXDR_SNAPSHOT_EVERY", d.snapshot_every, minimum=1),
+            overlay_sync_records=_int(
+                e, "EXDR_OVERLAY_SYNC_RECORDS", d.overlay_sync_records, minimum=0
+            ),
             api_host=_text(e, "EXDR_API_HOST", d.api_host),
             api_port=_int(e, "EXDR_API_PORT", d.api_port, minimum=1, maximum=65535),
             regions=regions,

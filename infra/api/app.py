@@ -16,6 +16,7 @@ from infra.api import health, routes
 from infra.api.errors import GuardMiddleware, Receive, Scope, Send, install_error_handlers
 from infra.api.facade import Facade, LagFn
 from infra.api.fastlane import OrderFastLane
+from infra.api.history import HistoryReader
 from infra.api.keys import KeyStore
 from infra.api.metrics import MetricsMiddleware
 from infra.api.peer import PeerAckLane
@@ -68,28 +69,34 @@ def create_app(
     key_store: KeyStore,
     *,
     replica_lag_ms: LagFn | None = None,
-    rebuild_activity: bool = True,
-    warm_activity: bool = False,
+    history: HistoryReader | None = None,
     log_only: bool = False,
     reads: ReadConfirmation | None = None,
 ) -> ExchangeAPI:
-    """Wire routes to started shard writers; the caller owns (and stops) the writers. The
-    activity index is built before this returns, or with `warm_activity` in the background
-    (Facade.warm_activity). A witness (`log_only`) keeps no index: its public routes send
-    every caller to the leader (infra/api/witness.py). `reads` says whether what a read shows
+    """Wire routes to started shard writers; the caller owns (and stops) the writers.
+    `history` reads the read models of the region's own database: order and trade history is
+    served from them and from the overlay of what they do not hold yet, indexed from the
+    tracking row before this returns (Facade.fill_overlays). A witness (`log_only`) serves no
+    history: its public routes send every caller to the leader (infra/api/witness.py). `reads` says whether what a read shows
     can still be taken back (a node's roles and gates); without it, each writer's sync gate
     does, and a writer without a gate is the only copy (infra/api/reads.py)."""
     configured = settings.shards()
     unknown = [shard for shard in shards if shard not in configured]
     if unknown:
         raise ValueError(f"shards not in EXDR_SHARDS: {', '.join(unknown)}")
-    facade = Facade(shards, leadership, key_store, replica_lag_ms=replica_lag_ms, reads=reads)
-    if log_only:
-        pass  # nothing to index: a witness keeps the WAL, not the state
-    elif warm_activity:
-        facade.warm_activity()
-    elif rebuild_activity:
-        facade.rebuild_activity()
+    if history is None and not log_only:
+        raise ValueError("a facade that serves history needs the region's read models")
+    facade = Facade(
+        shards,
+        leadership,
+        key_store,
+        replica_lag_ms=replica_lag_ms,
+        history=None if log_only else history,
+        overlay_sync_records=settings.overlay_sync_records,
+        reads=reads,
+    )
+    if not log_only:  # a witness keeps the WAL, not the state: nothing to index
+        facade.fill_overlays()
     app = ExchangeAPI(
         title="exchange-dr",
         version="1",

@@ -1,4 +1,4 @@
-"""What every route needs: symbol routing, writers, leadership, the activity index, metrics."""
+"""What every route needs: symbol routing, writers, leadership, order history, metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 from uuid import UUID
@@ -15,6 +15,8 @@ from uuid import UUID
 from application.leadership import Leadership
 from application.read_confirmation import ReadConfirmation
 from application.shard.app import Outcome, ShardApp
+from application.views import FillView, OrderView
+from application.wal.records import WalRecord
 from application.wal.writer import (
     LeaseLapsedError,
     NotLeaderError,
@@ -26,6 +28,7 @@ from domain.errors import DomainError
 from domain.values import Instrument
 from infra.api.activity import ShardActivity
 from infra.api.errors import ApiError
+from infra.api.history import HistoryReader, merge_fills, merge_orders
 from infra.api.keys import KeyStore
 from infra.api.metrics import ApiMetrics
 from infra.api.reads import WriterGateReads, stamp_read
@@ -37,7 +40,8 @@ LagFn = Callable[[str], float | None]
 """Replication lag of a shard in milliseconds on this (standby) instance; None if unknown."""
 
 RETRY_AFTER_S = 1
-WARM_RETRY_MAX_S = 10.0  # a warm-up that failed (the store was down) retries up to this often
+WARM_RETRY_MAX_S = 10.0  # an overlay build that failed (the store was down) retries this often
+TRACKING_POLL_S = 0.1  # how often the read models' tracking rows are read to trim the overlays
 LEADERSHIP_POLL_S = 0.05  # a command in flight notices a lost leadership this fast
 
 
@@ -52,8 +56,12 @@ class Facade:
         *,
         replica_lag_ms: LagFn | None = None,
         command_timeout_s: float = 10.0,
+        history: HistoryReader | None = None,
+        overlay_sync_records: int = 50_000,
         reads: ReadConfirmation | None = None,
     ) -> None:
+        """`history`: the read models of the region's database (None: a witness, which serves
+        no history); `overlay_sync_records`: see fill_overlays."""
         self.writers = dict(shards)
         self.shard_ids = list(self.writers)
         self.leadership = leadership
@@ -67,48 +75,87 @@ class Facade:
         self.symbol_shard: dict[str, str] = {}
         self.activity: dict[str, ShardActivity] = {}
         self._pending: dict[str, dict[asyncio.Future[Any], float]] = {}
-        # shards whose index is being built in the background, and the seq it is built up to
+        self.history = history
+        self.overlay_sync_records = overlay_sync_records
+        # shards whose overlay is being built in the background, and the seq it is built up to
         self._warming: dict[str, int] = {}
         self._warm_stale: set[str] = set()
+        self._tracked: dict[str, int] = {}  # the last tracking row seen, by shard
+        self._poller: threading.Thread | None = None
+        self._closed = threading.Event()
         self._watchdog: asyncio.Task[None] | None = None
         for shard_id, writer in self.writers.items():
             instruments = writer.app.instruments
             self.activity[shard_id] = ShardActivity(shard_id, instruments)
             writer.app.on_recovered = functools.partial(self._recovered, shard_id)
+            self.metrics.history_overlay.labels(shard_id).set_function(
+                functools.partial(self._overlay_entries, shard_id)
+            )
             for instrument in instruments:
                 self.instruments[instrument.symbol] = instrument
                 self.symbol_shard[instrument.symbol] = shard_id
 
-    def rebuild_activity(self) -> None:
-        """Index every shard's WAL on its writer thread, consistent with what it commits next."""
-        for shard_id, activity in self.activity.items():
-            self.writers[shard_id].query(activity.rebuild).result()
+    # -- the overlay of unprojected history -------------------------------------------------
 
-    def warm_activity(self) -> None:
-        """Index every shard's WAL in the background (a node's start): commands are taken at
-        once, and the index of what they do starts at the shard's seq now; a thread indexes
-        the stored WAL up to that seq meanwhile, then, on the writer thread, the records since
-        and takes over. Until then listings, and reads of orders the index does not know yet,
-        answer 503 warming_up: a restart's time to its first command does not grow with the
-        length of the WAL."""
+    def fill_overlays(self) -> None:
+        """Index, for every shard, what its store holds after the read models' tracking row
+        (a start): bounded by the projection's lag, not by the length of history. A tail of
+        up to `overlay_sync_records` is indexed before this returns; a longer one in the
+        background while commands are taken (listings answer 503 warming_up until it is
+        done). Then keep trimming the overlays as the tracking rows move."""
+        if self.history is not None:
+            self._tracked.update(self.history.tracked())
         for shard_id, writer in self.writers.items():
-            writer.query(functools.partial(self._begin_warm, shard_id)).result()
+            writer.query(functools.partial(self._fill, shard_id)).result()
+        if self.history is not None and self._poller is None:
+            self._poller = threading.Thread(
+                target=self._follow_tracking, name="history-tracking", daemon=True
+            )
+            self._poller.start()
 
-    def _begin_warm(self, shard_id: str, app: ShardApp) -> None:
-        """(writer thread) Start a warm-up of the shard's index, unless one is running (its
-        take-over indexes from the store whatever happened since it began)."""
+    def _fill(self, shard_id: str, app: ShardApp) -> None:
+        """(writer thread) A new overlay of the shard from its tracking row, unless one is being
+        built (its take-over indexes whatever happened since it began)."""
         if shard_id in self._warming:
             return
         if app.needs_recovery:
             app.recover()  # its hook may have begun one already
             if shard_id in self._warming:
                 return
+        floor = min(self._tracked.get(shard_id, 0), app.seq)
+        if app.seq - floor <= self.overlay_sync_records:
+            overlay = ShardActivity(shard_id, app.instruments, seq=floor)
+            started = time.monotonic()
+            records = overlay.index_records(
+                app,
+                _after(shard_id, floor, app.store.iter_records(shard_id, floor, upto_seq=app.seq)),
+            )
+            overlay.seq = max(overlay.seq, app.seq)  # indexed up to here (the last may be none)
+            overlay.follow_open_orders(app)
+            self.activity[shard_id] = overlay
+            log.info(
+                "history overlay shard=%s floor=%s seq=%s records=%s entries=%s seconds=%.2f",
+                shard_id,
+                floor,
+                overlay.seq,
+                records,
+                overlay.size,
+                time.monotonic() - started,
+            )
+            return
+        log.warning(
+            "history overlay shard=%s: %s records after the tracking row seq=%s; indexing them "
+            "in the background, listings answer 503 warming_up meanwhile",
+            shard_id,
+            app.seq - floor,
+            floor,
+        )
         self.activity[shard_id] = ShardActivity(shard_id, app.instruments, seq=app.seq)
         self._warming[shard_id] = app.seq
         threading.Thread(
             target=self._warm,
-            args=(shard_id, app.seq),
-            name=f"activity-index-{shard_id}",
+            args=(shard_id, floor, app.seq),
+            name=f"history-overlay-{shard_id}",
             daemon=True,
         ).start()
 
@@ -116,13 +163,23 @@ class Facade:
     def warming_up(self) -> bool:
         return bool(self._warming)
 
-    def _warm(self, shard_id: str, upto: int) -> None:
+    def _overlay_entries(self, shard_id: str) -> int:
+        return self.activity[shard_id].size
+
+    @property
+    def overlay_size(self) -> int:
+        """Order views and fills held in memory over all shards (the unprojected tail)."""
+        return sum(activity.size for activity in self.activity.values())
+
+    def _warm(self, shard_id: str, floor: int, upto: int) -> None:
         writer = self.writers[shard_id]
         delay = 0.5
         while True:
             try:
-                builder = ShardActivity(shard_id, writer.app.instruments)
-                builder.build(writer.app, upto)
+                builder = ShardActivity(shard_id, writer.app.instruments, seq=floor)
+                records = writer.app.store.iter_records(shard_id, floor, upto_seq=upto)
+                builder.index_records(writer.app, _after(shard_id, floor, records))
+                builder.seq = max(builder.seq, upto)
                 again = writer.query(functools.partial(self._take_over, shard_id, builder)).result()
             except WriterStoppedError:
                 return
@@ -130,32 +187,68 @@ class Facade:
                 probe = writer.query(lambda _app: None)
                 if probe.done() and isinstance(probe.exception(), WriterStoppedError):
                     return  # the facade is closing: its store may be gone already
-                log.error("activity index warm-up failed shard=%s error=%s", shard_id, exc)
+                log.error("history overlay build failed shard=%s error=%s", shard_id, exc)
                 time.sleep(delay)
                 delay = min(WARM_RETRY_MAX_S, delay * 2)
                 continue
             if again is None:
                 return
-            upto = again  # records it read were set aside meanwhile: from scratch, up to now
+            floor, upto = again  # records it read were set aside meanwhile: again, up to now
 
-    def _take_over(self, shard_id: str, builder: ShardActivity, app: ShardApp) -> int | None:
-        """(writer thread) The built index indexes what was committed since its seq and
+    def _take_over(
+        self, shard_id: str, builder: ShardActivity, app: ShardApp
+    ) -> tuple[int, int] | None:
+        """(writer thread) The built overlay indexes what was committed since its seq and
         replaces the one commands fed meanwhile; or, if records it read are gone (this region
-        rejoined and set them aside), the seq to build up to again."""
+        rejoined and set them aside), the range to build again."""
         if app.needs_recovery:
             app.recover()
         if shard_id in self._warm_stale:
             self._warm_stale.discard(shard_id)
             self._warming[shard_id] = app.seq
-            return app.seq
+            return min(self._tracked.get(shard_id, 0), app.seq), app.seq
         builder.index_records(app, app.store.iter_records(shard_id, builder.seq, upto_seq=app.seq))
+        builder.seq = max(builder.seq, app.seq)
+        builder.follow_open_orders(app)
+        builder.trim(self._tracked.get(shard_id, 0))
         self.activity[shard_id] = builder
         del self._warming[shard_id]
-        log.info("activity index ready shard=%s seq=%s", shard_id, builder.seq)
+        log.info("history overlay ready shard=%s seq=%s", shard_id, builder.seq)
         return None
 
+    def _follow_tracking(self) -> None:
+        """Trim each shard's overlay as its tracking row moves (every TRACKING_POLL_S)."""
+        assert self.history is not None
+        delay = TRACKING_POLL_S
+        while not self._closed.wait(delay):
+            try:
+                tracked = self.history.tracked()
+            except Exception as exc:
+                log.warning("history tracking rows unreadable: %s: %s", type(exc).__name__, exc)
+                delay = min(WARM_RETRY_MAX_S, delay * 2)
+                continue
+            delay = TRACKING_POLL_S
+            for shard_id, seq in tracked.items():
+                writer = self.writers.get(shard_id)
+                if writer is None or seq <= self._tracked.get(shard_id, 0):
+                    continue
+                self._tracked[shard_id] = seq
+                trimmed = writer.query(functools.partial(self._trim, shard_id, seq))
+                if trimmed.done() and isinstance(trimmed.exception(), WriterStoppedError):
+                    return  # the writers stopped: so does this
+
+    def _trim(self, shard_id: str, seq: int, _app: ShardApp) -> None:
+        """(writer thread) Drop from the overlay what the read models hold up to `seq`."""
+        self.activity[shard_id].trim(seq)
+
+    def close(self) -> None:
+        """Stop following the tracking rows and release the history's connections."""
+        self._closed.set()
+        if self.history is not None:
+            self.history.close()
+
     def index_of(self, shard_id: str) -> ShardActivity:
-        """(writer thread) The shard's index for a listing; 503 while it warms up."""
+        """(writer thread) The shard's overlay for a listing; 503 while it is being built."""
         if shard_id in self._warming:
             raise self.warming_error(shard_id)
         return self.activity[shard_id]
@@ -165,14 +258,103 @@ class Facade:
         return ApiError(
             503,
             "warming_up",
-            f"{which} is still indexing its order history after a start; retry shortly",
+            f"{which} is still indexing its unprojected history after a start; retry shortly",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
     def reindex(self, shard_id: str) -> None:
-        """Index a shard from its store again (this region stopped leading it: what commands
-        fed the index is not what the new leader's records need), in the background."""
-        self.writers[shard_id].query(functools.partial(self._begin_warm, shard_id))
+        """Index a shard again from its tracking row (this region stopped leading it: what
+        commands fed the overlay is not what the new leader's records say)."""
+        self.writers[shard_id].query(functools.partial(self._refill, shard_id))
+
+    def _refill(self, shard_id: str, app: ShardApp) -> None:
+        if shard_id not in self._warming:
+            self._fill(shard_id, app)
+
+    # -- history reads ------------------------------------------------------------------------
+
+    async def _sql(self, read: Callable[[], T]) -> T:
+        """A read of the read models on the history's own threads."""
+        if self.history is None:
+            raise ApiError(503, "unavailable", "this instance serves no history")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.history.pool, read)
+        except Exception as exc:
+            log.warning("history read failed: %s: %s", type(exc).__name__, exc)
+            raise ApiError(
+                503,
+                "unavailable",
+                "order history cannot be read right now; retry shortly",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+
+    async def order_view(self, order_id: UUID) -> OrderView | None:
+        """An order by id, open or closed: from the overlay if it changed after the tracking
+        row (read first), else from the read models."""
+        for shard_id, activity in self.activity.items():
+            if order_id in activity.orders:
+                view = await self.query(
+                    shard_id, functools.partial(self._overlay_order, shard_id, order_id)
+                )
+                if view is not None:
+                    return view
+        history = self.history
+        found = None if history is None else await self._sql(lambda: history.order(order_id))
+        if found is not None:
+            view = found[0]
+            if view.shard in self._warming:
+                raise self.warming_error(view.shard)  # a newer view may still be on its way
+            return view
+        if self.warming_up:
+            raise self.warming_error()  # an order may still be on its way into the overlay
+        return None
+
+    def _overlay_order(self, shard_id: str, order_id: UUID, _app: ShardApp) -> OrderView | None:
+        return self.activity[shard_id].order(order_id)
+
+    async def order_page(
+        self,
+        shard_id: str,
+        account: str,
+        *,
+        symbol: str | None,
+        status: str | None,
+        after: int,
+        limit: int,
+    ) -> tuple[list[OrderView], int | None]:
+        """A page of the account's orders on one shard placed after seq `after`."""
+        overlay = await self.query(
+            shard_id, lambda _app: self.index_of(shard_id).account_orders(account)
+        )
+        history = self.history
+        assert history is not None
+        sql = await self._sql(
+            lambda: history.orders(
+                shard_id,
+                account,
+                symbol=symbol,
+                status=status,
+                after=after,
+                limit=limit,
+                overlay=overlay,
+            )
+        )
+        return merge_orders(sql, overlay, symbol=symbol, status=status, after=after, limit=limit)
+
+    async def fill_page(
+        self, shard_id: str, account: str, *, symbol: str | None, after: int, limit: int
+    ) -> tuple[list[FillView], int | None]:
+        """A page of the account's fills on one shard after position `after`."""
+        overlay = await self.query(
+            shard_id, lambda _app: self.index_of(shard_id).account_fills(account)
+        )
+        history = self.history
+        assert history is not None
+        sql = await self._sql(
+            lambda: history.fills(shard_id, account, symbol=symbol, after=after, limit=limit + 1)
+        )
+        return merge_fills(sql, overlay, symbol=symbol, after=after, limit=limit)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -183,13 +365,6 @@ class Facade:
                 400, "unknown_symbol", f"symbol {symbol!r} is not traded here", field="symbol"
             )
         return shard
-
-    def shard_of_order(self, order_id: UUID) -> str | None:
-        """Order ids never move between shards; a membership test needs no writer round trip."""
-        for shard_id, activity in self.activity.items():
-            if order_id in activity.orders:
-                return shard_id
-        return None
 
     def require_leader(self, shard_id: str) -> None:
         if self.leadership.is_leader(shard_id):
@@ -219,28 +394,28 @@ class Facade:
             )
 
     def _recovered(self, shard_id: str, seq: int) -> None:
-        """The shard rebuilt its hot state up to `seq` (writer thread): the index drops what
-        commands beyond it left there; if its journal does not reach back, it is built again
-        in the background."""
+        """The shard rebuilt its hot state up to `seq` (writer thread): the overlay drops what
+        commands beyond it left there; if its journal does not reach back, it is filled again
+        from the tracking row."""
         warm_upto = self._warming.get(shard_id)
         if warm_upto is not None and seq < warm_upto:
-            self._warm_stale.add(shard_id)  # the warm-up may have read records now set aside
+            self._warm_stale.add(shard_id)  # the build may have read records now set aside
         activity = self.activity[shard_id]
         if activity.seq <= seq or activity.rollback(seq):
             return
         if warm_upto is not None:
-            # the index commands feed during a warm-up is replaced by the built one anyway
+            # the overlay commands feed during a build is replaced by the built one anyway
             instruments = activity.instruments.values()
             self.activity[shard_id] = ShardActivity(shard_id, instruments, seq=seq)
             return
         log.warning(
-            "activity index shard=%s at seq=%s is beyond the recovered seq=%s and its journal "
-            "does not reach back: re-indexing the WAL in the background",
+            "history overlay shard=%s at seq=%s is beyond the recovered seq=%s and its journal "
+            "does not reach back: indexing again from the tracking row",
             shard_id,
             activity.seq,
             seq,
         )
-        self._begin_warm(shard_id, self.writers[shard_id].app)
+        self._fill(shard_id, self.writers[shard_id].app)
 
     async def query(
         self, shard_id: str, read: Callable[[ShardApp], T], *, barrier: bool = True
@@ -393,9 +568,28 @@ def _settle(waiter: asyncio.Future[Any], done: Future[Any]) -> None:
         waiter.set_result(done.result())
 
 
+def _after(shard_id: str, floor: int, records: Iterable[WalRecord]) -> Iterator[WalRecord]:
+    """`records` from the live WAL after the tracking row, saying so if the first is not the
+    next seq: the records between were archived before the read models had them (no projector
+    was running), and their orders and fills are missing from history."""
+    first = True
+    for record in records:
+        if first and record.seq > floor + 1:
+            log.error(
+                "history overlay shard=%s: records %s..%s are neither in the live WAL nor in "
+                "the read models (tracking seq=%s): their orders and fills are not served",
+                shard_id,
+                floor + 1,
+                record.seq - 1,
+                floor,
+            )
+        first = False
+        yield record
+
+
 def _committed(read: Callable[[ShardApp], T], app: ShardApp) -> tuple[T, int]:
     """`read` of the hot state once no failed batch is left in it (a batch that did not land
-    is taken out, by recovery from the store, which also takes it out of the activity index,
+    is taken out, by recovery from the store, which also takes it out of the history overlay,
     before anyone reads what it did), and the seq of the state it read."""
     if app.needs_recovery:
         app.recover()

@@ -79,9 +79,7 @@ class OrderFastLane:
 
     @staticmethod
     def takes(scope: Scope) -> bool:
-        return bool(
-            scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
-        )
+        return bool(scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()

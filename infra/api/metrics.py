@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from infra.api.errors import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +52,12 @@ class ApiMetrics:
         self.not_leader = Counter(
             "exdr_api_not_leader_total",
             "Commands refused because this instance does not lead",
+            ["shard"],
+            registry=self.registry,
+        )
+        self.history_overlay = Gauge(
+            "exdr_api_history_overlay_entries",
+            "Order views and fills held in memory because the read models do not have them yet",
             ["shard"],
             registry=self.registry,
         )

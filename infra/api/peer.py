@@ -66,9 +66,7 @@ class PeerAckLane:
         if scope["type"] != "http":
             return False
         path = scope["path"]
-        return bool(
-            path == PATH or (self._take_records is not None and path.startswith(WAL_PATH))
-        )
+        return bool(path == PATH or (self._take_records is not None and path.startswith(WAL_PATH)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         wal = scope["path"] != PATH

@@ -84,9 +84,7 @@ class RateLimiter:
     ) -> RateLimiter | None:
         """None when both limits are off (rate 0)."""
         per_key = Buckets(rate_per_key, burst_per_key) if rate_per_key > 0 else None
-        per_address = (
-            Buckets(rate_per_address, burst_per_address) if rate_per_address > 0 else None
-        )
+        per_address = Buckets(rate_per_address, burst_per_address) if rate_per_address > 0 else None
         if per_key is None and per_address is None:
             return None
         return cls(keys, per_key, per_address, counted)
@@ -144,4 +142,3 @@ def _has_body(scope: Scope) -> bool:
         if name == b"transfer-encoding":
             return True
     return False
-

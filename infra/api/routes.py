@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from uuid import UUID
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from application.shard.app import Outcome, ShardApp, command_key
 from application.views import (
     AccountView,
+    FillView,
     OrderView,
     PositionView,
     book_json,
@@ -24,7 +25,6 @@ from domain.commands import CancelOrder, Deposit, PlaceOrder
 from domain.errors import OrderNotOpen, UnknownOrder
 from domain.values import OrderStatus
 from infra.api import schemas as s
-from infra.api.activity import Page, ShardActivity
 from infra.api.auth import Caller, Funding, Operator
 from infra.api.errors import ApiError
 from infra.api.facade import Facade, facade_of
@@ -48,7 +48,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/v1", responses=_ERRORS)
 
-_CURSOR = re.compile(r"^([0-9]{1,3})\.([0-9]{1,12})$")
+_CURSOR = re.compile(r"^([0-9]{1,3})\.([0-9]{1,18})$")
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=32, description="next_cursor of the last page")]
 SymbolFilter = Annotated[str | None, Query(max_length=64)]
@@ -105,7 +105,7 @@ async def place(facade: Facade, account: str, body: s.PlaceOrderIn) -> tuple[int
     app = facade.writers[shard].app
 
     def present(outcome: Outcome) -> tuple[int, dict[str, Any] | None]:
-        facade.activity[shard].record(outcome)  # the index of now (a warm-up replaces it)
+        facade.activity[shard].record(outcome)  # read at once, before it is projected
         order = outcome.order
         if outcome.duplicate and order is None:
             order = app.find_order(_placed_order_id(command, app))
@@ -146,13 +146,9 @@ OrderId = Annotated[UUID, Path(description="order id")]
 
 async def _own_order(facade: Facade, order_id: UUID, account: str) -> OrderView:
     """The caller's order; another account's order is reported missing, not forbidden."""
-    shard = facade.shard_of_order(order_id)
-    if shard is not None:
-        view = await facade.query(shard, lambda _app: facade.activity[shard].order(order_id))
-        if view is not None and view.account == account:
-            return view
-    if facade.warming_up:
-        raise facade.warming_error()  # an older order may still be on its way into the index
+    view = await facade.order_view(order_id)
+    if view is not None and view.account == account:
+        return view
     raise ApiError(404, "unknown_order", f"no order {order_id}", field="order_id")
 
 
@@ -167,11 +163,13 @@ async def get_order(order_id: OrderId, request: Request, key: Caller) -> JSONRes
 async def cancel_order(order_id: OrderId, request: Request, key: Caller) -> JSONResponse:
     """Cancel the open remainder of one of the caller's orders."""
     facade = _facade(request)
-    # A non-leader's index may not know the order yet: send the client to the leader first.
-    known = facade.shard_of_order(order_id)
-    for shard in [known] if known is not None else facade.shard_ids:
+    # A non-leader may not know the order yet: send the client to the leader first.
+    known = await facade.order_view(order_id)
+    for shard in [known.shard] if known is not None else facade.shard_ids:
         facade.require_leader(shard)
-    view = await _own_order(facade, order_id, key.account)
+    if known is None or known.account != key.account:
+        raise ApiError(404, "unknown_order", f"no order {order_id}", field="order_id")
+    view = known
     if not view.is_open:
         raise OrderNotOpen(f"order {order_id} is {view.status}", field="order_id")
     shard = view.shard
@@ -205,7 +203,9 @@ def _page_cursor(facade: Facade, symbol: str | None, cursor: str | None) -> tupl
     return shards[shards.index(first) :], int(match.group(2))
 
 
-PageRead = Callable[[ShardActivity, int, int], Page]
+PageRead = Callable[[str, int, int], Awaitable[tuple[Sequence[OrderView | FillView], int | None]]]
+"""(shard, position to continue after, how many) -> the items and the position of the last one
+if there are more."""
 
 
 async def _paginate(
@@ -214,15 +214,10 @@ async def _paginate(
     shards, position = _page_cursor(facade, symbol, cursor)
     items: list[dict[str, Any]] = []
     for index, shard in enumerate(shards):
-        want = limit - len(items)
-
-        def read_page(_app: ShardApp, s: str = shard, p: int = position, w: int = want) -> Page:
-            return read(facade.index_of(s), p, w)
-
-        page = await facade.query(shard, read_page)
-        items.extend(item.to_json() for item in page.items)
-        if page.next_position is not None:
-            return items, f"{facade.shard_ids.index(shard)}.{page.next_position}"
+        found, next_position = await read(shard, position, limit - len(items))
+        items.extend(item.to_json() for item in found)
+        if next_position is not None:
+            return items, f"{facade.shard_ids.index(shard)}.{next_position}"
         position = 0
         if len(items) >= limit and index + 1 < len(shards):
             return items, f"{facade.shard_ids.index(shards[index + 1])}.0"
@@ -238,18 +233,19 @@ async def list_orders(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> JSONResponse:
-    """The caller's orders in placement order, filtered by symbol and status, paginated."""
+    """The caller's orders in placement order, filtered by symbol and status, paginated; from
+    the read models and the overlay of what they do not hold yet."""
     facade = _facade(request)
     wanted = None if status is None else str(status)
-    items, next_cursor = await _paginate(
-        facade,
-        symbol,
-        cursor,
-        limit,
-        lambda activity, start, want: activity.list_orders(
-            key.account, symbol=symbol, status=wanted, start=start, limit=want
-        ),
-    )
+
+    async def read(
+        shard: str, after: int, want: int
+    ) -> tuple[Sequence[OrderView | FillView], int | None]:
+        return await facade.order_page(
+            shard, key.account, symbol=symbol, status=wanted, after=after, limit=want
+        )
+
+    items, next_cursor = await _paginate(facade, symbol, cursor, limit, read)
     return JSONResponse({"orders": items, "next_cursor": next_cursor})
 
 
@@ -263,15 +259,13 @@ async def list_trades(
 ) -> JSONResponse:
     """The caller's executions (maker and taker sides), in trade order, paginated."""
     facade = _facade(request)
-    items, next_cursor = await _paginate(
-        facade,
-        symbol,
-        cursor,
-        limit,
-        lambda activity, start, want: activity.list_fills(
-            key.account, symbol=symbol, start=start, limit=want
-        ),
-    )
+
+    async def read(
+        shard: str, after: int, want: int
+    ) -> tuple[Sequence[OrderView | FillView], int | None]:
+        return await facade.fill_page(shard, key.account, symbol=symbol, after=after, limit=want)
+
+    items, next_cursor = await _paginate(facade, symbol, cursor, limit, read)
     return JSONResponse({"trades": items, "next_cursor": next_cursor})
 
 

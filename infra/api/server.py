@@ -8,6 +8,7 @@ import uvicorn
 
 from infra.api.app import create_app
 from infra.bootstrap import (
+    make_history_reader,
     make_key_store,
     make_leadership,
     migrate,
@@ -30,12 +31,11 @@ def serve(
     migrate(settings.pg_dsn)
     writers = start_shard_writers(settings)
     key_store = make_key_store(settings)
+    history = make_history_reader(settings)
     try:
-        # commands are taken once the shards are recovered (a checkpoint and the tail), as on a
-        # node; the order index warms up behind them, listings answer 503 warming_up meanwhile
-        app = create_app(
-            settings, writers, make_leadership(settings), key_store, warm_activity=True
-        )
+        # commands are taken once the shards are recovered (a checkpoint and the tail) and the
+        # history overlay holds what the read models do not (bounded by the projection's lag)
+        app = create_app(settings, writers, make_leadership(settings), key_store, history=history)
         config = uvicorn.Config(
             app,
             host=host or settings.api_host,
@@ -52,4 +52,5 @@ def serve(
         server.run()
     finally:
         stop_writers(writers)
+        history.close()
         key_store.close()

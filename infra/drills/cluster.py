@@ -389,8 +389,16 @@ class Cluster:
     def start(self, region: str, **extra_env: str) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{region}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli.main", "node",
-             "--region", region, "--loglevel", "info"],
+            [
+                sys.executable,
+                "-m",
+                "infra.cli.main",
+                "node",
+                "--region",
+                region,
+                "--loglevel",
+                "info",
+            ],
             cwd=ROOT,
             env={**self.base_env(), **self._region_env(region), **extra_env},
             stdout=log,

@@ -171,9 +171,7 @@ async def ready_to_promote(
         failover_after_s=controller.ctx.failover.failover_after_s,
         planned=planned,
     )
-    log.warning(
-        "promotion shard=%s region=%s: %s", shard, controller.ctx.region, decision.why
-    )
+    log.warning("promotion shard=%s region=%s: %s", shard, controller.ctx.region, decision.why)
     if not decision.go:
         return False
     for source in decision.sources:

@@ -13,7 +13,7 @@ import uvicorn
 
 from infra.api import peer
 from infra.api.app import create_app
-from infra.bootstrap import make_key_store
+from infra.bootstrap import make_history_reader, make_key_store
 from infra.metrics.dr_metrics import NodeCollector
 from infra.node.confirmations import accept_standby_ack
 from infra.node.node import Node
@@ -35,7 +35,9 @@ def start_api(node: Node) -> threading.Thread:
         node,
         key_store,
         replica_lag_ms=node.replica_lag_ms,
-        warm_activity=True,
+        history=None
+        if not region.promotable
+        else make_history_reader(node.settings, dsn=region.pg_dsn),
         log_only=not region.promotable,
         reads=NodeReads(node.controllers),
     )

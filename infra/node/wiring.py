@@ -63,9 +63,7 @@ def build_node(settings: Settings, region_name: str) -> Node:
         acks_topic_name(prefix), key_type=bytes, value_type=bytes, value_serializer="raw"
     )
     for shard_id in settings.shards():
-        app = make_shard_app(
-            settings, shard_id, dsn=region.pg_dsn, log_only=not region.promotable
-        )
+        app = make_shard_app(settings, shard_id, dsn=region.pg_dsn, log_only=not region.promotable)
         app.recover()
         writer = make_writer(settings, app)
         topic = faust_app.topic(

@@ -28,7 +28,9 @@ class OrderRow(ReadModelBase):
 
     __tablename__ = "rm_orders"
     __table_args__ = (
-        Index("rm_orders_account_status_idx", "shard", "account", "status"),
+        # listings: an account's orders on a shard in placement order, all or by status (0008)
+        Index("rm_orders_account_placed_idx", "shard", "account", "placed_seq"),
+        Index("rm_orders_account_status_placed_idx", "shard", "account", "status", "placed_seq"),
         Index("rm_orders_client_order_idx", "account", "client_order_id"),
     )
 
@@ -62,8 +64,9 @@ class TradeRow(ReadModelBase):
 
     __tablename__ = "rm_trades"
     __table_args__ = (
-        Index("rm_trades_maker_account_idx", "maker_account"),
-        Index("rm_trades_taker_account_idx", "taker_account"),
+        # listings: an account's fills on a shard in trade order, one index per side (0008)
+        Index("rm_trades_maker_listing_idx", "shard", "maker_account", "trade_id"),
+        Index("rm_trades_taker_listing_idx", "shard", "taker_account", "trade_id"),
     )
 
     shard: Mapped[str] = mapped_column(String, primary_key=True)

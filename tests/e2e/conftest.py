@@ -16,10 +16,12 @@ import uvicorn
 
 from application.wal.writer import ShardWriter
 from infra.api.app import create_app
+from infra.api.facade import Facade, facade_of
 from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
 from infra.bootstrap import (
     drop_database,
+    make_history_reader,
     make_key_store,
     migrate,
     start_shard_writers,
@@ -38,11 +40,17 @@ class Served:
     keys: KeyStore
     server: uvicorn.Server
     thread: threading.Thread
+    dsn: str = ""
+
+    @property
+    def facade(self) -> Facade:
+        return facade_of(self.server.config.app.state)  # type: ignore[union-attr]
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15)
         stop_writers(self.writers)
+        self.facade.close()
         self.keys.close()
 
 
@@ -52,13 +60,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_in_thread(dsn: str, leadership: StaticLeadership, *, warm: bool = False,
+def serve_in_thread(dsn: str, leadership: StaticLeadership, *,
                     env: dict[str, str] | None = None) -> Served:
     """`env`: settings on top of the process's (rate limits, key cache)."""
     settings = Settings.from_env({**os.environ, **(env or {})})
     writers = start_shard_writers(settings, dsn=dsn)
     keys = make_key_store(settings, dsn=dsn)
-    app = create_app(settings, writers, leadership, keys, warm_activity=warm)
+    history = make_history_reader(settings, dsn=dsn)
+    app = create_app(settings, writers, leadership, keys, history=history)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
@@ -69,7 +78,7 @@ def serve_in_thread(dsn: str, leadership: StaticLeadership, *, warm: bool = Fals
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    return Served(f"http://127.0.0.1:{port}", writers, keys, server, thread)
+    return Served(f"http://127.0.0.1:{port}", writers, keys, server, thread, dsn)
 
 
 @pytest.fixture(scope="session")

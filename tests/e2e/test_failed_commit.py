@@ -1,6 +1,6 @@
 """A batch whose commit fails, over real HTTP: what it did in memory is gone before the next read
-(engine and activity index alike), and the index takes it back from its journal, not by
-scanning the WAL again; a commit that landed although it reported a failure stays."""
+(engine and history overlay alike), and the overlay takes it back from its journal, not by
+reading the store again; a commit that landed although it reported a failure stays."""
 
 from __future__ import annotations
 
@@ -51,15 +51,14 @@ def served() -> Iterator[Served]:
 @pytest.fixture
 def rebuilds(served: Served, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     facade: Facade = served.server.config.app.state.facade  # type: ignore[union-attr]
-    activity = facade.activity[SHARD]
     calls: list[int] = []
-    real = activity.rebuild
+    real = facade._fill
 
-    def counted(*args: Any, **kwargs: Any) -> int:
+    def counted(*args: Any, **kwargs: Any) -> None:
         calls.append(1)
-        return real(*args, **kwargs)
+        real(*args, **kwargs)
 
-    monkeypatch.setattr(activity, "rebuild", counted)
+    monkeypatch.setattr(facade, "_fill", counted)
     yield calls
 
 

@@ -1,11 +1,11 @@
-"""The facade's background warm-up of the activity index: the built index takes over unless the
-shard set records aside meanwhile (then it is built again, up to the shard's seq now), and a
-recovery the undo journal cannot follow starts one instead of a scan on the writer thread."""
+"""The history overlay's fill from the read models' tracking row: a short tail is indexed at
+once, a long one in the background, and the built overlay takes over unless the shard set
+records aside meanwhile (then it is built again, up to the shard's seq now); a recovery the undo
+journal cannot follow fills it again from the tracking row, never from the start of the WAL."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -77,6 +77,11 @@ def _id_of(seq: int) -> UUID:
     return UUID(int=seq)
 
 
+class Engine:
+    def open_orders(self) -> list[Any]:
+        return []
+
+
 @dataclass
 class App:
     seq: int
@@ -84,6 +89,7 @@ class App:
     needs_recovery: bool = False
     on_recovered: Any = None
     store: Store = field(default_factory=Store)
+    engine: Engine = field(default_factory=Engine)
 
     def decode_event(self, recorded: RecordedEvent) -> Aggregate.Event:
         return self.store.events[recorded.originator_id]
@@ -106,13 +112,50 @@ class Writer:
         return future
 
 
+def make_facade(app: App, *, sync_records: int = 50_000, tracked: int = 0) -> Facade:
+    writer = cast(ShardWriter, Writer(app))
+    facade = Facade(
+        {SHARD: writer},
+        StaticLeadership(leads=True),
+        cast(KeyStore, None),
+        overlay_sync_records=sync_records,
+    )
+    facade._tracked[SHARD] = tracked
+    return facade
+
+
 def facade_warming(upto: int) -> tuple[Facade, App]:
     app = App(seq=upto)
-    writer = cast(ShardWriter, Writer(app))
-    facade = Facade({SHARD: writer}, StaticLeadership(leads=True), cast(KeyStore, None))
+    facade = make_facade(app)
     facade.activity[SHARD] = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=upto)
     facade._warming[SHARD] = upto
     return facade, app
+
+
+def test_a_start_indexes_only_the_records_after_the_tracking_row() -> None:
+    app = App(seq=130)
+    app.store.last = 130
+    facade = make_facade(app, tracked=120)
+    facade._fill(SHARD, cast(ShardApp, app))
+    assert app.store.reads == [(120, 130)] and not facade.warming_up
+    assert facade.activity[SHARD].floor == 120 and facade.activity[SHARD].seq == 130
+    assert len(facade.activity[SHARD].account_orders("alice")) == 10
+    facade._trim(SHARD, 125, cast(ShardApp, app))
+    assert facade.overlay_size == 5
+
+
+def test_a_tail_longer_than_the_setting_is_indexed_in_the_background(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = App(seq=130)
+    facade = make_facade(app, sync_records=20, tracked=100)
+    builds: list[tuple[int, int]] = []
+    monkeypatch.setattr(facade, "_warm", lambda shard, floor, upto: builds.append((floor, upto)))
+    facade._fill(SHARD, cast(ShardApp, app))
+    for thread in threading.enumerate():
+        if thread.name.startswith("history-overlay-"):
+            thread.join(5)
+    assert builds == [(100, 130)] and facade.warming_up and app.store.reads == []
 
 
 def test_the_built_index_takes_over_and_catches_up() -> None:
@@ -124,8 +167,7 @@ def test_the_built_index_takes_over_and_catches_up() -> None:
     # what was committed meanwhile is indexed before the built index answers
     assert app.store.reads == [(100, 130)]
     assert built.seq == 130
-    listed = built.list_orders("alice", symbol=None, status=None, start=0, limit=100).items
-    assert len(listed) == 30
+    assert len(built.account_orders("alice")) == 30
 
 
 def test_records_set_aside_during_the_warm_up_start_it_again() -> None:
@@ -134,7 +176,7 @@ def test_records_set_aside_during_the_warm_up_start_it_again() -> None:
     app.seq = 80
     facade._recovered(SHARD, 80)
     built = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=100)
-    assert facade._take_over(SHARD, built, cast(ShardApp, app)) == 80
+    assert facade._take_over(SHARD, built, cast(ShardApp, app)) == (0, 80)
     assert facade.warming_up and facade.activity[SHARD] is not built
     again = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=80)
     assert facade._take_over(SHARD, again, cast(ShardApp, app)) is None
@@ -148,38 +190,29 @@ def test_a_failed_batch_during_the_warm_up_keeps_it() -> None:
     assert facade._take_over(SHARD, built, cast(ShardApp, app)) is None
 
 
-def test_a_recovery_the_journal_cannot_follow_warms_up_in_the_background() -> None:
+def test_a_recovery_the_journal_cannot_follow_fills_again_from_the_tracking_row() -> None:
     app = App(seq=100)
-    facade = Facade(
-        {SHARD: cast(ShardWriter, Writer(app))},
-        StaticLeadership(leads=True),
-        cast(KeyStore, None),
-    )
+    app.store.last = 100
+    facade = make_facade(app, tracked=70)
     facade.activity[SHARD] = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=100)
     app.seq = 80  # recovered below what the index holds, and below its journal
     facade._recovered(SHARD, 80)
-    deadline = time.monotonic() + 5
-    while facade.warming_up:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert facade.activity[SHARD].seq == 80
+    assert not facade.warming_up
+    assert app.store.reads == [(70, 80)]  # the tail after the tracking row, not the whole WAL
+    assert facade.activity[SHARD].seq == 80 and facade.activity[SHARD].floor == 70
 
 
-def test_a_demotion_that_recovers_first_starts_one_warm_up(
+def test_a_demotion_that_recovers_first_starts_one_build(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = App(seq=100)
-    facade = Facade(
-        {SHARD: cast(ShardWriter, Writer(app))},
-        StaticLeadership(leads=True),
-        cast(KeyStore, None),
-    )
-    warm_ups: list[int] = []
-    monkeypatch.setattr(facade, "_warm", lambda shard_id, upto: warm_ups.append(upto))
+    facade = make_facade(app, sync_records=10, tracked=50)
+    builds: list[tuple[int, int]] = []
+    monkeypatch.setattr(facade, "_warm", lambda shard, floor, upto: builds.append((floor, upto)))
     facade.activity[SHARD] = ShardActivity(SHARD, DEFAULT_INSTRUMENTS, seq=120)
-    app.needs_recovery = True  # its recovery's hook begins a warm-up itself
+    app.needs_recovery = True  # its recovery's hook begins a build itself
     facade.reindex(SHARD)
     for thread in threading.enumerate():
-        if thread.name.startswith("activity-index-"):
+        if thread.name.startswith("history-overlay-"):
             thread.join(5)
-    assert warm_ups == [100] and facade.activity[SHARD].seq == 100
+    assert builds == [(50, 100)] and facade.activity[SHARD].seq == 100
