@@ -77,9 +77,10 @@ def create_app(
     `history` reads the read models of the region's own database: order and trade history is
     served from them and from the overlay of what they do not hold yet, indexed from the
     tracking row before this returns (Facade.fill_overlays). A witness (`log_only`) serves no
-    history: its public routes send every caller to the leader (infra/api/witness.py). `reads` says whether what a read shows
-    can still be taken back (a node's roles and gates); without it, each writer's sync gate
-    does, and a writer without a gate is the only copy (infra/api/reads.py)."""
+    history: its public routes send every caller to the leader (infra/api/witness.py).
+    `reads` says whether what a read shows can still be taken back (a node's roles and
+    gates); without it, each writer's sync gate does, and a writer without a gate is the only
+    copy (infra/api/reads.py)."""
     configured = settings.shards()
     unknown = [shard for shard in shards if shard not in configured]
     if unknown:
