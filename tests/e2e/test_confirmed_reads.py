@@ -27,6 +27,7 @@ from infra.api.keys import KeyStore
 from infra.api.leadership import StaticLeadership
 from infra.bootstrap import (
     drop_database,
+    make_history_reader,
     make_key_store,
     migrate,
     start_shard_writers,
@@ -77,7 +78,10 @@ class Leader:
             writer.gate = self.gates[shard]
         self.follower = Follower(self.writers, self.gates)
         self.keys: KeyStore = make_key_store(settings, dsn=self.dsn)
-        app = create_app(settings, self.writers, StaticLeadership(leads=True), self.keys)
+        self.history = make_history_reader(settings, dsn=self.dsn)
+        app = create_app(
+            settings, self.writers, StaticLeadership(leads=True), self.keys, history=self.history
+        )
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
         )
@@ -126,6 +130,7 @@ class Leader:
         self.thread.join(15)
         self.ticker.join(5)
         stop_writers(self.writers)
+        self.history.close()
         self.keys.close()
         drop_database(self.dsn)
 
