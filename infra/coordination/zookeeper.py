@@ -220,7 +220,14 @@ class Coordinator:
                     )
                 except (ValueError, KeyError, TypeError):
                     info = None
+            before = self._leaders.get(shard)
             self._leaders[shard] = info
+            if info is None and before is not None:
+                # when a failover's detection ends: the old leader's session expired (or it
+                # resigned); the drills read this line to split their RTO into its phases
+                log.info(
+                    "leader node gone shard=%s region=%s was=%s", shard, self.region, before.region
+                )
             if shard in self._leading and (info is None or info.region != self.region):
                 self._deposed(shard, "leader node changed hands")
             if self.on_leader_change is not None:
