@@ -190,6 +190,8 @@ class ShardController:
                 return False  # somebody leads (and holds a live session)
             old_leader = self.leader_region
             self.role = Role.PROMOTING  # the intake stops queueing records
+            for push in self.pushes:  # handshakes now, not in the new term's first acknowledgement
+                push.warm_up()
             before_catch_up = await self._on_writer(lambda app: app.seq)
             try:
                 # drain the old leader's store; the freeze below waits behind it on the writer
