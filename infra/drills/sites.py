@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from infra.drills.checks import check_cancels, check_ledger
 from infra.drills.clients import ACKED, RETRY, Ledger, LoadGenerator
 from infra.drills.cluster import SHARD, THREE_SITES, Cluster, wait_for
@@ -168,6 +170,12 @@ def run_site_drill(
             "the first acknowledged order",
         )
         time.sleep(fail_after)
+        # every kind assumes the primary leads when the fault comes; on a starved machine it
+        # may have lost its session earlier (the standby then took over before the fault, and
+        # an RTO measured from the fault would mean nothing)
+        result["primary_led_at_fault"] = _leads(cluster, "primary")
+        if not result["primary_led_at_fault"]:
+            failures.append("the primary no longer led when the fault came: nothing measured")
         healed_at: float | None = None
         if kind == "majority-loss":
             # both nodes first: from then on no follower can confirm anything
@@ -347,6 +355,14 @@ def rto_phases(log_path: Path, failed_wall: float, rto: float | None) -> dict[st
                 found[name] = round(at - failed_wall, 3)
     found["first_ack"] = rto
     return found
+
+
+def _leads(cluster: Cluster, region: str) -> bool:
+    """Whether `region` leads every shard now (its facade's GET /primary answers 200)."""
+    try:
+        return httpx.get(cluster.url(region) + "/primary", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _settle(
