@@ -363,7 +363,7 @@ def test_a_leader_whose_lease_lapsed_accepts_nothing_before_it_hears_it_was_depo
     assert not rig.controller.accepting()
 
 
-def test_a_record_of_a_term_the_follower_has_not_heard_of_yet_is_judged_on_a_fresh_history() -> None:
+def test_a_record_of_a_term_the_follower_has_not_heard_of_is_judged_on_a_fresh_history() -> None:
     """A new leader's first records may reach a follower (the witness: the promoted standby
     pushes to it at once) before the follower's leader watch has re-read the epoch history.
     The record of an epoch newer than any it knows is judged on the history read again, not
