@@ -60,8 +60,8 @@ def _setup(sites: tuple[tuple[str, str], ...]) -> tuple[Cluster, list[str]]:
                 lambda t=trader: (
                     http.post(
                         "/v1/deposits",
-                        json={"amount": "1000000000", "shard": SHARD},
-                        headers={"Authorization": f"Bearer {t.key}"},
+                        json={"amount": "1000000000", "shard": SHARD, "account": t.owner},
+                        headers={"Authorization": f"Bearer {cluster.funding_key}"},
                     ).status_code
                     == 201
                 ),
