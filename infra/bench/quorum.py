@@ -49,25 +49,29 @@ def _setup(sites: tuple[tuple[str, str], ...]) -> tuple[Cluster, list[str]]:
     """A cluster of these sites, its nodes up, traders funded; (cluster, their API keys)."""
     work = Path(tempfile.mkdtemp(prefix=f"exdr-bench-quorum-{len(sites)}-"))
     cluster = Cluster(work, env={"EXDR_SYNC_POLICY": "strict"}, sites=sites)
-    cluster.prepare()
-    for region in cluster.names:
-        cluster.start(region)
-    cluster.create_keys()
-    traders = cluster.create_traders(TRADERS)
-    with httpx.Client(base_url=cluster.url("primary"), timeout=30) as http:
-        for trader in traders:
-            wait_for(
-                lambda t=trader: (
-                    http.post(
-                        "/v1/deposits",
-                        json={"amount": "1000000000", "shard": SHARD, "account": t.owner},
-                        headers={"Authorization": f"Bearer {cluster.funding_key}"},
-                    ).status_code
-                    == 201
-                ),
-                30,
-                "a deposit on the primary",
-            )
+    try:
+        cluster.prepare()
+        for region in cluster.names:
+            cluster.start(region)
+        cluster.create_keys()
+        traders = cluster.create_traders(TRADERS)
+        with httpx.Client(base_url=cluster.url("primary"), timeout=30) as http:
+            for trader in traders:
+                wait_for(
+                    lambda t=trader: (
+                        http.post(
+                            "/v1/deposits",
+                            json={"amount": "1000000000", "shard": SHARD, "account": t.owner},
+                            headers={"Authorization": f"Bearer {cluster.funding_key}"},
+                        ).status_code
+                        == 201
+                    ),
+                    30,
+                    "a deposit on the primary",
+                )
+    except BaseException:
+        cluster.close()  # not handed to the caller: nobody else would stop its processes
+        raise
     return cluster, [t.key for t in traders]
 
 
