@@ -171,7 +171,14 @@ class SyncGate:
             if safe <= self.standby_seq:
                 return
             seq = self.standby_seq = safe
-            self.no_majority = False
+            if self.no_majority:
+                self.no_majority = False
+                log.warning(
+                    "majority restored shard=%s seq=%s replicas=%s",
+                    self.shard_id,
+                    seq,
+                    self.replicas,
+                )
             cut = 0
             while cut < len(self._waiters) and self._waiters[cut].seq <= seq:
                 cut += 1

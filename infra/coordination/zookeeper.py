@@ -220,7 +220,14 @@ class Coordinator:
                     )
                 except (ValueError, KeyError, TypeError):
                     info = None
+            before = self._leaders.get(shard)
             self._leaders[shard] = info
+            if info is None and before is not None:
+                # when a failover's detection ends: the old leader's session expired (or it
+                # resigned); the drills read this line to split their RTO into its phases
+                log.info(
+                    "leader node gone shard=%s region=%s was=%s", shard, self.region, before.region
+                )
             if shard in self._leading and (info is None or info.region != self.region):
                 self._deposed(shard, "leader node changed hands")
             if self.on_leader_change is not None:
@@ -312,12 +319,17 @@ class Coordinator:
         return None
 
     def take_leadership(self, shard: str, *, applied_seq: int, min_epoch: int = 0) -> int:
-        """Append a new epoch starting after `applied_seq` and create the leader node.
+        """Append a new epoch starting after `applied_seq` and create the leader node, in one
+        ZooKeeper transaction: both happen or neither.
 
-        Raises NodeExistsError if another leader holds the shard (its session is alive).
-        The epoch is CAS-appended to the history first: it only grows, even across races.
+        Raises NodeExistsError if another leader holds the shard (its session is alive); then
+        no epoch was appended. The append is a compare-and-set on the history's version: it
+        only grows, even across races (the loser reads again). One round trip for both
+        writes, after one read: a promotion is on the RTO's path, and each round trip to a
+        loaded ensemble counts.
         """
         path = self._path(shard, "epochs")
+        leader_path = self._path(shard, "leader")
         while True:
             try:
                 data, stat = self.zk.get(path)
@@ -325,27 +337,31 @@ class Coordinator:
                 version = stat.version
             except NoNodeError:
                 history, version = [], -1
-            if self.zk.exists(self._path(shard, "leader")) is not None:
-                raise NodeExistsError(f"shard {shard} has a leader")
             epoch = max([min_epoch, *[e for e, _ in history]]) + 1
             history.append((epoch, applied_seq + 1))
             encoded = json.dumps(history).encode()
-            try:
-                if version < 0:
-                    self.zk.create(path, encoded, makepath=True)
-                else:
-                    self.zk.set(path, encoded, version=version)
-                break
-            except (BadVersionError, NodeExistsError):
+            leader = {
+                "region": self.region,
+                "url": self.url,
+                "epoch": epoch,
+                "start_seq": applied_seq + 1,
+            }
+            started = self._clock()  # the lease counts from before the server saw the node
+            txn = self.zk.transaction()
+            if version < 0:
+                txn.create(path, encoded)
+            else:
+                txn.set_data(path, encoded, version=version)
+            txn.create(leader_path, json.dumps(leader).encode(), ephemeral=True)
+            epochs_result, leader_result = txn.commit()
+            if isinstance(leader_result, NodeExistsError):
+                raise NodeExistsError(f"shard {shard} has a leader")
+            if isinstance(epochs_result, BadVersionError | NodeExistsError):
                 continue  # another writer appended first: read again
-        started = self._clock()
-        leader = {
-            "region": self.region,
-            "url": self.url,
-            "epoch": epoch,
-            "start_seq": applied_seq + 1,
-        }
-        self.zk.create(self._path(shard, "leader"), json.dumps(leader).encode(), ephemeral=True)
+            for result in (epochs_result, leader_result):
+                if isinstance(result, Exception):
+                    raise result
+            break
         with self._lock:
             self._leading.add(shard)
             self._lease_until[shard] = started + self.lease_s
@@ -421,9 +437,11 @@ class Coordinator:
         except NoNodeError:
             return []
         found: list[dict[str, Any]] = []
-        for name in sorted(names):
+        # every read sent at once, then the answers taken: one round trip, not one per member
+        pending = [self.zk.get_async(f"{base}/{name}") for name in sorted(names)]
+        for reply in pending:
             try:
-                data, _ = self.zk.get(f"{base}/{name}")
+                data, _ = reply.get(timeout=self.session_timeout_s * 2)
                 raw = json.loads(data)
             except (NoNodeError, ValueError):
                 continue  # gone meanwhile, or not ours to read

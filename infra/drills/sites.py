@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import signal
 import tempfile
 import threading
@@ -26,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from infra.drills.checks import check_cancels, check_ledger
 from infra.drills.clients import ACKED, RETRY, Ledger, LoadGenerator
@@ -167,12 +170,19 @@ def run_site_drill(
             "the first acknowledged order",
         )
         time.sleep(fail_after)
+        # every kind assumes the primary leads when the fault comes; on a starved machine it
+        # may have lost its session earlier (the standby then took over before the fault, and
+        # an RTO measured from the fault would mean nothing)
+        result["primary_led_at_fault"] = _leads(cluster, "primary")
+        if not result["primary_led_at_fault"]:
+            failures.append("the primary no longer led when the fault came: nothing measured")
         healed_at: float | None = None
         if kind == "majority-loss":
             # both nodes first: from then on no follower can confirm anything
             cluster.stop("standby", signal.SIGKILL)
             cluster.stop("witness", signal.SIGKILL)
         failed_at = tl.mark("failure")
+        failed_wall = time.time()  # the nodes' log lines carry wall-clock times
         if kind == "site-loss":
             lose_site(cluster, "primary")
             tl.step("primary's site lost for good: node, database and ZooKeeper member")
@@ -215,6 +225,7 @@ def run_site_drill(
             rto = None if first is None else round(first - failed_at, 3)
             if first is not None:
                 tl.mark("first_ack_new", first)
+            result["rto_phases"] = rto_phases(cluster.log(leader), failed_wall, rto)
         else:
             gap_start, gap = ledger.longest_gap(failed_at, load_ended)
             rto = round(gap, 3)
@@ -310,6 +321,48 @@ def run_site_drill(
         json_path, html_path = write_report(result, reports_dir)
         result["report"] = {"json": str(json_path), "html": str(html_path)}
     return result
+
+
+# Where a site-loss RTO goes, from the new leader's log: (phase, the line that ends it).
+RTO_PHASES = (
+    ("leader_unhealthy", "unhealthy ("),  # its first failed health check of the old leader
+    ("leader_node_gone", "leader node gone shard="),  # the old leader's session expired
+    ("lock_taken", "failover lock taken shard="),
+    ("epoch_appended", "leader shard="),  # the new epoch in the history, the leader node made
+    ("promoted", '"FailoverCompleted"'),  # takes commands from here on
+)
+_LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def rto_phases(log_path: Path, failed_wall: float, rto: float | None) -> dict[str, float | None]:
+    """Seconds from the fault to the first log line of each phase after it (None: not seen),
+    and to the first acknowledgement (`rto`): detection, promotion, then the clients'
+    retries and the first quorum confirmation."""
+    found: dict[str, float | None] = {name: None for name, _ in RTO_PHASES}
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        stamp = _LOG_TIME.match(line)
+        if stamp is None:
+            continue
+        at = dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if at < failed_wall - 0.001:
+            continue
+        for name, marker in RTO_PHASES:
+            if found[name] is None and marker in line:
+                found[name] = round(at - failed_wall, 3)
+    found["first_ack"] = rto
+    return found
+
+
+def _leads(cluster: Cluster, region: str) -> bool:
+    """Whether `region` leads every shard now (its facade's GET /primary answers 200)."""
+    try:
+        return httpx.get(cluster.url(region) + "/primary", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _settle(

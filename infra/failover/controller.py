@@ -103,6 +103,7 @@ class ShardController:
     # a follower's store agrees with the epoch history (its rejoin check is done) and has
     # taken only the leader's records since: what it holds is on two replicas at least
     rejoin_checked: bool = False
+    _history_read_for: int = 0  # the newest epoch a record made this follower re-read history for
 
     @property
     def app(self) -> ShardApp:
@@ -178,7 +179,21 @@ class ShardController:
         )
 
     def record_is_current(self, seq: int, epoch: int) -> bool:
-        """A replicated record counts only if the epoch history says its epoch owns its seq."""
+        """A replicated record counts only if the epoch history says its epoch owns its seq.
+
+        A (verified) record of an epoch newer than any in the history read so far is judged on
+        the history read again from ZooKeeper: a new leader pushes its first records at once,
+        and they may arrive before this follower's leader watch has re-read the history.
+        Dropped as stale, they would reach it (and be confirmed) only by the topic's slower
+        path, holding back the new term's first acknowledgements. Read once per such epoch
+        (called on the writer thread, where the records are applied)."""
+        known = self.history[-1][0] if self.history else 0
+        if epoch > known and epoch > self._history_read_for:
+            self._history_read_for = epoch
+            try:
+                self.history = self.coord.epochs(self.shard_id)
+            except Exception as exc:  # ZooKeeper away: judged on what is known (stale)
+                log.warning("epoch history of shard=%s not read: %s", self.shard_id, exc)
         return record_is_current(self.history, seq, epoch)
 
     def rejoin(self) -> int:
@@ -228,6 +243,8 @@ class ShardController:
                 return False  # somebody leads (and holds a live session)
             old_leader = self.leader_region
             self.role = Role.PROMOTING  # the intake stops queueing records
+            for push in self.pushes:  # handshakes now, not in the new term's first acknowledgement
+                push.warm_up()
             before_catch_up = await self._on_writer(lambda app: app.seq)
             try:
                 # drain the old leader's store; the freeze below waits behind it on the writer

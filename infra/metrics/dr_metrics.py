@@ -55,6 +55,12 @@ class NodeCollector(Collector):
             "1 while sync replication has degraded to async",
             labels=["shard"],
         )
+        no_majority = GaugeMetricFamily(
+            "replication_no_majority",
+            "1 while strict sync replication refuses commands: no majority of the shard's "
+            "replicas confirmed within the sync timeout",
+            labels=["shard"],
+        )
         waiting = GaugeMetricFamily(
             "replication_acks_waiting",
             "Batches waiting for a standby's confirmation",
@@ -147,6 +153,9 @@ class NodeCollector(Collector):
             gate = node.gates.get(shard_id)
             if gate is not None:
                 degraded.add_metric([shard_id], 1.0 if gate.degraded else 0.0)
+                # a deposed leader's gate may still say so: only the leader's refusals count
+                refusing = gate.no_majority and role == "primary"
+                no_majority.add_metric([shard_id], 1.0 if refusing else 0.0)
                 waiting.add_metric([shard_id], float(gate.waiting))
                 lag_r.add_metric([shard_id], float(max(0, app.seq - gate.standby_seq)))
             replicator = node.replicators.get(shard_id)
@@ -163,6 +172,7 @@ class NodeCollector(Collector):
             lag_s,
             lag_r,
             degraded,
+            no_majority,
             waiting,
             corrupt,
             rejected,

@@ -5,6 +5,7 @@ The decisions themselves are the controller's (infra/failover/controller.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -69,6 +70,9 @@ def wire_failover(node: Node) -> None:
     interval = node.settings.failover.health_interval_s
     client = httpx.AsyncClient()
     started = asyncio.Event()
+    # set when the leader node of a shard disappears: that ends a failover's detection (the old
+    # leader's session expired), so the next health round runs now, not up to an interval later
+    leader_gone = asyncio.Event()
 
     @node.faust_app.task  # type: ignore[untyped-decorator]
     async def roles() -> None:
@@ -79,7 +83,9 @@ def wire_failover(node: Node) -> None:
 
         def leader_changed(shard: str, info: LeaderInfo | None) -> None:
             controller = node.controllers[shard]
-            if info is not None and info.region != node.region.name:
+            if info is None:
+                loop.call_soon_threadsafe(leader_gone.set)
+            elif info.region != node.region.name:
                 loop.call_soon_threadsafe(asyncio.ensure_future, controller.follow(info))
 
         def deposed(shard: str, why: str) -> None:
@@ -108,7 +114,10 @@ def wire_failover(node: Node) -> None:
                 )
             except Exception as exc:  # a round that failed is a round; the next one comes
                 log.error("health round failed: %s", exc)
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+            rest = max(0.0, interval - (time.monotonic() - began))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leader_gone.wait(), rest)
+            leader_gone.clear()
 
     @node.faust_app.task  # type: ignore[untyped-decorator]
     async def expire_waits() -> None:

@@ -85,6 +85,7 @@ class RecordPush:
         self._offered: deque[WalRecord] = deque()
         self._ready = threading.Condition()
         self._running = False
+        self._warm_until = 0.0  # warm_up(): the thread keeps the connection open until then
         self._thread: threading.Thread | None = None
         self.up: bool | None = None  # None: not tried yet
         self.sent = 0
@@ -109,19 +110,53 @@ class RecordPush:
             )
             self._thread.start()
 
+    def warm_up(self, for_s: float = 5.0) -> None:
+        """Open the connection ahead of the first run, without sending anything yet: a standby
+        about to be promoted does this before it takes its epoch, so that the TCP and TLS
+        handshakes are not in the path of the first acknowledgement of the new term. The
+        connection closes again if `start()` does not follow within `for_s` (a promotion that
+        was refused). Best effort: a failure here is met again, and reported, by the first run."""
+        with self._ready:
+            self._warm_until = time.monotonic() + for_s
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(True,),
+                name=f"peer-link-{self.shard_id}-{self.region}",
+                daemon=True,
+            )
+            self._thread.start()
+
     def stop(self) -> None:
         with self._ready:
             self._running = False
+            self._warm_until = 0.0
             self._offered.clear()
             self._ready.notify()
 
-    def _run(self) -> None:
+    def _run(self, connect_first: bool = False) -> None:
+        if connect_first:
+            try:
+                self._conn.connect()
+            except OSError as exc:
+                log.debug("peer link warm-up shard=%s peer=%s: %s", self.shard_id, self.region, exc)
         try:
             while True:
                 with self._ready:
-                    while self._running and not self._offered:
-                        self._ready.wait()
+                    while not self._offered:
+                        if self._running:
+                            self._ready.wait()
+                            continue
+                        left = self._warm_until - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._ready.wait(left)
                     if not self._running:
+                        # decided under the lock: a start() from now on starts a new thread,
+                        # so this one's connection is closed before that one can use it
+                        self._thread = None
+                        self._conn.close()
                         return
                     count = min(self.max_records, len(self._offered))
                     records = [self._offered.popleft() for _ in range(count)]
@@ -130,8 +165,9 @@ class RecordPush:
                         self.dropped += len(self._offered)
                         self._offered.clear()  # the topic and the store still have them
                     time.sleep(self.retry_s)
-        finally:
+        except BaseException:
             self._conn.close()
+            raise
 
     def _send(self, records: list[WalRecord]) -> bool:
         body = self._encode(records)

@@ -164,18 +164,25 @@ class SocketConnection:
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
 
+    def connect(self) -> None:
+        """Open the connection now if it is not open (TCP, then TLS): the next exchange then
+        pays neither handshake. Raises OSError like `exchange`."""
+        if self._sock is not None:
+            return
+        sock = socket.create_connection((self.host, self.port), self.timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            except OSError:
+                sock.close()
+                raise
+        self._sock = sock
+        self._buffer.clear()
+
     def exchange(self, request: bytes) -> tuple[int, bytes]:
-        if self._sock is None:
-            sock = socket.create_connection((self.host, self.port), self.timeout_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                try:
-                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-                except OSError:
-                    sock.close()
-                    raise
-            self._sock = sock
-            self._buffer.clear()
+        self.connect()
+        assert self._sock is not None
         try:
             self._sock.sendall(request)
             while True:

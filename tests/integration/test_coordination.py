@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from kazoo.exceptions import NodeExistsError
 
 from infra.coordination.zookeeper import Coordinator
 from infra.settings import Settings
@@ -36,3 +37,39 @@ def test_resigning_never_deletes_a_successors_leader_node() -> None:
     finally:
         old.stop()
         new.stop()
+
+
+def test_taking_a_led_shard_appends_no_epoch_and_members_are_read_together() -> None:
+    """The epoch and the leader node are written in one transaction: a region that finds the
+    shard led raises and leaves the history as it was (no epoch burned). Every live member's
+    position is read, in one round of reads."""
+    settings = Settings.from_env()
+    root = f"/exdr-test/take-{uuid.uuid4().hex}"
+    coords = [
+        Coordinator(settings.zk_hosts, region, f"http://{region}", root=root)
+        for region in ("primary", "standby", "witness")
+    ]
+    for coord in coords:
+        coord.start([SHARD])
+    first, second, witness = coords
+    try:
+        assert first.take_leadership(SHARD, applied_seq=0) == 1
+        with pytest.raises(NodeExistsError):
+            second.take_leadership(SHARD, applied_seq=0, min_epoch=1)
+        assert second.epochs(SHARD) == [(1, 1)]
+        assert first.is_leader(SHARD) and not second.is_leader(SHARD)
+        for n, coord in enumerate(coords):
+            kind = "witness" if coord is witness else "full"
+            coord.publish_position(SHARD, kind=kind, epoch=1, seq=10 + n)
+        members = sorted(first.members(SHARD), key=lambda m: m["region"])
+        assert [(m["region"], m["kind"], m["seq"]) for m in members] == [
+            ("primary", "full", 10),
+            ("standby", "full", 11),
+            ("witness", "witness", 12),
+        ]
+        first.resign(SHARD)
+        assert second.take_leadership(SHARD, applied_seq=5, min_epoch=1) == 2
+        assert second.epochs(SHARD) == [(1, 1), (2, 6)]
+    finally:
+        for coord in coords:
+            coord.stop()

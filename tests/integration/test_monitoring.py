@@ -33,6 +33,7 @@ DOCUMENTED_METRICS = frozenset({
     "failover_info",
     "failover_rto_seconds",
     "replication_degraded",
+    "replication_no_majority",
     "replication_acks_waiting",
     "replication_corrupt_records_total",
     "replication_rejected_total",
@@ -219,7 +220,7 @@ def test_every_rule_is_tested_firing_and_quiet() -> None:
     assert {
         "MatchingEnginePrimaryDown", "StandbyLagHigh", "WALSizeHigh", "FailoverOccurred",
         "WALReplicationLag", "ZooKeeperDisconnected", "SyncReplicationDegraded",
-        "ReplicationCorruptRecords",
+        "ReplicationCorruptRecords", "ReplicationNoMajority",
     } <= rules
 
 

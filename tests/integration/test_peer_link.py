@@ -1,6 +1,7 @@
 """The peer link's sender over a real loopback connection: runs in commit order, one request
-in flight (what commits meanwhile goes in the next run), answers taken as confirmations, and a
-standby that goes away costs the link its records (the topic has them), not its thread."""
+in flight (what commits meanwhile goes in the next run), answers taken as confirmations, a
+standby that goes away costs the link its records (the topic has them), not its thread, and a
+link warmed up before a promotion sends its first run on the connection it already opened."""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ class _Standby(ThreadingHTTPServer):
         self.runs: list[list[int]] = []
         self.tokens: set[str] = set()
         self.delay_s = delay_s
+        self.connections = 0
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1
+        super().process_request(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -106,3 +112,43 @@ def test_a_standby_that_goes_away_costs_records_not_the_link() -> None:
         server.shutdown()
     finally:
         push.stop()
+
+
+def test_a_warmed_up_link_sends_its_first_run_on_the_connection_it_opened() -> None:
+    port = free_port()
+    server = _serve(port)
+    confirmed: list[int] = []
+    push = _push(port, confirmed)
+    push.warm_up()
+    try:
+        wait_for(lambda: server.connections == 1, 5, "the warm-up to connect")
+        push.offer(sealed_records(2))  # not started yet: nothing is taken
+        assert server.runs == []
+        push.start()
+        push.offer(sealed_records(2, first=1))
+        wait_for(lambda: confirmed == [2], 5, "the first run confirmed")
+        assert server.connections == 1 and server.runs == [[1, 2]]
+    finally:
+        push.stop()
+        server.shutdown()
+
+
+def test_a_warm_up_not_followed_by_start_lets_go_and_a_later_start_still_sends() -> None:
+    port = free_port()
+    server = _serve(port)
+    confirmed: list[int] = []
+    push = _push(port, confirmed)
+    push.warm_up(for_s=0.2)
+    try:
+        wait_for(lambda: server.connections == 1, 5, "the warm-up to connect")
+        thread = push._thread
+        assert thread is not None
+        thread.join(5)
+        assert not thread.is_alive()  # the promotion was refused: the link let go
+        push.start()
+        push.offer(sealed_records(3))
+        wait_for(lambda: confirmed == [3], 5, "a run after the later start")
+        assert server.connections == 2 and server.runs == [[1, 2, 3]]
+    finally:
+        push.stop()
+        server.shutdown()

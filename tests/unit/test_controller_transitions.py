@@ -361,3 +361,23 @@ def test_a_leader_whose_lease_lapsed_accepts_nothing_before_it_hears_it_was_depo
     rig.ensemble.clock.advance(rig.coord.lease_s)
     assert rig.controller.role is Role.LEADER
     assert not rig.controller.accepting()
+
+
+def test_a_record_of_a_term_the_follower_has_not_heard_of_is_judged_on_a_fresh_history() -> None:
+    """A new leader's first records may reach a follower (the witness: the promoted standby
+    pushes to it at once) before the follower's leader watch has re-read the epoch history.
+    The record of an epoch newer than any it knows is judged on the history read again, not
+    dropped as stale: else the new term's first acknowledgements wait for the topic's slower
+    path; a record the fresh history does not support is still refused."""
+    rig = make_rig(seq=40)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 30)]
+
+    async def follow() -> None:
+        await rig.controller.follow(LeaderInfo("primary", "http://primary", 2, 30))
+
+    asyncio.run(follow())
+    rig.ensemble.epochs[SHARD].append((3, 50))  # the standby was promoted meanwhile
+    assert rig.controller.record_is_current(50, 3)
+    assert not rig.controller.record_is_current(50, 2)  # the deposed leader's tail
+    assert not rig.controller.record_is_current(60, 4)  # no such term, even read again
+    assert not rig.controller.record_is_current(45, 3)  # before the term began

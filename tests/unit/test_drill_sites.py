@@ -3,12 +3,13 @@ site, and profiles that say what they set."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
 from infra.drills.cluster import THREE_SITES, Cluster
-from infra.drills.sites import profile_env
+from infra.drills.sites import profile_env, rto_phases
 from infra.settings import Settings
 
 
@@ -34,3 +35,27 @@ def test_profiles_state_their_settings() -> None:
     assert tuned.sync_policy == "strict" and tuned.failover.failover_after_s < 1
     with pytest.raises(ValueError, match="unknown profile"):
         profile_env("fast")
+
+
+def test_rto_phases_read_from_the_new_leaders_log(tmp_path: Path) -> None:
+    log = tmp_path / "standby.log"
+    log.write_text(
+        "[2026-12-02 07:07:40,900] [1] [WARNING] leader of shard=shard-1 unhealthy (old round)\n"
+        "[2026-12-02 07:07:41,145] [1] [WARNING] leader of shard=shard-1 unhealthy (http://x)\n"
+        "[2026-12-02 07:07:41,700] [1] [INFO] leader node gone shard=shard-1 region=standby\n"
+        "\tcontinuation line without a time\n"
+        "[2026-12-02 07:07:41,896] [1] [WARNING] failover lock taken shard=shard-1\n"
+        "[2026-12-02 07:07:41,963] [1] [WARNING] leader shard=shard-1 region=standby epoch=3\n"
+        '[2026-12-02 07:07:42,030] [1] [CRITICAL] ALERT {"alert": "FailoverCompleted"}\n'
+    )
+    fault = dt.datetime(2026, 12, 2, 7, 7, 41, 0).timestamp()
+    assert rto_phases(log, fault, 1.092) == {
+        "leader_unhealthy": 0.145,
+        "leader_node_gone": 0.7,
+        "lock_taken": 0.896,
+        "epoch_appended": 0.963,
+        "promoted": 1.03,
+        "first_ack": 1.092,
+    }
+    missing = rto_phases(tmp_path / "absent.log", fault, None)
+    assert set(missing.values()) == {None}
