@@ -316,9 +316,7 @@ class ArchiveOptions:
             url=env.get("EXDR_ARCHIVE_URL", "").strip(),
             retain_records=int(_number(env, "EXDR_WAL_RETAIN_RECORDS", d.retain_records, 0)),
             max_hold_s=_number(env, "EXDR_ARCHIVE_MAX_HOLD_S", d.max_hold_s, 0),
-            segment_records=int(
-                _number(env, "EXDR_ARCHIVE_SEGMENT_RECORDS", d.segment_records, 1)
-            ),
+            segment_records=int(_number(env, "EXDR_ARCHIVE_SEGMENT_RECORDS", d.segment_records, 1)),
             checkpoints_keep=int(_number(env, "EXDR_CHECKPOINTS_KEEP", d.checkpoints_keep, 1)),
             interval_s=_number(env, "EXDR_ARCHIVE_INTERVAL_S", d.interval_s, 0.1),
         )
@@ -355,6 +353,9 @@ class Settings:
     failover: FailoverSettings = FailoverSettings()
     alert_webhook: str | None = None
     gc_tuned: bool = True
+    # the node projects its region's read models up to the confirmed point (infra/node/
+    # projection.py); off: `exchange-dr projections run` does it from the topics
+    project_in_node: bool = True
     api_leads: bool = True  # `exchange-dr serve` (no ZooKeeper): lead every shard, or none
     leader_url: str | None = None  # ... and the leader's facade, told to clients of a non-leader
     operator_key: str = ""  # `exchange-dr switchover`
@@ -412,6 +413,7 @@ class Settings:
             failover=FailoverSettings.from_env(e),
             alert_webhook=_url(e, "EXDR_ALERT_WEBHOOK"),
             gc_tuned=_choice(e, "EXDR_GC", "tuned", ("tuned", "default")) == "tuned",
+            project_in_node=_choice(e, "EXDR_PROJECT_IN_NODE", "1", ("1", "0")) == "1",
             api_leads=_choice(e, "EXDR_API_LEADS", "all", ("all", "none")) == "all",
             leader_url=_url(e, "EXDR_LEADER_URL"),
             operator_key=e.get("EXDR_OPERATOR_KEY", "").strip(),

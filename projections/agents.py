@@ -4,6 +4,12 @@ Kafka is the low-latency path only. Every message is verified (`WalRecord.from_w
 one is never applied: a critical line names its shard and seq and the record is read from the
 region's store instead. Records are taken in batches (500 or 10 ms) and each shard's part of a
 batch commits in one transaction with its tracking row; all database work runs on one thread.
+
+The relay publishes a record right after its local commit, before any follower stored it, so the
+topic carries records a failover can still take back (a deposed leader's tail). The worker
+projects only up to the shard's confirmed point, which the region's node records in the same
+database (`wal_confirmed`); records beyond it are held until it moves, and what is projected must
+chain from the tracking row and end at the confirmed record's checksum.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from application.wal.auth import RejectedError, ReplicationKeys
 from application.wal.records import WALCorruptionError, WalRecord
 from projections.app import make_faust_app
 from projections.kafka_auth import aiokafka_security
+from projections.read_models.confirmed import ConfirmedPoint, read_confirmed
 from projections.read_models.projector import ReadModelProjector, StoreBehindError
 from projections.settings import BrokerSettings
 from projections.topics import wal_topic_name
@@ -33,7 +40,7 @@ log = logging.getLogger("exchange_dr.projections")
 
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.01
-RETRY_EVERY_S = 0.5
+RETRY_EVERY_S = 0.05  # held records wait for the confirmed point: look for it this often
 
 
 def projector_group(prefix: str, region: str) -> str:
@@ -104,6 +111,14 @@ class ProjectorWorker:
     seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     tracked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     applied: int = 0
+    confirmed: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # last read
+    waiting: dict[str, str] = field(default_factory=dict)  # why a shard waits (logged once)
+
+    def confirmed_point(self, shard: str) -> ConfirmedPoint | None:
+        """The shard's confirmed point as the region's node recorded it."""
+        point = read_confirmed(self.projector.sessions, shard)
+        self.confirmed[shard] = 0 if point is None else point.seq
+        return point
 
     def apply_deliveries(self, deliveries: Iterable[Delivery]) -> None:
         """Apply a batch, per shard in one transaction each (runs on the database thread)."""
@@ -125,21 +140,27 @@ class ProjectorWorker:
             self._apply(shard)
 
     def retry_pending(self) -> None:
-        """Retry shards whose last batch waited for the store (records seen, not yet applied).
-
-        Only then: the stream, not a poll of the store, is what moves the views, so a broken
-        Kafka path shows up as lag instead of being papered over.
-        """
+        """Apply what the confirmed point allows: records held for it, or waiting for the
+        store. The point is polled: it moves with the followers' confirmations, not with the
+        stream, and after a restart the records up to it may have been consumed already (the
+        store then gives them)."""
         for shard in self.shards:
-            if self.seen[shard] > self.tracked[shard]:
-                self._apply(shard)
+            self._apply(shard)
 
     def _apply(self, shard: str) -> None:
         held = self.held[shard]
         try:
-            report = self.projector.apply(shard, list(held.values()), through=self.seen[shard])
+            point = self.confirmed_point(shard)
+            if point is None:
+                return  # the node has confirmed nothing yet: everything is held
+            if point.seq == self.tracked[shard]:
+                return  # everything confirmed is applied; what is seen beyond it is held
+            ready = [r for s, r in held.items() if s <= point.seq]
+            report = self.projector.apply(shard, ready, through=point.seq, end=point)
         except StoreBehindError as exc:
-            log.warning("projection waits for the store: %s", exc)
+            if self.waiting.get(shard) != str(exc):  # polled every 50 ms: said once
+                self.waiting[shard] = str(exc)
+                log.warning("projection waits for the store: %s", exc)
             tracked = self.projector.tracked(shard)
         except Exception:
             # kept in memory and retried; the views stay exactly at their tracking row
@@ -148,6 +169,7 @@ class ProjectorWorker:
         else:
             tracked = report.tracked
             self.applied += report.applied
+            self.waiting.pop(shard, None)
         self.tracked[shard] = tracked
         for seq in [s for s in held if s <= tracked]:
             del held[seq]

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from application.replication.quorum import ReplicaKind
+from application.replication.quorum import ReplicaKind, confirmations_needed
 from application.replication.sync_gate import SyncGate
 from application.shard.app import ShardApp
 from application.wal.writer import ShardWriter
@@ -100,6 +100,9 @@ class ShardController:
     store_failing_since: float | None = None
     store_probe: StoreProbe = field(default_factory=lambda: StoreProbe(""))
     failed_promotions: int = 0  # fault injection (drills): fail right after take_leadership
+    # a follower whose rejoin check (quarantine of anything after the fork point) is done:
+    # what it stores is the leader's history
+    rejoined: bool = False
 
     @property
     def app(self) -> ShardApp:
@@ -120,6 +123,20 @@ class ShardController:
 
     def accepting(self) -> bool:
         return self.role is Role.LEADER and self.coord.is_leader(self.shard_id)
+
+    def confirmed_seq(self) -> int | None:
+        """The highest seq of this shard that no failover can take back, as this node knows
+        it: leader: the seq a majority of replicas holds (gate.standby_seq; app.seq when the
+        shard has no followers); a follower whose rejoin check is done: its applied seq (what
+        it stores is on two replicas at least); otherwise None."""
+        role = self.role
+        if role.leads:
+            if confirmations_needed(self.gate.replicas) == 0:
+                return self.app.seq
+            return self.gate.standby_seq
+        if role is Role.STANDBY and self.rejoined:
+            return self.app.seq
+        return None
 
     async def _on_writer(self, read: Callable[[ShardApp], T]) -> T:
         """Run `read` on the writer thread, between batches and replicated runs."""
@@ -395,6 +412,7 @@ class ShardController:
     def _fence(self, why: str) -> None:
         """Accept nothing more: no relay, every waiting acknowledgement failed."""
         self.role = Role.FENCED
+        self.rejoined = False
         self.stop_relay()
         self.gate.fail_all()
         log.critical("fenced shard=%s region=%s: %s", self.shard_id, self.region, why)
@@ -425,6 +443,7 @@ class ShardController:
                     continue
                 await self.follow(leader)
                 await asyncio.wrap_future(self.writer.query(lambda _: self.rejoin()))
+                self.rejoined = True
                 break
             except Exception as exc:
                 log.warning("rejoin of shard=%s not possible yet: %s", self.shard_id, exc)

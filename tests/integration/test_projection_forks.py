@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 
 from application.shard.app import ShardApp
-from application.wal.records import WalRecord
 from domain.commands import Deposit
 from infra.bootstrap import make_projector, make_shard_app
 from infra.settings import Settings
