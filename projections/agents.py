@@ -41,6 +41,7 @@ log = logging.getLogger("exchange_dr.projections")
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.01
 RETRY_EVERY_S = 0.05  # held records wait for the confirmed point: look for it this often
+STREAM_IDLE_S = 1.0  # no delivery for this long: the store gives what the point allows
 
 
 def projector_group(prefix: str, region: str) -> str:
@@ -113,6 +114,14 @@ class ProjectorWorker:
     applied: int = 0
     confirmed: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # last read
     waiting: dict[str, str] = field(default_factory=dict)  # why a shard waits (logged once)
+    delivered_at: dict[str, float] = field(default_factory=lambda: defaultdict(time.monotonic))
+    streaming: bool = False  # the group joined: from here an idle stream means nothing to bring
+
+    def joined(self) -> None:
+        """The consumer group has its partitions: idleness counts from now."""
+        self.streaming = True
+        for shard in self.shards:
+            self.delivered_at[shard] = time.monotonic()
 
     def confirmed_point(self, shard: str) -> ConfirmedPoint | None:
         """The shard's confirmed point as the region's node recorded it."""
@@ -129,6 +138,7 @@ class ProjectorWorker:
                     log.error("record of unconfigured shard %s seq %s ignored", d.shard_id, d.seq)
                 continue
             touched.add(d.shard_id)
+            self.delivered_at[d.shard_id] = time.monotonic()
             seq = d.seq
             if d.record is None and seq > self.seen[d.shard_id]:
                 # a hole says nothing verified: how far the shard goes is the store's word
@@ -142,12 +152,15 @@ class ProjectorWorker:
     def retry_pending(self) -> None:
         """Apply what the confirmed point allows: records held for it, or waiting for the
         store. The point is polled: it moves with the followers' confirmations, not with the
-        stream, and after a restart the records up to it may have been consumed already (the
-        store then gives them)."""
+        stream. The stream, not the store, brings the records while it flows (a broken Kafka
+        path shows up as lag); once it has been idle for STREAM_IDLE_S (after a restart the
+        records up to the point may have been consumed already) the store gives them."""
+        now = time.monotonic()
         for shard in self.shards:
-            self._apply(shard)
+            idle = self.streaming and now - self.delivered_at[shard] >= STREAM_IDLE_S
+            self._apply(shard, idle=idle)
 
-    def _apply(self, shard: str) -> None:
+    def _apply(self, shard: str, *, idle: bool = False) -> None:
         held = self.held[shard]
         try:
             point = self.confirmed_point(shard)
@@ -155,6 +168,8 @@ class ProjectorWorker:
                 return  # the node has confirmed nothing yet: everything is held
             if point.seq == self.tracked[shard]:
                 return  # everything confirmed is applied; what is seen beyond it is held
+            if point.seq > self.seen[shard] and not idle:
+                return  # the stream has not brought the confirmed records yet
             ready = [r for s, r in held.items() if s <= point.seq]
             report = self.projector.apply(shard, ready, through=point.seq, end=point)
         except StoreBehindError as exc:
@@ -219,6 +234,7 @@ def build_projector_app(
     @app.on_partitions_assigned.connect
     async def joined(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
+        worker.joined()
         log.warning(
             "projector group %s joined in %.2f s (%s partitions)",
             group,
