@@ -26,7 +26,7 @@ from projections.read_models.projector import ReadModelProjector, StoreBehindErr
 
 log = logging.getLogger("exchange_dr.projections")
 
-INTERVAL_S = 0.03
+INTERVAL_S = 0.05
 VERIFY_EVERY_S = 1.0  # a fork with nothing new to apply is found within this
 LAG_LOG_RECORDS = 1000  # the views trailing the store by more than this is logged
 LAG_LOG_EVERY_S = 5.0

@@ -106,6 +106,7 @@ class ReadModelProjector:
         self.page = page
         self.on_fork = on_fork
         self.forks = 0  # rollbacks done (a metric; each one also logged critical and alerted)
+        self._written: dict[str, tuple[int, str]] = {}  # shard -> the tracking row it committed
 
     def tracked(self, shard: str) -> int:
         """The last seq of `shard` applied to the views."""
@@ -150,7 +151,19 @@ class ReadModelProjector:
         with self.sessions.begin() as session:
             tracking = self._lock_tracking(session, shard)
             tracked = tracking.seq
-            fork, anchor = self._check_tracking(shard, tracking)
+            # the store is read for the tracked record only when this process did not write
+            # the tracking row itself, or something says it may have changed: a delivered
+            # record at that seq that differs, or (below) a store record that does not link
+            trusted = tracking.checksum is not None and self._written.get(shard) == (
+                tracked,
+                tracking.checksum,
+            )
+            if any(r.seq == tracked and r.checksum != tracking.checksum for r in records):
+                trusted = False
+            if trusted:
+                fork, anchor = None, tracking.checksum
+            else:
+                fork, anchor = self._check_tracking(shard, tracking)
             if end is not None:
                 through = max(end.seq, tracked)
                 records = [r for r in records if r.seq <= end.seq]
@@ -177,7 +190,7 @@ class ReadModelProjector:
                 if seq <= target:
                     sequence.append(fresh[seq])
                     expected = seq + 1
-            if filled:
+            if filled and records:  # the stream missed some (the node's loop reads the store)
                 log.warning(
                     "projection %s shard %s: %s missing records read from the store "
                     "(views %s -> %s)",
@@ -187,14 +200,21 @@ class ReadModelProjector:
                     tracked,
                     expected - 1,
                 )
-            if end is not None and fork is None:
-                sequence, filled, behind = self._confirmed_sequence(
-                    shard, tracked, anchor, sequence, fresh, end, filled
-                )
-            else:
-                sequence, broken = self._chained(shard, tracked, anchor, sequence, fresh)
-                if broken is not None:
-                    behind = broken
+            try:
+                if end is not None and fork is None:
+                    sequence, filled, behind = self._confirmed_sequence(
+                        shard, tracked, anchor, sequence, fresh, end, filled
+                    )
+                else:
+                    sequence, broken = self._chained(shard, tracked, anchor, sequence, fresh)
+                    if broken is not None:
+                        behind = broken
+            except ChainBrokenError:
+                # the store's own records do not link to the tracked one: a fork, or corruption
+                fork, _ = self._check_tracking(shard, tracking) if trusted else (None, None)
+                if fork is None:
+                    raise
+                sequence, behind = [], None
             self._project(session, sequence)
             if sequence:
                 last = sequence[-1]
@@ -202,6 +222,8 @@ class ReadModelProjector:
                 tracking.checksum = last.checksum
             elif anchor is not None and tracking.checksum is None and tracked > 0:
                 tracking.checksum = anchor  # a row from before migration 0007: adopt the store's
+            if tracking.checksum is not None:
+                self._written[shard] = (tracking.seq, tracking.checksum)
             report = ApplyReport(
                 shard, tracking.seq, len(sequence), len(records) - len(fresh), filled
             )
