@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -226,9 +226,24 @@ def run_projections(
     # a named region's views live in that region's database; otherwise EXDR_PG_DSN's
     dsn = settings.region_named(region).pg_dsn if region else settings.pg_dsn
     asyncio.run(ensure_wal_topics(settings, chosen))
-    worker = ProjectorWorker(make_projector(settings, dsn=dsn), chosen)
+    projector = make_projector(settings, dsn=dsn)
+    alerts = fork_alerts(settings)
+    projector.on_fork = alerts
+    worker = ProjectorWorker(projector, chosen)
     app = build_projector_app(settings, worker, region=region or settings.region, started=started)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+def fork_alerts(settings: Settings) -> Callable[[str, str], None]:
+    """The critical alert a projector sends when its views stood on a forked record."""
+    from infra.metrics.alerts import AlertSender
+
+    sender = AlertSender(settings.alert_webhook)
+
+    def alert(shard: str, message: str) -> None:
+        sender.send("critical", "ReadModelsForked", message, {"shard": shard})
+
+    return alert
 
 
 def copy_credentials(settings: Settings) -> dict[str, str | None]:

@@ -356,6 +356,9 @@ class Settings:
     failover: FailoverSettings = FailoverSettings()
     alert_webhook: str | None = None
     gc_tuned: bool = True
+    # the node projects its region's read models up to the confirmed point (infra/node/
+    # projection.py); off: `exchange-dr projections run` does it from the topics
+    project_in_node: bool = True
     api_leads: bool = True  # `exchange-dr serve` (no ZooKeeper): lead every shard, or none
     leader_url: str | None = None  # ... and the leader's facade, told to clients of a non-leader
     operator_key: str = ""  # `exchange-dr switchover`
@@ -416,6 +419,7 @@ class Settings:
             failover=FailoverSettings.from_env(e),
             alert_webhook=_url(e, "EXDR_ALERT_WEBHOOK"),
             gc_tuned=_choice(e, "EXDR_GC", "tuned", ("tuned", "default")) == "tuned",
+            project_in_node=_choice(e, "EXDR_PROJECT_IN_NODE", "1", ("1", "0")) == "1",
             api_leads=_choice(e, "EXDR_API_LEADS", "all", ("all", "none")) == "all",
             leader_url=_url(e, "EXDR_LEADER_URL"),
             operator_key=e.get("EXDR_OPERATOR_KEY", "").strip(),

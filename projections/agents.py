@@ -4,6 +4,12 @@ Kafka is the low-latency path only. Every message is verified (`WalRecord.from_w
 one is never applied: a critical line names its shard and seq and the record is read from the
 region's store instead. Records are taken in batches (500 or 10 ms) and each shard's part of a
 batch commits in one transaction with its tracking row; all database work runs on one thread.
+
+The relay publishes a record right after its local commit, before any follower stored it, so the
+topic carries records a failover can still take back (a deposed leader's tail). The worker
+projects only up to the shard's confirmed point, which the region's node records in the same
+database (`wal_confirmed`); records beyond it are held until it moves, and what is projected must
+chain from the tracking row and end at the confirmed record's checksum.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from application.wal.auth import RejectedError, ReplicationKeys
 from application.wal.records import WALCorruptionError, WalRecord
 from projections.app import make_faust_app
 from projections.kafka_auth import aiokafka_security
+from projections.read_models.confirmed import ConfirmedPoint, read_confirmed
 from projections.read_models.projector import ReadModelProjector, StoreBehindError
 from projections.settings import BrokerSettings
 from projections.topics import wal_topic_name
@@ -33,7 +40,8 @@ log = logging.getLogger("exchange_dr.projections")
 
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.01
-RETRY_EVERY_S = 0.5
+RETRY_EVERY_S = 0.05  # held records wait for the confirmed point: look for it this often
+STREAM_IDLE_S = 1.0  # no delivery for this long: the store gives what the point allows
 
 
 def projector_group(prefix: str, region: str) -> str:
@@ -104,6 +112,22 @@ class ProjectorWorker:
     seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     tracked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     applied: int = 0
+    confirmed: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # last read
+    waiting: dict[str, str] = field(default_factory=dict)  # why a shard waits (logged once)
+    delivered_at: dict[str, float] = field(default_factory=lambda: defaultdict(time.monotonic))
+    streaming: bool = False  # the group joined: from here an idle stream means nothing to bring
+
+    def joined(self) -> None:
+        """The consumer group has its partitions: idleness counts from now."""
+        self.streaming = True
+        for shard in self.shards:
+            self.delivered_at[shard] = time.monotonic()
+
+    def confirmed_point(self, shard: str) -> ConfirmedPoint | None:
+        """The shard's confirmed point as the region's node recorded it."""
+        point = read_confirmed(self.projector.sessions, shard)
+        self.confirmed[shard] = 0 if point is None else point.seq
+        return point
 
     def apply_deliveries(self, deliveries: Iterable[Delivery]) -> None:
         """Apply a batch, per shard in one transaction each (runs on the database thread)."""
@@ -114,6 +138,7 @@ class ProjectorWorker:
                     log.error("record of unconfigured shard %s seq %s ignored", d.shard_id, d.seq)
                 continue
             touched.add(d.shard_id)
+            self.delivered_at[d.shard_id] = time.monotonic()
             seq = d.seq
             if d.record is None and seq > self.seen[d.shard_id]:
                 # a hole says nothing verified: how far the shard goes is the store's word
@@ -125,21 +150,32 @@ class ProjectorWorker:
             self._apply(shard)
 
     def retry_pending(self) -> None:
-        """Retry shards whose last batch waited for the store (records seen, not yet applied).
-
-        Only then: the stream, not a poll of the store, is what moves the views, so a broken
-        Kafka path shows up as lag instead of being papered over.
-        """
+        """Apply what the confirmed point allows: records held for it, or waiting for the
+        store. The point is polled: it moves with the followers' confirmations, not with the
+        stream. The stream, not the store, brings the records while it flows (a broken Kafka
+        path shows up as lag); once it has been idle for STREAM_IDLE_S (after a restart the
+        records up to the point may have been consumed already) the store gives them."""
+        now = time.monotonic()
         for shard in self.shards:
-            if self.seen[shard] > self.tracked[shard]:
-                self._apply(shard)
+            idle = self.streaming and now - self.delivered_at[shard] >= STREAM_IDLE_S
+            self._apply(shard, idle=idle)
 
-    def _apply(self, shard: str) -> None:
+    def _apply(self, shard: str, *, idle: bool = False) -> None:
         held = self.held[shard]
         try:
-            report = self.projector.apply(shard, list(held.values()), through=self.seen[shard])
+            point = self.confirmed_point(shard)
+            if point is None:
+                return  # the node has confirmed nothing yet: everything is held
+            if point.seq == self.tracked[shard]:
+                return  # everything confirmed is applied; what is seen beyond it is held
+            if point.seq > self.seen[shard] and not idle:
+                return  # the stream has not brought the confirmed records yet
+            ready = [r for s, r in held.items() if s <= point.seq]
+            report = self.projector.apply(shard, ready, through=point.seq, end=point)
         except StoreBehindError as exc:
-            log.warning("projection waits for the store: %s", exc)
+            if self.waiting.get(shard) != str(exc):  # polled every 50 ms: said once
+                self.waiting[shard] = str(exc)
+                log.warning("projection waits for the store: %s", exc)
             tracked = self.projector.tracked(shard)
         except Exception:
             # kept in memory and retried; the views stay exactly at their tracking row
@@ -148,6 +184,7 @@ class ProjectorWorker:
         else:
             tracked = report.tracked
             self.applied += report.applied
+            self.waiting.pop(shard, None)
         self.tracked[shard] = tracked
         for seq in [s for s in held if s <= tracked]:
             del held[seq]
@@ -197,6 +234,7 @@ def build_projector_app(
     @app.on_partitions_assigned.connect
     async def joined(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
+        worker.joined()
         log.warning(
             "projector group %s joined in %.2f s (%s partitions)",
             group,

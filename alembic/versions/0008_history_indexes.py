@@ -6,7 +6,7 @@ index that ends with the order it walks, so a page costs its own size whatever t
 They replace the indexes by (shard, account, status) and by account alone, which no query uses.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

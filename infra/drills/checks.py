@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -105,3 +106,62 @@ def replay_everywhere(cluster: Cluster) -> dict[str, Any]:
         finally:
             app.close()
     return out
+
+
+def read_models_match(cluster: Cluster, region: str, timeout: float = 20) -> dict[str, Any]:
+    """The live read models of `region` (projected by its node up to the confirmed point)
+    against a projection from scratch of its WAL, computed in memory: every row of orders,
+    trades, positions and balances. Waits first until the live projection reached the
+    confirmed head (every record of the store confirmed and projected)."""
+    from infra.bootstrap import all_instruments, make_projector
+    from infra.settings import Settings
+    from projections.read_models.check import project_in_memory, views_match_rows
+    from projections.read_models.confirmed import read_confirmed
+
+    dsn = cluster.dsns[region]
+    settings = Settings.from_env({**cluster.base_env(), "EXDR_PG_DSN": dsn})
+    projector = make_projector(settings, dsn=dsn)
+    started = time.monotonic()
+    out: dict[str, Any] = {"read_models_match": False}
+    try:
+
+        def caught_up() -> tuple[int, int, int] | None:
+            head = projector.store.head(SHARD).seq
+            point = read_confirmed(projector.sessions, SHARD)
+            tracked = projector.tracked(SHARD)
+            confirmed = 0 if point is None else point.seq
+            out["read_models_position"] = {"head": head, "confirmed": confirmed, "tracked": tracked}
+            return (head, confirmed, tracked) if head == confirmed == tracked else None
+
+        try:
+            wait_for(caught_up, timeout, f"{region}'s read models to reach the confirmed head")
+        except AssertionError as exc:
+            out["read_models_problems"] = [f"{exc} ({out.get('read_models_position')})"]
+            return out
+        waited = time.monotonic() - started
+        tracked = projector.tracked(SHARD)
+        instruments = {i.symbol: i for i in all_instruments(settings)}
+        expected = project_in_memory(projector.store, SHARD, tracked, instruments)
+        with projector.sessions() as session:
+            problems, counts = views_match_rows(session, SHARD, expected)
+        out.update(
+            {
+                "read_models_match": not problems,
+                "read_models": {
+                    "region": region,
+                    "seq": tracked,
+                    **counts,
+                    "waited_s": round(waited, 3),
+                    "checked_s": round(time.monotonic() - started - waited, 3),
+                },
+                "read_models_problems": problems[:20],
+            }
+        )
+        return out
+    finally:
+        bind = projector.sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()
+        datastore = getattr(projector.store, "datastore", None)
+        if datastore is not None:
+            datastore.close()

@@ -107,6 +107,19 @@ def format_table(result: dict[str, Any]) -> str:
     if get("profile"):
         rpo = "" if get("rpo_guaranteed", True) else " (RPO not guaranteed while degraded)"
         rows.insert(1, ("profile", f"{text(get('profile'), '?')}{rpo}"))
+    views = mapping(get("read_models"))
+    if "read_models_match" in result:
+        rows.append(
+            (
+                "read models",
+                f"{'match' if get('read_models_match') else 'DIFFER'} a projection from scratch "
+                f"at seq {num(views.get('seq'))} ({num(views.get('orders'))} orders, "
+                f"{num(views.get('trades'))} trades, {num(views.get('positions'))} positions, "
+                f"{num(views.get('balances'))} balances; waited "
+                f"{num(views.get('waited_s'), 2, 's')}, checked in "
+                f"{num(views.get('checked_s'), 2, 's')})",
+            )
+        )
     quorum = get("quorum_replicas")
     if isinstance(quorum, list):
         rows.append(("quorum held by", ", ".join(str(r) for r in quorum) or "nobody"))

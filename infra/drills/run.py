@@ -9,7 +9,10 @@ one fault four seconds in, lets the clients run on, heals what can be healed, th
   cancelled);
 * balances and positions recomputed from the trades against the aggregates (infra/drills/audit);
 * exactly one leader, the expected one, at the expected epoch; both regions at the same seq with
-  the same state hash.
+  the same state hash;
+* the new leader's live read models (projected by its node up to the confirmed point) equal a
+  projection from scratch of its WAL: every order, trade, position and balance
+  (`read_models_match`).
 
 Kinds (the fault, and what must follow):
   planned           the runbook's planned-failover script: check, drain, hand over, check, verify
@@ -51,6 +54,7 @@ from infra.drills.checks import (
     check_cancels,
     check_ledger,
     one_leader,
+    read_models_match,
     replay_everywhere,
     settle,
 )
@@ -214,6 +218,11 @@ def run_drill(
         from infra.drills.audit import audit_shard
 
         audit = audit_shard(cluster.dsns[expected_leader], SHARD)
+        # before the replay below rebuilds them: the views the node projected live
+        views = read_models_match(cluster, expected_leader)
+        result.update(views)
+        if not views["read_models_match"]:
+            failures.append(f"read models differ: {views.get('read_models_problems', [])[:1]}")
         hashes = {
             r: cluster.shards(r, state_hash=True)[SHARD]["state_hash"]
             for r in ("primary", "standby")

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from infra.drills.checks import check_cancels, check_ledger
+from infra.drills.checks import check_cancels, check_ledger, read_models_match
 from infra.drills.clients import ACKED, RETRY, Ledger, LoadGenerator
 from infra.drills.cluster import SHARD, THREE_SITES, Cluster, wait_for
 from infra.drills.timeline import Sampler, Timeline, timeline_data
@@ -215,6 +215,10 @@ def run_site_drill(
         from infra.drills.audit import audit_shard
 
         audit = audit_shard(cluster.dsns[leader], SHARD)
+        views = read_models_match(cluster, leader)
+        result.update(views)
+        if not views["read_models_match"]:
+            failures.append(f"read models differ: {views.get('read_models_problems', [])[:1]}")
         hashes = {
             r: cluster.shards(r, state_hash=True)[SHARD]["state_hash"]
             for r, kind_ in THREE_SITES

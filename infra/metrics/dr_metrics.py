@@ -120,6 +120,28 @@ class NodeCollector(Collector):
             "1 while this region's ZooKeeper session is connected",
             labels=["region"],
         )
+        projection_lag = GaugeMetricFamily(
+            "projection_lag_records",
+            "WAL records of the shard in this region not yet in its read models (seq - tracked)",
+            labels=["shard"],
+        )
+        projection_confirmed = GaugeMetricFamily(
+            "projection_confirmed_seq",
+            "The confirmed point the read models are projected up to (no failover takes it back)",
+            labels=["shard"],
+        )
+        projection_forks = CounterMetricFamily(
+            "read_models_forks",
+            "Rollbacks of the read models: they stood on a record the store no longer holds",
+            labels=["region"],
+        )
+        projection = node.projection
+        if projection is not None:
+            projection_forks.add_metric([region], float(projection.projector.forks))
+            for shard_id, state in sorted(projection.shards.items()):
+                projection_lag.add_metric([shard_id], float(state.lag))
+                if state.confirmed is not None:
+                    projection_confirmed.add_metric([shard_id], float(state.confirmed.seq))
         archive_states = node.archiving.states if node.archiving is not None else {}
         coord = node.coordinator
         zk.add_metric([region], 1.0 if coord is not None and coord.connected else 0.0)
@@ -183,6 +205,9 @@ class NodeCollector(Collector):
             zk,
             confirmations,
             link,
+            projection_lag,
+            projection_confirmed,
+            projection_forks,
         )
         if node.archiving is not None:
             yield from archive_metrics(node.archiving)

@@ -14,6 +14,7 @@ The parts, one concern each, in this folder:
     standby.py        a standby's intake: broker messages and peer-link runs -> Replicator
     confirmations.py  a standby's confirmations, and the leader's handling of them
     api_thread.py     the REST facade on its own thread and event loop
+    projection.py     the region's read models, projected up to the confirmed point
     run.py            run_node: start, run the Faust worker (main thread), shut down
     heap.py           the cyclic garbage collector's policy
 """
@@ -37,6 +38,7 @@ from infra.coordination.zookeeper import Coordinator
 from infra.failover.controller import ShardController
 from infra.failover.state import Role
 from infra.metrics.alerts import AlertSender
+from infra.node.projection import NodeProjection
 from infra.replication.rejections import RejectionAlerts
 from infra.settings import Region, Settings
 from infra.wal.archive_service import ArchiveService
@@ -62,6 +64,8 @@ class Node:
     ack_checks: dict[str, ConfirmationCheck] = field(default_factory=dict)
     rejection_alerts: RejectionAlerts | None = None
     archiving: ArchiveService | None = None  # the WAL archiver (infra/wal/archive_service.py)
+    # the region's read models up to the confirmed point (infra/node/projection.py)
+    projection: NodeProjection | None = None
     # a standby's intake of the peer link's record runs, by shard
     intakes: dict[str, Callable[[bytes], Future[dict[str, Any] | None] | None]] = field(
         default_factory=dict

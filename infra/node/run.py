@@ -27,6 +27,8 @@ def run_node(settings: Settings, region_name: str, *, loglevel: str = "warn") ->
         heap.install()
     node = build_node(settings, region_name)
     node.archiving = start_archiving(node)
+    if node.projection is not None:
+        node.projection.start()
 
     @node.faust_app.timer(1.0)  # type: ignore[untyped-decorator]
     async def settle_heap() -> None:
@@ -83,4 +85,6 @@ def shut_down(node: Node) -> None:
         coord.stop()
     if node.archiving is not None:
         node.archiving.stop()
+    if node.projection is not None:
+        node.projection.stop()
     node.alerts.close()  # what is queued reaches the webhook before the process ends

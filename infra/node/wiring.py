@@ -12,13 +12,14 @@ from typing import Any
 from application.replication.confirmation import ConfirmationCheck
 from application.replication.sync_gate import ReplicationMode, SyncGate, SyncPolicy
 from application.shard.app import ShardApp
-from infra.bootstrap import make_shard_app, make_writer, migrate
+from infra.bootstrap import make_projector, make_shard_app, make_writer, migrate
 from infra.coordination.zookeeper import Coordinator
 from infra.failover.controller import ControllerContext, ShardController
 from infra.failover.probe import StoreProbe
 from infra.metrics.alerts import AlertSender
 from infra.node.confirmations import accept_standby_ack, wire_acks
 from infra.node.node import Node
+from infra.node.projection import NodeProjection
 from infra.node.roles import wire_failover
 from infra.node.standby import wire_standby
 from infra.replication.peer_link import RecordPush
@@ -130,6 +131,8 @@ def build_node(settings: Settings, region_name: str) -> Node:
         wire_standby(node, controller, topic, acks_topic)
     wire_acks(node, acks_topic)
     wire_failover(node)
+    if region.promotable:  # a witness keeps the WAL only: no read models to serve
+        node.projection = make_projection(settings, node)
 
     @faust_app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _joined(app: Any, assigned: Any, **_: Any) -> None:
@@ -142,6 +145,29 @@ def build_node(settings: Settings, region_name: str) -> Node:
             )
 
     return node
+
+
+def make_projection(settings: Settings, node: Node) -> NodeProjection:
+    """The node's projection thread (not started): its region's store and read models, forks
+    alerted like everything else, woken by each commit."""
+    projector = make_projector(settings, dsn=node.region.pg_dsn)
+
+    def forked(shard: str, message: str) -> None:
+        node.alerts.send(
+            "critical", "ReadModelsForked", message, {"shard": shard, "region": node.region.name}
+        )
+
+    projector.on_fork = forked
+    projection = NodeProjection(node.controllers, projector, project=settings.project_in_node)
+    for controller in node.controllers.values():
+        committed = controller.writer.on_committed
+
+        def offer(records: Sequence[Any], committed: Any = committed) -> None:
+            committed(records)
+            projection.poke()
+
+        controller.writer.on_committed = offer
+    return projection
 
 
 def _region_view(settings: Settings, shard_id: str, region_name: str) -> ShardApp:

@@ -132,6 +132,21 @@ class TrackingRow(ReadModelBase):
     projection: Mapped[str] = mapped_column(String, primary_key=True)
     shard: Mapped[str] = mapped_column(String, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
+    # the record at `seq`: the same seq on another fork has another checksum (migration 0007)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    checksum: Mapped[str | None] = mapped_column(String(64))
+
+
+class ConfirmedRow(ReadModelBase):
+    """The seq of a shard that no failover can take back, as this region's node knows it, and
+    the record there. Written by the node, moved forward only; projections stop at it."""
+
+    __tablename__ = "wal_confirmed"
+
+    shard: Mapped[str] = mapped_column(String, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str] = mapped_column(String(64))
 
 
 READ_MODEL_TABLES = ("rm_orders", "rm_trades", "rm_positions", "rm_balances")

@@ -4,6 +4,14 @@ Each call is ONE transaction: lock the tracking row `(projection, shard)`, drop 
 below it, fill any gap from the region's own WAL store (never skip: the WAL is dense), project,
 move the tracking row. A crash before the commit leaves both the views and the tracking row as
 they were, so redelivered records apply exactly once.
+
+The tracking row keeps the epoch and checksum of the record it stands on, not only its seq: after
+a failover the store may hold another record at that seq (a deposed leader's tail, projected
+before it was set aside, and the new leader's record both link to the record before). Each call
+first compares that checksum with the store's record; a difference is a fork, and the shard's
+rows are rebuilt from the store in one transaction (readers see the old rows until it commits).
+Given a confirmed point (`end`), a call projects exactly up to it and proves it: the records must
+chain from the tracking row and end at the confirmed record's checksum.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from application.recovery.replay import chain_start
 from application.wal.chain import ChainBrokenError, ChainCursor
 from application.wal.records import GENESIS, WalRecord
 from domain.values import Instrument
+from projections.read_models.confirmed import ConfirmedPoint
 from projections.read_models.models import (
     READ_MODEL_TABLES,
     BalanceRow,
@@ -38,11 +47,21 @@ log = logging.getLogger("exchange_dr.projections")
 
 PROJECTION = "read_models"
 ProgressFn = Callable[[int, int], None]
+ForkAlert = Callable[[str, str], None]  # (shard, message): a critical alert
 _Row = TypeVar("_Row", OrderRow, PositionRow, BalanceRow)
 
 
 class StoreBehindError(Exception):
     """The region's store does not (yet) hold records a gap needs: apply what is contiguous."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """The views stand on a record the store no longer holds at that seq."""
+
+    shard: str
+    seq: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +97,16 @@ class ReadModelProjector:
         *,
         name: str = PROJECTION,
         page: int = 2000,
+        on_fork: ForkAlert | None = None,
     ) -> None:
         self.sessions = sessions
         self.store = store
         self.instruments: Mapping[str, Instrument] = {i.symbol: i for i in instruments}
         self.name = name
         self.page = page
-        self._chain_ends: dict[str, tuple[int, str]] = {}  # shard -> (seq, its checksum)
+        self.on_fork = on_fork
+        self.forks = 0  # rollbacks done (a metric; each one also logged critical and alerted)
+        self._written: dict[str, tuple[int, str]] = {}  # shard -> the tracking row it committed
 
     def tracked(self, shard: str) -> int:
         """The last seq of `shard` applied to the views."""
@@ -96,17 +118,59 @@ class ReadModelProjector:
             )
         return int(seq or 0)
 
-    def apply(self, shard: str, records: Sequence[WalRecord], *, through: int = 0) -> ApplyReport:
+    def tracked_record(self, shard: str) -> tuple[int, int, str | None]:
+        """(seq, epoch, checksum) of the last record of `shard` applied to the views."""
+        with self.sessions() as session:
+            row = session.execute(
+                select(TrackingRow.seq, TrackingRow.epoch, TrackingRow.checksum).where(
+                    TrackingRow.projection == self.name, TrackingRow.shard == shard
+                )
+            ).first()
+        return (0, 0, None) if row is None else (int(row[0]), int(row[1]), row[2])
+
+    def apply(
+        self,
+        shard: str,
+        records: Sequence[WalRecord],
+        *,
+        through: int = 0,
+        end: ConfirmedPoint | None = None,
+    ) -> ApplyReport:
         """Apply `records` of one shard (any order, duplicates allowed) and every record up to
         `through` (e.g. the seq of a corrupt delivery), reading what is missing from the store.
         Raises StoreBehindError, after committing the contiguous part, if the store lacks some.
+
+        With `end` (the shard's confirmed point), exactly the records up to it are applied, all
+        or nothing: they must chain from the tracking row and end at `end.checksum`. Delivered
+        records that do not (another fork's) are replaced by the store's; if the store's do not
+        either, nothing is applied and StoreBehindError says why. If the views stand on a
+        record the store no longer holds, the shard's rows are rebuilt from the store instead.
         """
         behind: StoreBehindError | None = None
+        fork: Fork | None = None
         with self.sessions.begin() as session:
             tracking = self._lock_tracking(session, shard)
             tracked = tracking.seq
+            # the store is read for the tracked record only when this process did not write
+            # the tracking row itself, or something says it may have changed: a delivered
+            # record at that seq that differs, or (below) a store record that does not link
+            trusted = tracking.checksum is not None and self._written.get(shard) == (
+                tracked,
+                tracking.checksum,
+            )
+            if any(r.seq == tracked and r.checksum != tracking.checksum for r in records):
+                trusted = False
+            if trusted:
+                fork, anchor = None, tracking.checksum
+            else:
+                fork, anchor = self._check_tracking(shard, tracking)
+            if end is not None:
+                through = max(end.seq, tracked)
+                records = [r for r in records if r.seq <= end.seq]
             fresh = {r.seq: r for r in records if r.shard_id == shard and r.seq > tracked}
             target = max([through, *fresh])
+            if fork is not None:
+                fresh, target = {}, tracked  # nothing here: the rebuild below replaces it all
             sequence: list[WalRecord] = []
             filled = 0
             expected = tracked + 1
@@ -126,7 +190,7 @@ class ReadModelProjector:
                 if seq <= target:
                     sequence.append(fresh[seq])
                     expected = seq + 1
-            if filled:
+            if filled and records:  # the stream missed some (the node's loop reads the store)
                 log.warning(
                     "projection %s shard %s: %s missing records read from the store "
                     "(views %s -> %s)",
@@ -136,18 +200,46 @@ class ReadModelProjector:
                     tracked,
                     expected - 1,
                 )
-            sequence, broken = self._chained(shard, tracked, sequence, fresh)
-            if broken is not None:
-                behind = broken
+            try:
+                if end is not None and fork is None:
+                    sequence, filled, behind = self._confirmed_sequence(
+                        shard, tracked, anchor, sequence, fresh, end, filled
+                    )
+                else:
+                    sequence, broken = self._chained(shard, tracked, anchor, sequence, fresh)
+                    if broken is not None:
+                        behind = broken
+            except ChainBrokenError:
+                # the store's own records do not link to the tracked one: a fork, or corruption
+                fork, _ = self._check_tracking(shard, tracking) if trusted else (None, None)
+                if fork is None:
+                    raise
+                sequence, behind = [], None
             self._project(session, sequence)
             if sequence:
-                tracking.seq = sequence[-1].seq
+                last = sequence[-1]
+                tracking.seq, tracking.epoch = last.seq, last.epoch
+                tracking.checksum = last.checksum
+            elif anchor is not None and tracking.checksum is None and tracked > 0:
+                tracking.checksum = anchor  # a row from before migration 0007: adopt the store's
+            if tracking.checksum is not None:
+                self._written[shard] = (tracking.seq, tracking.checksum)
             report = ApplyReport(
                 shard, tracking.seq, len(sequence), len(records) - len(fresh), filled
             )
+        if fork is not None:
+            upto = end.seq if end is not None else max(through, *(r.seq for r in records), 0)
+            return self._roll_back(fork, upto)
         if behind is not None:
             raise behind
         return report
+
+    def verify(self, shard: str, *, upto: int) -> ApplyReport | None:
+        """Compare the tracking row with the store (no records applied); on a fork, rebuild the
+        shard's rows from the store up to `upto` (the confirmed seq). None: no fork."""
+        with self.sessions.begin() as session:
+            fork, _ = self._check_tracking(shard, self._lock_tracking(session, shard))
+        return None if fork is None else self._roll_back(fork, upto)
 
     def catch_up(self, shard: str) -> ApplyReport:
         """Apply whatever the store holds beyond the tracking row (start-up, idle streams)."""
@@ -155,10 +247,16 @@ class ReadModelProjector:
         return self.apply(shard, (), through=head)
 
     def rebuild(
-        self, shards: Sequence[str], *, everything: bool, progress: ProgressFn | None = None
+        self,
+        shards: Sequence[str],
+        *,
+        everything: bool,
+        progress: ProgressFn | None = None,
+        upto: Mapping[str, int] | None = None,
     ) -> RebuildReport:
-        """Empty the views (all of them, or the given shards' rows) and replay the store, in
-        one transaction: readers see the old views until the new ones are complete."""
+        """Empty the views (all of them, or the given shards' rows) and replay the store (up to
+        `upto[shard]` where given, else its head), in one transaction: readers see the old
+        views until the new ones are complete."""
         started = time.perf_counter()
         records = 0
         with self.sessions.begin() as session:
@@ -174,20 +272,26 @@ class ReadModelProjector:
                 for table in (OrderRow, TradeRow, PositionRow, BalanceRow):
                     session.execute(delete(table).where(table.shard.in_(shards)))
             heads = {shard: self.store.head(shard).seq for shard in shards}
+            if upto is not None:
+                heads = {s: min(seq, upto.get(s, seq)) for s, seq in heads.items()}
             total = sum(heads.values())
             for shard in shards:
+                last: WalRecord | None = None
                 for chunk in _chunks(
                     self.store.iter_records(shard, 0, page=self.page, upto_seq=heads[shard]),
                     self.page,
                 ):
                     self._project(session, chunk)
                     records += len(chunk)
+                    last = chunk[-1]
                     session.flush()
                     session.expunge_all()
                     if progress is not None:
                         progress(records, total)
                 tracker = session.merge(trackers[shard])
-                tracker.seq = heads[shard]
+                tracker.seq = heads[shard] if last is None else last.seq
+                tracker.epoch = 0 if last is None else last.epoch
+                tracker.checksum = None if last is None else last.checksum
             orders = _count(session, OrderRow, shards)
             trades = _count(session, TradeRow, shards)
         if progress is not None:
@@ -208,25 +312,128 @@ class ReadModelProjector:
             .with_for_update()
         ).one()
 
+    def _check_tracking(self, shard: str, tracking: TrackingRow) -> tuple[Fork | None, str | None]:
+        """Does the store still hold the record the views stand on? Returns (the fork if not,
+        the checksum the next record must link to: None while unknown)."""
+        if tracking.seq == 0:
+            return None, GENESIS
+        held = self._read_store(shard, tracking.seq, tracking.seq)
+        if not held:
+            head = self.store.head(shard).seq
+            if head < tracking.seq:
+                return (
+                    Fork(
+                        shard,
+                        tracking.seq,
+                        f"the views stand at seq {tracking.seq} (epoch {tracking.epoch}), "
+                        f"the store ends at seq {head}",
+                    ),
+                    None,
+                )
+            return None, tracking.checksum  # not readable here (archived): the chain decides
+        record = held[0]
+        if tracking.checksum is not None and record.checksum != tracking.checksum:
+            return (
+                Fork(
+                    shard,
+                    tracking.seq,
+                    f"the views applied seq {tracking.seq} of epoch {tracking.epoch} "
+                    f"(checksum {tracking.checksum[:16]}...), the store holds epoch "
+                    f"{record.epoch}'s record there (checksum {record.checksum[:16]}...)",
+                ),
+                None,
+            )
+        return None, record.checksum
+
+    def _roll_back(self, fork: Fork, upto: int) -> ApplyReport:
+        """Rebuild the shard's rows from the store up to `upto`, in one transaction."""
+        message = (
+            f"read models of shard {fork.shard} forked from the WAL at seq {fork.seq}: "
+            f"{fork.reason}; rebuilding the shard's rows from the store"
+        )
+        log.critical(
+            "read models forked: shard=%s seq=%s projection=%s (%s); rebuilding up to seq=%s",
+            fork.shard,
+            fork.seq,
+            self.name,
+            fork.reason,
+            upto,
+        )
+        self.forks += 1
+        if self.on_fork is not None:
+            try:
+                self.on_fork(fork.shard, message)
+            except Exception:  # the alert is best effort; the rollback is not
+                log.exception("fork alert of shard=%s failed", fork.shard)
+        limit = upto or self.store.head(fork.shard).seq
+        report = self.rebuild([fork.shard], everything=False, upto={fork.shard: limit})
+        tracked = self.tracked(fork.shard)
+        log.critical(
+            "read models rolled back: shard=%s seq=%s records=%s",
+            fork.shard,
+            tracked,
+            report.records,
+        )
+        return ApplyReport(fork.shard, tracked, report.records, 0, report.records)
+
+    def _confirmed_sequence(
+        self,
+        shard: str,
+        tracked: int,
+        anchor: str | None,
+        sequence: list[WalRecord],
+        delivered: Mapping[int, WalRecord],
+        end: ConfirmedPoint,
+        filled: int,
+    ) -> tuple[list[WalRecord], int, StoreBehindError | None]:
+        """tracked+1..end.seq, chained from `anchor` and ending at `end.checksum`, or nothing."""
+        if end.seq <= tracked:
+            return [], 0, None
+        try:
+            linked, broken = self._chained(shard, tracked, anchor, sequence, delivered)
+        except ChainBrokenError:
+            linked, broken = [], None  # a delivered fork ran into the store's own records
+        if broken is None and _reaches(linked, end):
+            return linked, filled, None
+        # what was delivered is not the confirmed history (or the store must fill it): the
+        # store's own records, which must lead to the confirmed record
+        stored = self._read_store(shard, tracked + 1, end.seq)
+        linked, _ = self._chained(shard, tracked, anchor, stored, {})
+        if _reaches(linked, end):
+            if delivered:
+                log.warning(
+                    "projection %s shard=%s: delivered records do not end at the confirmed "
+                    "record seq=%s epoch=%s; the store's were applied",
+                    self.name,
+                    shard,
+                    end.seq,
+                    end.epoch,
+                )
+            return linked, len(linked), None
+        return (
+            [],
+            0,
+            StoreBehindError(
+                f"shard {shard}: the store's records {tracked + 1}..{end.seq} do not end at the "
+                f"confirmed record (epoch {end.epoch}, checksum {end.checksum[:16]}...); "
+                "waiting for the confirmed point to move"
+            ),
+        )
+
     def _chained(
         self,
         shard: str,
         tracked: int,
+        anchor: str | None,
         sequence: list[WalRecord],
         delivered: Mapping[int, WalRecord],
     ) -> tuple[list[WalRecord], StoreBehindError | None]:
-        """The part of `sequence` that continues the shard's hash chain from `tracked`. A
-        delivered record that does not link (signed, but of another history, or out of order)
-        is replaced by the store's copy; the store's own records must link (else it raises)."""
-        end = self._chain_ends.get(shard)
+        """The part of `sequence` that continues the shard's hash chain from the record at
+        `tracked` (checksum `anchor`). A delivered record that does not link (signed, but of
+        another history, or out of order) is replaced by the store's copy; the store's own
+        records must link (else it raises)."""
         chain = ChainCursor(shard, legacy_upto=chain_start(self.store, shard))
-        if end is not None and end[0] == tracked:
-            chain.last = end[1]
-        elif tracked == 0:
-            chain.last = GENESIS
-        else:
-            anchor = self._read_store(shard, tracked, tracked)
-            chain.last = anchor[0].checksum if anchor else None
+        chain.last = GENESIS if tracked == 0 else anchor
         linked: list[WalRecord] = []
         for record in sequence:
             try:
@@ -249,8 +456,6 @@ class ReadModelProjector:
                 chain.advance(copy[0].seq, copy[0].prev_checksum, copy[0].checksum)
                 record = copy[0]
             linked.append(record)
-        if linked:
-            self._chain_ends[shard] = (linked[-1].seq, linked[-1].checksum)
         return linked, None
 
     def _read_store(self, shard: str, first: int, last: int) -> list[WalRecord]:
@@ -280,6 +485,10 @@ class ReadModelProjector:
         for record in records:
             project_record(rows, record)
         session.add_all(rows.added)
+
+
+def _reaches(sequence: Sequence[WalRecord], end: ConfirmedPoint) -> bool:
+    return bool(sequence) and (sequence[-1].seq, sequence[-1].checksum) == (end.seq, end.checksum)
 
 
 def _load(session: Session, kind: type[_Row], key: Any, ids: set[UUID]) -> dict[UUID, _Row]:

@@ -34,6 +34,9 @@ def test_drill(kind: str, tmp_path: Path) -> None:
     assert result["cancels_lost"] == 0 and not result["audit"]["mismatches"]
     assert result["audit"]["trades"] > 0, "the load is meant to trade"
     assert len(set(result["state_hashes"].values())) == 1
+    # the new leader's live read models equal a projection from scratch of its WAL
+    assert result["read_models_match"], result["read_models_problems"]
+    assert result["read_models"]["trades"] == result["audit"]["trades"]
     if kind in FAILOVER_KINDS:
         assert result["leader_after"] == "standby"
         assert result["epoch_after"] > result["epoch_before"]

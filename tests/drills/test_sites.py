@@ -32,6 +32,7 @@ def _ledger_clean(result: dict[str, object]) -> None:
 def test_a_follower_lost_under_load_refuses_nothing(tmp_path: Path) -> None:
     result = _run("witness-loss", tmp_path)
     assert result["passed"], result["failures"]
+    assert result["read_models_match"], result["read_models_problems"]
     _ledger_clean(result)
     assert result["refused_after_fault"] == 0
     assert result["epoch_after"] == result["epoch_before"]
@@ -40,6 +41,7 @@ def test_a_follower_lost_under_load_refuses_nothing(tmp_path: Path) -> None:
 def test_the_leaders_site_lost_for_good_loses_nothing(tmp_path: Path) -> None:
     result = _run("site-loss", tmp_path)
     assert result["passed"], result["failures"]
+    assert result["read_models_match"], result["read_models_problems"]
     _ledger_clean(result)
     assert result["leader_after"] == "standby"
     assert result["rto_seconds"] is not None
@@ -49,6 +51,7 @@ def test_the_leaders_site_lost_for_good_loses_nothing(tmp_path: Path) -> None:
 def test_two_followers_lost_acknowledge_nothing_and_lose_nothing(tmp_path: Path) -> None:
     result = _run("majority-loss", tmp_path)
     assert result["passed"], result["failures"]
+    assert result["read_models_match"], result["read_models_problems"]
     _ledger_clean(result)
     assert result["acked_during_outage"] == 0
     assert any(a["name"] == "ReplicationNoMajority" for a in result["alerts"])  # type: ignore[attr-defined, index]

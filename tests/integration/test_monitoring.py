@@ -49,6 +49,9 @@ DOCUMENTED_METRICS = frozenset({
     "wal_archive_lag_records",
     "wal_archive_standby_released",
     "wal_archive_errors_total",
+    "projection_lag_records",
+    "projection_confirmed_seq",
+    "read_models_forks_total",
 })
 # Documented but not yet exported by infra/: the failover work adds them. Remove a name here
 # once the code exports it.

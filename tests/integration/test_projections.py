@@ -33,6 +33,7 @@ from infra.bootstrap import make_projector, make_shard_app, make_writer
 from infra.settings import Settings
 from projections.agents import ensure_wal_topics
 from projections.read_models.check import projections_match_engine
+from projections.read_models.confirmed import ConfirmedPoint, record_confirmed
 from projections.read_models.models import TradeRow
 from projections.read_models.projector import PROJECTION, ReadModelProjector
 
@@ -134,7 +135,7 @@ class Projector:
     """`exchange-dr projections run` in a process of its own; stderr kept for the join time."""
 
     def __init__(self, dsn: str, prefix: str) -> None:
-        self.log = Path(f"/tmp/exdr-projector-{prefix}.log")
+        self.log = Path(f"/tmp/exdr-projector-{prefix}-{uuid.uuid4().hex[:6]}.log")
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [str(EXE), "projections", "run", "--shard", SHARD],
@@ -166,6 +167,12 @@ class Projector:
                 self.kill()
 
 
+def _confirm(projector: ReadModelProjector, record: WalRecord) -> None:
+    """What the region's node does once a majority holds `record`."""
+    point = ConfirmedPoint(SHARD, record.seq, record.epoch, record.checksum)
+    assert record_confirmed(projector.sessions, point)
+
+
 def _wait_tracked(projector: ReadModelProjector, at_least: int, timeout: float) -> float:
     started = time.monotonic()
     while projector.tracked(SHARD) < at_least:
@@ -195,18 +202,23 @@ def test_faust_projector_applies_the_stream_exactly_once(
     asyncio.run(_publish(settings.kafka_bootstrap, topic, stream[:half]))
 
     projector = make_projector(settings, dsn=dsn)
+    # the node confirmed a quarter of the records so far: nothing beyond is projected
+    quarter = records[len(records) // 4]
+    _confirm(projector, quarter)
     first = Projector(dsn, prefix)
     try:
         join_first = first.joined_in()
-        # killed as soon as it is part-way through the first half
-        _wait_tracked(projector, 200, timeout=30)
+        _wait_tracked(projector, quarter.seq, timeout=30)
+        time.sleep(0.3)  # records beyond the confirmed point stay held
+        assert projector.tracked(SHARD) == quarter.seq
         first.kill()
     finally:
         first.stop()
     killed_at = projector.tracked(SHARD)
-    assert 200 <= killed_at < head
+    assert killed_at == quarter.seq < head
 
     asyncio.run(_publish(settings.kafka_bootstrap, topic, stream[half:]))
+    _confirm(projector, records[-1])
     second = Projector(dsn, prefix)
     try:
         join_second = second.joined_in()

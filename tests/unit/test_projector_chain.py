@@ -25,6 +25,7 @@ class _Store:
         return [r for r in self.records if r.seq > after_seq][:limit]
 
 
+# the anchor: the checksum of the record at the tracked seq (3), kept in the tracking row
 def _projector(stored: list[WalRecord]) -> ReadModelProjector:
     return ReadModelProjector(None, _Store(stored), [])  # type: ignore[arg-type]
 
@@ -34,7 +35,7 @@ def test_a_record_of_another_history_is_replaced_by_the_stores_copy() -> None:
     other = sealed_records(1, first=4, prev=real[1].checksum, keys=KEYS)[0]
     delivered: dict[int, Any] = {4: other, 5: real[4]}
     projector = _projector(real)
-    linked, behind = projector._chained(SHARD, 3, [other, real[4]], delivered)
+    linked, behind = projector._chained(SHARD, 3, real[2].checksum, [other, real[4]], delivered)
     assert linked == [real[3], real[4]] and behind is None
 
 
@@ -42,7 +43,7 @@ def test_a_refused_record_the_store_lacks_stops_the_batch_there() -> None:
     real = sealed_records(5, keys=KEYS)
     other = sealed_records(1, first=4, prev=real[1].checksum, keys=KEYS)[0]
     projector = _projector(real[:3])
-    linked, behind = projector._chained(SHARD, 3, [other], {4: other})
+    linked, behind = projector._chained(SHARD, 3, real[2].checksum, [other], {4: other})
     assert linked == [] and behind is not None
 
 
@@ -51,4 +52,4 @@ def test_the_stores_own_broken_chain_is_corruption() -> None:
     stray = sealed_records(1, first=4, prev="f" * 64, keys=KEYS)[0]
     projector = _projector([*real, stray])
     with pytest.raises(ChainBrokenError):
-        projector._chained(SHARD, 3, [stray], {})
+        projector._chained(SHARD, 3, real[2].checksum, [stray], {})
