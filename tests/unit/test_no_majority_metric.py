@@ -29,6 +29,7 @@ def _node(gate: SyncGate, role: Role) -> Any:
         ack_checks={},
         confirmations={},
         archiving=None,
+        projection=None,
         coordinator=None,
         writers={SHARD: SimpleNamespace(app=app)},
         role_of=lambda _shard: role,
