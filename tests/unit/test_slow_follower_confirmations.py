@@ -9,6 +9,8 @@ A confirmation is skipped only when its own region confirmed as much already; th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +21,7 @@ from application.replication.sync_gate import SyncGate
 from application.wal.auth import RejectedError, ReplicationKeys
 from infra.failover.state import Role
 from infra.node.confirmations import accept_standby_ack
+from tests.unit.controller_harness import make_rig
 from tests.unit.wal_records import sealed_records
 
 SHARD = "shard-1"
@@ -92,3 +95,36 @@ def test_the_slower_of_two_followers_advances_its_stored_on() -> None:
     confirm("south", 6)  # late and reordered: nothing moves back
     assert gate.stored_on("south") == 10
     assert node.confirmations == {"broker": 4}
+
+
+def test_a_switchover_to_the_slower_follower_completes_once_it_confirmed() -> None:
+    rig = make_rig("primary", peers=("standby", "south"), seq=10)
+    rig.controller.gate = SyncGate(SHARD, timeout_s=1.0, replicas=3)
+    records = sealed_records(10, keys=KEYS)
+    check = ConfirmationCheck(SHARD, KEYS)
+    check.committed(records)
+    node = SimpleNamespace(
+        controllers={SHARD: rig.controller},
+        region=SimpleNamespace(name="primary"),
+        confirmations={},
+        ack_checks={SHARD: check},
+        rejection_alerts=None,
+    )
+
+    async def scenario() -> dict[str, Any]:
+        epoch = rig.lead()
+        for region in ("standby", "south"):  # the faster one's confirmation arrives first
+            ack = KEYS.confirmation(SHARD, region, epoch, 10, records[9].checksum)
+            accept_standby_ack(node, ack)
+        try:
+            return await rig.controller.hand_over("south", timeout_s=0.2)
+        finally:
+            task = rig.controller.rejoin_task
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    done = asyncio.run(scenario())
+    assert done["to_region"] == "south" and done["seq"] == 10
+    assert rig.ensemble.handovers[SHARD] == "south"
