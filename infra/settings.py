@@ -308,6 +308,10 @@ class ArchiveOptions:
     segment_records: int = 100_000  # EXDR_ARCHIVE_SEGMENT_RECORDS
     checkpoints_keep: int = 3  # EXDR_CHECKPOINTS_KEEP
     interval_s: float = 10.0  # EXDR_ARCHIVE_INTERVAL_S
+    # EXDR_ARCHIVE_READ_MODELS: "wait" (archive nothing the region's read models have not
+    # projected; no tracking row holds archiving) or "ignore" (a database whose history
+    # nobody serves from its read models)
+    read_models: str = "wait"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ArchiveOptions:
@@ -319,6 +323,7 @@ class ArchiveOptions:
             segment_records=int(_number(env, "EXDR_ARCHIVE_SEGMENT_RECORDS", d.segment_records, 1)),
             checkpoints_keep=int(_number(env, "EXDR_CHECKPOINTS_KEEP", d.checkpoints_keep, 1)),
             interval_s=_number(env, "EXDR_ARCHIVE_INTERVAL_S", d.interval_s, 0.1),
+            read_models=_choice(env, "EXDR_ARCHIVE_READ_MODELS", d.read_models, ("wait", "ignore")),
         )
 
 

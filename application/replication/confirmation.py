@@ -6,6 +6,11 @@ the record it confirms and carries a MAC of the regions' key (application/wal/au
 leader counts it only if the MAC verifies, its epoch is the leader's, and the checksum is the
 one of the leader's own record at that seq: a standby that stored another history (or nothing)
 cannot confirm ours.
+
+What a confirmation says new is judged per follower: with three replicas the leader's
+majority seq is the faster follower's position, and the slower one's confirmations below it
+still move what that follower holds (`SyncGate.stored_on`), which a switchover to it and the
+WAL archive wait for. Only a region's own earlier confirmation makes one redundant.
 """
 
 from __future__ import annotations
@@ -47,16 +52,25 @@ class ConfirmationCheck:
             recent.popitem(last=False)
 
     def verify(
-        self, ack: Mapping[str, Any], *, head_seq: int, epoch: int, confirmed_seq: int = 0
+        self,
+        ack: Mapping[str, Any],
+        *,
+        head_seq: int,
+        epoch: int,
+        confirmed: Callable[[str], int | None] | None = None,
     ) -> int | None:
         """The seq a confirmation proves stored by a standby, None if it proves nothing new
-        (an older epoch's, or at most `confirmed_seq`); RejectedError, counted by reason, if
-        it does not verify. `head_seq`, `epoch` and `confirmed_seq` are the leader's."""
+        (an older epoch's, or at most what its own region confirmed already: `confirmed`
+        of the signed region, e.g. `SyncGate.stored_on`); RejectedError, counted by reason,
+        if it does not verify. `head_seq`, `epoch` and `confirmed` are the leader's. The
+        region is taken from the signed fields, so no one can skip a check by naming
+        another region: the MAC covers it."""
         try:
-            shard, _region, ack_epoch, seq, checksum = self.keys.verify_confirmation(ack)
+            shard, region, ack_epoch, seq, checksum = self.keys.verify_confirmation(ack)
             if shard != self.shard_id:
                 raise RejectedError(Rejection.MALFORMED, f"names shard {shard[:40]!r}")
-            if ack_epoch < epoch or seq <= confirmed_seq:
+            already = (confirmed(region) if confirmed is not None else None) or 0
+            if ack_epoch < epoch or seq <= already:
                 return None  # true once, perhaps; proves nothing about what waits now
             if seq > head_seq:
                 raise RejectedError(Rejection.AHEAD, f"seq {seq}, this leader's head is {head_seq}")

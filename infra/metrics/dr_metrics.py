@@ -235,7 +235,17 @@ def archive_metrics(service: ArchiveService) -> Iterator[Metric]:
             "Records a checkpoint covers and the window lets go, still in the live WAL",
             labels=["shard"],
         ),
+        "wal_archive_held_by_read_models": GaugeMetricFamily(
+            "wal_archive_held_by_read_models",
+            "1 while the region's read models (behind, or no tracking row) limit archiving",
+            labels=["shard"],
+        ),
     }
+    projected = GaugeMetricFamily(
+        "wal_archive_read_models_seq",
+        "Read models' tracking seq archiving waits for (-1: no tracking row for the shard)",
+        labels=["shard"],
+    )
     released = GaugeMetricFamily(
         "wal_archive_standby_released",
         "1 while a standby away past the maximum hold no longer holds archiving back",
@@ -250,8 +260,14 @@ def archive_metrics(service: ArchiveService) -> Iterator[Metric]:
         families["wal_archive_segments"].add_metric([shard_id], float(state.segments))
         families["wal_archive_bytes"].add_metric([shard_id], float(state.bytes))
         families["wal_archive_lag_records"].add_metric([shard_id], float(state.lag_records))
+        families["wal_archive_held_by_read_models"].add_metric(
+            [shard_id], 1.0 if state.held_by_read_models else 0.0
+        )
+        if service.config.read_models is not None and state.passes:
+            seq = state.read_models_seq
+            projected.add_metric([shard_id], -1.0 if seq is None else float(seq))
         errors.add_metric([shard_id], float(state.errors))
         for peer in state.released:
             released.add_metric([shard_id, peer], 1.0)
     yield from families.values()
-    yield from (released, errors)
+    yield from (released, projected, errors)

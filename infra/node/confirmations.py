@@ -26,7 +26,10 @@ def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker")
     """A standby's confirmation (from the acks topic, its direct request or the peer link's
     answer): every record up to ack["seq"] is stored in its region. Counted only if it is
     signed, of this epoch and names this leader's own record at that seq
-    (application/replication/confirmation.py). Thread-safe (the gate locks)."""
+    (application/replication/confirmation.py), and skipped only if its own region confirmed
+    as much already: a slower follower's seqs below the majority's still tell how far it is
+    (`gate.stored_on`, which a switchover and the archive wait for). Thread-safe (the gate
+    locks)."""
     shard_id = ack.get("shard") if isinstance(ack, dict) else None
     controller = node.controllers.get(shard_id) if isinstance(shard_id, str) else None
     if controller is None or ack.get("region") == node.region.name:
@@ -36,7 +39,7 @@ def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker")
     app = controller.app
     try:
         seq = node.ack_checks[controller.shard_id].verify(
-            ack, head_seq=app.seq, epoch=app.epoch, confirmed_seq=controller.gate.standby_seq
+            ack, head_seq=app.seq, epoch=app.epoch, confirmed=controller.gate.stored_on
         )
     except RejectedError as exc:
         claimed = ack.get("seq")
@@ -58,7 +61,7 @@ def accept_standby_ack(node: Node, ack: dict[str, Any], *, path: str = "broker")
             )
         return
     if seq is None:
-        return  # confirmations of an older epoch, or of what is confirmed already
+        return  # confirmations of an older epoch, or of what its region confirmed already
     node.confirmations[path] = node.confirmations.get(path, 0) + 1
     controller.gate.standby_stored(seq, str(ack.get("region", "")))
 

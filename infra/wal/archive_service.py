@@ -6,10 +6,18 @@ at the seq its standby last confirmed (the sync gate's view), until it has been 
 than the maximum hold: then an alert says archiving goes on without it, and that standby
 re-seeds from a checkpoint when it returns. A standby region archives its own copy by the
 same window and checkpoints, with no followers of its own.
+
+A region that serves history (a full replica) also holds archiving at its read models'
+tracking row (EXDR_ARCHIVE_READ_MODELS=wait, the default): history is served from them and
+from the live WAL after that row. With no tracking row for a shard, archiving is held
+entirely: a warning says so once, the state and wal_archive_held_by_read_models show it,
+until the projector runs (or the operator sets EXDR_ARCHIVE_READ_MODELS=ignore). A witness
+serves no history and does not wait.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -41,6 +49,8 @@ class ShardArchiveState:
     errors: int = 0
     last_decision: str = ""
     released: tuple[str, ...] = field(default=())
+    read_models_seq: int | None = None  # their tracking seq (None: no row, or not waited for)
+    held_by_read_models: bool = False  # they limit archiving now
 
 
 class ArchiveService:
@@ -57,7 +67,9 @@ class ArchiveService:
     ) -> None:
         self.dsn = dsn
         self.config = config
-        self.archiver = Archiver(dsn, SegmentArchive(config.url), config.policy)
+        self.archiver = Archiver(
+            dsn, SegmentArchive(config.url), config.policy, read_models=config.read_models
+        )
         self.shards = tuple(shards)
         self.followers = followers
         self.alert = alert
@@ -104,6 +116,23 @@ class ArchiveService:
         newly_released = set(run.released) - set(state.released)
         state.released = run.released
         state.last_decision = run.decision
+        was_held = state.held_by_read_models
+        state.read_models_seq = run.read_models_seq
+        state.held_by_read_models = run.held_by_read_models
+        if run.held_by_read_models and not was_held:
+            log.warning(
+                "archive held by the read models shard=%s projection=%s tracking_seq=%s: %s",
+                shard,
+                self.config.read_models,
+                "none" if run.read_models_seq is None else run.read_models_seq,
+                run.decision,
+            )
+        elif was_held and not run.held_by_read_models:
+            log.info(
+                "archive no longer held by the read models shard=%s tracking_seq=%s",
+                shard,
+                run.read_models_seq,
+            )
         for peer in sorted(newly_released):
             message = (
                 f"shard {shard}: standby {peer} has been away longer than "
@@ -150,6 +179,8 @@ def leader_followers(node: Any, shard: str, started_at: float) -> list[Follower]
 def start_archiving(node: Any) -> ArchiveService:
     """The node's archiver (infra/node/node.py), started."""
     config = ArchiveSettings.from_env(node.settings, node.region.pg_dsn)
+    if not node.region.promotable:  # a witness serves no history: no read models to wait for
+        config = dataclasses.replace(config, read_models=None)
     started_at = time.monotonic()
 
     def alert(severity: str, name: str, message: str, labels: dict[str, Any]) -> None:

@@ -16,6 +16,10 @@ duplicates nothing. Readers take archived rows only from segments marked deleted
 rows after them. Then checkpoints that are neither among the newest K nor at the start of an
 archived range are deleted.
 
+Where the region serves history from its read models (`read_models`, the projection's name in
+rm_tracking), nothing after their tracking row leaves the live table
+(application/wal/retention.py): the facade serves what they lack from the live WAL.
+
 One archiver per shard and database at a time (a session advisory lock).
 """
 
@@ -40,6 +44,7 @@ from application.wal.records import WALCorruptionError, compute_checksum
 from application.wal.retention import (
     ArchivePlan,
     Follower,
+    Projected,
     RetentionPolicy,
     checkpoints_to_delete,
     plan_segment,
@@ -66,6 +71,8 @@ class ArchiveRun:
     seconds: float
     decision: str
     released: tuple[str, ...]
+    read_models_seq: int | None = None  # their tracking seq (None: no row, or not waited for)
+    held_by_read_models: bool = False
 
 
 def load_segments(conn: psycopg.Connection[object], shard_id: str) -> list[Segment]:
@@ -100,6 +107,7 @@ class Archiver:
         policy: RetentionPolicy,
         *,
         crash_at: str | None = None,
+        read_models: str | None = None,
     ) -> None:
         if crash_at is not None and crash_at not in CRASH_POINTS:
             raise ValueError(f"crash point must be one of {', '.join(CRASH_POINTS)}")
@@ -110,6 +118,9 @@ class Archiver:
         # recompute every record's checksum before archiving it (replay verifies them anyway;
         # the segment keeps each record's own checksum)
         self.verify_records = False
+        # the projection whose tracking row bounds archiving (None: the region serves no
+        # history from read models, or the operator chose not to wait for them)
+        self.read_models = read_models
 
     def run(
         self,
@@ -132,17 +143,25 @@ class Archiver:
                 return ArchiveRun(
                     shard_id, 0, 0, 0, 0, 0.0, "another archiver works on this shard", ()
                 )
+            projected = self._projected(conn, shard_id)
             for pending in self._pending(conn, shard_id):
                 log.warning("archive resumes segment shard=%s file=%s", shard_id, pending.file)
                 self._verify(conn, pending)
                 self._delete_rows(conn, pending)
                 segments += 1
                 records += pending.records
-            plan = self._plan(conn, shard_id, followers)
+            plan = self._plan(conn, shard_id, followers, projected)
             first_plan = plan
             if plan.due and max_segments > segments:
                 moved, plan = self._archive_due(
-                    conn, shard_id, followers, plan, max_segments - segments, records, progress
+                    conn,
+                    shard_id,
+                    followers,
+                    projected,
+                    plan,
+                    max_segments - segments,
+                    records,
+                    progress,
                 )
                 segments += moved[0]
                 records += moved[1]
@@ -157,6 +176,8 @@ class Archiver:
             time.perf_counter() - started,
             first_plan.reason if segments else plan.reason,
             plan.released,
+            None if projected is None else projected.seq,
+            plan.held_by_read_models,
         )
         if segments or deleted:
             log.info(
@@ -176,6 +197,7 @@ class Archiver:
         conn: psycopg.Connection[object],
         shard_id: str,
         followers: Sequence[Follower],
+        projected: Projected | None,
         plan: ArchivePlan,
         max_segments: int,
         done: int,
@@ -203,7 +225,7 @@ class Archiver:
                 deleting = deleter.submit(self._delete_rows, deleting_conn, segment)
                 segments += 1
                 records += segment.records
-                plan = self._plan(conn, shard_id, followers)
+                plan = self._plan(conn, shard_id, followers, projected)
             if deleting is not None:
                 deleting.result()
                 if progress is not None:
@@ -212,8 +234,26 @@ class Archiver:
 
     # -- steps ------------------------------------------------------------------------------
 
+    def _projected(self, conn: psycopg.Connection[object], shard_id: str) -> Projected | None:
+        """The read models' tracking seq of the shard, read once a pass: it only grows (a
+        rebuild replaces it in one transaction, at the store's head)."""
+        if self.read_models is None:
+            return None
+        try:
+            row = conn.execute(
+                "SELECT seq FROM rm_tracking WHERE projection = %s AND shard = %s",
+                (self.read_models, shard_id),
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            row = None  # a database without the read models' tables: nothing projected
+        return Projected(self.read_models, None if row is None else int(cast(tuple[int], row)[0]))
+
     def _plan(
-        self, conn: psycopg.Connection[object], shard_id: str, followers: Sequence[Follower]
+        self,
+        conn: psycopg.Connection[object],
+        shard_id: str,
+        followers: Sequence[Follower],
+        projected: Projected | None = None,
     ) -> ArchivePlan:
         head = conn.execute("SELECT seq FROM wal_heads WHERE shard_id = %s", (shard_id,)).fetchone()
         row = conn.execute(
@@ -229,6 +269,7 @@ class Archiver:
             archived_seq=0 if row is None else int(cast(tuple[int], row)[0]),
             checkpoint_seqs=[int(cast(tuple[int], c)[0]) for c in checkpoints],
             followers=followers,
+            projected=projected,
         )
 
     def _pending(self, conn: psycopg.Connection[object], shard_id: str) -> list[Segment]:

@@ -1,7 +1,7 @@
 """Retention and archive settings of one region, from the process settings (read once in
 infra/settings.py, `Settings.archive`: EXDR_ARCHIVE_URL, EXDR_WAL_RETAIN_RECORDS,
 EXDR_CHECKPOINTS_KEEP, EXDR_ARCHIVE_MAX_HOLD_S, EXDR_ARCHIVE_SEGMENT_RECORDS,
-EXDR_ARCHIVE_INTERVAL_S; README, Settings).
+EXDR_ARCHIVE_INTERVAL_S, EXDR_ARCHIVE_READ_MODELS; README, Settings).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from application.wal.retention import RetentionPolicy
 from infra.settings import ArchiveOptions, Settings
+from projections.read_models.projector import PROJECTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,9 @@ class ArchiveSettings:
     url: str
     policy: RetentionPolicy
     interval_s: float = 10.0
+    # the projection whose tracking row archiving waits for (None: it does not wait); the
+    # region's history is served from these read models and the live WAL after them
+    read_models: str | None = PROJECTION
 
     @classmethod
     def from_env(
@@ -36,4 +40,5 @@ class ArchiveSettings:
             segment_records=options.segment_records,
             checkpoints_keep=options.checkpoints_keep,
         )
-        return cls(url, policy, options.interval_s)
+        read_models = PROJECTION if options.read_models == "wait" else None
+        return cls(url, policy, options.interval_s, read_models)

@@ -48,6 +48,8 @@ DOCUMENTED_METRICS = frozenset({
     "wal_archive_bytes",
     "wal_archive_lag_records",
     "wal_archive_standby_released",
+    "wal_archive_held_by_read_models",
+    "wal_archive_read_models_seq",
     "wal_archive_errors_total",
     "projection_lag_records",
     "projection_confirmed_seq",

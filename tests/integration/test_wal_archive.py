@@ -5,6 +5,7 @@ archiving answered with their first outcome, and a SIGKILL at every step of the 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -20,10 +21,13 @@ from application.wal.retention import Follower, RetentionPolicy
 from domain.commands import Deposit, PlaceOrder
 from domain.values import OrderType, Side
 from infra.bench.flow import generate_commands
-from infra.bootstrap import drop_database, make_shard_app, migrate
+from infra.bootstrap import drop_database, make_projector, make_shard_app, migrate
 from infra.settings import Settings
 from infra.wal.archive import ArchiveError, SegmentArchive
+from infra.wal.archive_cli import archive_shard
+from infra.wal.archive_service import ArchiveService
 from infra.wal.archiver import Archiver
+from infra.wal.retention_settings import ArchiveSettings
 
 pytestmark = pytest.mark.integration
 
@@ -332,3 +336,67 @@ def test_a_run_stopped_while_deleting_with_the_next_segment_written_is_finished_
     assert _all_seqs(scratch, head) == list(range(1, head + 1))  # none lost, none twice
     assert scratch.recover(from_scratch=True).state_hash == live_hash
     scratch.close()
+
+
+def _service(dsn: str, archive_env: str) -> ArchiveService:
+    """The node's archiver of this database, no followers: only the window, the checkpoints
+    and the region's read models decide."""
+    return ArchiveService(dsn, ArchiveSettings(archive_env, POLICY), [SHARD], lambda _s: [])
+
+
+def test_archiving_waits_for_the_read_models_then_proceeds(
+    settings: Settings, dsn: str, archive_env: str
+) -> None:
+    app = _app(settings, dsn)
+    _fill(app, 3000)
+    head = app.seq
+    app.close()
+    projector = make_projector(dataclasses.replace(settings, pg_dsn=dsn), dsn=dsn)
+    behind = 900  # far behind the window (the newest 800 of ~3000 stay live)
+    assert projector.apply(SHARD, (), through=behind).tracked == behind
+    service = _service(dsn, archive_env)
+
+    held = service.run_pass(SHARD)
+    count, low, _high = _live(dsn)
+    # history is served from the read models and the live WAL after their tracking row:
+    # nothing after it may have left the live table
+    assert 0 < held.archived_seq <= behind and low == held.archived_seq + 1 <= behind + 1
+    assert held.read_models_seq == behind and held.held_by_read_models
+    assert f"read models have projected up to {behind}" in held.last_decision
+
+    projector.catch_up(SHARD)
+    caught_up = service.run_pass(SHARD)
+    assert caught_up.archived_seq > behind and not caught_up.held_by_read_models
+    assert caught_up.read_models_seq == head
+    assert caught_up.archived_seq <= head - POLICY.retain_records
+    count, low, _high = _live(dsn)
+    assert low == caught_up.archived_seq + 1 and count == head - caught_up.archived_seq
+
+
+def test_without_read_models_tracking_archiving_is_held_and_said_so(
+    settings: Settings, dsn: str, archive_env: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = _app(settings, dsn)
+    _fill(app, 2000)
+    app.close()
+    service = _service(dsn, archive_env)
+    with caplog.at_level(logging.WARNING, logger="exchange_dr.archive"):
+        state = service.run_pass(SHARD)
+        service.run_pass(SHARD)
+    assert state.archived_seq == 0 and _live(dsn)[1] == 1
+    assert state.held_by_read_models and state.read_models_seq is None
+    assert "no tracking row" in state.last_decision
+    held_lines = [r for r in caplog.records if "read models" in r.getMessage()]
+    assert len(held_lines) == 1, held_lines  # said once, not at every pass
+    # the operator's pass says the same, and a region without read models can opt out
+    options = dataclasses.replace(settings.archive, retain_records=800, segment_records=1000)
+    tuned = dataclasses.replace(settings, pg_dsn=dsn, archive=options)
+    report = archive_shard(tuned, SHARD)
+    assert report["records"] == 0 and report["read_models_seq"] is None, str(report)
+    assert report["held_by_read_models"] and "no tracking row" in report["decision"], str(report)
+    ignoring = dataclasses.replace(
+        tuned, archive=dataclasses.replace(options, read_models="ignore")
+    )
+    report = archive_shard(ignoring, SHARD)
+    assert report["segments"] >= 1 and report["read_models"] is None, str(report)
+    assert not report["held_by_read_models"]

@@ -3,10 +3,13 @@ stay."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from application.wal.retention import (
     Follower,
+    Projected,
     RetentionPolicy,
     checkpoints_to_delete,
     plan_segment,
@@ -52,6 +55,33 @@ def test_a_standby_holds_back_until_it_has_been_away_too_long() -> None:
         POLICY, head_seq=3000, archived_seq=0, checkpoint_seqs=CHECKPOINTS, followers=[gone]
     )
     assert (plan.last_seq, plan.released) == (500, ("standby",))
+
+
+def test_the_read_models_hold_archiving_at_their_tracking_row() -> None:
+    def plan(projected: Projected, followers: list[Follower] | None = None) -> Any:
+        return plan_segment(
+            POLICY,
+            head_seq=3000,
+            archived_seq=0,
+            checkpoint_seqs=CHECKPOINTS,
+            followers=followers or [],
+            projected=projected,
+        )
+
+    behind = plan(Projected("read_models", 350))
+    assert (behind.last_seq, behind.held_by_read_models) == (300, True)
+    assert "read models have projected up to 350 (read_models)" in behind.reason
+    never = plan(Projected("read_models", None))
+    assert not never.due and never.held_by_read_models
+    assert "read models have no tracking row for the shard (read_models)" in never.reason
+    # caught up: the window (or a slower standby) decides again, and says so
+    ahead = plan(Projected("read_models", 3000))
+    assert (ahead.last_seq, ahead.held_by_read_models) == (500, False)
+    slower = plan(Projected("read_models", 350), [Follower("standby", 120, away_s=1)])
+    assert (slower.last_seq, slower.held_by_read_models) == (100, False)
+    assert "standby standby has stored up to 120" in slower.reason
+    not_waited = plan_segment(POLICY, head_seq=3000, archived_seq=0, checkpoint_seqs=CHECKPOINTS)
+    assert not not_waited.held_by_read_models and not_waited.last_seq == 500
 
 
 def test_checkpoints_kept_are_the_newest_the_range_starts_and_the_ends_to_come() -> None:
