@@ -19,7 +19,19 @@ from infra.drills.sites import SITE_KINDS
 pytestmark = pytest.mark.drill
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k not in SITE_KINDS])  # test_sites.py
+# one round of every kind; the broker, coordinator and partition faults run in `make drills`
+# (marked long), which keeps `make test` within its time on two cores
+SLOWER_ROUND = {"broker-loss", "coordinator-loss", "partition"}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(k, marks=pytest.mark.long) if k in SLOWER_ROUND else k
+        for k in KINDS
+        if k not in SITE_KINDS  # test_sites.py
+    ],
+)
 def test_drill(kind: str, tmp_path: Path) -> None:
     result = run_drill(
         kind,

@@ -159,7 +159,12 @@ def deposit(cluster: Cluster, region: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "policy"), [("async", "strict"), ("sync", "degrade"), ("sync", "strict")]
+    ("mode", "policy"),
+    [
+        pytest.param("async", "strict", marks=pytest.mark.long),  # `make drills`
+        pytest.param("sync", "degrade", marks=pytest.mark.long),
+        ("sync", "strict"),
+    ],
 )
 def test_a_paused_leader_acknowledges_nothing_the_new_epoch_owns(
     make_cluster: Any, mode: str, policy: str

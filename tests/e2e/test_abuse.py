@@ -71,21 +71,24 @@ def test_an_address_over_its_rate_gets_429(limited: Served) -> None:
     assert statuses.count(401) <= 41  # the burst, and what refilled meanwhile
 
 
-def test_ten_thousand_random_tokens_leave_the_key_cache_bounded(e2e_dsn: str) -> None:
+def test_random_tokens_ten_times_the_cache_leave_it_bounded(e2e_dsn: str) -> None:
     running = serve_in_thread(
         e2e_dsn,
         StaticLeadership(leads=False, url="http://leader.invalid"),
-        env={"EXDR_RATE_LIMIT_ADDRESS": "0", "EXDR_KEY_CACHE_UNKNOWN_MAX": "1000"},
+        env={"EXDR_RATE_LIMIT_ADDRESS": "0", "EXDR_KEY_CACHE_UNKNOWN_MAX": "200"},
     )
     try:
         token = _key(running)
-        assert httpx.get(running.url + "/v1/accounts/me",
-                         headers={"X-API-Key": token}).status_code == 200
+        assert (
+            httpx.get(running.url + "/v1/accounts/me", headers={"X-API-Key": token}).status_code
+            == 200
+        )
 
         async def spray(count: int, workers: int = 16) -> list[int]:
             statuses: list[int] = []
             limits = httpx.Limits(max_connections=workers)
             async with httpx.AsyncClient(base_url=running.url, timeout=30, limits=limits) as c:
+
                 async def worker(n: int) -> None:
                     for _ in range(n):
                         forged = f"ak_{secrets.token_hex(8)}.{secrets.token_urlsafe(32)}"
@@ -95,11 +98,13 @@ def test_ten_thousand_random_tokens_leave_the_key_cache_bounded(e2e_dsn: str) ->
                 await asyncio.gather(*(worker(count // workers) for _ in range(workers)))
             return statuses
 
-        statuses = asyncio.run(spray(10_000))
-        assert statuses.count(401) == 10_000
-        assert running.keys.unknown_cached == 1000  # not 10,000
+        statuses = asyncio.run(spray(2_000))
+        assert statuses.count(401) == 2_000
+        assert running.keys.unknown_cached == 200  # not 2,000
         assert len(running.keys._cache) == 1  # the one real key
-        assert httpx.get(running.url + "/v1/accounts/me",
-                         headers={"X-API-Key": token}).status_code == 200
+        assert (
+            httpx.get(running.url + "/v1/accounts/me", headers={"X-API-Key": token}).status_code
+            == 200
+        )
     finally:
         running.stop()
