@@ -81,7 +81,8 @@ def _generate(settings: Settings, shard: str, dsn: str, records: int, seed: int)
         Progress("generate", records) as bar,
     ):
         while app.seq < records:
-            batch = app.prepare(list(itertools.islice(flow, GENERATE_BATCH)))
+            size = min(GENERATE_BATCH, max(100, records - app.seq))
+            batch = app.prepare(list(itertools.islice(flow, size)))
             if committing is not None:
                 committing.result()
             committing = pool.submit(_commit_and_project, app, projector, shard, batch)
