@@ -10,6 +10,7 @@ run with the same records and seed; the archive timing is the one of the run tha
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import shutil
@@ -106,8 +107,18 @@ def _generate(settings: Settings, shard: str, dsn: str, records: int, seed: int)
     }
     _say("generate", app.seq, records, started)
     app.close()
-    projector.sessions.kw["bind"].dispose()
+    _close_projector(projector)
     return generation
+
+
+def _close_projector(projector: ReadModelProjector) -> None:
+    """Its sessions' engine and its own WAL store's pool: the database is copied next, which
+    PostgreSQL refuses while a connection to it is open."""
+    projector.sessions.kw["bind"].dispose()
+    datastore = getattr(projector.store, "datastore", None)
+    if datastore is not None:
+        datastore.close()
+    gc.collect()  # a connection of a pool closed with its recorder lingers until collected
 
 
 def _commit_and_project(
