@@ -10,6 +10,7 @@ run with the same records and seed; the archive timing is the one of the run tha
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from application.shard.app import PreparedBatch, ShardApp
 from infra.api.keys import KeyStore
 from infra.bench.api import _free_port
 from infra.bench.flow import steady_commands
@@ -37,51 +40,96 @@ from infra.bench.store import (
     named_dsn,
     scratch_dsn,
 )
-from infra.bench.writer_load import drive
-from infra.bootstrap import drop_database, make_shard_app, make_writer, migrate
+from infra.bootstrap import drop_database, make_projector, make_shard_app, migrate
 from infra.cli.progress import Progress
 from infra.settings import REPO_ROOT, Settings
 from infra.wal.archive import SegmentArchive
 from infra.wal.archiver import Archiver
 from infra.wal.retention_settings import ArchiveSettings
+from projections.read_models.projector import ReadModelProjector
 
 ACCOUNT = "bench-history"
-FLOW = "steady"  # what a kept history was generated with; another is generated again
+FLOW = "steady, projected"  # what a kept history was generated with; another is regenerated
 RETAIN_RECORDS = 100_000  # the benchmark's window: a backlog to archive from 200,000 on
 START_TIMEOUT_S = 900.0
 
 
+GENERATE_BATCH = 5000  # commands per in-process batch: one COPY transaction each
+
+
 def _generate(settings: Settings, shard: str, dsn: str, records: int, seed: int) -> dict[str, Any]:
-    """Drive one steady-state flow through the batched writer until `records` are stored: the
-    open orders stay bounded however long the history (a market's day, not a filling book)."""
+    """Run one steady-state flow through the shard application until `records` are stored: the
+    open orders stay bounded however long the history (a market's day, not a filling book).
+
+    The commands go through the leader's own write path (`prepare`, then `commit`: the engine,
+    the sealed and signed hash chain, idempotency keys, snapshots, checkpoints), in batches far
+    larger than a live writer's and with no writer thread, futures or HTTP in between: the
+    batch size changes how many records share a transaction, not what is stored. The commit of
+    one batch runs while the next is prepared, as the writer pipelines them. Each committed
+    batch is then applied to the read models in a transaction of its own, as a region's
+    projector applies the records it receives, so a node started on the history finds it
+    projected up to the head and indexes no tail.
+    """
     migrate(dsn)
     app = make_shard_app(settings, shard, dsn=dsn)
     app.recover()
-    writer = make_writer(settings, app)
-    writer.batch_max = 500
-    writer.start()
+    projector = make_projector(settings, dsn=dsn)
     flow = steady_commands(shard, app.instruments, seed=seed, prefix="h")
     started = time.perf_counter()
-    with Progress("generate", records) as bar:
+    committing: Future[None] | None = None
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="bench-commit") as pool,
+        Progress("generate", records) as bar,
+    ):
         while app.seq < records:
-            size = min(20_000, max(1000, records - app.seq))
-            drive(writer, itertools.islice(flow, size), in_flight=2000)
+            size = min(GENERATE_BATCH, max(100, records - app.seq))
+            batch = app.prepare(list(itertools.islice(flow, size)))
+            if committing is not None:
+                committing.result()
+            committing = pool.submit(_commit_and_project, app, projector, shard, batch)
             bar.update_to(min(app.seq, records), records)
-            _say("generate", min(app.seq, records), records, started)
-    writer.stop()
-    checkpointer = app.background_checkpoint
-    if checkpointer is not None:
-        checkpointer.wait(120)
+            if app.seq // 100_000 != (app.seq - len(batch.records)) // 100_000:
+                _say("generate", min(app.seq, records), records, started)
+        if committing is not None:
+            committing.result()
+    projected = projector.tracked(shard)
+    if projected != app.seq:
+        raise RuntimeError(f"bench history: read models at {projected}, WAL at {app.seq}")
     generation = {
         "requested": records,
         "seed": seed,
         "flow": FLOW,
         "records": app.seq,
+        "projected": projected,
         "open_orders": len(app.engine.open_orders()),
+        "state_hash": app.engine.state_hash(),
         "generate_seconds": round(time.perf_counter() - started, 1),
     }
+    _say("generate", app.seq, records, started)
     app.close()
+    _close_projector(projector)
     return generation
+
+
+def _close_projector(projector: ReadModelProjector) -> None:
+    """Its sessions' engine and its own WAL store's pool: the database is copied next, which
+    PostgreSQL refuses while a connection to it is open."""
+    projector.sessions.kw["bind"].dispose()
+    datastore = getattr(projector.store, "datastore", None)
+    if datastore is not None:
+        datastore.close()
+    gc.collect()  # a connection of a pool closed with its recorder lingers until collected
+
+
+def _commit_and_project(
+    app: ShardApp, projector: ReadModelProjector, shard: str, batch: PreparedBatch
+) -> None:
+    """One prepared batch made durable, then projected; a failed commit stops the generation
+    (what the benchmark measures is a history stored whole)."""
+    app.commit(batch)
+    if batch.failed:
+        raise RuntimeError(f"bench history: a generated batch was not stored at seq {app.seq}")
+    projector.apply(shard, batch.records)
 
 
 def _say(step: str, done: int, total: int, started: float) -> None:
@@ -242,6 +290,7 @@ def _start_and_time(
                 time.sleep(0.02)
             rss = _rss_mb(server.pid)
             cpu = _cpu_seconds(server.pid)
+            load = os.getloadavg()[0]
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -256,6 +305,8 @@ def _start_and_time(
         "listings_ready_seconds": round(listings, 3),
         "rss_mb": rss,
         "start_cpu_seconds": cpu,  # the server's CPU until its listings answered
+        # the machine's 1-minute load then: on a shared machine the wall clock measures it too
+        "start_load_average": round(load, 2),
     }
 
 
