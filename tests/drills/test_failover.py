@@ -79,6 +79,7 @@ def acked_keys(acked: dict[str, int]) -> set[str]:
     return {str(Order.create_id(account, cid)) for cid in acked}
 
 
+@pytest.mark.long  # make drills; make test kills the primary under load in test_chaos (unplanned)
 def test_sigkill_primary_standby_takes_over_fast_and_loses_nothing(make_cluster: Any) -> None:
     cluster = make_cluster(env={"EXDR_SYNC_POLICY": "degrade"})
     cluster.start("primary")
