@@ -31,6 +31,9 @@ TARGETS = {
             f"{UNIT}/test_stale_epochs.py",
             f"{UNIT}/test_failover*.py",
             f"{UNIT}/test_*controller*.py",
+            f"{UNIT}/test_confirmed_seq.py",
+            f"{UNIT}/test_read_confirmation.py",
+            f"{UNIT}/test_slow_follower_confirmations.py",
         ),
     ),
     "replicator": Target(
