@@ -19,9 +19,10 @@ from infra.drills.sites import SITE_KINDS
 pytestmark = pytest.mark.drill
 
 
-# one round of every kind; the broker, coordinator and partition faults run in `make drills`
-# (marked long), which keeps `make test` within its time on two cores
-SLOWER_ROUND = {"broker-loss", "coordinator-loss", "partition"}
+# `make test` keeps one round of the unplanned failover and of the replay; the other kinds run in
+# `make drills` (marked long), which keeps `make test` within its time on two cores. The planned
+# switchover is also in test_switchover.py and the loss of the leader's site in test_sites.py.
+SLOWER_ROUND = {"planned", "region-loss", "broker-loss", "coordinator-loss", "partition"}
 
 
 @pytest.mark.parametrize(

@@ -150,6 +150,9 @@ def orders(cluster: Cluster, region: str, prefix: str, n: int = 40) -> None:
     assert set(result["statuses"]) == {201}, result["statuses"]
 
 
+# about a minute on two cores: `make drills` runs it (marked long); the check above stays in
+# `make test`
+@pytest.mark.long
 def test_runbook_procedures_run_as_written(cluster: Cluster) -> None:
     op = Operator(cluster)
     orders(cluster, "primary", "a")

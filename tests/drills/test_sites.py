@@ -12,12 +12,12 @@ import pytest
 
 from infra.drills.sites import run_site_drill
 
-pytestmark = pytest.mark.drill  # about 45 s each
+pytestmark = pytest.mark.drill  # about 40 s each
 
 
 def _run(kind: str, tmp_path: Path) -> dict[str, object]:
     result = run_site_drill(
-        kind, profile="defaults", seconds=20, fail_after=4, workdir=tmp_path / "work"
+        kind, profile="defaults", seconds=15, fail_after=3, workdir=tmp_path / "work"
     )
     print({k: v for k, v in result.items() if k not in ("timeline", "steps", "events")})
     return result
