@@ -1,0 +1,414 @@
+"""A standby's re-seed from its leader's checkpoint and archive (application/wal/reseed.py
+decides; this reads the leader's store and archive and installs what it verified).
+
+What the standby's store holds afterwards, in one transaction:
+- wal_archive_segments: the leader's manifest rows up to its archived seq, `deleted`, naming
+  copies of the leader's segment files in this region's own archive (byte for byte: the same
+  SHA-256); its own older manifest rows are replaced. Records before the checkpoint are held in
+  this archive only, like any archived range: replay from scratch reads them, the archiver
+  goes on after them.
+- wal_archived_keys: the idempotency keys of every archived record.
+- wal_records: its own records up to the archived seq are gone (they are in the segments, the
+  seam checked), the leader's records after it up to the checkpoint are stored.
+- the aggregate events of the records it lacked (an order closed while it was away is found).
+- the leader's checkpoint, and the head at the checkpoint's seq.
+A failure anywhere before the commit changes nothing but files no manifest row names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from eventsourcing.persistence import StoredEvent
+
+from application.recovery.replay import RawRow, chain_start
+from application.shard.app import ShardApp
+from application.wal.auth import ReplicationKeys
+from application.wal.chain import ChainCursor
+from application.wal.records import WALError, WalRecord
+from application.wal.reseed import ReseedAction, ReseedPlan, plan_reseed
+from infra.wal.archive import Segment, SegmentArchive
+from infra.wal.pg_wal import _EVENT_COPY_TYPES, _RECORD_COLUMNS, _RECORD_COPY_TYPES
+
+log = logging.getLogger("exchange_dr.reseed")
+
+AlertFn = Callable[[str, str, str, Mapping[str, Any]], None]  # severity, name, message, labels
+REFUSED_ALERT_EVERY_S = 300.0
+
+
+class ReseedError(WALError):
+    """A re-seed that stopped before installing anything: what did not verify, and where."""
+
+
+class _Follower(Protocol):
+    app: ShardApp
+    primary: Any
+    keys: ReplicationKeys | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReseedResult:
+    checkpoint_seq: int
+    archived_to: int
+    segments: int
+    records: int  # records the standby lacked, now in its archive or live table
+    seconds: float
+
+
+class StandbyReseed:
+    """The replicator's hook (Replicator.reseed): asked on each catch-up while the standby is
+    behind; returns the plan it acted on."""
+
+    def __init__(
+        self,
+        region: str,
+        alert: AlertFn | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.region = region
+        self.alert = alert
+        self._clock = clock
+        self._refused_at: dict[str, tuple[str, float]] = {}  # shard -> (reason, when alerted)
+        self.last_result: ReseedResult | None = None
+
+    def __call__(self, follower: _Follower) -> ReseedPlan:
+        app, primary = follower.app, follower.primary
+        shard = app.shard_id
+        archived_seq = getattr(primary, "archived_seq", None)
+        if archived_seq is None or primary is app.store:
+            return plan_reseed(
+                applied_seq=app.seq, leader_archived_seq=0, leader_checkpoint_seqs=()
+            )
+        leader_archived = int(archived_seq(shard))
+        if app.seq >= leader_archived:  # the common case: one query, nothing more
+            return plan_reseed(
+                applied_seq=app.seq,
+                leader_archived_seq=leader_archived,
+                leader_checkpoint_seqs=(),
+            )
+        segments = primary.archived_segments(shard)
+        archive: SegmentArchive | None = getattr(primary, "archive", None)
+        unreadable = [s.file for s in segments if archive is None or not archive.exists(s)]
+        plan = plan_reseed(
+            applied_seq=app.seq,
+            leader_archived_seq=leader_archived,
+            leader_checkpoint_seqs=primary.checkpoint_seqs(shard),
+            unreadable=unreadable,
+            archive_url="" if archive is None else archive.url,
+        )
+        if plan.action is ReseedAction.REFUSE:
+            self._refused(shard, plan)
+            return plan
+        self._refused_at.pop(shard, None)
+        labels = self._labels(shard, plan)
+        message = f"standby of shard {shard} in region {self.region} re-seeds: {plan.reason}"
+        log.warning("standby reseeding %s", _kv(labels))
+        if self.alert is not None:
+            self.alert("warning", "StandbyReseeding", message, labels)
+        try:
+            result = reseed(app, primary, plan, segments, keys=follower.keys)
+        except Exception as exc:
+            log.error("standby reseed failed %s error=%s", _kv(labels), exc)
+            if self.alert is not None:
+                self.alert(
+                    "critical",
+                    "StandbyReseedFailed",
+                    f"re-seed of shard {shard} in region {self.region} failed: {exc}",
+                    labels,
+                )
+            raise
+        self.last_result = result
+        log.info(
+            "standby reseeded %s segments=%s records=%s seconds=%.3f",
+            _kv(labels),
+            result.segments,
+            result.records,
+            result.seconds,
+        )
+        return plan
+
+    def _labels(self, shard: str, plan: ReseedPlan) -> dict[str, Any]:
+        return {
+            "shard": shard,
+            "region": self.region,
+            "from_seq": plan.from_seq,
+            "to_seq": plan.archived_to,
+            "checkpoint_seq": "" if plan.checkpoint_seq is None else plan.checkpoint_seq,
+        }
+
+    def _refused(self, shard: str, plan: ReseedPlan) -> None:
+        """Logged and alerted when the reason changes, and again every few minutes."""
+        now = self._clock()
+        last = self._refused_at.get(shard)
+        if last is not None and last[0] == plan.reason and now - last[1] < REFUSED_ALERT_EVERY_S:
+            return
+        self._refused_at[shard] = (plan.reason, now)
+        labels = self._labels(shard, plan)
+        message = f"standby of shard {shard} in region {self.region} cannot catch up: {plan.reason}"
+        log.critical("standby reseed refused %s reason=%r", _kv(labels), plan.reason)
+        if self.alert is not None:
+            self.alert("critical", "StandbyReseedBlocked", message, labels)
+
+
+def _kv(labels: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in labels.items())
+
+
+def reseed(
+    app: ShardApp,
+    primary: Any,
+    plan: ReseedPlan,
+    segments: Iterable[Segment],
+    *,
+    keys: ReplicationKeys | None = None,
+) -> ReseedResult:
+    """Verify and install `plan` on the standby `app` from the leader's store `primary`."""
+    if plan.action is not ReseedAction.RESEED or plan.checkpoint_seq is None:
+        raise ValueError(f"not a re-seed: {plan.reason}")
+    started = time.perf_counter()
+    shard = app.shard_id
+    store = app.store
+    own: SegmentArchive | None = getattr(store, "archive", None)
+    leader: SegmentArchive | None = getattr(primary, "archive", None)
+    if own is None or leader is None:
+        raise ReseedError(f"shard {shard}: re-seed needs this region's and the leader's archive")
+    applied = app.seq
+    held = [s for s in segments if s.last_seq <= plan.archived_to]
+    expected = 1
+    for segment in held:
+        if segment.first_seq != expected:
+            raise ReseedError(
+                f"shard {shard}: the leader's archive manifest has no segment starting at "
+                f"{expected} (next: {segment.file})"
+            )
+        expected = segment.last_seq + 1
+    if expected - 1 != plan.archived_to:
+        raise ReseedError(f"shard {shard}: the leader's archive ends at {expected - 1}")
+    own_last = _checksum_at(store, shard, applied)
+    legacy = chain_start(primary, shard)
+    chain = ChainCursor(shard, legacy_upto=legacy)
+    events: list[StoredEvent] = []
+    archived_keys: list[tuple[str, int]] = []
+    copies: list[Segment] = []
+    for segment in held:
+        data, rows = leader.read_checked(segment)  # file hash, every record, the manifest row
+        for row in rows:
+            seq, key, checksum, prev, mac = row[0], row[3], row[6], row[7], row[8]
+            _verify_link(chain, keys, seq, prev, checksum, mac, legacy)
+            if seq == applied and checksum != own_last:
+                raise ReseedError(
+                    f"shard {shard}: this standby's record {seq} is not the leader's "
+                    "(diverged history): not re-seeded over it"
+                )
+            if key is not None:
+                archived_keys.append((key, seq))
+            if seq > applied:
+                events.extend(_stored_events(_record(shard, row)))
+        leader.forget()
+        copy = own.store(
+            shard,
+            segment.first_seq,
+            segment.last_seq,
+            data,
+            segment.first_checksum,
+            segment.last_checksum,
+        )
+        if copy.checksum != segment.checksum:
+            raise ReseedError(f"shard {shard}: the copy of {segment.file} differs")
+        copies.append(copy)
+        log.info("reseed copied shard=%s file=%s", shard, segment.file)
+    live: list[WalRecord] = []
+    for record in primary.iter_records(shard, plan.archived_to, upto_seq=plan.checkpoint_seq):
+        _verify_link(
+            chain, keys, record.seq, record.prev_checksum, record.checksum, record.mac, legacy
+        )
+        if record.seq > applied:
+            events.extend(_stored_events(record))
+        live.append(record)
+    if plan.checkpoint_seq > plan.archived_to and (not live or live[-1].seq != plan.checkpoint_seq):
+        raise ReseedError(
+            f"shard {shard}: the leader's records up to {plan.checkpoint_seq} are not all there"
+        )
+    checkpoint = primary.latest_checkpoint(shard, at_or_before=plan.checkpoint_seq)
+    if checkpoint is None or checkpoint.seq != plan.checkpoint_seq:
+        raise ReseedError(
+            f"shard {shard}: the leader's checkpoint at {plan.checkpoint_seq} is gone (pruned "
+            "since): the next catch-up plans again"
+        )
+    app.restore_checkpoint(checkpoint)  # its checksum and its state decode, before installing
+    head_epoch = live[-1].epoch if live else _epoch_at(held[-1], leader)
+    if checkpoint.epoch > head_epoch:
+        raise ReseedError(
+            f"shard {shard}: the leader's checkpoint at {checkpoint.seq} is of epoch "
+            f"{checkpoint.epoch}, its record of epoch {head_epoch}"
+        )
+    _install(
+        store, shard, applied, copies, archived_keys, live, events, checkpoint, head_epoch, legacy
+    )
+    app.recover()
+    return ReseedResult(
+        checkpoint.seq,
+        plan.archived_to,
+        len(copies),
+        checkpoint.seq - applied,
+        time.perf_counter() - started,
+    )
+
+
+def _verify_link(
+    chain: ChainCursor,
+    keys: ReplicationKeys | None,
+    seq: int,
+    prev: str | None,
+    checksum: str,
+    mac: str | None,
+    legacy: int,
+) -> None:
+    if keys is not None and not (mac is None and seq <= legacy):
+        keys.verify_record(checksum, mac)
+    chain.advance(seq, prev, checksum)
+
+
+def _record(shard: str, row: RawRow) -> WalRecord:
+    seq, epoch, kind, key, recorded_at_us, payload, checksum, prev, mac = row
+    return WalRecord.from_row(
+        shard_id=shard,
+        epoch=epoch,
+        seq=seq,
+        command_type=kind,
+        command_key=key,
+        recorded_at_us=recorded_at_us,
+        payload=bytes(payload),
+        checksum=checksum,
+        prev_checksum=prev,
+        mac=mac,
+    )
+
+
+def _stored_events(record: WalRecord) -> list[StoredEvent]:
+    return [
+        StoredEvent(e.originator_id, e.originator_version, e.topic, e.state) for e in record.events
+    ]
+
+
+def _epoch_at(segment: Segment, archive: SegmentArchive) -> int:
+    return int(archive.read(segment)[-1][1])
+
+
+def _checksum_at(store: Any, shard: str, seq: int) -> str | None:
+    if seq == 0:
+        return None
+    records = store.read_records(shard, seq - 1, 1, verify=False)
+    if not records or records[0].seq != seq:
+        raise ReseedError(f"shard {shard}: this standby's own record {seq} is not readable")
+    return str(records[0].checksum)
+
+
+def _install(
+    store: Any,
+    shard: str,
+    applied: int,
+    copies: list[Segment],
+    archived_keys: list[tuple[str, int]],
+    live: list[WalRecord],
+    events: list[StoredEvent],
+    checkpoint: Any,
+    head_epoch: int,
+    legacy: int,
+) -> None:
+    archived_to = copies[-1].last_seq
+    with store.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+        curs.execute("SELECT seq FROM wal_heads WHERE shard_id = %s FOR UPDATE", (shard,))
+        row = curs.fetchone()
+        now = 0 if row is None else int(row["seq"] if isinstance(row, dict) else row[0])
+        if now != applied:
+            raise ReseedError(f"shard {shard}: the head moved to {now} during the re-seed")
+        curs.execute("DELETE FROM wal_archive_segments WHERE shard_id = %s", (shard,))
+        curs.executemany(
+            "INSERT INTO wal_archive_segments (shard_id, first_seq, last_seq, records, file, "
+            "bytes, checksum, first_checksum, last_checksum, deleted) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)",
+            [
+                (
+                    shard,
+                    s.first_seq,
+                    s.last_seq,
+                    s.records,
+                    s.file,
+                    s.bytes,
+                    s.checksum,
+                    s.first_checksum,
+                    s.last_checksum,
+                )
+                for s in copies
+            ],
+        )
+        curs.execute("CREATE TEMP TABLE reseed_keys (command_key text, seq int8) ON COMMIT DROP")
+        with curs.copy("COPY reseed_keys (command_key, seq) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "int8"])
+            for key, seq in archived_keys:
+                copy.write_row((key, seq))
+        curs.execute(
+            "INSERT INTO wal_archived_keys (shard_id, command_key, seq) "
+            "SELECT %s, command_key, seq FROM reseed_keys ON CONFLICT DO NOTHING",
+            (shard,),
+        )
+        curs.execute(
+            "DELETE FROM wal_records WHERE shard_id = %s AND seq <= %s", (shard, archived_to)
+        )
+        with curs.copy(f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_RECORD_COPY_TYPES)
+            for r in live:  # all after the archived seq, so after this standby's seq
+                copy.write_row(
+                    (
+                        r.shard_id,
+                        r.seq,
+                        r.epoch,
+                        r.command_type,
+                        r.command_key,
+                        r.recorded_at_us,
+                        r.payload,
+                        r.checksum,
+                        r.prev_checksum,
+                        r.mac,
+                    )
+                )
+        with curs.copy(
+            f"COPY {store.events_table_name} "
+            "(originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_EVENT_COPY_TYPES)
+            for e in events:
+                copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+        curs.execute(
+            "INSERT INTO wal_checkpoints (shard_id, seq, epoch, state, state_hash, checksum) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (shard_id, seq) DO UPDATE SET "
+            "epoch = EXCLUDED.epoch, state = EXCLUDED.state, state_hash = EXCLUDED.state_hash, "
+            "checksum = EXCLUDED.checksum",
+            (
+                shard,
+                checkpoint.seq,
+                checkpoint.epoch,
+                checkpoint.state,
+                checkpoint.state_hash,
+                checkpoint.checksum,
+            ),
+        )
+        curs.execute(
+            "INSERT INTO wal_heads (shard_id, seq, epoch) VALUES (%s, %s, %s) "
+            "ON CONFLICT (shard_id) DO UPDATE SET seq = EXCLUDED.seq, "
+            "epoch = GREATEST(wal_heads.epoch, EXCLUDED.epoch), updated_at = now()",
+            (shard, checkpoint.seq, head_epoch),
+        )
+        if legacy:
+            curs.execute(
+                "INSERT INTO wal_chain_starts (shard_id, seq) VALUES (%s, %s) "
+                "ON CONFLICT (shard_id) DO UPDATE SET seq = GREATEST(wal_chain_starts.seq, "
+                "EXCLUDED.seq)",
+                (shard, legacy),
+            )
