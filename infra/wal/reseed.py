@@ -167,12 +167,15 @@ def reseed(
     *,
     keys: ReplicationKeys | None = None,
 ) -> ReseedResult:
-    """Verify and install `plan` on the standby `app` from the leader's store `primary`."""
+    """Verify and install `plan` on the standby `app` from the leader's store `primary`.
+
+    Streams: one segment's rows and one page of live records at a time, into one transaction
+    on the standby's store that commits only once everything verified."""
     if plan.action is not ReseedAction.RESEED or plan.checkpoint_seq is None:
         raise ValueError(f"not a re-seed: {plan.reason}")
     started = time.perf_counter()
     shard = app.shard_id
-    store = app.store
+    store: Any = app.store  # a PostgresWalRecorder: its datastore and events table
     own: SegmentArchive | None = getattr(store, "archive", None)
     leader: SegmentArchive | None = getattr(primary, "archive", None)
     if own is None or leader is None:
@@ -189,75 +192,205 @@ def reseed(
         expected = segment.last_seq + 1
     if expected - 1 != plan.archived_to:
         raise ReseedError(f"shard {shard}: the leader's archive ends at {expected - 1}")
-    own_last = _checksum_at(store, shard, applied)
-    legacy = chain_start(primary, shard)
-    chain = ChainCursor(shard, legacy_upto=legacy)
-    events: list[StoredEvent] = []
-    archived_keys: list[tuple[str, int]] = []
-    copies: list[Segment] = []
-    for segment in held:
-        data, rows = leader.read_checked(segment)  # file hash, every record, the manifest row
-        for row in rows:
-            seq, key, checksum, prev, mac = row[0], row[3], row[6], row[7], row[8]
-            _verify_link(chain, keys, seq, prev, checksum, mac, legacy)
-            if seq == applied and checksum != own_last:
-                raise ReseedError(
-                    f"shard {shard}: this standby's record {seq} is not the leader's "
-                    "(diverged history): not re-seeded over it"
-                )
-            if key is not None:
-                archived_keys.append((key, seq))
-            if seq > applied:
-                events.extend(_stored_events(_record(shard, row)))
-        leader.forget()
-        copy = own.store(
-            shard,
-            segment.first_seq,
-            segment.last_seq,
-            data,
-            segment.first_checksum,
-            segment.last_checksum,
-        )
-        if copy.checksum != segment.checksum:
-            raise ReseedError(f"shard {shard}: the copy of {segment.file} differs")
-        copies.append(copy)
-        log.info("reseed copied shard=%s file=%s", shard, segment.file)
-    live: list[WalRecord] = []
-    for record in primary.iter_records(shard, plan.archived_to, upto_seq=plan.checkpoint_seq):
-        _verify_link(
-            chain, keys, record.seq, record.prev_checksum, record.checksum, record.mac, legacy
-        )
-        if record.seq > applied:
-            events.extend(_stored_events(record))
-        live.append(record)
-    if plan.checkpoint_seq > plan.archived_to and (not live or live[-1].seq != plan.checkpoint_seq):
-        raise ReseedError(
-            f"shard {shard}: the leader's records up to {plan.checkpoint_seq} are not all there"
-        )
     checkpoint = primary.latest_checkpoint(shard, at_or_before=plan.checkpoint_seq)
     if checkpoint is None or checkpoint.seq != plan.checkpoint_seq:
         raise ReseedError(
             f"shard {shard}: the leader's checkpoint at {plan.checkpoint_seq} is gone (pruned "
             "since): the next catch-up plans again"
         )
-    app.restore_checkpoint(checkpoint)  # its checksum and its state decode, before installing
-    head_epoch = live[-1].epoch if live else _epoch_at(held[-1], leader)
-    if checkpoint.epoch > head_epoch:
-        raise ReseedError(
-            f"shard {shard}: the leader's checkpoint at {checkpoint.seq} is of epoch "
-            f"{checkpoint.epoch}, its record of epoch {head_epoch}"
+    app.restore_checkpoint(checkpoint)  # its checksum and its state decode, before anything
+    own_last = _checksum_at(store, shard, applied)
+    legacy = chain_start(primary, shard)
+    chain = ChainCursor(shard, legacy_upto=legacy)
+    head_epoch = 0
+    with store.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+        _lock_head(curs, shard, applied)
+        curs.execute("DELETE FROM wal_archive_segments WHERE shard_id = %s", (shard,))
+        curs.execute("CREATE TEMP TABLE reseed_keys (command_key text, seq int8) ON COMMIT DROP")
+        for number, segment in enumerate(held, 1):
+            data, rows = leader.read_checked(segment)  # file hash, every record, manifest row
+            archived_keys: list[tuple[str, int]] = []
+            events: list[StoredEvent] = []
+            for row in rows:
+                seq, key, checksum, prev, mac = row[0], row[3], row[6], row[7], row[8]
+                _verify_link(chain, keys, seq, prev, checksum, mac, legacy)
+                if seq == applied and checksum != own_last:
+                    raise ReseedError(
+                        f"shard {shard}: this standby's record {seq} is not the leader's "
+                        "(diverged history): not re-seeded over it"
+                    )
+                if key is not None:
+                    archived_keys.append((key, seq))
+                if seq > applied:
+                    events.extend(_stored_events(_record(shard, row)))
+                head_epoch = row[1]
+            leader.forget()
+            copy = own.store(
+                shard,
+                segment.first_seq,
+                segment.last_seq,
+                data,
+                segment.first_checksum,
+                segment.last_checksum,
+            )
+            if copy.checksum != segment.checksum:
+                raise ReseedError(f"shard {shard}: the copy of {segment.file} differs")
+            _add_segment(curs, copy, archived_keys, events, store.events_table_name)
+            log.info(
+                "reseed copied shard=%s segment=%s/%s file=%s records=%s",
+                shard,
+                number,
+                len(held),
+                segment.file,
+                segment.records,
+            )
+        curs.execute(
+            "INSERT INTO wal_archived_keys (shard_id, command_key, seq) "
+            "SELECT %s, command_key, seq FROM reseed_keys ON CONFLICT DO NOTHING",
+            (shard,),
         )
-    _install(
-        store, shard, applied, copies, archived_keys, live, events, checkpoint, head_epoch, legacy
-    )
+        curs.execute(
+            "DELETE FROM wal_records WHERE shard_id = %s AND seq <= %s", (shard, plan.archived_to)
+        )
+        last = plan.archived_to
+        page: list[WalRecord] = []
+        for record in primary.iter_records(shard, plan.archived_to, upto_seq=checkpoint.seq):
+            _verify_link(
+                chain, keys, record.seq, record.prev_checksum, record.checksum, record.mac, legacy
+            )
+            page.append(record)
+            last, head_epoch = record.seq, record.epoch
+            if len(page) >= 2000:
+                _add_records(curs, page, store.events_table_name)
+                page = []
+        _add_records(curs, page, store.events_table_name)
+        if last != checkpoint.seq:
+            raise ReseedError(
+                f"shard {shard}: the leader's records end at {last}, before its checkpoint "
+                f"at {checkpoint.seq}"
+            )
+        if checkpoint.epoch > head_epoch:
+            raise ReseedError(
+                f"shard {shard}: the leader's checkpoint at {checkpoint.seq} is of epoch "
+                f"{checkpoint.epoch}, its record of epoch {head_epoch}"
+            )
+        _install_head(curs, checkpoint, head_epoch, legacy)
     app.recover()
     return ReseedResult(
         checkpoint.seq,
         plan.archived_to,
-        len(copies),
+        len(held),
         checkpoint.seq - applied,
         time.perf_counter() - started,
     )
+
+
+def _lock_head(curs: Any, shard: str, applied: int) -> None:
+    curs.execute("SELECT seq FROM wal_heads WHERE shard_id = %s FOR UPDATE", (shard,))
+    row = curs.fetchone()
+    now = 0 if row is None else int(row["seq"] if isinstance(row, dict) else row[0])
+    if now != applied:
+        raise ReseedError(f"shard {shard}: the head moved to {now} during the re-seed")
+
+
+def _add_segment(
+    curs: Any,
+    segment: Segment,
+    archived_keys: list[tuple[str, int]],
+    events: list[StoredEvent],
+    events_table: str,
+) -> None:
+    """A copied segment's manifest row (its range has left this store's live table), its
+    records' keys and the events this standby lacked."""
+    curs.execute(
+        "INSERT INTO wal_archive_segments (shard_id, first_seq, last_seq, records, file, "
+        "bytes, checksum, first_checksum, last_checksum, deleted) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)",
+        (
+            segment.shard_id,
+            segment.first_seq,
+            segment.last_seq,
+            segment.records,
+            segment.file,
+            segment.bytes,
+            segment.checksum,
+            segment.first_checksum,
+            segment.last_checksum,
+        ),
+    )
+    with curs.copy("COPY reseed_keys (command_key, seq) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "int8"])
+        for key, seq in archived_keys:
+            copy.write_row((key, seq))
+    _add_events(curs, events, events_table)
+
+
+def _add_events(curs: Any, events: list[StoredEvent], events_table: str) -> None:
+    if not events:
+        return
+    with curs.copy(
+        f"COPY {events_table} (originator_id, originator_version, topic, state) "
+        "FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(_EVENT_COPY_TYPES)
+        for e in events:
+            copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+
+
+def _add_records(curs: Any, records: list[WalRecord], events_table: str) -> None:
+    """Live records of the leader after its archived seq (all after this standby's seq)."""
+    if not records:
+        return
+    with curs.copy(f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_RECORD_COPY_TYPES)
+        for r in records:
+            copy.write_row(
+                (
+                    r.shard_id,
+                    r.seq,
+                    r.epoch,
+                    r.command_type,
+                    r.command_key,
+                    r.recorded_at_us,
+                    r.payload,
+                    r.checksum,
+                    r.prev_checksum,
+                    r.mac,
+                )
+            )
+    _add_events(curs, [e for r in records for e in _stored_events(r)], events_table)
+
+
+def _install_head(curs: Any, checkpoint: Any, head_epoch: int, legacy: int) -> None:
+    """The leader's checkpoint, and the head at its seq."""
+    shard = checkpoint.shard_id
+    curs.execute(
+        "INSERT INTO wal_checkpoints (shard_id, seq, epoch, state, state_hash, checksum) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (shard_id, seq) DO UPDATE SET "
+        "epoch = EXCLUDED.epoch, state = EXCLUDED.state, state_hash = EXCLUDED.state_hash, "
+        "checksum = EXCLUDED.checksum",
+        (
+            shard,
+            checkpoint.seq,
+            checkpoint.epoch,
+            checkpoint.state,
+            checkpoint.state_hash,
+            checkpoint.checksum,
+        ),
+    )
+    curs.execute(
+        "INSERT INTO wal_heads (shard_id, seq, epoch) VALUES (%s, %s, %s) "
+        "ON CONFLICT (shard_id) DO UPDATE SET seq = EXCLUDED.seq, "
+        "epoch = GREATEST(wal_heads.epoch, EXCLUDED.epoch), updated_at = now()",
+        (shard, checkpoint.seq, head_epoch),
+    )
+    if legacy:
+        curs.execute(
+            "INSERT INTO wal_chain_starts (shard_id, seq) VALUES (%s, %s) "
+            "ON CONFLICT (shard_id) DO UPDATE SET seq = GREATEST(wal_chain_starts.seq, "
+            "EXCLUDED.seq)",
+            (shard, legacy),
+        )
 
 
 def _verify_link(
@@ -296,10 +429,6 @@ def _stored_events(record: WalRecord) -> list[StoredEvent]:
     ]
 
 
-def _epoch_at(segment: Segment, archive: SegmentArchive) -> int:
-    return int(archive.read(segment)[-1][1])
-
-
 def _checksum_at(store: Any, shard: str, seq: int) -> str | None:
     if seq == 0:
         return None
@@ -307,108 +436,3 @@ def _checksum_at(store: Any, shard: str, seq: int) -> str | None:
     if not records or records[0].seq != seq:
         raise ReseedError(f"shard {shard}: this standby's own record {seq} is not readable")
     return str(records[0].checksum)
-
-
-def _install(
-    store: Any,
-    shard: str,
-    applied: int,
-    copies: list[Segment],
-    archived_keys: list[tuple[str, int]],
-    live: list[WalRecord],
-    events: list[StoredEvent],
-    checkpoint: Any,
-    head_epoch: int,
-    legacy: int,
-) -> None:
-    archived_to = copies[-1].last_seq
-    with store.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-        curs.execute("SELECT seq FROM wal_heads WHERE shard_id = %s FOR UPDATE", (shard,))
-        row = curs.fetchone()
-        now = 0 if row is None else int(row["seq"] if isinstance(row, dict) else row[0])
-        if now != applied:
-            raise ReseedError(f"shard {shard}: the head moved to {now} during the re-seed")
-        curs.execute("DELETE FROM wal_archive_segments WHERE shard_id = %s", (shard,))
-        curs.executemany(
-            "INSERT INTO wal_archive_segments (shard_id, first_seq, last_seq, records, file, "
-            "bytes, checksum, first_checksum, last_checksum, deleted) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)",
-            [
-                (
-                    shard,
-                    s.first_seq,
-                    s.last_seq,
-                    s.records,
-                    s.file,
-                    s.bytes,
-                    s.checksum,
-                    s.first_checksum,
-                    s.last_checksum,
-                )
-                for s in copies
-            ],
-        )
-        curs.execute("CREATE TEMP TABLE reseed_keys (command_key text, seq int8) ON COMMIT DROP")
-        with curs.copy("COPY reseed_keys (command_key, seq) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "int8"])
-            for key, seq in archived_keys:
-                copy.write_row((key, seq))
-        curs.execute(
-            "INSERT INTO wal_archived_keys (shard_id, command_key, seq) "
-            "SELECT %s, command_key, seq FROM reseed_keys ON CONFLICT DO NOTHING",
-            (shard,),
-        )
-        curs.execute(
-            "DELETE FROM wal_records WHERE shard_id = %s AND seq <= %s", (shard, archived_to)
-        )
-        with curs.copy(f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_RECORD_COPY_TYPES)
-            for r in live:  # all after the archived seq, so after this standby's seq
-                copy.write_row(
-                    (
-                        r.shard_id,
-                        r.seq,
-                        r.epoch,
-                        r.command_type,
-                        r.command_key,
-                        r.recorded_at_us,
-                        r.payload,
-                        r.checksum,
-                        r.prev_checksum,
-                        r.mac,
-                    )
-                )
-        with curs.copy(
-            f"COPY {store.events_table_name} "
-            "(originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(_EVENT_COPY_TYPES)
-            for e in events:
-                copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
-        curs.execute(
-            "INSERT INTO wal_checkpoints (shard_id, seq, epoch, state, state_hash, checksum) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (shard_id, seq) DO UPDATE SET "
-            "epoch = EXCLUDED.epoch, state = EXCLUDED.state, state_hash = EXCLUDED.state_hash, "
-            "checksum = EXCLUDED.checksum",
-            (
-                shard,
-                checkpoint.seq,
-                checkpoint.epoch,
-                checkpoint.state,
-                checkpoint.state_hash,
-                checkpoint.checksum,
-            ),
-        )
-        curs.execute(
-            "INSERT INTO wal_heads (shard_id, seq, epoch) VALUES (%s, %s, %s) "
-            "ON CONFLICT (shard_id) DO UPDATE SET seq = EXCLUDED.seq, "
-            "epoch = GREATEST(wal_heads.epoch, EXCLUDED.epoch), updated_at = now()",
-            (shard, checkpoint.seq, head_epoch),
-        )
-        if legacy:
-            curs.execute(
-                "INSERT INTO wal_chain_starts (shard_id, seq) VALUES (%s, %s) "
-                "ON CONFLICT (shard_id) DO UPDATE SET seq = GREATEST(wal_chain_starts.seq, "
-                "EXCLUDED.seq)",
-                (shard, legacy),
-            )
