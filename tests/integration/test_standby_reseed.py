@@ -18,7 +18,7 @@ from application.wal.retention import RetentionPolicy
 from infra.bench.flow import generate_commands
 from infra.bootstrap import drop_database, make_shard_app, migrate
 from infra.settings import Settings
-from infra.wal.archive import SegmentArchive
+from infra.wal.archive import ArchiveError, SegmentArchive
 from infra.wal.archiver import Archiver
 from infra.wal.reseed import StandbyReseed
 from projections.replication.replicator import Replicator
@@ -206,3 +206,35 @@ def test_a_standby_behind_the_leaders_archive_is_reseeded_then_confirms_and_can_
     promoted.execute_batch(more)
     assert promoted.seq > final_seq
     promoted.close()
+
+
+def test_a_damaged_leader_segment_stops_the_reseed_with_an_alert_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dsn: str, standby_dsn: str
+) -> None:
+    head, _, archived = _standby_behind(monkeypatch, tmp_path, dsn, standby_dsn, 100)
+    settings = _settings(monkeypatch, str(tmp_path / "{database}"))
+    segment = sorted((tmp_path / _database(dsn) / SHARD).glob("*.seg"))[-1]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    leader = make_shard_app(settings, SHARD, dsn=dsn)
+    standby = _open(settings, standby_dsn)
+    before = standby.engine.state_hash()
+    alerts = Alerts()
+    replicator = Replicator(standby, leader.store)
+    replicator.reseed = StandbyReseed("standby-region", alerts.severe)
+    with pytest.raises(ArchiveError, match=segment.name):
+        replicator.catch_up()
+    failed = alerts.named("StandbyReseedFailed")
+    assert failed and failed[0][2]["severity"] == "critical", alerts.sent
+    assert segment.name in failed[0][1]
+    # nothing installed: same seq, same state, its own records, no manifest rows
+    assert standby.seq == 100 and standby.engine.state_hash() == before
+    assert _first_live(standby_dsn) == 1
+    assert standby.store.archived_seq(SHARD) == 0  # type: ignore[attr-defined]
+    reopened = _open(settings, standby_dsn)
+    assert reopened.seq == 100 and reopened.engine.state_hash() == before
+    reopened.close()
+    standby.close()
+    leader.close()
+    assert head > archived
