@@ -205,7 +205,12 @@ def reseed(
     head_epoch = 0
     with store.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
         _lock_head(curs, shard, applied)
-        curs.execute("DELETE FROM wal_archive_segments WHERE shard_id = %s", (shard,))
+        curs.execute(
+            "DELETE FROM wal_archive_segments WHERE shard_id = %s "
+            "RETURNING shard_id, first_seq, last_seq, file",
+            (shard,),
+        )
+        replaced = [_row_segment(row) for row in curs.fetchall()]
         curs.execute("CREATE TEMP TABLE reseed_keys (command_key text, seq int8) ON COMMIT DROP")
         for number, segment in enumerate(held, 1):
             data, rows = leader.read_checked(segment)  # file hash, every record, manifest row
@@ -275,6 +280,10 @@ def reseed(
                 f"{checkpoint.epoch}, its record of epoch {head_epoch}"
             )
         _install_head(curs, checkpoint, head_epoch, legacy)
+    kept = {segment.file for segment in held}
+    for segment in replaced:  # this region's own older files no manifest row names any more
+        if segment.file not in kept:
+            own.delete(segment)
     app.recover()
     return ReseedResult(
         checkpoint.seq,
@@ -285,7 +294,18 @@ def reseed(
     )
 
 
+def _row_segment(row: Any) -> Segment:
+    if not isinstance(row, dict):
+        row = dict(zip(("shard_id", "first_seq", "last_seq", "file"), row, strict=True))
+    return Segment(
+        row["shard_id"], int(row["first_seq"]), int(row["last_seq"]), row["file"], 0, "", "", ""
+    )
+
+
 def _lock_head(curs: Any, shard: str, applied: int) -> None:
+    """This region's archiver for the shard waits (its lock, infra/wal/archiver.py), and so does
+    any writer of the head; the head must still be where the plan found it."""
+    curs.execute("SELECT pg_advisory_xact_lock(hashtext('wal-archive:' || %s))", (shard,))
     curs.execute("SELECT seq FROM wal_heads WHERE shard_id = %s FOR UPDATE", (shard,))
     row = curs.fetchone()
     now = 0 if row is None else int(row["seq"] if isinstance(row, dict) else row[0])

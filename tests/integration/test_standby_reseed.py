@@ -95,8 +95,9 @@ def _standby_behind(
     head, live_hash = leader.seq, leader.engine.state_hash()
     standby = _open(settings, standby_dsn)
     replicator = Replicator(standby, leader.store)
-    replicator.stall_after_seq = stop_at
-    assert replicator.catch_up() == stop_at
+    for step in [*range(300, stop_at, 300), stop_at]:  # checkpoints along the way
+        replicator.stall_after_seq = step
+        assert replicator.catch_up() == step
     standby.close()
     leader.close()
     archive = SegmentArchive(str(tmp_path / _database(dsn)))
@@ -148,11 +149,20 @@ def test_without_the_leaders_archive_a_standby_is_refused_with_an_alert_then_res
     standby.close()
 
 
+@pytest.mark.parametrize("stop_at", [100, 700])
 def test_a_standby_behind_the_leaders_archive_is_reseeded_then_confirms_and_can_be_promoted(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dsn: str, standby_dsn: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dsn: str, standby_dsn: str, stop_at: int
 ) -> None:
-    head, live_hash, archived = _standby_behind(monkeypatch, tmp_path, dsn, standby_dsn, 100)
+    """At 700 the standby had archived a range of its own before it went away: the leader's
+    segments replace it in its manifest."""
+    head, live_hash, archived = _standby_behind(monkeypatch, tmp_path, dsn, standby_dsn, stop_at)
     settings = _settings(monkeypatch, str(tmp_path / "{database}"))
+    own_archive = SegmentArchive(str(tmp_path / _database(standby_dsn)))
+    if stop_at == 700:
+        own = Archiver(standby_dsn, own_archive, POLICY).run(SHARD)
+        assert 0 < own.archived_seq < stop_at, own
+        own_file = own_archive.name(SHARD, 1, own.archived_seq)
+        assert (tmp_path / _database(standby_dsn) / own_file).exists()
     leader = _open(settings, dsn)
     standby = _open(settings, standby_dsn)
     alerts = Alerts()
@@ -166,11 +176,13 @@ def test_a_standby_behind_the_leaders_archive_is_reseeded_then_confirms_and_can_
     assert result is not None and result.archived_to == archived
     assert result.checkpoint_seq >= archived and result.segments >= 1
     (_, message, labels) = alerts.named("StandbyReseeding")[0]
-    assert (labels["from_seq"], labels["to_seq"]) == (101, archived), message
+    assert (labels["from_seq"], labels["to_seq"]) == (stop_at + 1, archived), message
     assert labels["checkpoint_seq"] == result.checkpoint_seq
     # its archive now holds the leader's segments, byte for byte, and its live table the rest
     assert standby.store.archived_seq(SHARD) == archived  # type: ignore[attr-defined]
     assert _first_live(standby_dsn) == archived + 1
+    files = sorted(p.name for p in (tmp_path / _database(standby_dsn) / SHARD).glob("*.seg"))
+    assert files == sorted(p.name for p in (tmp_path / _database(dsn) / SHARD).glob("*.seg"))
 
     # then it follows the live table: caught up, same state, same chain
     assert replicator.catch_up() == head
@@ -196,8 +208,7 @@ def test_a_standby_behind_the_leaders_archive_is_reseeded_then_confirms_and_can_
     scratch.close()
 
     # the standby's own archiver goes on after the adopted range
-    run = Archiver(standby_dsn, SegmentArchive(str(tmp_path / _database(standby_dsn))), POLICY)
-    assert run.run(SHARD).archived_seq >= archived
+    assert Archiver(standby_dsn, own_archive, POLICY).run(SHARD).archived_seq >= archived
 
     # promoted: recovers the leader's state and takes commands under its new epoch
     promoted = make_shard_app(settings, SHARD, dsn=standby_dsn, epoch=epoch + 1)
