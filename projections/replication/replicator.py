@@ -45,6 +45,7 @@ class ReplicationStats:
     last_seen_seq: int = 0  # the highest seq of a verified record (or the leader's head)
     last_seen_recorded_at_us: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # messages refused, by reason
+    reseeds: int = 0  # re-seeds from the leader's checkpoint and archive
 
 
 _SUSPECTS_MAX = 1024
@@ -141,6 +142,8 @@ class Replicator:
         if self.reseed is not None and self.app.seq < head and not self.frozen:
             plan = self.reseed(self)
             self.reseed_refused = plan if plan.action is ReseedAction.REFUSE else None
+            if plan.action is ReseedAction.RESEED:
+                self.stats.reseeds += 1
             if self.reseed_refused is not None:
                 self.stats.last_seen_seq = max(self.stats.last_seen_seq, head)
                 self._track_lag()
