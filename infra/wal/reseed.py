@@ -17,6 +17,7 @@ A failure anywhere before the commit changes nothing but files no manifest row n
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,7 +38,8 @@ from infra.wal.pg_wal import _EVENT_COPY_TYPES, _RECORD_COLUMNS, _RECORD_COPY_TY
 log = logging.getLogger("exchange_dr.reseed")
 
 AlertFn = Callable[[str, str, str, Mapping[str, Any]], None]  # severity, name, message, labels
-REFUSED_ALERT_EVERY_S = 300.0
+REFUSED_ALERT_EVERY_S = 300.0  # a refusal or failure that lasts is alerted again this often
+RECHECK_S = 10.0  # a refused or failed re-seed is planned again (files listed) this often
 
 
 class ReseedError(WALError):
@@ -74,6 +76,8 @@ class StandbyReseed:
         self.alert = alert
         self._clock = clock
         self._refused_at: dict[str, tuple[str, float]] = {}  # shard -> (reason, when alerted)
+        # shard -> (refusal, since when, the leader's store it was about)
+        self._held: dict[str, tuple[ReseedPlan, float, Any]] = {}
         self.last_result: ReseedResult | None = None
 
     def __call__(self, follower: _Follower) -> ReseedPlan:
@@ -91,6 +95,14 @@ class StandbyReseed:
                 leader_archived_seq=leader_archived,
                 leader_checkpoint_seqs=(),
             )
+        held = self._held.get(shard)
+        if (
+            held is not None
+            and held[2] is primary
+            and self._clock() - held[1] < RECHECK_S
+            and (held[0].from_seq, held[0].archived_to) == (app.seq + 1, leader_archived)
+        ):
+            return held[0]  # no listing of the leader's archive every half second
         segments = primary.archived_segments(shard)
         archive: SegmentArchive | None = getattr(primary, "archive", None)
         unreadable = [s.file for s in segments if archive is None or not archive.exists(s)]
@@ -102,8 +114,9 @@ class StandbyReseed:
             archive_url="" if archive is None else archive.url,
         )
         if plan.action is ReseedAction.REFUSE:
-            self._refused(shard, plan)
+            self._refused(shard, plan, "StandbyReseedBlocked", primary)
             return plan
+        self._held.pop(shard, None)
         self._refused_at.pop(shard, None)
         labels = self._labels(shard, plan)
         message = f"standby of shard {shard} in region {self.region} re-seeds: {plan.reason}"
@@ -113,15 +126,14 @@ class StandbyReseed:
         try:
             result = reseed(app, primary, plan, segments, keys=follower.keys)
         except Exception as exc:
-            log.error("standby reseed failed %s error=%s", _kv(labels), exc)
-            if self.alert is not None:
-                self.alert(
-                    "critical",
-                    "StandbyReseedFailed",
-                    f"re-seed of shard {shard} in region {self.region} failed: {exc}",
-                    labels,
-                )
-            raise
+            # nothing was installed; held as a refusal (no error loop), planned again later
+            failed = dataclasses.replace(
+                plan,
+                action=ReseedAction.REFUSE,
+                reason=f"re-seed failed, nothing installed, retried in {RECHECK_S:g}s: {exc}",
+            )
+            self._refused(shard, failed, "StandbyReseedFailed", primary)
+            return failed
         self.last_result = result
         log.info(
             "standby reseeded %s segments=%s records=%s seconds=%.3f",
@@ -141,9 +153,11 @@ class StandbyReseed:
             "checkpoint_seq": "" if plan.checkpoint_seq is None else plan.checkpoint_seq,
         }
 
-    def _refused(self, shard: str, plan: ReseedPlan) -> None:
-        """Logged and alerted when the reason changes, and again every few minutes."""
+    def _refused(self, shard: str, plan: ReseedPlan, alert: str, primary: Any) -> None:
+        """Held for RECHECK_S; logged and alerted when the reason changes, and again every few
+        minutes while it lasts."""
         now = self._clock()
+        self._held[shard] = (plan, now, primary)
         last = self._refused_at.get(shard)
         if last is not None and last[0] == plan.reason and now - last[1] < REFUSED_ALERT_EVERY_S:
             return
@@ -152,7 +166,7 @@ class StandbyReseed:
         message = f"standby of shard {shard} in region {self.region} cannot catch up: {plan.reason}"
         log.critical("standby reseed refused %s reason=%r", _kv(labels), plan.reason)
         if self.alert is not None:
-            self.alert("critical", "StandbyReseedBlocked", message, labels)
+            self.alert("critical", alert, message, labels)
 
 
 def _kv(labels: Mapping[str, Any]) -> str:
