@@ -13,8 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from application.shard.app import ShardApp
+from application.shard.app import Outcome, ShardApp
+from application.shard.keys import command_key
 from application.wal.retention import RetentionPolicy
+from domain.commands import PlaceOrder
 from infra.bench.flow import generate_commands
 from infra.bootstrap import drop_database, make_shard_app, migrate
 from infra.settings import Settings
@@ -67,6 +69,15 @@ def _first_live(dsn: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _archived_keys(dsn: str) -> list[tuple[str, int]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT command_key, seq FROM wal_archived_keys WHERE shard_id = %s ORDER BY seq",
+            (SHARD,),
+        ).fetchall()
+    return [(str(key), int(seq)) for key, seq in rows]
 
 
 class Alerts:
@@ -212,7 +223,20 @@ def test_a_standby_behind_the_leaders_archive_is_reseeded_then_confirms_and_can_
 
     # promoted: recovers the leader's state and takes commands under its new epoch
     promoted = make_shard_app(settings, SHARD, dsn=standby_dsn, epoch=epoch + 1)
+    promoted.enable_key_filter()
     assert promoted.recover().state_hash == final_hash
+    # a retry of an order whose record the standby never stored itself (it was in the gap,
+    # archived on the leader): its first outcome, from the keys the re-seed brought
+    in_gap = {key: seq for key, seq in _archived_keys(standby_dsn) if stop_at < seq <= archived}
+    retry = next(
+        c
+        for c in generate_commands(SHARD, promoted.instruments, 2000, seed=3)
+        if isinstance(c, PlaceOrder) and command_key(SHARD, c) in in_gap
+    )
+    (outcome,) = promoted.execute_batch([retry])
+    assert isinstance(outcome, Outcome) and outcome.duplicate
+    assert outcome.seq == in_gap[str(command_key(SHARD, retry))]
+    assert promoted.seq == final_seq  # nothing written for it
     more = list(generate_commands(SHARD, promoted.instruments, 20, seed=12))
     promoted.execute_batch(more)
     assert promoted.seq > final_seq
