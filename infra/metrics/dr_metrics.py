@@ -87,6 +87,16 @@ class NodeCollector(Collector):
         gaps = CounterMetricFamily(
             "replication_gap_fills", "Records fetched from the primary's store", labels=["shard"]
         )
+        reseeds = CounterMetricFamily(
+            "standby_reseeds",
+            "Re-seeds of this standby from the leader's checkpoint and archive",
+            labels=["shard"],
+        )
+        reseed_blocked = GaugeMetricFamily(
+            "standby_reseed_blocked",
+            "1 while the standby's gap reaches the leader's archive and cannot be re-seeded",
+            labels=["shard"],
+        )
         failovers = CounterMetricFamily(
             "failover",
             "Failovers and switchovers that made this region the leader",
@@ -186,6 +196,9 @@ class NodeCollector(Collector):
                 lag_r.add_metric([shard_id], float(replicator.lag_records()))
                 corrupt.add_metric([shard_id], float(replicator.stats.corrupt))
                 gaps.add_metric([shard_id], float(replicator.stats.gap_fills))
+                reseeds.add_metric([shard_id], float(replicator.stats.reseeds))
+                blocked = replicator.reseed_refused is not None and role == "standby"
+                reseed_blocked.add_metric([shard_id], 1.0 if blocked else 0.0)
         yield from (
             up,
             seq,
@@ -199,6 +212,8 @@ class NodeCollector(Collector):
             corrupt,
             rejected,
             gaps,
+            reseeds,
+            reseed_blocked,
             failovers,
             info,
             rto,

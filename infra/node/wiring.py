@@ -26,6 +26,7 @@ from infra.replication.peer_link import RecordPush
 from infra.replication.peer_server import client_context, peer_url
 from infra.replication.rejections import RejectionAlerts
 from infra.settings import Settings
+from infra.wal.reseed import StandbyReseed
 from projections.app import FETCH_MAX_WAIT_MS, PEER_LINK_FETCH_WAIT_MS, make_faust_app
 from projections.replication.relay import Relay, encode_run
 from projections.replication.replicator import Replicator
@@ -82,6 +83,8 @@ def build_node(settings: Settings, region_name: str) -> Node:
         relay.tamper_seqs = set(settings.faults.tamper_seqs)
         replicator = make_replicator(settings, app, node.rejection_alerts)
         replicator.keys = keys
+        # a gap reaching the leader's archive: re-seeded from its checkpoint and archive
+        replicator.reseed = StandbyReseed(region.name, node.alerts.send)
         node.ack_checks[shard_id] = check = ConfirmationCheck(
             shard_id, keys, lookup=functools.partial(_stored_checksum, app.store, shard_id)
         )

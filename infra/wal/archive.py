@@ -296,12 +296,24 @@ class SegmentArchive:
             raise ArchiveError(segment.file, segment.first_seq, "file missing") from None
         return data
 
+    def exists(self, segment: Segment) -> bool:
+        """Whether the segment's file is there to read (a re-seed asks before it starts)."""
+        try:
+            return bool(self.fs.exists(self._path(segment.file)))
+        except OSError:
+            return False
+
     def read(self, segment: Segment) -> list[RawRow]:
         """Every row of a listed segment, checked against its manifest row; ArchiveError names
         the file and the first bad seq."""
         cached = self._cache
         if cached is not None and cached[0] == segment.checksum:
             return cached[1]
+        return self.read_checked(segment)[1]
+
+    def read_checked(self, segment: Segment) -> tuple[bytes, list[RawRow]]:
+        """The file's bytes and its rows, both checked against the manifest row (a re-seed
+        copies the bytes once they are known good)."""
         data = self.read_bytes(segment)
         header, rows = decode_segment(data, segment.file, segment.first_seq)
         whole = hashlib.sha256(data).hexdigest() == segment.checksum
@@ -321,7 +333,7 @@ class SegmentArchive:
         ):
             raise ArchiveError(segment.file, segment.first_seq, "does not match its manifest")
         self._cache = (segment.checksum, rows)
-        return rows
+        return data, rows
 
     def forget(self) -> None:
         """Drop the segment kept for the next page of a reader going through it."""

@@ -26,10 +26,12 @@ from application.shard.app import ShardApp
 from application.wal.auth import RejectedError, Rejection, ReplicationKeys
 from application.wal.chain import ChainBrokenError, ChainCursor
 from application.wal.records import WALCorruptionError, WalRecord
+from application.wal.reseed import ReseedAction, ReseedPlan
 
 log = logging.getLogger("exchange_dr.replicator")
 
 Alert = Callable[[str, str, Mapping[str, Any]], None]
+Reseed = Callable[["Replicator"], ReseedPlan]
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ReplicationStats:
     last_seen_seq: int = 0  # the highest seq of a verified record (or the leader's head)
     last_seen_recorded_at_us: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # messages refused, by reason
+    reseeds: int = 0  # re-seeds from the leader's checkpoint and archive
 
 
 _SUSPECTS_MAX = 1024
@@ -82,6 +85,12 @@ class Replicator:
         # (never a target)
         self._suspects: dict[int, set[str]] = {}
         self._ask_head = False  # a message was refused: the leader's store says what exists
+        # asked on each catch-up while behind: re-seeds the standby when its gap reaches the
+        # leader's archive (infra/wal/reseed.py); None: gaps are filled record by record
+        self.reseed: Reseed | None = None
+        # the gap reaches records the leader archived and no re-seed is possible from here:
+        # nothing below this seq is asked of the leader's store (it cannot have it live)
+        self.reseed_refused: ReseedPlan | None = None
 
     @property
     def applied_seq(self) -> int:
@@ -130,6 +139,15 @@ class Replicator:
         likely in flight on the broker; pulling them now would only make their delivery a
         duplicate to decode and drop."""
         head = self.primary.head(self.shard_id).seq
+        if self.reseed is not None and self.app.seq < head and not self.frozen:
+            plan = self.reseed(self)
+            self.reseed_refused = plan if plan.action is ReseedAction.REFUSE else None
+            if plan.action is ReseedAction.RESEED:
+                self.stats.reseeds += 1
+            if self.reseed_refused is not None:
+                self.stats.last_seen_seq = max(self.stats.last_seen_seq, head)
+                self._track_lag()
+                return self.app.seq  # refused, alerted: no error loop on the archive
         overdue = head if everything else self._head_at_last_catch_up
         self._head_at_last_catch_up = head
         if overdue > self.stats.last_seen_seq:
@@ -253,6 +271,8 @@ class Replicator:
         expected = applied + 1
         while expected <= target:
             record = good.get(expected)
+            if record is None and self.reseed_refused is not None:
+                break  # archived on the leader, out of reach here: refused and alerted
             if record is None:
                 fetched = list(self.primary.read_records(self.shard_id, expected - 1, 2000))
                 if not fetched:

@@ -39,6 +39,8 @@ DOCUMENTED_METRICS = frozenset({
     "replication_rejected_total",
     "replication_peer_link_up",
     "replication_gap_fills_total",
+    "standby_reseeds_total",
+    "standby_reseed_blocked",
     "zookeeper_connected",
     "exdr_api_command_ack_seconds_bucket",
     "exdr_api_requests_total",
