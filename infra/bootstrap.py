@@ -77,6 +77,7 @@ def make_shard_app(
         snapshot_every=settings.snapshot_every,
     )
     app.log_only = log_only
+    app.keys.filter_max_keys = settings.key_filter_max_keys
     app.replication_keys = settings.replication_keys()  # every record it writes is signed
     attach_archive(app.store, settings, dsn)
     return app

@@ -346,6 +346,9 @@ class Settings:
     # records of a shard's unprojected tail indexed at start before commands are taken; a longer
     # tail is indexed in the background, listings answer 503 warming_up meanwhile
     overlay_sync_records: int = 50_000
+    # idempotency keys held in the in-memory filters (about 1.8 bytes each); past it, keys not
+    # among the recent ones are looked up in the store (application/shard/keys.py)
+    key_filter_max_keys: int = 20_000_000
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     regions: tuple[Region, ...] = parse_regions(DEFAULT_REGIONS)
@@ -408,6 +411,9 @@ class Settings:
             snapshot_every=_int(e, "EXDR_SNAPSHOT_EVERY", d.snapshot_every, minimum=1),
             overlay_sync_records=_int(
                 e, "EXDR_OVERLAY_SYNC_RECORDS", d.overlay_sync_records, minimum=0
+            ),
+            key_filter_max_keys=_int(
+                e, "EXDR_KEY_FILTER_MAX_KEYS", d.key_filter_max_keys, minimum=1
             ),
             api_host=_text(e, "EXDR_API_HOST", d.api_host),
             api_port=_int(e, "EXDR_API_PORT", d.api_port, minimum=1, maximum=65535),

@@ -29,6 +29,7 @@ class KeyFilter:
         self._layers: list[tuple[bytearray, int]] = []
         self._capacity = capacity
         self._count = 0  # keys added to the newest layer
+        self.total = 0  # keys added in all
         self._bits: bytearray = bytearray()
         self._size = 0
         self._grow()
@@ -57,6 +58,7 @@ class KeyFilter:
             p = (h1 + i * h2) % size
             bits[p >> 3] |= 1 << (p & 7)
         self._count += 1
+        self.total += 1
 
     def __contains__(self, key: object) -> bool:
         """False: certainly never added. True: maybe added."""

@@ -4,6 +4,11 @@ Recent keys are answered from memory exactly; older ones from the store, asked o
 keys a Bloom filter (`KeyFilter`) may hold. The filter of older keys is loaded behind each
 recovery on a thread of its own; until it is in place, every key not among the recent ones is
 looked up in the store.
+
+Memory stays bounded whatever the history: the filters hold at most `filter_max_keys` keys
+(about 1.8 bytes each). A shard that stored more is answered by the store for every key not
+among the recent ones (one indexed lookup per batch, the path taken before the filter is
+loaded), and says so once in the log; the store stays the only authority either way.
 """
 
 from __future__ import annotations
@@ -37,8 +42,18 @@ def command_key(shard_id: str, command: Command) -> str | None:
 class IdempotencyKeys:
     """The keys a shard stored, and at which seq; the store stays the only authority."""
 
-    def __init__(self, store: WalStore, shard_id: str, *, recent_max: int = 200_000) -> None:
+    def __init__(
+        self,
+        store: WalStore,
+        shard_id: str,
+        *,
+        recent_max: int = 200_000,
+        filter_max_keys: int = 20_000_000,
+    ) -> None:
+        if filter_max_keys < 1:
+            raise ValueError("filter_max_keys must be >= 1")
         self._store = store
+        self.filter_max_keys = filter_max_keys
         self._shard_id = shard_id
         self._recent: OrderedDict[str, int] = OrderedDict()
         self._recent_max = recent_max
@@ -53,6 +68,12 @@ class IdempotencyKeys:
     def filter_loaded(self) -> bool:
         """Whether the filter of the keys stored before the last recovery is in place."""
         return self._stored is not None
+
+    @property
+    def filter_keys(self) -> int:
+        """How many keys the filters in memory hold (bounded by `filter_max_keys`)."""
+        stored = self._stored
+        return self._new.total + (stored.total if stored is not None else 0)
 
     def known(self, keys: Sequence[str | None]) -> dict[str, int]:
         """The seq of each of `keys` already stored (None entries are commands without one)."""
@@ -71,7 +92,13 @@ class IdempotencyKeys:
     def remember(self, key: str, seq: int) -> None:
         """A key just used by the command at `seq` (its batch may still fail: harmless)."""
         self._recent[key] = seq
-        self._new.add(key)
+        new = self._new
+        if new.total < self.filter_max_keys:
+            new.add(key)
+            stored = self._stored
+            held = new.total + (stored.total if stored is not None else 0)
+            if held >= self.filter_max_keys:  # also stops a loader still running from installing
+                self._drop_filter("the filters")
         if len(self._recent) > self._recent_max:
             self._recent.popitem(last=False)
 
@@ -99,10 +126,25 @@ class IdempotencyKeys:
             return
         shard_id = self._shard_id
 
+        cap = self.filter_max_keys
+
         def load() -> None:
-            loaded = KeyFilter(capacity=max(1 << 16, upto_seq))
+            loaded = KeyFilter(capacity=max(1 << 16, min(upto_seq, cap)))
+            keys = read(shard_id, upto_seq)
             try:
-                for key in read(shard_id, upto_seq):
+                for key in keys:
+                    if loaded.total + self._new.total >= cap:
+                        close = getattr(keys, "close", None)
+                        if close is not None:
+                            close()
+                        log.warning(
+                            "idempotency key filter not loaded shard=%s upto_seq=%s: more than "
+                            "%s keys; keys not among the recent ones are looked up in the store",
+                            shard_id,
+                            upto_seq,
+                            cap,
+                        )
+                        return
                     loaded.add(key)
             except Exception as exc:  # the store answers each lookup instead: slower, correct
                 log.warning("idempotency key filter not loaded shard=%s error=%s", shard_id, exc)
@@ -114,3 +156,19 @@ class IdempotencyKeys:
             log.info("idempotency key filter loaded shard=%s upto_seq=%s", shard_id, upto_seq)
 
         threading.Thread(target=load, name=f"key-filter-{shard_id}", daemon=True).start()
+
+    def _drop_filter(self, why: str) -> None:
+        """Past the cap: forget the filters, the store answers from now until the next recovery
+        (a new filter of keys since then would not say 'new' rightly without the older ones)."""
+        with self._lock:
+            self._generation += 1  # a loader still running must not install its filter
+            self._stored = None
+            self._new = KeyFilter(capacity=64)
+            self._new.total = self.filter_max_keys  # full: remember() adds nothing more
+        log.warning(
+            "idempotency key filter dropped shard=%s: %s reached %s keys; keys not among the "
+            "recent ones are looked up in the store",
+            self._shard_id,
+            why,
+            self.filter_max_keys,
+        )
