@@ -104,7 +104,7 @@ class SyncGate:
 
     def release(self, seq: int, resolve: Callable[[bool], None]) -> None:
         with self._lock:
-            if seq <= self.standby_seq:
+            if self.confirms(seq):  # a majority holds it (one replica: the leader's own copy)
                 ready = True
             elif self.mode is ReplicationMode.ASYNC:
                 ready = True

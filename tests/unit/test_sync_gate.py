@@ -391,3 +391,16 @@ def test_with_no_followers_everything_committed_is_confirmed() -> None:
     got: list[bool] = []
     gate.when_confirmed(1_000, got.append)
     assert got == [True] and gate.confirms(1_000)
+
+
+def test_a_shard_with_one_replica_acknowledges_at_once_in_sync_mode() -> None:
+    """One replica: the leader's own durable copy is the majority; nobody will ever confirm,
+    so holding the acknowledgement would refuse every command once the timeout passes."""
+    clock = Clock()
+    gate = SyncGate("s", policy=SyncPolicy.STRICT, timeout_s=0.5, replicas=1, clock=clock)
+    got: list[bool] = []
+    gate.release(1, got.append)
+    assert got == [True] and gate.waiting == 0
+    clock.now = 1.0
+    gate.tick()
+    assert got == [True] and gate.mode is ReplicationMode.SYNC
