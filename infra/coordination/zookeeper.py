@@ -86,13 +86,9 @@ class Coordinator:
         self._sync_margin_s = sync_margin_s
         self._clock_margin_s = clock_margin_s
         self._clock = clock
-        # reconnect quickly: the lease can only be renewed over a live connection
-        retry = KazooRetry(max_tries=-1, delay=0.05, backoff=1.5, max_delay=0.5)
-        self.zk = KazooClient(
-            hosts=_spread_hosts(hosts), timeout=session_timeout_s, connection_retry=retry
-        )
-        self._hook_handshake(self.zk._connection)
-        self.zk.add_listener(self._on_state)
+        self._hosts = hosts
+        self._shards: list[str] = []
+        self.zk = self._new_client()
         self.connected = False
         self._lease_until: dict[str, float] = {}
         self._leading: set[str] = set()
@@ -128,6 +124,23 @@ class Coordinator:
         bound = self.session_timeout_s - (self.sync_margin_s + self.clock_margin_s)
         wanted = self._lease_cap_s if self._lease_cap_s is not None else bound
         return max(0.0, min(wanted, bound))
+
+    def _new_client(self) -> KazooClient:
+        # reconnect quickly: the lease can only be renewed over a live connection
+        retry = KazooRetry(max_tries=-1, delay=0.05, backoff=1.5, max_delay=0.5)
+        zk = KazooClient(
+            hosts=_spread_hosts(self._hosts),
+            timeout=self.requested_session_s,
+            connection_retry=retry,
+        )
+        self._hook_handshake(zk._connection)
+
+        def on_state(state: str) -> None:
+            if zk is self.zk:  # a client given up for a new one says nothing any more
+                self._on_state(state)
+
+        zk.add_listener(on_state)
+        return zk
 
     def _hook_handshake(self, connection: Any) -> None:
         """Learn the negotiated session from each connect handshake: kazoo uses it for its own
@@ -171,13 +184,18 @@ class Coordinator:
 
     def start(self, shards: list[str], timeout: float = 15.0) -> None:
         self.zk.start(timeout=timeout)
+        self._shards = list(shards)
         for shard in shards:
             # an ensemble still settling may drop the first connection: retry, do not crash
             self.zk.retry(self.zk.ensure_path, self._path(shard))
             self._leaders[shard] = None
-            self.zk.DataWatch(self._path(shard, "leader"), self._watcher(shard))
+        self._watch(self.zk)
         self._renewer = threading.Thread(target=self._renew_loop, name="zk-lease", daemon=True)
         self._renewer.start()
+
+    def _watch(self, zk: KazooClient) -> None:
+        for shard in self._shards:
+            zk.DataWatch(self._path(shard, "leader"), self._watcher(shard, zk))
 
     def stop(self) -> None:
         self._stop.set()
@@ -209,8 +227,10 @@ class Coordinator:
             for shard in list(self._leading):
                 self._deposed(shard, "zookeeper session expired")
 
-    def _watcher(self, shard: str) -> Callable[[bytes | None, Any], bool]:
+    def _watcher(self, shard: str, zk: KazooClient) -> Callable[[bytes | None, Any], bool]:
         def watch(data: bytes | None, stat: Any) -> bool:
+            if zk is not self.zk:
+                return False  # a client given up for a new one: its watch ends
             info = None
             if data:
                 try:
@@ -232,7 +252,7 @@ class Coordinator:
                 self._deposed(shard, "leader node changed hands")
             if self.on_leader_change is not None:
                 self.on_leader_change(shard, info)
-            return not self._stop.is_set()
+            return not self._stop.is_set() and zk is self.zk
 
         return watch
 
@@ -246,9 +266,45 @@ class Coordinator:
             if self.on_deposed is not None:
                 self.on_deposed(shard, why)
 
+    def _connection_died(self) -> bool:
+        """kazoo ends its connection loop for good on an error it does not expect (a server's
+        'xids do not match', python-zk/kazoo#254): the client then stays closed, reconnecting
+        never, although nobody stopped it."""
+        connection = getattr(self.zk, "_connection", None)  # kazoo's, not public
+        if connection is None:
+            return False
+        return bool(connection.connection_stopped.is_set()) and not self._stop.is_set()
+
+    def _revive(self) -> None:
+        """A new client after the old one's connection loop died: a new session (the old one
+        is lost, so is any lease, see _on_state), the leader watches set up again. kazoo's
+        own restart() would not do: a stop() of a dead loop leaves its close request queued
+        for the next connection, which then closes its session at once."""
+        log.error(
+            "zookeeper connection loop ended without a stop region=%s: starting a new client",
+            self.region,
+        )
+        old = self.zk
+        try:
+            old.stop()
+            old.close()
+        except Exception as exc:  # already gone: nothing to release
+            log.debug("zookeeper stop of the dead client: %s", exc)
+        self.zk = zk = self._new_client()
+        try:
+            zk.start(timeout=max(1.0, self.session_timeout_s))
+        except Exception as exc:  # the ensemble unreachable now: tried again next round
+            log.warning("zookeeper client not started region=%s: %s", self.region, exc)
+            return  # kazoo stopped it: its loop is over, and the next round tries again
+        self._watch(zk)
+        log.warning("zookeeper client started again region=%s", self.region)
+
     def _renew_loop(self) -> None:
         interval = max(0.02, self.lease_s / 5)
         while not self._stop.wait(interval):
+            if self._connection_died():
+                self._revive()
+                continue
             for shard in list(self._leading):
                 started = self._clock()
                 path = self._path(shard, "leader")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -73,3 +74,44 @@ def test_taking_a_led_shard_appends_no_epoch_and_members_are_read_together() -> 
     finally:
         for coord in coords:
             coord.stop()
+
+
+def test_a_connection_loop_killed_by_an_unhandled_error_is_restarted() -> None:
+    """kazoo ends its connection loop for good on an unexpected error (its issue #254: 'xids do
+    not match' from a server); the coordinator starts the client again, so the region can lead
+    and sees leader changes once more instead of staying without ZooKeeper until restarted."""
+    settings = Settings.from_env()
+    root = f"/exdr-test/revive-{uuid.uuid4().hex}"
+    coord = Coordinator(settings.zk_hosts, "standby", "http://standby", root=root)
+    other = Coordinator(settings.zk_hosts, "primary", "http://primary", root=root)
+    coord.start([SHARD])
+    other.start([SHARD])
+    try:
+        connection = coord.zk._connection
+        read = connection._read_socket
+        broken = {"left": 1}
+
+        def read_socket(timeout: float) -> object:
+            if broken["left"]:
+                broken["left"] -= 1
+                raise RuntimeError("xids do not match, expected %r received %r", 28, 27)
+            return read(timeout)
+
+        connection._read_socket = read_socket
+        other.zk.set(other._path(SHARD), b"poke")  # any traffic: the next read raises
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not connection.connection_stopped.is_set():
+            time.sleep(0.02)
+        assert connection.connection_stopped.is_set(), "the connection loop did not end"
+        while time.monotonic() < deadline and not coord.connected:
+            time.sleep(0.05)
+        assert coord.connected, "the coordinator stayed without ZooKeeper"
+        # the watches work again: a leader taken elsewhere is seen here
+        other.take_leadership(SHARD, applied_seq=5)
+        while time.monotonic() < deadline and coord.leader(SHARD) is None:
+            time.sleep(0.05)
+        leader = coord.leader(SHARD)
+        assert leader is not None and leader.region == "primary"
+    finally:
+        coord.stop()
+        other.stop()
