@@ -162,7 +162,10 @@ class ShardController:
     async def _check_unrejoined(self) -> None:
         """A standby that took its role without a rejoin (no leader when the node started)
         counts as rejoined once its store agrees with the epoch history: nothing of it can
-        be set aside. A store that disagrees keeps its reads unconfirmed (and says so)."""
+        be set aside. A store that disagrees (a term of its own that a later epoch replaced)
+        rejoins now, as a deposed leader does: the tail after the fork is quarantined with an
+        alert, the state recovered, and replication goes on from the fork. Else the replicator
+        would drop the leader's records at seqs it holds, and the store stay forked."""
         history = self.history
         fork = await self._on_writer(
             lambda app: app.store.first_divergent_seq(self.shard_id, history)
@@ -172,11 +175,19 @@ class ShardController:
             return
         log.error(
             "standby shard=%s region=%s diverges from the epoch history at seq=%s without a "
-            "rejoin: its reads stay unconfirmed",
+            "rejoin: rejoining now",
             self.shard_id,
             self.region,
             fork,
         )
+        self.replicator.frozen = True  # nothing applied on the forked tail meanwhile
+        try:
+            await asyncio.wrap_future(self.writer.query(lambda _: self.rejoin()))
+        finally:
+            self.replicator.frozen = False
+        if self.role is Role.STANDBY:
+            self.replicator.stats.last_seen_seq = self.app.seq
+            self.rejoin_checked = True
 
     def record_is_current(self, seq: int, epoch: int) -> bool:
         """A replicated record counts only if the epoch history says its epoch owns its seq.

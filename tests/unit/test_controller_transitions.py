@@ -381,3 +381,24 @@ def test_a_record_of_a_term_the_follower_has_not_heard_of_is_judged_on_a_fresh_h
     assert not rig.controller.record_is_current(50, 2)  # the deposed leader's tail
     assert not rig.controller.record_is_current(60, 4)  # no such term, even read again
     assert not rig.controller.record_is_current(45, 3)  # before the term began
+
+
+def test_a_standby_that_never_rejoined_quarantines_a_divergent_tail_when_it_follows() -> None:
+    """A node that started as a standby with nobody leading took its role without a rejoin;
+    its store holds seqs 5-7 of epoch 1 that the history gives to epoch 2 (another region's
+    term from seq 5). When it follows the leader, those records are set aside as a deposed
+    leader's would be: else the replicator drops the real records at seqs it already holds,
+    and the store stays forked for good."""
+    rig = make_rig(seq=7)
+    rig.controller.role = Role.STANDBY  # no leader when its node started: no rejoin
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 5)]
+    rig.app.store.fork = 5
+
+    async def follow() -> None:
+        await rig.controller.follow(LeaderInfo("primary", "http://primary", 2, 5))
+
+    asyncio.run(follow())
+    assert rig.app.store.quarantined == [(5, 1), (6, 1), (7, 1)]
+    assert "WALQuarantined" in rig.alerts.names
+    assert rig.controller.rejoin_checked
+    assert not rig.replicator.frozen
