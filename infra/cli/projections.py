@@ -28,9 +28,20 @@ def cmd_projections_rebuild(args: argparse.Namespace, settings: Settings) -> int
             )
         shards = args.shard
     projector = make_projector(settings)
+    upto: dict[str, int] | None = None
+    if args.to == "confirmed":
+        from projections.read_models.confirmed import read_confirmed
+
+        # what the node's projection would show: records a failover can take back stay out
+        points = {shard: read_confirmed(projector.sessions, shard) for shard in shards}
+        upto = {shard: 0 if point is None else point.seq for shard, point in points.items()}
     with Progress("rebuild", 0) as bar:
-        report = projector.rebuild(shards, everything=not args.shard, progress=bar.update_to)
+        report = projector.rebuild(
+            shards, everything=not args.shard, progress=bar.update_to, upto=upto
+        )
     data = {
+        "to": args.to,
+        "upto": ",".join(f"{shard}:{seq}" for shard, seq in sorted((upto or {}).items())),
         "shards": ",".join(report.shards),
         "records": report.records,
         "orders": report.orders,
@@ -62,6 +73,14 @@ def register(sub: Commands) -> None:
     )
     projections_rebuild.add_argument(
         "--shard", action="append", help="only this shard's rows (repeatable)"
+    )
+    projections_rebuild.add_argument(
+        "--to",
+        choices=("confirmed", "head"),
+        default="confirmed",
+        help="confirmed (default): up to each shard's confirmed point in this database, as "
+        "the node projects (a shard with none recorded is emptied and refills as its node "
+        "confirms records); head: every record in the store, confirmed or not",
     )
     projections_rebuild.add_argument("--json", action="store_true")
     projections_rebuild.set_defaults(handler=cmd_projections_rebuild)

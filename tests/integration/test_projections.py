@@ -72,13 +72,38 @@ def _env(dsn: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "EXDR_PG_DSN": dsn, **extra}
 
 
-def test_rebuild_gives_the_engine_state(settings: Settings, dsn: str, shard: ShardApp) -> None:
+def _rebuild(dsn: str, *extra: str) -> dict[str, object]:
     result = subprocess.run(
-        [str(EXE), "projections", "rebuild", "--json"],
+        [str(EXE), "projections", "rebuild", "--json", *extra],
         env=_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    return dict(json.loads(result.stdout))
+
+
+def test_rebuild_stops_at_the_confirmed_point(
+    settings: Settings, dsn: str, shard: ShardApp
+) -> None:
+    """What the node would project: nothing a failover can take back. No point recorded in
+    this database: the views are emptied (they refill as the node confirms records)."""
+    projector = make_projector(settings, dsn=dsn)
+    summary = _rebuild(dsn)
+    assert (summary["to"], summary["records"]) == ("confirmed", 0)
+    assert f"{SHARD}:0" in str(summary["upto"]).split(",")
+    assert projector.tracked(SHARD) == 0
+    point = shard.seq - 100
+    (record,) = shard.store.read_records(SHARD, point - 1, 1)
+    record_confirmed(
+        projector.sessions, ConfirmedPoint(SHARD, point, record.epoch, record.checksum)
+    )
+    summary = _rebuild(dsn)
+    assert summary["records"] == point
+    assert f"{SHARD}:{point}" in str(summary["upto"]).split(",")
+    assert projector.tracked(SHARD) == point
+
+
+def test_rebuild_gives_the_engine_state(settings: Settings, dsn: str, shard: ShardApp) -> None:
+    summary = _rebuild(dsn, "--to", "head")
     assert summary["records"] == shard.seq
     assert summary["orders"] == shard.engine.counters()["next_priority"] - 1
     assert summary["trades"] == shard.engine.counters()["next_trade_id"] - 1 > 0
