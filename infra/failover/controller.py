@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -45,6 +47,11 @@ from projections.replication.replicator import Replicator
 log = logging.getLogger("exchange_dr.failover")
 
 T = TypeVar("T")
+
+# a follower's re-read of the epoch history on the writer thread waits at most this long, and
+# after a failed one the next waits this long (records judged on the known history meanwhile)
+HISTORY_READ_WAIT_S = 0.5
+HISTORY_RETRY_S = 2.0
 
 __all__ = ["ControllerContext", "FailoverRecord", "Role", "ShardController"]
 
@@ -104,6 +111,7 @@ class ShardController:
     # taken only the leader's records since: what it holds is on two replicas at least
     rejoin_checked: bool = False
     _history_read_for: int = 0  # the newest epoch a record made this follower re-read history for
+    _history_retry_at: float = 0.0  # monotonic: no re-read before (the last one failed)
 
     @property
     def app(self) -> ShardApp:
@@ -197,15 +205,44 @@ class ShardController:
         and they may arrive before this follower's leader watch has re-read the history.
         Dropped as stale, they would reach it (and be confirmed) only by the topic's slower
         path, holding back the new term's first acknowledgements. Read once per such epoch
-        (called on the writer thread, where the records are applied)."""
+        (called on the writer thread, where the records are applied), waiting at most
+        HISTORY_READ_WAIT_S: a ZooKeeper that does not answer must not stall every commit
+        behind it. Unread, the record is judged on what is known (stale: it comes again), and
+        the read is tried again HISTORY_RETRY_S later, not for every record meanwhile."""
         known = self.history[-1][0] if self.history else 0
-        if epoch > known and epoch > self._history_read_for:
+        if (
+            epoch > known
+            and epoch > self._history_read_for
+            and time.monotonic() >= self._history_retry_at
+        ):
             self._history_read_for = epoch
             try:
-                self.history = self.coord.epochs(self.shard_id)
-            except Exception as exc:  # ZooKeeper away: judged on what is known (stale)
-                log.warning("epoch history of shard=%s not read: %s", self.shard_id, exc)
+                self.history = self._epochs_within(HISTORY_READ_WAIT_S)
+            except Exception as exc:  # ZooKeeper away or slow: judged on what is known
+                self._history_read_for = known  # this epoch is tried again, after a pause
+                self._history_retry_at = time.monotonic() + HISTORY_RETRY_S
+                log.warning(
+                    "epoch history of shard=%s not read for epoch=%s seq=%s: %r",
+                    self.shard_id,
+                    epoch,
+                    seq,
+                    exc,
+                )
         return record_is_current(self.history, seq, epoch)
+
+    def _epochs_within(self, timeout_s: float) -> list[tuple[int, int]]:
+        """The epoch history, read on a thread of its own: TimeoutError after `timeout_s`
+        (the read goes on and its answer is dropped)."""
+        answer: Future[list[tuple[int, int]]] = Future()
+
+        def read() -> None:
+            try:
+                answer.set_result(list(self.coord.epochs(self.shard_id)))
+            except Exception as exc:
+                answer.set_exception(exc)
+
+        threading.Thread(target=read, name=f"epochs-{self.shard_id}", daemon=True).start()
+        return answer.result(timeout=timeout_s)
 
     def rejoin(self) -> int:
         """Set aside what this region wrote after the fork point, then rebuild (writer thread).

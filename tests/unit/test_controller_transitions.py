@@ -402,3 +402,27 @@ def test_a_standby_that_never_rejoined_quarantines_a_divergent_tail_when_it_foll
     assert "WALQuarantined" in rig.alerts.names
     assert rig.controller.rejoin_checked
     assert not rig.replicator.frozen
+
+
+def test_a_slow_coordination_holds_the_writer_no_longer_than_the_bound() -> None:
+    """The re-read of the history runs on the writer thread (where records are applied): a
+    ZooKeeper that does not answer (reconnecting, a member lost) must not stall every commit
+    behind it. The record is judged on the history known (stale: it comes again), and the
+    re-read is tried again later, not for every record."""
+    import time
+
+    rig = make_rig(seq=40)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 30)]
+
+    async def follow() -> None:
+        await rig.controller.follow(LeaderInfo("primary", "http://primary", 2, 30))
+
+    asyncio.run(follow())
+    rig.ensemble.epochs[SHARD].append((3, 50))
+    rig.coord.hooks["epochs"] = lambda: time.sleep(3.0)
+    started = time.monotonic()
+    assert not rig.controller.record_is_current(50, 3)
+    assert not rig.controller.record_is_current(51, 3)  # no second wait at once
+    assert time.monotonic() - started < 1.5
+    time.sleep(2.1)  # the retry pause (monotonic): the hook ran once, the next read answers
+    assert rig.controller.record_is_current(52, 3)
