@@ -8,7 +8,9 @@ One segment at a time:
 2. insert its manifest row (deleted = false);
 3. read the file back once: its SHA-256 must be the one of the bytes written;
 4. in one transaction: keep the records' idempotency keys (wal_archived_keys), delete the rows
-   by seq range in one statement, mark the manifest row deleted. Step 4 of a segment runs on
+   by seq range in one statement, delete their events from exchange_events (each row names
+   its record since migration 0009; the segment keeps them in the records' payloads) and the
+   snapshots taken at those events, mark the manifest row deleted. Step 4 of a segment runs on
    a second connection while steps 1-3 of the next one run (at most one segment in between).
 A run first finishes any segment left between 2 and 4 by an earlier run (verify record by
 record against the live rows, then delete), so a SIGKILL anywhere loses nothing and
@@ -414,6 +416,16 @@ class Archiver:
             )
             conn.execute(
                 "DELETE FROM wal_records WHERE shard_id = %s AND seq BETWEEN %s AND %s", args
+            )
+            # the records' events (their payloads keep them, in the segment) and the snapshots
+            # taken at those events: what eventsourcing's repository read of them is history
+            conn.execute(
+                "WITH gone AS (DELETE FROM exchange_events WHERE shard_id = %s "
+                "AND seq BETWEEN %s AND %s RETURNING originator_id, originator_version) "
+                "DELETE FROM exchange_snapshots s USING gone g "
+                "WHERE s.originator_id = g.originator_id "
+                "AND s.originator_version = g.originator_version",
+                args,
             )
             self._crash_point("during_delete")
             conn.execute(
