@@ -381,6 +381,7 @@ def run_history(
             if keep_db:
                 _mark_generated(template, generation)
         _clone(template, dsn)
+        migrate(dsn)  # a history kept by an older version: the schema this one writes and reads
         shutil.rmtree(config.url, ignore_errors=True)
         archived = _archive(dsn, shard, config, max(0, generation["records"] - retain_records))
         with psycopg.connect(dsn) as conn:

@@ -390,6 +390,14 @@ class PostgresWalRecorder(ArchivedReads, PostgresApplicationRecorder):
                     "WHERE originator_id = %s AND originator_version >= %s",
                     (originator_id, version),
                 )
+            # idempotency keys the archiver kept for records it had not deleted yet (it keeps
+            # them with a segment's manifest row, before the rows go): they leave with them
+            curs.execute(
+                "DELETE FROM wal_archived_keys k WHERE shard_id = %s AND seq >= %s "
+                "AND EXISTS (SELECT 1 FROM wal_records r "
+                "WHERE r.shard_id = k.shard_id AND r.seq = k.seq)",
+                (shard_id, fork_seq),
+            )
             curs.execute(
                 "DELETE FROM wal_records WHERE shard_id = %s AND seq >= %s", (shard_id, fork_seq)
             )

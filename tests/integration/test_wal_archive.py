@@ -255,6 +255,10 @@ def test_sigkill_at_each_archiver_step_loses_nothing_and_duplicates_nothing(
         ).fetchone()
     assert deleted == 0  # the kill came before any delete committed
     assert _live(dsn) == (head, 1, head)  # the live table is whole
+    with psycopg.connect(dsn) as conn:
+        (kept,) = conn.execute("SELECT count(*) FROM wal_archived_keys").fetchone()  # type: ignore[misc]
+    # the keys commit with the manifest row, never before it
+    assert (kept > 0) == (crash_at != "after_file"), kept
 
     run = Archiver(dsn, SegmentArchive(archive_env), POLICY).run(SHARD)
     assert run.segments >= 1
@@ -263,6 +267,12 @@ def test_sigkill_at_each_archiver_step_loses_nothing_and_duplicates_nothing(
     scratch = make_shard_app(settings, SHARD, dsn=dsn)
     assert _all_seqs(scratch, head) == list(range(1, head + 1))  # none lost, none twice
     assert scratch.recover(from_scratch=True).state_hash == live_hash
+    # the archived records' keys, each once (archived keys are read beside the live ones)
+    keys = list(scratch.store.command_keys(SHARD, head))  # type: ignore[attr-defined]
+    assert len(keys) == len(set(keys))
+    with psycopg.connect(dsn) as conn:
+        kept = conn.execute("SELECT seq FROM wal_archived_keys ORDER BY seq").fetchall()
+    assert kept and kept[-1][0] <= run.archived_seq
     scratch.close()
 
 
