@@ -12,8 +12,8 @@ One segment at a time:
 4. in one transaction: delete the rows by seq range in one statement, delete their events
    from exchange_events (each row names its record since migration 0009; the segment keeps
    them in the records' payloads) and the snapshots taken at those events, mark the manifest
-   row deleted. Step 4 of a segment runs on
-   a second connection while steps 1-3 of the next one run (at most one segment in between).
+   row deleted. Step 4 of a segment runs on a second connection while steps 1-3 of the next
+   one run (at most one segment in between).
 A run first finishes any segment left between 2 and 4 by an earlier run (verify record by
 record against the live rows, then delete), so a SIGKILL anywhere loses nothing and
 duplicates nothing. Readers take archived rows only from segments marked deleted, and live
@@ -35,6 +35,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ _KEEP_KEYS = (
     "AND seq BETWEEN %s AND %s AND command_key IS NOT NULL "
     "ON CONFLICT DO NOTHING"
 )
+_IN_FLIGHT = 4  # megabytes of COPY output waiting for the compressor thread
 _SEGMENT_COLUMNS = (
     "shard_id, first_seq, last_seq, file, bytes, checksum, first_checksum, last_checksum"
 )
@@ -372,7 +374,14 @@ class Archiver:
             ).fetchall()
         )
         encoder = SegmentEncoder(shard_id, first, last)
-        with conn.cursor() as curs:
+        with (
+            conn.cursor() as curs,
+            ThreadPoolExecutor(1, thread_name_prefix=f"archive-compress-{shard_id}") as squeezer,
+        ):
+            # zstd compresses without the interpreter lock: a megabyte is compressed on a
+            # thread of its own while the next one is read from COPY here (one thread, so in
+            # order; at most _IN_FLIGHT megabytes wait)
+            feeding: deque[Future[None]] = deque()
             with curs.copy(
                 sql.SQL(
                     "COPY (SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, "
@@ -387,10 +396,14 @@ class Archiver:
                     pending.append(bytes(chunk))
                     size += len(chunk)
                     if size >= 1 << 20:
-                        encoder.feed(b"".join(pending))
+                        feeding.append(squeezer.submit(encoder.feed, b"".join(pending)))
                         pending, size = [], 0
-                encoder.feed(b"".join(pending))
+                        if len(feeding) > _IN_FLIGHT:
+                            feeding.popleft().result()
+                feeding.append(squeezer.submit(encoder.feed, b"".join(pending)))
             copied = curs.rowcount  # the server's own count of the rows it sent
+            while feeding:
+                feeding.popleft().result()
         # (shard_id, seq) is the key, so rows of the range are distinct seqs in first..last:
         # as many rows as seqs means every seq once (COPY's own count, no second scan)
         if copied != last - first + 1 or set(ends) != {first, last}:
