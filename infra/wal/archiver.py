@@ -468,14 +468,20 @@ class Archiver:
                 "DELETE FROM wal_records WHERE shard_id = %s AND seq BETWEEN %s AND %s", args
             )
             # the records' events (their payloads keep them, in the segment) and the snapshots
-            # taken at those events: what eventsourcing's repository read of them is history
+            # taken at those events: what eventsourcing's repository read of them is history.
+            # The snapshots first, each one's event looked up by its key (there are far fewer
+            # snapshots than events: one every EXDR_SNAPSHOT_EVERY versions). A scalar subquery
+            # on the key alone: the planner neither turns it into a join nor walks the range's
+            # events, whatever its statistics (it did both, taking seconds, without them)
             conn.execute(
-                "WITH gone AS (DELETE FROM exchange_events WHERE shard_id = %s "
-                "AND seq BETWEEN %s AND %s RETURNING originator_id, originator_version) "
-                "DELETE FROM exchange_snapshots s USING gone g "
-                "WHERE s.originator_id = g.originator_id "
-                "AND s.originator_version = g.originator_version",
-                args,
+                "DELETE FROM exchange_snapshots s WHERE int8range(%s, %s, '[]') @> "
+                "(SELECT CASE WHEN e.shard_id = %s THEN e.seq END FROM exchange_events e "
+                "WHERE e.originator_id = s.originator_id "
+                "AND e.originator_version = s.originator_version)",
+                (segment.first_seq, segment.last_seq, segment.shard_id),
+            )
+            conn.execute(
+                "DELETE FROM exchange_events WHERE shard_id = %s AND seq BETWEEN %s AND %s", args
             )
             self._crash_point("during_delete")
             conn.execute(
