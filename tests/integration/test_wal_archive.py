@@ -273,6 +273,8 @@ def test_sigkill_at_each_archiver_step_loses_nothing_and_duplicates_nothing(
     with psycopg.connect(dsn) as conn:
         kept = conn.execute("SELECT seq FROM wal_archived_keys ORDER BY seq").fetchall()
     assert kept and kept[-1][0] <= run.archived_seq
+    # the archived records' events left with them, the live records' events are all there
+    assert _stored_keys(dsn, "exchange_events") == _record_events(scratch, run.archived_seq, head)
     scratch.close()
 
 
