@@ -209,7 +209,12 @@ class ShardBatches(ShardRecovery):
         """What a retried command answers: the outcome stored first under its key."""
         order: Order | None = None
         if isinstance(command, PlaceOrder):
-            order = self.find_order(UUID(command_key(self.shard_id, command)))
+            order_id = UUID(command_key(self.shard_id, command))
+            order = self.find_order(order_id)
+            if order is None:
+                # closed, and its events archived with their records: the order as its
+                # placement left it, from the placing record (in the archive by now)
+                order = self.order_after(order_id, self._record_at(seq, pending))
         if isinstance(command, Deposit):
             account = self.engine.account(command.account)
             result = None if account is None else CommandResult(touched=(), account=account)
@@ -217,11 +222,16 @@ class ShardBatches(ShardRecovery):
             return Outcome(seq, command, result, None, duplicate=True, differs=differs)
         return Outcome(seq, command, None, order, duplicate=True)
 
+    def _record_at(self, seq: int, pending: Sequence[WalRecord]) -> Sequence[WalRecord]:
+        """The record at `seq`: from the batch being prepared if it is one of its records, else
+        from the store (live, or archived)."""
+        records = [r for r in pending if r.seq == seq]
+        return records or self.store.read_records(self.shard_id, seq - 1, 1)
+
     def _deposited_at(self, seq: int, pending: Sequence[WalRecord]) -> Decimal | None:
         """The amount the deposit at `seq` credited (a retry is compared with it): from the
         batch being prepared if it is one of its records, else from the store."""
-        records = [r for r in pending if r.seq == seq]
-        for record in records or self.store.read_records(self.shard_id, seq - 1, 1):
+        for record in self._record_at(seq, pending):
             for event in self.decode_record(record):
                 if isinstance(event, Account.Deposited):
                     return event.amount

@@ -104,7 +104,8 @@ class ShardCore(Application[UUID]):
     # -- queries ----------------------------------------------------------------------------
 
     def find_order(self, order_id: UUID) -> Order | None:
-        """An open order from memory, a closed one from the event store."""
+        """An open order from memory, a closed one from the event store; None where the store
+        no longer holds its events from its placement on (archived with their records)."""
         live = self.engine.order(order_id)
         if live is not None:
             return live
@@ -112,6 +113,20 @@ class ShardCore(Application[UUID]):
             return cast(Order, self.repository.get(order_id))
         except AggregateNotFoundError:
             return None
+        except (AssertionError, AttributeError):
+            # the stream starts after a Created event: its first events left with their
+            # archived records (eventsourcing asserts on a first event that is not a creation)
+            return None
+
+    def order_after(self, order_id: UUID, records: Sequence[WalRecord]) -> Order | None:
+        """The order as the records left it, from its events in them alone (the records must
+        hold its placement: the first outcome of a placement, rebuilt from its own record)."""
+        order: Order | None = None
+        for record in records:
+            for recorded in record.events:
+                if recorded.originator_id == order_id:
+                    order = cast(Order, self.decode_event(recorded).mutate(order))
+        return order
 
     def get_order(self, order_id: UUID) -> Order:
         order = self.find_order(order_id)

@@ -5,11 +5,15 @@ One segment at a time:
    in, written once and fsynced (an orphan of an earlier crash under the same name is
    overwritten: no manifest row names it, so nothing relies on it); COPY's row count must be
    the range's length (seq is part of the key, so that means every seq exactly once);
-2. insert its manifest row (deleted = false);
+2. insert its manifest row (deleted = false), in one transaction with the records'
+   idempotency keys (wal_archived_keys; inserted on a connection of their own while step 1
+   copies and compresses, committed only with the manifest row);
 3. read the file back once: its SHA-256 must be the one of the bytes written;
-4. in one transaction: keep the records' idempotency keys (wal_archived_keys), delete the rows
-   by seq range in one statement, mark the manifest row deleted. Step 4 of a segment runs on
-   a second connection while steps 1-3 of the next one run (at most one segment in between).
+4. in one transaction: delete the rows by seq range in one statement, delete their events
+   from exchange_events (each row names its record since migration 0009; the segment keeps
+   them in the records' payloads) and the snapshots taken at those events, mark the manifest
+   row deleted. Step 4 of a segment runs on a second connection while steps 1-3 of the next
+   one run (at most one segment in between).
 A run first finishes any segment left between 2 and 4 by an earlier run (verify record by
 record against the live rows, then delete), so a SIGKILL anywhere loses nothing and
 duplicates nothing. Readers take archived rows only from segments marked deleted, and live
@@ -25,11 +29,13 @@ One archiver per shard and database at a time (a session advisory lock).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +60,15 @@ from infra.wal.archive import ArchiveError, Segment, SegmentArchive, SegmentEnco
 log = logging.getLogger("exchange_dr.archiver")
 
 CRASH_POINTS = ("after_file", "after_manifest", "during_delete")
+# a range's idempotency keys, kept once its records leave (ON CONFLICT: a resumed segment's
+# keys may be there already)
+_KEEP_KEYS = (
+    "INSERT INTO wal_archived_keys (shard_id, command_key, seq) "
+    "SELECT shard_id, command_key, seq FROM wal_records WHERE shard_id = %s "
+    "AND seq BETWEEN %s AND %s AND command_key IS NOT NULL "
+    "ON CONFLICT DO NOTHING"
+)
+_IN_FLIGHT = 4  # megabytes of COPY output waiting for the compressor thread
 _SEGMENT_COLUMNS = (
     "shard_id, first_seq, last_seq, file, bytes, checksum, first_checksum, last_checksum"
 )
@@ -147,6 +162,9 @@ class Archiver:
             for pending in self._pending(conn, shard_id):
                 log.warning("archive resumes segment shard=%s file=%s", shard_id, pending.file)
                 self._verify(conn, pending)
+                # kept with the manifest row by this version; an older one kept them in its
+                # delete: either way they are there (again: nothing twice) before the rows go
+                conn.execute(_KEEP_KEYS, (shard_id, pending.first_seq, pending.last_seq))
                 self._delete_rows(conn, pending)
                 segments += 1
                 records += pending.records
@@ -212,12 +230,16 @@ class Archiver:
         segments = records = 0
         with (
             psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as deleting_conn,
+            psycopg.connect(self.dsn, connect_timeout=10) as manifest_conn,
             ThreadPoolExecutor(1, thread_name_prefix=f"archive-delete-{shard_id}") as deleter,
+            ThreadPoolExecutor(1, thread_name_prefix=f"archive-keys-{shard_id}") as keeper,
         ):
             deleting: Future[None] | None = None
             while plan.due and segments < max_segments:
                 assert plan.first_seq is not None and plan.last_seq is not None
-                segment = self._archive_range(conn, shard_id, plan.first_seq, plan.last_seq)
+                segment = self._archive_range(
+                    conn, shard_id, plan.first_seq, plan.last_seq, manifest_conn, keeper
+                )
                 if deleting is not None:
                     deleting.result()  # the previous segment's rows are gone (or it raises)
                     if progress is not None:
@@ -294,8 +316,55 @@ class Archiver:
             return cast(list[RawRow], curs.fetchall())
 
     def _archive_range(
+        self,
+        conn: psycopg.Connection[object],
+        shard_id: str,
+        first: int,
+        last: int,
+        manifest_conn: psycopg.Connection[object],
+        keeper: ThreadPoolExecutor,
+    ) -> Segment:
+        """Steps 1-3 of one segment. The range's idempotency keys go into wal_archived_keys
+        on `manifest_conn` (not autocommit) while the rows are copied and compressed here,
+        and commit with the manifest row: a manifest row means its keys are kept, a crash
+        before it rolls both back. Keys of records still live are harmless (the same key,
+        the same seq: lookups read both tables)."""
+        keys = keeper.submit(manifest_conn.execute, _KEEP_KEYS, (shard_id, first, last))
+        try:
+            segment = self._write_segment(conn, shard_id, first, last)
+            self._crash_point("after_file")
+            keys.result()
+            manifest_conn.execute(
+                f"INSERT INTO wal_archive_segments ({_SEGMENT_COLUMNS}, records) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    segment.shard_id,
+                    segment.first_seq,
+                    segment.last_seq,
+                    segment.file,
+                    segment.bytes,
+                    segment.checksum,
+                    segment.first_checksum,
+                    segment.last_checksum,
+                    segment.records,
+                ),
+            )
+            manifest_conn.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                keys.result()  # the connection is free again before it rolls back
+            manifest_conn.rollback()
+            raise
+        self._crash_point("after_manifest")
+        written = self.archive.read_bytes(segment)
+        if hashlib.sha256(written).hexdigest() != segment.checksum:
+            raise ArchiveError(segment.file, segment.first_seq, "read back differs from written")
+        return segment
+
+    def _write_segment(
         self, conn: psycopg.Connection[object], shard_id: str, first: int, last: int
     ) -> Segment:
+        """Step 1: the range's rows, as one COPY sends them, into the segment file."""
         if self.verify_records:
             self._check_records(conn, shard_id, first, last)
         ends: dict[int, str] = dict(
@@ -305,7 +374,14 @@ class Archiver:
             ).fetchall()
         )
         encoder = SegmentEncoder(shard_id, first, last)
-        with conn.cursor() as curs:
+        with (
+            conn.cursor() as curs,
+            ThreadPoolExecutor(1, thread_name_prefix=f"archive-compress-{shard_id}") as squeezer,
+        ):
+            # zstd compresses without the interpreter lock: a megabyte is compressed on a
+            # thread of its own while the next one is read from COPY here (one thread, so in
+            # order; at most _IN_FLIGHT megabytes wait)
+            feeding: deque[Future[None]] = deque()
             with curs.copy(
                 sql.SQL(
                     "COPY (SELECT seq, epoch, command_type, command_key, recorded_at_us, payload, "
@@ -320,10 +396,14 @@ class Archiver:
                     pending.append(bytes(chunk))
                     size += len(chunk)
                     if size >= 1 << 20:
-                        encoder.feed(b"".join(pending))
+                        feeding.append(squeezer.submit(encoder.feed, b"".join(pending)))
                         pending, size = [], 0
-                encoder.feed(b"".join(pending))
+                        if len(feeding) > _IN_FLIGHT:
+                            feeding.popleft().result()
+                feeding.append(squeezer.submit(encoder.feed, b"".join(pending)))
             copied = curs.rowcount  # the server's own count of the rows it sent
+            while feeding:
+                feeding.popleft().result()
         # (shard_id, seq) is the key, so rows of the range are distinct seqs in first..last:
         # as many rows as seqs means every seq once (COPY's own count, no second scan)
         if copied != last - first + 1 or set(ends) != {first, last}:
@@ -332,30 +412,9 @@ class Archiver:
                 self._first_missing(conn, shard_id, first, last),
                 "missing from the live WAL",
             )
-        segment = self.archive.store(
+        return self.archive.store(
             shard_id, first, last, encoder.finish(), str(ends[first]), str(ends[last])
         )
-        self._crash_point("after_file")
-        conn.execute(
-            f"INSERT INTO wal_archive_segments ({_SEGMENT_COLUMNS}, records) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                segment.shard_id,
-                segment.first_seq,
-                segment.last_seq,
-                segment.file,
-                segment.bytes,
-                segment.checksum,
-                segment.first_checksum,
-                segment.last_checksum,
-                segment.records,
-            ),
-        )
-        self._crash_point("after_manifest")
-        written = self.archive.read_bytes(segment)
-        if hashlib.sha256(written).hexdigest() != segment.checksum:
-            raise ArchiveError(segment.file, segment.first_seq, "read back differs from written")
-        return segment
 
     def _first_missing(
         self, conn: psycopg.Connection[object], shard_id: str, first: int, last: int
@@ -406,14 +465,23 @@ class Archiver:
         args = (segment.shard_id, segment.first_seq, segment.last_seq)
         with conn.transaction():
             conn.execute(
-                "INSERT INTO wal_archived_keys (shard_id, command_key, seq) "
-                "SELECT shard_id, command_key, seq FROM wal_records WHERE shard_id = %s "
-                "AND seq BETWEEN %s AND %s AND command_key IS NOT NULL "
-                "ON CONFLICT DO NOTHING",
-                args,
+                "DELETE FROM wal_records WHERE shard_id = %s AND seq BETWEEN %s AND %s", args
+            )
+            # the records' events (their payloads keep them, in the segment) and the snapshots
+            # taken at those events: what eventsourcing's repository read of them is history.
+            # The snapshots first, each one's event looked up by its key (there are far fewer
+            # snapshots than events: one every EXDR_SNAPSHOT_EVERY versions). A scalar subquery
+            # on the key alone: the planner neither turns it into a join nor walks the range's
+            # events, whatever its statistics (it did both, taking seconds, without them)
+            conn.execute(
+                "DELETE FROM exchange_snapshots s WHERE int8range(%s, %s, '[]') @> "
+                "(SELECT CASE WHEN e.shard_id = %s THEN e.seq END FROM exchange_events e "
+                "WHERE e.originator_id = s.originator_id "
+                "AND e.originator_version = s.originator_version)",
+                (segment.first_seq, segment.last_seq, segment.shard_id),
             )
             conn.execute(
-                "DELETE FROM wal_records WHERE shard_id = %s AND seq BETWEEN %s AND %s", args
+                "DELETE FROM exchange_events WHERE shard_id = %s AND seq BETWEEN %s AND %s", args
             )
             self._crash_point("during_delete")
             conn.execute(

@@ -43,7 +43,7 @@ _RECORD_COPY_TYPES = [
     "text",
     "text",
 ]
-_EVENT_COPY_TYPES = ["uuid", "int8", "text", "bytea"]
+_EVENT_COPY_TYPES = ["uuid", "int8", "text", "bytea", "text", "int8"]
 # A checkpoint is stored only while the WAL record at its seq is of its epoch or an older one:
 # a deposed leader's checkpoint arriving after the quarantine (a forked child finishing late)
 # finds its seq gone or rewritten by a later epoch, and is dropped. One of a later epoch
@@ -69,6 +69,17 @@ def checkpoint_row(checkpoint: StoredCheckpoint) -> dict[str, Any]:
         "state_hash": checkpoint.state_hash,
         "checksum": checkpoint.checksum,
     }
+
+
+def event_seqs(stored_events: Sequence[StoredEvent], records: Sequence[WalRecord]) -> list[int]:
+    """The seq of the record each stored event belongs to: a batch's events are its records'
+    events, record after record (the archiver deletes an archived range's events by it)."""
+    seqs = [r.seq for r in records for _ in r.events]
+    if len(seqs) != len(stored_events):
+        raise ValueError(
+            f"append: {len(stored_events)} events for records carrying {len(seqs)} events"
+        )
+    return seqs
 
 
 ONE_STATEMENT_MAX_ROWS = 5000
@@ -111,10 +122,12 @@ class PostgresWalRecorder(ArchivedReads, PostgresApplicationRecorder):
             TextArray([r.checksum for r in records]),
             TextArray([r.prev_checksum for r in records]),
             TextArray([r.mac for r in records]),
+            shard_id,
             UuidArray([e.originator_id for e in stored_events]),
             Int8Array([e.originator_version for e in stored_events]),
             TextArray([e.topic for e in stored_events]),
             ByteaArray([e.state for e in stored_events]),
+            Int8Array(event_seqs(stored_events, records)),
         )
         with self.datastore.get_connection() as conn:
             conn.execute(self._append_sql, params, prepare=True, binary=True)
@@ -159,11 +172,15 @@ class PostgresWalRecorder(ArchivedReads, PostgresApplicationRecorder):
                     )
             with curs.copy(
                 f"COPY {self.events_table_name} "
-                "(originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
+                "(originator_id, originator_version, topic, state, shard_id, seq) "
+                "FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 copy.set_types(_EVENT_COPY_TYPES)
-                for e in stored_events:
-                    copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+                shard_id = records[0].shard_id
+                for e, seq in zip(stored_events, event_seqs(stored_events, records), strict=True):
+                    copy.write_row(
+                        (e.originator_id, e.originator_version, e.topic, e.state, shard_id, seq)
+                    )
 
     @functools.cached_property
     def _append_sql(self) -> str:
@@ -176,8 +193,9 @@ class PostgresWalRecorder(ArchivedReads, PostgresApplicationRecorder):
             "SELECT %s, u.* FROM unnest(%s::int8[], %s::int8[], %s::text[], %s::text[], "
             "%s::int8[], %s::bytea[], %s::text[], %s::text[], %s::text[]) AS u), "
             f"evts AS (INSERT INTO {self.events_table_name} "
-            "(originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%s::uuid[], %s::int8[], %s::text[], %s::bytea[])) "
+            "(shard_id, originator_id, originator_version, topic, state, seq) "
+            "SELECT %s, u.* FROM unnest(%s::uuid[], %s::int8[], %s::text[], %s::bytea[], "
+            "%s::int8[]) AS u) "
             "SELECT count(*) FROM head"
         )
 
@@ -372,6 +390,14 @@ class PostgresWalRecorder(ArchivedReads, PostgresApplicationRecorder):
                     "WHERE originator_id = %s AND originator_version >= %s",
                     (originator_id, version),
                 )
+            # idempotency keys the archiver kept for records it had not deleted yet (it keeps
+            # them with a segment's manifest row, before the rows go): they leave with them
+            curs.execute(
+                "DELETE FROM wal_archived_keys k WHERE shard_id = %s AND seq >= %s "
+                "AND EXISTS (SELECT 1 FROM wal_records r "
+                "WHERE r.shard_id = k.shard_id AND r.seq = k.seq)",
+                (shard_id, fork_seq),
+            )
             curs.execute(
                 "DELETE FROM wal_records WHERE shard_id = %s AND seq >= %s", (shard_id, fork_seq)
             )

@@ -108,3 +108,40 @@ def test_a_forked_checkpoint_stored_after_the_quarantine_is_not_trusted(
     assert replaced is not None and (replaced.seq, replaced.epoch) == (8, 3)
     for a in (deposed, leader, restarted, again, at_8):
         a.close()
+
+
+def test_keys_kept_for_records_not_yet_archived_leave_with_the_quarantined_records(
+    settings: Settings, dsn: str
+) -> None:
+    """The archiver keeps a segment's idempotency keys with its manifest row, before the
+    rows are deleted: a quarantine of those rows (still live) must not leave their keys
+    behind, or a retry of a set-aside command would be taken for a duplicate."""
+    from infra.wal.archiver import _KEEP_KEYS
+
+    app = make_shard_app(settings, SHARD, dsn=dsn, epoch=2)
+    app.recover()
+    for i in range(10):
+        [result] = app.execute_batch(
+            [Deposit(f"acct-{i % 3}", Decimal(i + 1), deposit_id=f"dep-{i}")]
+        )
+        assert not isinstance(result, Exception)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(_KEEP_KEYS, (SHARD, 1, 10))  # kept, the rows not deleted yet
+        # an archived record's key (its row gone from the live table) stays whatever happens
+        conn.execute(
+            "INSERT INTO wal_archived_keys (shard_id, command_key, seq) VALUES (%s, 'old', 0)",
+            (SHARD,),
+        )
+    assert app.store.quarantine_from(SHARD, 7, "diverged at seq 7") == 4
+    with psycopg.connect(dsn) as conn:
+        kept = conn.execute("SELECT seq FROM wal_archived_keys ORDER BY seq").fetchall()
+    assert [row[0] for row in kept] == [0, 1, 2, 3, 4, 5, 6]
+    rewound = make_shard_app(settings, SHARD, dsn=dsn)
+    rewound.recover()
+    rewound.epoch = 3
+    rewound.enable_key_filter()
+    # the set-aside deposit is new to the rewound shard: credited, not a duplicate
+    [again] = rewound.execute_batch([Deposit("acct-0", Decimal("7"), deposit_id="dep-6")])
+    assert not isinstance(again, Exception) and not again.duplicate and again.seq == 7
+    for a in (app, rewound):
+        a.close()

@@ -12,13 +12,15 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 import pytest
 
 from application.shard.app import Outcome, ShardApp
+from application.wal.records import iter_payload
 from application.wal.retention import Follower, RetentionPolicy
-from domain.commands import Deposit, PlaceOrder
+from domain.commands import CancelOrder, Deposit, PlaceOrder
 from domain.values import OrderType, Side
 from infra.bench.flow import generate_commands
 from infra.bootstrap import drop_database, make_projector, make_shard_app, migrate
@@ -253,6 +255,10 @@ def test_sigkill_at_each_archiver_step_loses_nothing_and_duplicates_nothing(
         ).fetchone()
     assert deleted == 0  # the kill came before any delete committed
     assert _live(dsn) == (head, 1, head)  # the live table is whole
+    with psycopg.connect(dsn) as conn:
+        (kept,) = conn.execute("SELECT count(*) FROM wal_archived_keys").fetchone()  # type: ignore[misc]
+    # the keys commit with the manifest row, never before it
+    assert (kept > 0) == (crash_at != "after_file"), kept
 
     run = Archiver(dsn, SegmentArchive(archive_env), POLICY).run(SHARD)
     assert run.segments >= 1
@@ -261,6 +267,14 @@ def test_sigkill_at_each_archiver_step_loses_nothing_and_duplicates_nothing(
     scratch = make_shard_app(settings, SHARD, dsn=dsn)
     assert _all_seqs(scratch, head) == list(range(1, head + 1))  # none lost, none twice
     assert scratch.recover(from_scratch=True).state_hash == live_hash
+    # the archived records' keys, each once (archived keys are read beside the live ones)
+    keys = list(scratch.store.command_keys(SHARD, head))  # type: ignore[attr-defined]
+    assert len(keys) == len(set(keys))
+    with psycopg.connect(dsn) as conn:
+        kept = conn.execute("SELECT seq FROM wal_archived_keys ORDER BY seq").fetchall()
+    assert kept and kept[-1][0] <= run.archived_seq
+    # the archived records' events left with them, the live records' events are all there
+    assert _stored_keys(dsn, "exchange_events") == _record_events(scratch, run.archived_seq, head)
     scratch.close()
 
 
@@ -400,3 +414,86 @@ def test_without_read_models_tracking_archiving_is_held_and_said_so(
     report = archive_shard(ignoring, SHARD)
     assert report["segments"] >= 1 and report["read_models"] is None, str(report)
     assert not report["held_by_read_models"]
+
+
+def _stored_keys(dsn: str, table: str) -> set[tuple[UUID, int]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(f"SELECT originator_id, originator_version FROM {table}").fetchall()
+    return {(r[0], int(r[1])) for r in rows}
+
+
+def _record_events(app: ShardApp, after: int, upto: int) -> set[tuple[UUID, int]]:
+    """The (originator, version) of every event the records after..upto carry in their payload
+    (archived ones read back from the archive)."""
+    pages = app.store.iter_raw_pages(SHARD, after, upto)  # type: ignore[attr-defined]
+    return {
+        (originator_id, version)
+        for page in pages
+        for row in page
+        for originator_id, version, _topic, _state in iter_payload(bytes(row[5]))
+    }
+
+
+def test_archiving_removes_the_events_and_snapshots_of_archived_records(
+    settings: Settings, dsn: str, archive_env: str
+) -> None:
+    """exchange_events (and the snapshots taken at its versions) holds what the WAL records
+    carry: the rows of archived records leave the live database with them, and state, replay
+    from scratch, recovery and a retry of an order closed before archiving are unchanged."""
+    tuned = dataclasses.replace(settings, snapshot_every=5)
+    app = make_shard_app(dataclasses.replace(tuned, checkpoint_every=250), SHARD, dsn=dsn)
+    app.recover()
+    app.enable_key_filter()
+    symbol = app.instruments[0].symbol
+    _deposit, placed = app.execute_batch(
+        [
+            Deposit("carol", Decimal("1000000"), deposit_id="dep-c"),
+            PlaceOrder("carol", "closed-1", symbol, Side.BUY, OrderType.LIMIT, 1, 1000),
+        ]
+    )
+    assert isinstance(placed, Outcome) and placed.order is not None
+    (cancelled,) = app.execute_batch([CancelOrder("carol", placed.order.id)])
+    assert isinstance(cancelled, Outcome) and app.engine.order(placed.order.id) is None
+    _fill(app, 3000, seed=7)
+    head, live_hash = app.seq, app.engine.state_hash()
+    app.close()
+    events_before = _stored_keys(dsn, "exchange_events")
+    snapshots_before = _stored_keys(dsn, "exchange_snapshots")
+
+    run = Archiver(dsn, SegmentArchive(archive_env), POLICY).run(SHARD)
+    assert run.segments >= 2 and run.archived_seq > cancelled.seq, run
+
+    scratch = make_shard_app(tuned, SHARD, dsn=dsn)
+    archived = _record_events(scratch, 0, run.archived_seq)
+    live = _record_events(scratch, run.archived_seq, head)
+    assert archived and archived <= events_before and live <= events_before
+    assert archived & snapshots_before  # snapshots were taken at archived versions
+    events_after = _stored_keys(dsn, "exchange_events")
+    snapshots_after = _stored_keys(dsn, "exchange_snapshots")
+    assert not archived & events_after, f"{len(archived & events_after)} archived events remain"
+    assert events_after == live  # the live records' events, all of them
+    assert not archived & snapshots_after
+    assert snapshots_after == snapshots_before - archived
+
+    report = scratch.recover(from_scratch=True)
+    assert report.seq == head and report.state_hash == live_hash
+    assert _all_seqs(scratch, head) == list(range(1, head + 1))
+    scratch.close()
+
+    restarted = make_shard_app(tuned, SHARD, dsn=dsn)
+    restarted.enable_key_filter()
+    assert restarted.recover().state_hash == live_hash
+    # orders whose events are (partly) archived: read as absent, never a broken aggregate
+    for originator_id, _version in archived:
+        order = restarted.find_order(originator_id)
+        assert order is None or order.id == originator_id
+    assert restarted.find_order(placed.order.id) is None  # closed, events archived
+    retried = restarted.execute_batch(
+        [PlaceOrder("carol", "closed-1", symbol, Side.BUY, OrderType.LIMIT, 1, 1000)]
+    )
+    (again,) = retried
+    assert isinstance(again, Outcome) and again.duplicate and again.seq == placed.seq
+    assert again.order is not None and again.order.id == placed.order.id
+    assert again.order.client_order_id == "closed-1" and again.order.quantity_lots == 1
+    assert restarted.engine.state_hash() == live_hash  # the retry changed nothing
+    restarted.close()
