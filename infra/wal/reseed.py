@@ -229,7 +229,6 @@ def reseed(
         for number, segment in enumerate(held, 1):
             data, rows = leader.read_checked(segment)  # file hash, every record, manifest row
             archived_keys: list[tuple[str, int]] = []
-            events: list[StoredEvent] = []
             for row in rows:
                 seq, key, checksum, prev, mac = row[0], row[3], row[6], row[7], row[8]
                 _verify_link(chain, keys, seq, prev, checksum, mac, legacy)
@@ -240,8 +239,6 @@ def reseed(
                     )
                 if key is not None:
                     archived_keys.append((key, seq))
-                if seq > applied:
-                    events.extend(_stored_events(_record(shard, row)))
                 head_epoch = row[1]
             leader.forget()
             copy = own.store(
@@ -254,7 +251,7 @@ def reseed(
             )
             if copy.checksum != segment.checksum:
                 raise ReseedError(f"shard {shard}: the copy of {segment.file} differs")
-            _add_segment(curs, copy, archived_keys, events, store.events_table_name)
+            _add_segment(curs, copy, archived_keys)
             log.info(
                 "reseed copied shard=%s segment=%s/%s file=%s records=%s",
                 shard,
@@ -270,6 +267,12 @@ def reseed(
         )
         curs.execute(
             "DELETE FROM wal_records WHERE shard_id = %s AND seq <= %s", (shard, plan.archived_to)
+        )
+        # as the archiver does: an archived record's events leave the live tables with it (the
+        # leader's were deleted when it archived them; none of the copied range is added)
+        curs.execute(
+            f"DELETE FROM {store.events_table_name} WHERE shard_id = %s AND seq <= %s",
+            (shard, plan.archived_to),
         )
         last = plan.archived_to
         page: list[WalRecord] = []
@@ -327,15 +330,9 @@ def _lock_head(curs: Any, shard: str, applied: int) -> None:
         raise ReseedError(f"shard {shard}: the head moved to {now} during the re-seed")
 
 
-def _add_segment(
-    curs: Any,
-    segment: Segment,
-    archived_keys: list[tuple[str, int]],
-    events: list[StoredEvent],
-    events_table: str,
-) -> None:
-    """A copied segment's manifest row (its range has left this store's live table), its
-    records' keys and the events this standby lacked."""
+def _add_segment(curs: Any, segment: Segment, archived_keys: list[tuple[str, int]]) -> None:
+    """A copied segment's manifest row (its range has left this store's live table) and its
+    records' keys; its events stay in the archive, as on the leader."""
     curs.execute(
         "INSERT INTO wal_archive_segments (shard_id, first_seq, last_seq, records, file, "
         "bytes, checksum, first_checksum, last_checksum, deleted) "
@@ -356,19 +353,22 @@ def _add_segment(
         copy.set_types(["text", "int8"])
         for key, seq in archived_keys:
             copy.write_row((key, seq))
-    _add_events(curs, events, events_table)
 
 
-def _add_events(curs: Any, events: list[StoredEvent], events_table: str) -> None:
-    if not events:
+def _add_events(curs: Any, records: list[WalRecord], events_table: str) -> None:
+    """The records' events, each naming its record (the archiver deletes them by it)."""
+    if not any(r.events for r in records):
         return
     with curs.copy(
-        f"COPY {events_table} (originator_id, originator_version, topic, state) "
+        f"COPY {events_table} (originator_id, originator_version, topic, state, shard_id, seq) "
         "FROM STDIN (FORMAT BINARY)"
     ) as copy:
         copy.set_types(_EVENT_COPY_TYPES)
-        for e in events:
-            copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+        for r in records:
+            for e in _stored_events(r):
+                copy.write_row(
+                    (e.originator_id, e.originator_version, e.topic, e.state, r.shard_id, r.seq)
+                )
 
 
 def _add_records(curs: Any, records: list[WalRecord], events_table: str) -> None:
@@ -392,7 +392,7 @@ def _add_records(curs: Any, records: list[WalRecord], events_table: str) -> None
                     r.mac,
                 )
             )
-    _add_events(curs, [e for r in records for e in _stored_events(r)], events_table)
+    _add_events(curs, records, events_table)
 
 
 def _install_head(curs: Any, checkpoint: Any, head_epoch: int, legacy: int) -> None:

@@ -194,6 +194,14 @@ def test_a_standby_behind_the_leaders_archive_is_reseeded_then_confirms_and_can_
     assert _first_live(standby_dsn) == archived + 1
     files = sorted(p.name for p in (tmp_path / _database(standby_dsn) / SHARD).glob("*.seg"))
     assert files == sorted(p.name for p in (tmp_path / _database(dsn) / SHARD).glob("*.seg"))
+    # like the leader's: no event of an archived record stays live, each live one names its seq
+    with psycopg.connect(standby_dsn) as conn:
+        archived_events, unnamed, live_events = conn.execute(
+            "SELECT count(*) FILTER (WHERE seq <= %s), count(*) FILTER (WHERE seq IS NULL), "
+            "count(*) FILTER (WHERE seq > %s) FROM exchange_events",
+            (archived, archived),
+        ).fetchone()  # type: ignore[misc]
+    assert (archived_events, unnamed) == (0, 0) and live_events > 0
 
     # then it follows the live table: caught up, same state, same chain
     assert replicator.catch_up() == head
