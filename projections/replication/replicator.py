@@ -140,10 +140,7 @@ class Replicator:
         duplicate to decode and drop."""
         head = self.primary.head(self.shard_id).seq
         if self.reseed is not None and self.app.seq < head and not self.frozen:
-            plan = self.reseed(self)
-            self.reseed_refused = plan if plan.action is ReseedAction.REFUSE else None
-            if plan.action is ReseedAction.RESEED:
-                self.stats.reseeds += 1
+            self._ask_reseed()
             if self.reseed_refused is not None:
                 self.stats.last_seen_seq = max(self.stats.last_seen_seq, head)
                 self._track_lag()
@@ -247,6 +244,16 @@ class Replicator:
                 "healed shard=%s seq=%s: a verified copy was already stored", self.shard_id, seq
             )
 
+    def _ask_reseed(self) -> ReseedAction:
+        """Whether the gap reaches the leader's archive: re-seeded there and then (RESEED),
+        refused and alerted (REFUSE), or filled from the live table (NONE)."""
+        assert self.reseed is not None
+        plan = self.reseed(self)
+        self.reseed_refused = plan if plan.action is ReseedAction.REFUSE else None
+        if plan.action is ReseedAction.RESEED:
+            self.stats.reseeds += 1
+        return plan.action
+
     def _apply(self, good: dict[int, WalRecord]) -> int:
         self.last_applied = []
         applied = self.app.seq
@@ -269,10 +276,29 @@ class Replicator:
         stored: set[int] = set()  # seqs whose copy was read from the primary's store
         batch: list[WalRecord] = []
         expected = applied + 1
+        reseed_asked = False
         while expected <= target:
             record = good.get(expected)
             if record is None and self.reseed_refused is not None:
                 break  # archived on the leader, out of reach here: refused and alerted
+            if record is None and self.reseed is not None and not reseed_asked:
+                # before reading a gap from the leader: if it reaches the leader's archive, a
+                # re-seed (with its alert), not a copy record by record through the archive
+                reseed_asked = True
+                action = self._ask_reseed()
+                if action is ReseedAction.REFUSE:
+                    break
+                if action is ReseedAction.RESEED:
+                    applied = self.app.seq  # the leader's checkpoint, installed
+                    for seq in [s for s in good if s <= applied]:
+                        del good[seq]
+                    stored = {s for s in stored if s > applied}
+                    batch = []  # all below the first missing record, so below the checkpoint
+                    chain = ChainCursor(
+                        self.shard_id, last=getattr(self.app, "chain_checksum", None)
+                    )
+                    expected = applied + 1
+                    continue
             if record is None:
                 fetched = list(self.primary.read_records(self.shard_id, expected - 1, 2000))
                 if not fetched:

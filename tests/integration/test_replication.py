@@ -170,7 +170,9 @@ def test_standby_killed_with_sigkill_catches_up_exactly_once(cluster: Cluster) -
         return result
 
     result = asyncio.run(load_and_kill())
-    assert result["statuses"] == {201: 1500}
+    # every order acknowledged once (a client's retry after a timeout gets the first outcome)
+    assert set(result["statuses"]) <= {200, 201} and len(result["acked"]) == 1500, result
+    assert len(set(result["acked"].values())) == 1500
     cluster.start("standby")
     caught_up(cluster)
     assert_same_state(cluster)
