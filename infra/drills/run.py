@@ -264,6 +264,11 @@ def run_drill(
             30,
             f"{expected_leader} to lead",
         )
+        if three:
+            # the healed region rejoins as a follower: its node answers again once its store
+            # is back (after a database restart, when its connection pool has reconnected)
+            for region in full_regions(cluster):
+                wait_for(lambda r=region: cluster.shards(r), 60, f"{region} to answer again")
         after = cluster.shards(expected_leader)[SHARD]
         leaders = one_leader(cluster)
         if leaders != [expected_leader]:
