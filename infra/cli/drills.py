@@ -81,9 +81,8 @@ def cmd_drills(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         counts = {k: plan.count(k) for k in dict.fromkeys(plan)}
         print(
-            f"schedule {args.schedule}, profile {args.profile}: {len(plan)} drills at "
-            f"{args.rate:g} requests/s, "
-            f"{args.seconds:g}s of load each: "
+            f"schedule {args.schedule}: {len(plan)} drills at {args.rate:g} requests/s, "
+            f"{args.seconds:g}s of load each, profile {args.profile}: "
             + ", ".join(f"{kind} x{n}" for kind, n in counts.items())
         )
         return 0
