@@ -1,39 +1,54 @@
 """`exchange-dr drill <kind>`: a fault under load, measured, then checked.
 
-Every drill starts two regions as real processes (its own broker, databases and topics), puts
-simulated clients on them (several accounts placing crossing orders and cancelling some), injects
-one fault four seconds in, lets the clients run on, heals what can be healed, then checks:
+Every drill starts its sites as real processes (its own broker, PostgreSQL servers, ZooKeeper
+and topics), puts simulated clients on them (several accounts placing crossing orders and
+cancelling some), injects one fault four seconds in, lets the clients run on, heals what can be
+healed, then checks:
 
 * the clients' ledger against the new primary: `lost` (acknowledged, missing), `duplicated`,
   `phantom` (present, never sent), and `cancels_lost` (a cancel acknowledged, the order not
   cancelled);
 * balances and positions recomputed from the trades against the aggregates (infra/drills/audit);
-* exactly one leader, the expected one, at the expected epoch; both regions at the same seq with
-  the same state hash;
+* exactly one leader, the expected one, at the expected epoch; every replica at the same seq,
+  the full regions with the same state hash, and (on three sites) every replica's WAL with the
+  same head (seq and checksum) and a whole chain: the witness keeps the WAL only, no state to
+  hash (`wal_heads`);
 * the new leader's live read models (projected by its node up to the confirmed point) equal a
   projection from scratch of its WAL: every order, trade, position and balance
   (`read_models_match`).
 
+Profiles (`profile`, reported with the `settings` used):
+  defaults       the default: three sites (primary, standby, witness: a PostgreSQL server and a
+                 ZooKeeper member each) on the product's settings: health every 1 s, failover
+                 after 5 s, session 2 s, strict (RPO 0); at least 20 s of load, so that a
+                 failover's new leader is seen acknowledging
+  tuned          the same three sites on sub-second timings (health 100 ms, failover 500 ms,
+                 session 600 ms), strict
+  tuned-degrade  the older drill: two regions, sub-second timings and the degrade policy; RPO is
+                 not guaranteed while the promoted standby has no standby of its own (the report
+                 says so); not for the site drills
+
 Kinds (the fault, and what must follow):
   planned           the runbook's planned-failover script: check, drain, hand over, check, verify
-  unplanned         SIGKILL the primary's process               -> the standby takes over
+                                                                 -> the standby leads, no loss
+  unplanned         SIGKILL the primary's process               -> the standby takes over (on
+                                                                   the defaults after the 5 s
+                                                                   threshold)
   region-loss       the primary region's PostgreSQL server stopped (immediate)
-                                                                 -> the standby takes over
+                                                                 -> the standby takes over (the
+                                                                   old leader gives up its lead
+                                                                   once its store is lost)
   broker-loss       the broker restarted, every topic gone      -> no failover, no gap
-  coordinator-loss  ZooKeeper restarted                         -> no failover
-  partition         the primary cut off from ZooKeeper (a proxy drops every packet) while it
-                    runs on and its clients reach it, then healed
+  coordinator-loss  ZooKeeper restarted: on three sites every member of the ensemble at once
+                    (the coordinator lost as a service; one member lost is what witness-loss
+                    and site-loss drill)                        -> no failover
+  partition         the primary cut off from ZooKeeper (a proxy to its site's member drops every
+                    packet) while it runs on and its clients reach it, then healed
                                                                  -> it refuses commands; one leader
-  replay            no fault: replay from scratch in both regions and rebuild the projections
+  replay            no fault: replay from scratch in the full regions and rebuild the projections
                                                                  -> one state hash everywhere
   site-loss, witness-loss, majority-loss
-                    three sites (two full regions and a witness), whole sites lost: see
-                    infra/drills/sites.py; they run on the product's defaults unless the
-                    `tuned` profile is asked for
-
-The kinds above the site drills run on two regions with the tuned profile and the degrade
-policy (their report says so: `profile` is "tuned-degrade", RPO not guaranteed while the promoted
-standby has no standby of its own).
+                    whole sites lost: see infra/drills/sites.py
 
 RTO, for a failover: from the fault to the first command acknowledged by the new primary. For
 the others: the longest stretch after the fault in which no command was acknowledged.
