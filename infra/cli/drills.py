@@ -161,9 +161,20 @@ def register(sub: Commands) -> None:
 
     reports_default = str(Path(__file__).resolve().parents[2] / "reports")
     drill = sub.add_parser("drill", help="one fault under load: RTO, RPO, audit, report")
-    drill.add_argument("kind", choices=KINDS)
+    drill.add_argument(
+        "kind",
+        choices=KINDS,
+        help="the fault (infra/drills/run.py); coordinator-loss kills every ZooKeeper member at "
+        "once, the coordinator lost as a service (one member lost: witness-loss, site-loss)",
+    )
     drill.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests per second")
-    drill.add_argument("--seconds", type=float, default=12.0, help="length of the load")
+    drill.add_argument(
+        "--seconds",
+        type=float,
+        default=12.0,
+        help="length of the load (at least 20 s on the defaults profile but for replay, and "
+        "for the site drills)",
+    )
     drill.add_argument("--repeat", type=int, default=1)
     drill.add_argument("--mode", choices=["sync", "async"], default="sync")
     drill.add_argument(
