@@ -82,7 +82,9 @@ def cmd_drills(args: argparse.Namespace, settings: Settings) -> int:
         counts = {k: plan.count(k) for k in dict.fromkeys(plan)}
         print(
             f"schedule {args.schedule}: {len(plan)} drills at {args.rate:g} requests/s, "
-            f"{args.seconds:g}s of load each, profile {args.profile}: "
+            f"{args.seconds:g}s of load each"
+            + (" (at least 20 s but for replay)" if args.profile == "defaults" else "")
+            + f", profile {args.profile}: "
             + ", ".join(f"{kind} x{n}" for kind, n in counts.items())
         )
         return 0
