@@ -11,7 +11,8 @@ BIN := .venv/bin
 
 help:
 	@echo "make demo       start the servers and fail over under load (RTO/RPO table, report)"
-	@echo "make drills     every drill kind, 20 unplanned failovers, one summary; the long drills"
+	@echo "make drills     every drill kind (three sites, the defaults), 20 unplanned failovers, one"
+	@echo "                summary; the long drills"
 	@echo "make test       lint + the suite (unit, integration, drills; not the long ones)"
 	@echo "make test-unit  fast tests, no servers"
 	@echo "make lint       ruff + mypy + import contracts (dependencies point inwards)"

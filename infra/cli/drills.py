@@ -67,20 +67,24 @@ def cmd_drills(args: argparse.Namespace, settings: Settings) -> int:
     """Every kind, repeatedly; one summary (`make drills`, the drill schedule)."""
     from infra.drills.report import format_summary, summarize
     from infra.drills.run import KINDS, run_drill
+    from infra.drills.sites import SITE_KINDS
 
     each, extra_unplanned = SCHEDULES[args.schedule]
     if args.each is not None:
         each = args.each
     if args.unplanned is not None:
         extra_unplanned = max(0, args.unplanned - each)
-    plan = [k for k in KINDS for _ in range(each)] + ["unplanned"] * extra_unplanned
+    kinds = [k for k in KINDS if not (args.profile == "tuned-degrade" and k in SITE_KINDS)]
+    plan = [k for k in kinds for _ in range(each)] + ["unplanned"] * extra_unplanned
     if not plan:
         raise CliError("nothing to run: --each and --unplanned are both 0")
     if args.dry_run:
         counts = {k: plan.count(k) for k in dict.fromkeys(plan)}
         print(
             f"schedule {args.schedule}: {len(plan)} drills at {args.rate:g} requests/s, "
-            f"{args.seconds:g}s of load each: "
+            f"{args.seconds:g}s of load each"
+            + (" (at least 20 s but for replay)" if args.profile == "defaults" else "")
+            + f", profile {args.profile}: "
             + ", ".join(f"{kind} x{n}" for kind, n in counts.items())
         )
         return 0
@@ -94,6 +98,7 @@ def cmd_drills(args: argparse.Namespace, settings: Settings) -> int:
             seconds=args.seconds,
             reports_dir=reports,
             progress=_drill_progress,
+            profile=args.profile,
         )
         results.append(result)
         verdict = "passed" if result["passed"] else "FAILED: " + "; ".join(result["failures"])
@@ -154,20 +159,36 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: Commands) -> None:
-    from infra.drills.run import DEFAULT_RATE, KINDS
+    from infra.drills.run import DEFAULT_RATE, KINDS, PROFILES
 
     reports_default = str(Path(__file__).resolve().parents[2] / "reports")
     drill = sub.add_parser("drill", help="one fault under load: RTO, RPO, audit, report")
-    drill.add_argument("kind", choices=KINDS)
+    drill.add_argument(
+        "kind",
+        choices=KINDS,
+        help="the fault (infra/drills/run.py); coordinator-loss kills every ZooKeeper member at "
+        "once, the coordinator lost as a service (one member lost: witness-loss, site-loss)",
+    )
     drill.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests per second")
-    drill.add_argument("--seconds", type=float, default=12.0, help="length of the load")
+    drill.add_argument(
+        "--seconds",
+        type=float,
+        default=12.0,
+        help="length of the load (at least 20 s on the defaults profile but for replay, and "
+        "for the site drills)",
+    )
     drill.add_argument("--repeat", type=int, default=1)
     drill.add_argument("--mode", choices=["sync", "async"], default="sync")
     drill.add_argument(
         "--profile",
-        choices=["defaults", "tuned", "tuned-degrade"],
-        help="site drills: the product's defaults (default) or sub-second `tuned` timings; "
-        "the two-region drills run `tuned-degrade` only",
+        choices=list(PROFILES),
+        default="defaults",
+        help="defaults (the default): three sites (primary, standby, witness; a PostgreSQL "
+        "server and a ZooKeeper member each) on the product's settings (health 1 s, failover "
+        "5 s, session 2 s, strict), at least 20 s of load; tuned: the same three sites on "
+        "sub-second timings (health 100 ms, failover 500 ms, session 600 ms), still strict; "
+        "tuned-degrade: two regions, sub-second timings and the degrade policy, so RPO is "
+        "not guaranteed while degraded (not for site-loss, witness-loss, majority-loss)",
     )
     drill.add_argument("--reports", default=reports_default, help="where reports are written")
     drill.add_argument("--json", action="store_true")
@@ -184,6 +205,12 @@ def register(sub: Commands) -> None:
     drills.add_argument("--unplanned", type=int, help="unplanned drills in all")
     drills.add_argument("--rate", type=float, default=DEFAULT_RATE)
     drills.add_argument("--seconds", type=float, default=12.0)
+    drills.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default="defaults",
+        help="as for `drill` (tuned-degrade: the site drills are left out)",
+    )
     drills.add_argument("--reports", default=reports_default)
     drills.add_argument("--dry-run", action="store_true", help="list the drills, run none")
     drills.add_argument("--json", action="store_true")

@@ -77,14 +77,50 @@ def one_leader(cluster: Cluster) -> list[str]:
     return [r for r in ("primary", "standby") if cluster.shards(r)[SHARD]["leader"]]
 
 
+def full_regions(cluster: Cluster) -> list[str]:
+    """The regions that hold the state (not a witness, which keeps the WAL only)."""
+    return [name for name, kind in cluster.sites if kind == "full"]
+
+
+def wal_heads(cluster: Cluster, regions: list[str]) -> dict[str, dict[str, Any]]:
+    """Each region's WAL for the shard, as stored: the head seq, the head record's checksum,
+    and whether the chain is whole (seqs without a gap from the first stored one, each record
+    naming its predecessor's checksum). Equal heads and whole chains: the same WAL."""
+    out: dict[str, dict[str, Any]] = {}
+    for region in regions:
+        with psycopg.connect(cluster.dsns[region]) as conn:
+            head = conn.execute(
+                "SELECT h.seq, r.checksum FROM wal_heads h LEFT JOIN wal_records r "
+                "ON r.shard_id = h.shard_id AND r.seq = h.seq WHERE h.shard_id = %s",
+                (SHARD,),
+            ).fetchone()
+            first, last, count, broken = conn.execute(
+                "SELECT min(seq), max(seq), count(*), count(*) FILTER (WHERE prev IS NOT NULL "
+                "AND prev_checksum IS DISTINCT FROM prev) FROM (SELECT seq, prev_checksum, "
+                "lag(checksum) OVER (ORDER BY seq) AS prev FROM wal_records "
+                "WHERE shard_id = %s) chain",
+                (SHARD,),
+            ).fetchone() or (None, None, 0, 0)
+        gapless = count == 0 or (last - first + 1 == count)
+        out[region] = {
+            "seq": int(head[0]) if head else 0,
+            "checksum": head[1] if head else None,
+            "records": int(count),
+            "chain_whole": bool(gapless and not broken),
+        }
+    return out
+
+
 def replay_everywhere(cluster: Cluster) -> dict[str, Any]:
-    """Replay from scratch in both regions and rebuild their projections from the WAL."""
+    """Replay from scratch in every full region and rebuild their projections from the WAL
+    (a witness holds no state to replay into: compare its WAL with `wal_heads`)."""
     from infra.bootstrap import make_projector, make_shard_app
     from infra.settings import Settings
     from projections.read_models.check import projections_match_engine
 
     out: dict[str, Any] = {"replay": {}, "projection_problems": []}
-    for region, dsn in cluster.dsns.items():
+    for region in full_regions(cluster):
+        dsn = cluster.dsns[region]
         settings = Settings.from_env({**cluster.base_env(), "EXDR_PG_DSN": dsn})
         app = make_shard_app(settings, SHARD, dsn=dsn)
         try:

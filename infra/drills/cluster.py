@@ -375,7 +375,10 @@ class Cluster:
         if self.partitionable:
             target = self.zk_port or int(Settings.from_env().zk_hosts.split(",")[0].split(":")[1])
             for region in self.names:
-                self.zk_proxies[region] = PartitionProxy(free_port(), target).start()
+                # with an ensemble of one member per site: the member of the region's own site
+                member = self.zk_member_of(region) if self.zk_ports else None
+                port = target if member is None else self.zk_ports[member]
+                self.zk_proxies[region] = PartitionProxy(free_port(), port).start()
         for server in self.pg_servers.values():
             server.init()
             server.start()

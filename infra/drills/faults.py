@@ -38,12 +38,19 @@ def inject(kind: str, cluster: Cluster, tl: Timeline) -> float:
         tl.step("broker killed and restarted empty: every topic and offset lost")
         return at
     if kind == "coordinator-loss":
+        # the coordinator lost, as an operator means it: the whole service, not one member (an
+        # ensemble of three is built to lose one; witness-loss and site-loss do that)
+        members = len(cluster.zk_ports) or 1
         at = tl.mark("failure")
         cluster.stop_zookeeper()
-        tl.step("ZooKeeper killed")
+        tl.step("ZooKeeper killed" if members == 1 else f"all {members} ZooKeeper members killed")
         cluster.start_zookeeper()
         tl.mark("healed")
-        tl.step("ZooKeeper restarted (its data kept, as a real ensemble member's)")
+        tl.step(
+            "ZooKeeper restarted (its data kept, as a real ensemble member's)"
+            if members == 1
+            else f"the ensemble restarted, its data kept: all {members} members serve again"
+        )
         return at
     if kind == "partition":
         return partition(cluster, tl)
@@ -64,7 +71,7 @@ def partition(cluster: Cluster, tl: Timeline) -> float:
     at = tl.mark("failure")
     cluster.zk_proxies["primary"].cut()
     tl.step("primary cut off from ZooKeeper (every packet dropped); it runs on, clients reach it")
-    wait_for(lambda: cluster.shards("standby")[SHARD]["leader"], 20, "the standby to take over")
+    wait_for(lambda: cluster.shards("standby")[SHARD]["leader"], 30, "the standby to take over")
     tl.mark("promotion")
     tl.step(f"standby took over at epoch {cluster.shards('standby')[SHARD]['epoch']}")
     answers = []

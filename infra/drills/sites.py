@@ -173,7 +173,7 @@ def run_site_drill(
         # every kind assumes the primary leads when the fault comes; on a starved machine it
         # may have lost its session earlier (the standby then took over before the fault, and
         # an RTO measured from the fault would mean nothing)
-        result["primary_led_at_fault"] = _leads(cluster, "primary")
+        result["primary_led_at_fault"] = leads(cluster, "primary")
         if not result["primary_led_at_fault"]:
             failures.append("the primary no longer led when the fault came: nothing measured")
         healed_at: float | None = None
@@ -207,7 +207,7 @@ def run_site_drill(
         wait_for(lambda: cluster.shards(leader)[SHARD]["leader"], 60, f"{leader} to lead")
         after = cluster.shards(leader)[SHARD]
         survivors = [r for r in cluster.names if r in cluster.procs]
-        heads = _settle(cluster, leader, survivors)
+        heads = settle_stores(cluster, leader, survivors)
         result["store_heads"] = heads
         result["quorum_replicas"] = [r for r, seq in heads.items() if seq == heads[leader]]
         checked = check_ledger(cluster, leader, ledger)
@@ -361,7 +361,7 @@ def rto_phases(log_path: Path, failed_wall: float, rto: float | None) -> dict[st
     return found
 
 
-def _leads(cluster: Cluster, region: str) -> bool:
+def leads(cluster: Cluster, region: str) -> bool:
     """Whether `region` leads every shard now (its facade's GET /primary answers 200)."""
     try:
         return httpx.get(cluster.url(region) + "/primary", timeout=2).status_code == 200
@@ -369,7 +369,7 @@ def _leads(cluster: Cluster, region: str) -> bool:
         return False
 
 
-def _settle(
+def settle_stores(
     cluster: Cluster, leader: str, regions: list[str], timeout: float = 30
 ) -> dict[str, int]:
     """Wait until every live replica's store holds the leader's head; returns region -> seq."""

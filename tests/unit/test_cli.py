@@ -21,6 +21,15 @@ def test_a_dry_run_lists_the_schedule(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["drills", "--schedule", "daily", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("schedule daily: 10 drills at ") and "unplanned x1" in out
+    assert "profile defaults" in out and "site-loss x1" in out
+
+
+def test_the_two_region_profile_leaves_the_site_drills_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["drills", "--schedule", "daily", "--profile", "tuned-degrade", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "profile tuned-degrade" in out and "unplanned x1" in out and "site-loss" not in out
 
 
 def test_bad_input_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:

@@ -59,3 +59,29 @@ def test_rto_phases_read_from_the_new_leaders_log(tmp_path: Path) -> None:
     }
     missing = rto_phases(tmp_path / "absent.log", fault, None)
     assert set(missing.values()) == {None}
+
+
+def test_every_drill_kind_runs_on_three_sites_with_the_profiles_settings(tmp_path: Path) -> None:
+    from infra.drills.run import three_site_cluster
+
+    cluster = three_site_cluster("unplanned", tmp_path, "sync", "defaults")
+    settings = Settings.from_env(cluster.base_env())
+    assert [(r.name, r.kind.value) for r in settings.regions] == [
+        ("primary", "full"),
+        ("standby", "full"),
+        ("witness", "witness"),
+    ]
+    assert set(cluster.pg_servers) == {"primary", "standby", "witness"}
+    assert len(cluster.zk_ports) == 3 and not cluster.partitionable
+    assert settings.sync_policy == "strict" and settings.failover.failover_after_s == 5
+    tuned = Settings.from_env(three_site_cluster("partition", tmp_path, "sync", "tuned").base_env())
+    assert tuned.sync_policy == "strict" and tuned.failover.failover_after_s < 1
+
+
+def test_a_profile_a_kind_cannot_run_is_refused_before_anything_starts() -> None:
+    from infra.drills.run import run_drill
+
+    with pytest.raises(ValueError, match="defaults or tuned profile only"):
+        run_drill("site-loss", profile="tuned-degrade", reports_dir=None)
+    with pytest.raises(ValueError, match="unknown profile"):
+        run_drill("unplanned", profile="fast", reports_dir=None)
