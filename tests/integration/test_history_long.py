@@ -82,7 +82,7 @@ def test_two_million_records_archive_replay_restart_and_start(
 
         store = KeyStore(dsn)
         store.create_account(ACCOUNT)
-        token = store.create_key(ACCOUNT).token
+        token = store.create_key(ACCOUNT, funding=True).token  # the first command deposits
         store.close()
         timings = _start_and_time(settings, dsn, SHARD, token, url)
         print("start on", head, "records:", timings)
