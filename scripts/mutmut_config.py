@@ -40,7 +40,13 @@ TARGETS = {
     ),
     "replicator": Target(
         "projections/replication/replicator.py",
-        (f"{UNIT}/test_stale_epochs.py", f"{UNIT}/test_two_paths.py", f"{UNIT}/test_wire_runs.py"),
+        (
+            f"{UNIT}/test_replicator_bookkeeping.py",
+            f"{UNIT}/test_replication_trust.py",
+            f"{UNIT}/test_stale_epochs.py",
+            f"{UNIT}/test_two_paths.py",
+            f"{UNIT}/test_wire_runs.py",
+        ),
     ),
     "wal_verification": Target(
         "application/wal/records.py",
@@ -108,7 +114,31 @@ def _lines_of(target: Target) -> set[int] | None:
     return lines
 
 
-_BY_PATH = {target.path: (target, _lines_of(target)) for target in TARGETS.values()}
+_LOG_LEVELS = {"debug", "info", "warning", "error", "critical", "exception"}
+
+
+def _log_lines(path: str) -> set[int]:
+    """1-based line numbers of the module's `log.<level>(...)` calls: what they change is the
+    text of a log line, never a decision, so their mutants are not tried (each would only
+    survive, at the cost of the whole test list). Alerts are not log calls: they are tried."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "log"
+            and node.func.attr in _LOG_LEVELS
+        ):
+            lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return lines
+
+
+_BY_PATH = {
+    target.path: (target, _lines_of(target), _log_lines(target.path)) for target in TARGETS.values()
+}
 
 
 def pre_mutation(context: Any) -> None:
@@ -116,8 +146,9 @@ def pre_mutation(context: Any) -> None:
     if found is None:
         context.skip = True
         return
-    target, lines = found
-    if lines is not None and context.current_line_index + 1 not in lines:
+    target, lines, log_lines = found
+    line = context.current_line_index + 1
+    if (lines is not None and line not in lines) or line in log_lines:
         context.skip = True
         return
     context.config.test_command = test_command(target)

@@ -1,0 +1,83 @@
+"""Lines of the failover controller that the transition table does not pin: its state before the
+first round, following a leader (whose store fills gaps), and the epoch history it judges
+replicated records on. No servers: the rig of tests/unit/controller_harness.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from infra.coordination.base import LeaderInfo
+from infra.failover.controller import ShardController
+from infra.failover.state import Role
+from tests.unit.controller_harness import SHARD, FakeStore, make_rig
+
+
+def test_a_new_controller_starts_with_no_role_no_leader_and_nothing_confirmed() -> None:
+    rig = make_rig()
+    old = rig.controller
+    fresh = ShardController(old.ctx, SHARD, old.writer, old.replicator, old.gate, old.relay)
+    assert fresh.role is Role.STARTING and not fresh.accepting()
+    assert fresh.confirmed_seq() is None
+    assert fresh.leader_region is None and fresh.history == [] and fresh.failovers == []
+    assert fresh.failing_since is None and fresh.store_failing_since is None
+    assert fresh.last_rto_s is None  # the RTO metric reports none yet
+    assert fresh.rejoin_checked is False and fresh.pushes == []
+
+
+def test_following_a_leader_reads_gaps_from_its_store_and_its_epoch_history() -> None:
+    rig = make_rig(seq=5)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 4)]
+    opened: list[str] = []
+    stores: dict[str, FakeStore] = {}
+
+    def open_store(region: str) -> Any:
+        opened.append(region)
+        stores[region] = FakeStore()
+        return type("View", (), {"store": stores[region]})()
+
+    controller = rig.controller
+    object.__setattr__(controller.ctx, "open_store", open_store)
+    controller.leader_region = None
+    controller.leader_views.clear()
+    rig.replicator.primary = None
+
+    async def run() -> None:
+        await controller.follow(LeaderInfo("third", "http://third", 2, 4))
+        assert controller.leader_region == "third"
+        assert rig.replicator.primary is stores["third"]
+        assert controller.history == [(1, 1), (2, 4)]
+        await controller.follow(LeaderInfo("third", "http://third", 2, 4))
+        assert opened == ["third"]  # a leader's store is opened once, then kept
+        assert rig.replicator.primary is stores["third"]
+
+    asyncio.run(run())
+
+
+def test_following_nobody_or_itself_changes_nothing() -> None:
+    rig = make_rig(seq=5)
+    controller = rig.controller
+    before = (controller.leader_region, rig.replicator.primary, list(controller.history))
+    calls = list(rig.coord.calls)
+
+    async def run() -> None:
+        await controller.follow(None)
+        await controller.follow(LeaderInfo(controller.region, "http://self", 1, 1))
+
+    asyncio.run(run())
+    assert (controller.leader_region, rig.replicator.primary, controller.history) == before
+    assert rig.coord.calls == calls  # not even the history was read
+
+
+def test_a_follower_that_never_read_the_history_reads_it_for_the_first_epoch() -> None:
+    """Before its first leader watch a follower knows no epoch: a record of epoch 1 is judged
+    on the history read then, not refused as stale."""
+    rig = make_rig(seq=0)
+    rig.ensemble.epochs[SHARD] = [(1, 1)]
+    controller = rig.controller
+    controller.history = []
+    assert controller.record_is_current(1, 1)
+    assert controller.history == [(1, 1)]
+    cast(Any, rig.coord).calls.clear()
+    assert controller.record_is_current(2, 1)
+    assert "epochs" not in rig.coord.calls  # read once per epoch, not per record

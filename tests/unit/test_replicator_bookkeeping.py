@@ -1,0 +1,187 @@
+"""The standby's bookkeeping: what it knows exists, how far behind it is (in records and in the
+age of what it lacks: the failover's lag gate reads it), and what the safety-net catch-up pulls.
+Pure: an in-memory shard and leader's store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from application.wal.records import GENESIS, WalRecord
+from projections.replication.replicator import ReplicationStats, Replicator
+from tests.unit.wal_records import sealed_records
+
+SHARD = "shard-1"
+
+
+class _App:
+    def __init__(self) -> None:
+        self.shard_id = SHARD
+        self.seq = 0
+        self.stored: list[WalRecord] = []
+
+    @property
+    def chain_checksum(self) -> str:
+        return self.stored[-1].checksum if self.stored else GENESIS
+
+    def append_replicated(self, records: Sequence[WalRecord]) -> int:
+        assert records[0].seq == self.seq + 1
+        self.stored.extend(records)
+        self.seq = records[-1].seq
+        return self.seq
+
+
+class _Primary:
+    """The leader's store; `hidden` seqs exist (the head counts them) but cannot be read yet."""
+
+    def __init__(self, records: list[WalRecord], hidden: int = 0) -> None:
+        self.records = records
+        self.hidden = hidden
+        self.reads: list[tuple[int, int]] = []
+        self.heads = 0
+
+    def read_records(self, shard_id: str, after_seq: int, limit: int) -> list[WalRecord]:
+        assert shard_id == SHARD
+        self.reads.append((after_seq, limit))
+        return [r for r in self.records if r.seq > after_seq][:limit]
+
+    def head(self, shard_id: str) -> Any:
+        assert shard_id == SHARD
+        self.heads += 1
+        seq = (self.records[-1].seq if self.records else 0) + self.hidden
+
+        class _Head:
+            pass
+
+        found = _Head()
+        found.seq = seq  # type: ignore[attr-defined]
+        return found
+
+
+class _Clock:
+    def __init__(self, now_us: int) -> None:
+        self.now_us = now_us
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+def _replicator(
+    primary_records: list[WalRecord] | None = None, *, now_us: int = 0, hidden: int = 0
+) -> tuple[Replicator, _App, _Primary, _Clock]:
+    app, primary, clock = _App(), _Primary(primary_records or [], hidden), _Clock(now_us)
+    replicator = Replicator(app, primary, clock_us=clock)  # type: ignore[arg-type]
+    return replicator, app, primary, clock
+
+
+def test_a_new_standby_knows_of_nothing_and_lags_by_nothing() -> None:
+    replicator, _, _, _ = _replicator()
+    assert replicator.stats == ReplicationStats(0, 0, 0, 0, 0, 0, 0, 0, {})
+    assert replicator.lag_records() == 0 and replicator.lag_seconds() == 0.0
+    assert replicator.behind_since_us is None and replicator.last_applied == []
+    assert replicator.accept is None and replicator.keys is None and not replicator.frozen
+    assert replicator.stall_after_seq is None
+
+
+def test_a_delivered_record_is_applied_without_asking_the_leaders_store() -> None:
+    """Nothing was refused: the delivered records alone say how far the shard goes."""
+    records = sealed_records(3)
+    replicator, app, primary, _ = _replicator(records)
+    assert replicator.apply_wire([records[0].to_wire()]) == 1
+    assert app.seq == 1 and primary.reads == [] and primary.heads == 0
+    assert replicator.stats.gap_fills == 0 and replicator.stats.applied == 1
+    assert replicator.last_applied == [records[0]]
+    assert replicator.apply_wire([records[0].to_wire()]) == 1  # again: a duplicate
+    assert replicator.stats.duplicates == 1 and replicator.last_applied == []
+
+
+def test_lag_is_what_is_known_to_exist_beyond_the_applied_seq() -> None:
+    records = sealed_records(5)  # recorded at 1_001 .. 1_005 us
+    replicator, app, _, clock = _replicator(records, now_us=1_002)
+    replicator.apply_wire([r.to_wire() for r in records[:2]])
+    assert app.seq == 2 and replicator.lag_records() == 0 and replicator.lag_seconds() == 0.0
+    replicator.frozen = True  # a promotion reads its seq: the rest is known, not applied
+    replicator.apply_wire([r.to_wire() for r in records[2:]])
+    assert app.seq == 2 and replicator.lag_records() == 3
+    assert replicator.stats.last_seen_seq == 5
+    assert replicator.stats.last_seen_recorded_at_us == 1_005
+    # as old as the newest record it lacks, by that record's own time
+    clock.now_us = 1_005 + 3_000_000
+    assert replicator.lag_seconds() == 3.0
+    clock.now_us = 1_005 + 500_000
+    assert replicator.lag_seconds() == 0.5
+    clock.now_us = 1_000  # a clock behind the leader's: never a negative lag
+    assert replicator.lag_seconds() == 0.0
+    replicator.frozen = False
+    replicator.apply_wire([])
+    assert app.seq == 5 and replicator.lag_records() == 0 and replicator.lag_seconds() == 0.0
+    assert replicator.behind_since_us is None
+
+
+def test_without_a_timestamp_the_lag_counts_from_when_the_records_were_found_missing() -> None:
+    """The leader's head says seqs exist that its store cannot hand out yet: no record, no
+    timestamp; the lag is the time since the standby knows it lacks them."""
+    records = sealed_records(5)
+    replicator, app, primary, clock = _replicator(records[:2], now_us=10_000_000, hidden=3)
+    replicator.catch_up()
+    assert app.seq == 2 and replicator.lag_records() == 3
+    assert replicator.stats.last_seen_recorded_at_us == 0
+    assert replicator.lag_seconds() == 0.0
+    assert replicator.behind_since_us == 10_000_000
+    clock.now_us = 12_000_000
+    assert replicator.lag_seconds() == 2.0
+    assert replicator.behind_since_us == 10_000_000  # not reset while still behind
+    primary.records, primary.hidden = records, 0
+    assert replicator.catch_up() == 5
+    assert replicator.lag_records() == 0 and replicator.behind_since_us is None
+
+
+def test_the_default_clock_is_the_wall_clock_in_microseconds() -> None:
+    records = sealed_records(2)
+    replicator = Replicator(_App(), _Primary([]))  # type: ignore[arg-type]
+    recorded = time.time_ns() // 1000 - 2_000_000  # two seconds ago
+    record = WalRecord.seal(
+        shard_id=SHARD,
+        epoch=1,
+        seq=2,
+        command_type="Deposit",
+        command_key=None,
+        recorded_at_us=recorded,
+        events=records[1].events,
+        prev_checksum=records[0].checksum,
+    )
+    replicator.frozen = True
+    replicator.apply_wire([record.to_wire()])
+    assert 1.9 <= replicator.lag_seconds() < 60
+
+
+def test_catch_up_pulls_everything_the_leaders_store_holds_by_default() -> None:
+    records = sealed_records(4)
+    replicator, app, _, _ = _replicator(records)
+    assert replicator.catch_up() == 4
+    assert app.stored == records and replicator.stats.gap_fills == 4
+
+
+def test_the_periodic_catch_up_pulls_only_what_stayed_overdue_a_whole_interval() -> None:
+    """What the leader committed since the previous call is most likely on the broker now."""
+    records = sealed_records(5)
+    replicator, app, primary, _ = _replicator(records[:3])
+    assert replicator.catch_up(everything=False) == 0  # nothing was overdue yet
+    assert app.seq == 0 and primary.reads == []
+    primary.records = records  # two more committed meanwhile
+    assert replicator.catch_up(everything=False) == 3  # the head seen an interval ago
+    assert replicator.catch_up(everything=False) == 5
+
+
+def test_a_backlog_found_by_catch_up_is_as_old_as_its_newest_record() -> None:
+    """The failover's lag gate: a backlog noticed only now is not 0 s old."""
+    records = sealed_records(5)  # recorded at 1_001 .. 1_005 us
+    replicator, _, primary, _ = _replicator(records, now_us=1_005 + 4_000_000)
+    replicator.apply_wire([r.to_wire() for r in records[:2]])
+    replicator.frozen = True
+    assert replicator.catch_up() == 2
+    assert primary.reads == [(4, 1)]  # the newest record only, for its timestamp
+    assert replicator.lag_records() == 3
+    assert replicator.stats.last_seen_recorded_at_us == 1_005
+    assert replicator.lag_seconds() == 4.0
