@@ -81,3 +81,37 @@ def test_a_follower_that_never_read_the_history_reads_it_for_the_first_epoch() -
     cast(Any, rig.coord).calls.clear()
     assert controller.record_is_current(2, 1)
     assert "epochs" not in rig.coord.calls  # read once per epoch, not per record
+
+
+class _CheckedStore(FakeStore):
+    """A store that remembers the history it was checked against."""
+
+    def __init__(self, fork: int | None) -> None:
+        super().__init__(fork=fork)
+        self.checked: list[Any] = []
+
+    def first_divergent_seq(self, shard: str, history: Any) -> int | None:
+        self.checked.append(list(history))
+        return self.fork
+
+
+def test_a_standby_that_never_rejoined_is_checked_against_the_history_it_follows() -> None:
+    """No leader when it started: its store is compared with the epoch history read from the
+    coordination; it counts as rejoined only if they agree."""
+    for fork, rejoined in ((None, True), (4, False)):
+        rig = make_rig(seq=5)
+        rig.ensemble.epochs[SHARD] = [(1, 1), (2, 4)]
+        store = _CheckedStore(fork)
+        store.records = list(rig.app.store.records)
+        rig.app.store = store
+        controller = rig.controller
+        controller.role = Role.STANDBY
+        controller.rejoin_checked = False
+
+        async def run() -> None:
+            await controller.follow(LeaderInfo("primary", "http://primary", 2, 4))
+
+        asyncio.run(run())
+        assert store.checked == [[(1, 1), (2, 4)]]
+        assert controller.rejoin_checked is rejoined
+        assert (controller.confirmed_seq() == 5) is rejoined

@@ -185,3 +185,22 @@ def test_a_backlog_found_by_catch_up_is_as_old_as_its_newest_record() -> None:
     assert replicator.lag_records() == 3
     assert replicator.stats.last_seen_recorded_at_us == 1_005
     assert replicator.lag_seconds() == 4.0
+
+
+def test_unseen_drops_copies_of_applied_records_and_keeps_everything_else() -> None:
+    """The second path's copies of what is applied are counted and dropped unverified; what
+    does not parse is kept for apply_wire to report, and the messages after it still count."""
+    records = sealed_records(4)
+    replicator, app, _, _ = _replicator(records)
+    replicator.apply_wire([r.to_wire() for r in records[:2]])
+    assert app.seq == 2
+    run = {"records": [records[0].to_wire(), records[1].to_wire()]}
+    kept = replicator.unseen(
+        [b"not json", records[0].to_wire(), run, records[2].to_wire(), b"{also not"]
+    )
+    assert kept == [b"not json", records[2].to_wire(), b"{also not"]
+    assert replicator.stats.duplicates == 3  # one single record, a run of two
+    replicator.unseen([run])
+    assert replicator.stats.duplicates == 5
+    mixed = {"records": [records[1].to_wire(), records[2].to_wire()]}
+    assert replicator.unseen([mixed]) == [mixed]  # one new record: the whole run is kept
