@@ -108,10 +108,7 @@ def test_a_standby_that_never_rejoined_is_checked_against_the_history_it_follows
         controller.role = Role.STANDBY
         controller.rejoin_checked = False
 
-        async def run() -> None:
-            await controller.follow(LeaderInfo("primary", "http://primary", 2, 4))
-
-        asyncio.run(run())
+        asyncio.run(controller.follow(LeaderInfo("primary", "http://primary", 2, 4)))
         assert store.checked == [[(1, 1), (2, 4)]]
         assert controller.rejoin_checked is rejoined
         assert (controller.confirmed_seq() == 5) is rejoined

@@ -204,3 +204,61 @@ def test_unseen_drops_copies_of_applied_records_and_keeps_everything_else() -> N
     assert replicator.stats.duplicates == 5
     mixed = {"records": [records[1].to_wire(), records[2].to_wire()]}
     assert replicator.unseen([mixed]) == [mixed]  # one new record: the whole run is kept
+
+
+def _alerting(
+    records: list[WalRecord],
+) -> tuple[Replicator, _App, list[tuple[str, str, dict[str, Any]]]]:
+    app, alerts = _App(), []
+    replicator = Replicator(
+        app,  # type: ignore[arg-type]
+        _Primary(records),  # type: ignore[arg-type]
+        alert=lambda name, message, labels: alerts.append((name, message, dict(labels))),
+    )
+    return replicator, app, alerts
+
+
+def test_a_message_that_is_not_json_is_reported_and_the_rest_of_the_batch_applied() -> None:
+    records = sealed_records(2)
+    replicator, _, alerts = _alerting(records)
+    assert replicator.apply_wire([b"{not json", records[0].to_wire(), records[1].to_wire()]) == 2
+    assert replicator.stats.rejected == {"malformed": 1} and replicator.stats.corrupt == 1
+    assert [(name, labels) for name, _, labels in alerts] == [
+        ("WALRecordCorrupt", {"shard": SHARD, "seq": "?"})
+    ]
+
+
+def test_a_record_failing_its_checksum_and_one_missing_a_field_are_told_apart() -> None:
+    records = sealed_records(3)
+    replicator, app, alerts = _alerting(records)
+    altered = {**records[0].to_wire(), "recorded_at_us": 5}
+    no_payload = records[1].to_wire()
+    del no_payload["payload"]
+    assert replicator.apply_wire([altered, no_payload, "a string", records[2].to_wire()]) == 3
+    assert app.stored == records  # healed from the leader's store
+    assert replicator.stats.rejected == {"checksum": 1, "malformed": 2}
+    assert replicator.stats.corrupt == 3  # seq 1, seq 2, and one that names no seq
+    assert [labels["seq"] for _, _, labels in alerts] == [1, 2, "?"]
+    assert {name for name, _, _ in alerts} == {"WALRecordCorrupt"}
+    assert replicator.stats.healed == 2
+
+
+def test_another_copy_refused_for_the_same_reason_is_counted_not_alerted_again() -> None:
+    records = sealed_records(3)
+    replicator, app, alerts = _alerting(records[:2])
+    altered = {**records[2].to_wire(), "recorded_at_us": 5}
+    replicator.apply_wire([altered])
+    replicator.apply_wire([altered])
+    assert replicator.stats.rejected == {"checksum": 2} and replicator.stats.corrupt == 1
+    assert len(alerts) == 1 and app.seq == 2
+
+
+def test_the_refused_seqs_kept_for_reporting_are_bounded() -> None:
+    """A flood of garbage naming ever new seqs must not grow the standby's memory."""
+    from projections.replication.replicator import _SUSPECTS_MAX
+
+    replicator, app, _ = _alerting([])
+    garbage = {**sealed_records(1)[0].to_wire(), "recorded_at_us": 5}
+    replicator.apply_wire([{**garbage, "seq": seq} for seq in range(1, _SUSPECTS_MAX + 50)])
+    assert app.seq == 0 and replicator.stats.corrupt == _SUSPECTS_MAX + 49
+    assert len(replicator._suspects) == _SUSPECTS_MAX
