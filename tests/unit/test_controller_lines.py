@@ -112,3 +112,31 @@ def test_a_standby_that_never_rejoined_is_checked_against_the_history_it_follows
         assert store.checked == [[(1, 1), (2, 4)]]
         assert controller.rejoin_checked is rejoined
         assert (controller.confirmed_seq() == 5) is rejoined
+
+
+def test_the_history_is_read_again_only_for_an_epoch_newer_than_any_known_and_once() -> None:
+    """Every replicated record is judged: ZooKeeper is asked only for a term the follower has
+    not heard of, and once per such term, even if the answer does not know it either."""
+    rig = make_rig(seq=40)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 30), (3, 50)]
+    controller = rig.controller
+    asyncio.run(controller.follow(LeaderInfo("primary", "http://primary", 3, 50)))
+    rig.coord.calls.clear()
+    for seq, epoch in ((60, 3), (40, 2), (10, 1), (61, 3)):
+        assert controller.record_is_current(seq, epoch)
+    assert "epochs" not in rig.coord.calls
+    assert not controller.record_is_current(70, 4)  # no such term: read once ...
+    assert not controller.record_is_current(71, 4)  # ... not for every record of it
+    assert rig.coord.calls.count("epochs") == 1
+
+
+def test_a_rejoin_that_sets_records_aside_raises_a_critical_alert() -> None:
+    rig = make_rig(seq=10)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 8)]
+    rig.app.store.fork = 8
+    moved = rig.on_writer(lambda _: rig.controller.rejoin())
+    assert moved == 3 and rig.app.store.quarantined == [(8, 1), (9, 1), (10, 1)]
+    severity, name, message = rig.alerts.sent[-1]
+    assert (severity, name) == ("critical", "WALQuarantined")
+    assert "3 record(s) from seq 8" in message
+    assert rig.controller.history == [(1, 1), (2, 8)]

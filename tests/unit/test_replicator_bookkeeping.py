@@ -262,3 +262,16 @@ def test_the_refused_seqs_kept_for_reporting_are_bounded() -> None:
     replicator.apply_wire([{**garbage, "seq": seq} for seq in range(1, _SUSPECTS_MAX + 50)])
     assert app.seq == 0 and replicator.stats.corrupt == _SUSPECTS_MAX + 49
     assert len(replicator._suspects) == _SUSPECTS_MAX
+
+
+def test_a_refused_record_names_shard_and_seq_and_one_claiming_seq_0_heals_nothing() -> None:
+    records = sealed_records(1)
+    replicator, app, alerts = _alerting(records)
+    replicator.apply_wire([{**records[0].to_wire(), "seq": 0}])
+    name, message, labels = alerts[0]
+    assert name == "WALRecordCorrupt" and labels == {"shard": SHARD, "seq": 0}
+    assert message == (
+        f"corrupt WAL record in transit: shard {SHARD} seq 0; not applied, healing from the "
+        "primary's store"
+    )
+    assert replicator.stats.healed == 0 and app.seq == 0
