@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
+
 from infra.coordination.base import LeaderInfo
 from infra.failover.controller import ShardController
 from infra.failover.state import Role
@@ -140,3 +142,54 @@ def test_a_rejoin_that_sets_records_aside_raises_a_critical_alert() -> None:
     assert (severity, name) == ("critical", "WALQuarantined")
     assert "3 record(s) from seq 8" in message
     assert rig.controller.history == [(1, 1), (2, 8)]
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str, dict[str, Any]]] = []
+
+    def send(self, severity: str, name: str, message: str, labels: Any = None) -> None:
+        self.sent.append((severity, name, message, dict(labels or {})))
+
+
+def test_the_quarantine_alert_labels_say_shard_fork_count_and_region() -> None:
+    rig = make_rig(seq=10)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 8)]
+    rig.app.store.fork = 8
+    sink = _Sink()
+    object.__setattr__(rig.controller.ctx, "alerts", sink)
+    rig.on_writer(lambda _: rig.controller.rejoin())
+    assert sink.sent[-1][3] == {"shard": SHARD, "seq": 8, "records": 3, "region": "standby"}
+
+
+def test_a_rebuild_that_fails_after_a_quarantine_leaves_the_shard_marked_for_recovery() -> None:
+    """The hot state still holds what was set aside: until a rebuild succeeds, nothing may
+    be served or written on it."""
+    rig = make_rig(seq=10)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 8)]
+    rig.app.store.fork = 8
+
+    def recover() -> None:
+        raise OSError("store away")
+
+    object.__setattr__(rig.app, "recover", recover)
+    with pytest.raises(OSError):
+        rig.on_writer(lambda _: rig.controller.rejoin())
+    assert rig.app.needs_recovery is True
+
+
+def test_a_witness_never_tries_to_fail_over() -> None:
+    rig = make_rig(seq=5)
+    rig.app.log_only = True
+    rig.controller.role = Role.STANDBY
+    assert asyncio.run(rig.controller.try_failover("leader gone")) is False
+    assert "lock" not in rig.coord.calls and rig.controller.role is Role.STANDBY
+
+
+def test_a_failover_is_unplanned_unless_said_otherwise() -> None:
+    rig = make_rig(seq=5)
+    rig.ensemble.epochs[SHARD] = [(1, 1)]
+    rig.controller.role = Role.STANDBY
+    assert asyncio.run(rig.controller.try_failover("leader gone"))
+    severity, name, _ = rig.alerts.sent[-1]
+    assert (severity, name) == ("critical", "FailoverCompleted")

@@ -117,6 +117,7 @@ def test_lag_is_what_is_known_to_exist_beyond_the_applied_seq() -> None:
     replicator.apply_wire([])
     assert app.seq == 5 and replicator.lag_records() == 0 and replicator.lag_seconds() == 0.0
     assert replicator.behind_since_us is None
+    assert replicator.stats.gap_fills == 3  # 3..5 read from the store, nothing twice
 
 
 def test_without_a_timestamp_the_lag_counts_from_when_the_records_were_found_missing() -> None:
@@ -275,3 +276,25 @@ def test_a_refused_record_names_shard_and_seq_and_one_claiming_seq_0_heals_nothi
         "primary's store"
     )
     assert replicator.stats.healed == 0 and app.stored == records  # the real one, read
+
+
+def test_a_copy_naming_its_seq_as_text_is_still_a_duplicate() -> None:
+    """The cheap pre-filter only knows integer seqs; a verified copy of an applied record
+    that names its seq otherwise is dropped before the writer all the same."""
+    records = sealed_records(2)
+    replicator, app, _, _ = _replicator(records)
+    replicator.apply_wire([r.to_wire() for r in records])
+    assert replicator.apply_wire([{**records[0].to_wire(), "seq": "1"}]) == 2
+    assert app.stored == records and replicator.stats.duplicates == 1
+    replicator.apply_wire([{**r.to_wire(), "seq": str(r.seq)} for r in records])
+    assert app.stored == records and replicator.stats.duplicates == 3
+
+
+def test_after_a_refusal_the_leaders_head_is_asked_once_not_on_every_delivery() -> None:
+    records = sealed_records(4)
+    replicator, app, primary, _ = _replicator(records)
+    replicator.apply_wire([r.to_wire() for r in records[:1]])
+    replicator.apply_wire([{**records[1].to_wire(), "recorded_at_us": 5}])  # altered
+    assert primary.heads == 1 and app.seq == 4  # the leader's store says how far it goes
+    replicator.apply_wire([])
+    assert primary.heads == 1
