@@ -13,6 +13,8 @@
 #   scripts/mutants.sh                      every module (scripts/mutmut_config.py TARGETS)
 #   MUTANT_MODULES=sync_gate scripts/mutants.sh
 #   MUTANT_FRESH=1 scripts/mutants.sh       forget the cached results first
+#   MUTANT_MODULES=controller MUTANT_LINES=1-300 scripts/mutants.sh   a part of one module
+#                                           (its own copy; other lines count as skipped)
 #   BIN=/path/to/venv/bin MUTANT_WORK=/tmp/m scripts/mutants.sh
 set -euo pipefail
 
@@ -29,7 +31,7 @@ print(" ".join(m.selected_names()))')"
 
 status=0
 for module in $modules; do
-  work="$work_root/$module"
+  work="$work_root/$module${MUTANT_LINES:+.lines-$MUTANT_LINES}"
   mkdir -p "$work"
   if [[ "${MUTANT_FRESH:-0}" == 1 ]]; then
     rm -f "$work/.mutmut-cache"

@@ -141,6 +141,16 @@ _BY_PATH = {
 }
 
 
+def _in_range(line: int) -> bool:
+    """MUTANT_LINES=first-last: only the module's lines in that range (a large module run as
+    parts, each on a copy of its own; the rest of it is skipped in that part)."""
+    wanted = os.environ.get("MUTANT_LINES", "")
+    if not wanted:
+        return True
+    first, _, last = wanted.partition("-")
+    return int(first or 1) <= line <= int(last or 10**9)
+
+
 def pre_mutation(context: Any) -> None:
     found = _BY_PATH.get(os.path.normpath(context.filename))
     if found is None:
@@ -148,7 +158,7 @@ def pre_mutation(context: Any) -> None:
         return
     target, lines, log_lines = found
     line = context.current_line_index + 1
-    if (lines is not None and line not in lines) or line in log_lines:
+    if (lines is not None and line not in lines) or line in log_lines or not _in_range(line):
         context.skip = True
         return
     context.config.test_command = test_command(target)
