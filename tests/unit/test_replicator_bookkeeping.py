@@ -298,3 +298,37 @@ def test_after_a_refusal_the_leaders_head_is_asked_once_not_on_every_delivery() 
     assert primary.heads == 1 and app.seq == 4  # the leader's store says how far it goes
     replicator.apply_wire([])
     assert primary.heads == 1
+
+
+def test_a_gap_is_filled_from_the_store_and_only_the_missing_records_count_as_fills() -> None:
+    records = sealed_records(4)
+    replicator, app, primary, _ = _replicator(records)
+    replicator.apply_wire([records[0].to_wire()])
+    assert replicator.apply_wire([records[2].to_wire(), records[3].to_wire()]) == 4
+    assert app.stored == records and primary.reads == [(1, 2000)]
+    assert replicator.stats.gap_fills == 1  # seq 2; 3 and 4 were delivered
+
+
+def test_a_hole_in_the_leaders_store_stops_the_apply_before_it() -> None:
+    """The store hands out seq 3 but not seq 2 (not visible yet): nothing beyond 1 is applied
+    now, and the next delivery tries again."""
+    records = sealed_records(3)
+    replicator, app, primary, _ = _replicator([records[0], records[2]])
+    replicator.apply_wire([records[0].to_wire()])
+    assert replicator.apply_wire([records[2].to_wire()]) == 1
+    assert app.stored == records[:1] and replicator.lag_records() == 2
+    primary.records = records
+    assert replicator.apply_wire([]) == 3 and app.stored == records
+
+
+def test_a_delivered_record_that_breaks_the_chain_is_refused_naming_the_broker() -> None:
+    records = sealed_records(3)
+    replicator, app, alerts = _alerting(records)
+    replicator.apply_wire([records[0].to_wire()])
+    stray = sealed_records(1, first=2, prev="ab" * 32)[0]  # a good checksum, a wrong link
+    assert replicator.apply_wire([stray.to_wire()]) == 2  # the real seq 2, from the store
+    assert app.stored == records[:2] and replicator.stats.rejected == {"chain": 1}
+    assert replicator.lag_records() == 1  # the leader's head says seq 3 exists
+    name, _, labels = alerts[0]
+    assert name == "ReplicationRejected"
+    assert labels == {"shard": SHARD, "seq": 2, "reason": "chain", "source": "broker"}
