@@ -332,3 +332,118 @@ def test_a_delivered_record_that_breaks_the_chain_is_refused_naming_the_broker()
     name, _, labels = alerts[0]
     assert name == "ReplicationRejected"
     assert labels == {"shard": SHARD, "seq": 2, "reason": "chain", "source": "broker"}
+
+
+def test_a_stalled_standby_applies_nothing_beyond_its_stall_seq() -> None:
+    records = sealed_records(4)
+    replicator, app, _, _ = _replicator(records)
+    replicator.stall_after_seq = 2
+    assert replicator.apply_wire([r.to_wire() for r in records]) == 2
+    assert app.stored == records[:2] and replicator.stats.applied == 2
+    replicator.stall_after_seq = None
+    assert replicator.apply_wire([]) == 4 and replicator.stats.applied == 4
+
+
+def test_a_refused_copy_of_the_last_record_is_healed_by_the_stores_copy() -> None:
+    records = sealed_records(2)
+    replicator, app, _, _ = _replicator(records)
+    replicator.apply_wire([records[0].to_wire()])
+    replicator.apply_wire([{**records[1].to_wire(), "recorded_at_us": 5}])
+    assert app.stored == records and replicator.stats.healed == 1
+
+
+def _legacy(count: int) -> list[WalRecord]:
+    """Records written before records were chained: no predecessor named, no MAC."""
+    template = sealed_records(count)
+    return [
+        WalRecord.seal(
+            shard_id=SHARD,
+            epoch=1,
+            seq=r.seq,
+            command_type=r.command_type,
+            command_key=None,
+            recorded_at_us=r.recorded_at_us,
+            events=r.events,
+            prev_checksum=None,  # type: ignore[arg-type]
+        )
+        for r in template
+    ]
+
+
+class _LegacyPrimary(_Primary):
+    def __init__(self, records: list[WalRecord], chain_start: int) -> None:
+        super().__init__(records)
+        self.legacy_upto = chain_start
+
+    def chain_start(self, shard_id: str) -> int:
+        return self.legacy_upto
+
+
+class _ChainStore:
+    def __init__(self) -> None:
+        self.extended: list[int] = []
+
+    def extend_chain_start(self, shard_id: str, seq: int) -> None:
+        self.extended.append(seq)
+
+
+def test_unchained_records_are_taken_only_from_the_leaders_store_where_it_says_they_stand() -> None:
+    from application.wal.auth import ReplicationKeys
+
+    legacy = _legacy(2)
+    app = _App()
+    app.store = _ChainStore()  # type: ignore[attr-defined]
+    replicator = Replicator(app, _LegacyPrimary(legacy, 2))  # type: ignore[arg-type]
+    replicator.keys = ReplicationKeys("k1", {"k1": b"0123456789abcdef-k1"})
+    # delivered, an unsigned, unchained record is refused even with a right checksum
+    replicator.apply_wire([legacy[0].to_wire()])
+    assert replicator.stats.rejected == {"no_mac": 1}
+    # read from the leader's store, within its unchained part, it is taken
+    assert app.seq == 2 and app.stored == legacy
+    assert app.store.extended == [2]  # type: ignore[attr-defined]
+
+
+def test_unchained_records_beyond_where_the_store_says_they_stand_are_refused() -> None:
+    legacy = _legacy(2)
+    app = _App()
+    app.store = _ChainStore()  # type: ignore[attr-defined]
+    replicator = Replicator(app, _LegacyPrimary(legacy, 1))  # type: ignore[arg-type]
+    assert replicator.catch_up() == 1
+    assert app.stored == legacy[:1] and replicator.stats.rejected == {"chain": 1}
+
+
+class _PickyApp(_App):
+    """A shard that cannot decode the events of one seq (a type that is not ours)."""
+
+    def __init__(self, refuse: int) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    def append_replicated(self, records: Sequence[WalRecord]) -> int:
+        from application.wal.records import WALCorruptionError
+
+        for record in records:
+            if record.seq == self.refuse:
+                raise WALCorruptionError(SHARD, record.seq, "unknown event type")
+            super().append_replicated([record])
+        return self.seq
+
+
+def test_a_record_the_shard_cannot_decode_is_refused_by_where_it_came_from() -> None:
+    records = sealed_records(3)
+    alerts: list[tuple[str, dict[str, Any]]] = []
+    app = _PickyApp(refuse=2)
+    replicator = Replicator(
+        app,  # type: ignore[arg-type]
+        _Primary(records),  # type: ignore[arg-type]
+        alert=lambda name, message, labels: alerts.append((name, dict(labels))),
+    )
+    replicator.apply_wire([r.to_wire() for r in records[:2]])
+    assert app.seq == 1 and replicator.last_applied == records[:1]
+    assert alerts[0] == (
+        "ReplicationRejected",
+        {"shard": SHARD, "seq": 2, "reason": "unknown_type", "source": "broker"},
+    )
+    replicator.catch_up()  # the leader's own copy fails the same way: nothing to heal from
+    assert app.seq == 1
+    assert alerts[-1][1]["source"] == "store" and alerts[-1][1]["reason"] == "unknown_type"
