@@ -193,3 +193,44 @@ def test_a_failover_is_unplanned_unless_said_otherwise() -> None:
     assert asyncio.run(rig.controller.try_failover("leader gone"))
     severity, name, _ = rig.alerts.sent[-1]
     assert (severity, name) == ("critical", "FailoverCompleted")
+
+
+def _leaderless(rig: Any, start: int = 1) -> None:
+    rig.ensemble.epochs[SHARD] = [(1, start)]
+    rig.controller.role = Role.STANDBY
+    rig.controller.leader_region = "primary"
+
+
+def test_a_failover_first_drains_what_the_old_leaders_store_holds() -> None:
+    rig = make_rig(seq=100)
+    _leaderless(rig)
+    rig.replicator.primary_head = 120
+    assert asyncio.run(rig.controller.try_failover("leader gone"))
+    assert rig.replicator.catch_ups >= 1 and rig.app.seq == 120
+    assert rig.ensemble.epochs[SHARD][-1] == (2, 121)
+    record = rig.controller.failovers[-1]
+    assert (record.from_region, record.to_region, record.epoch, record.seq) == (
+        "primary",
+        "standby",
+        2,
+        120,
+    )
+    assert record.reason == "leader gone"
+
+
+def test_a_failover_that_is_not_this_standbys_to_make_says_so() -> None:
+    """try_failover answers False whenever it did not promote (a planned hand-over is
+    cleared only on True)."""
+    cases = {
+        "lock held elsewhere": lambda rig: rig.ensemble.locks.__setitem__(SHARD, "third"),
+        "not a standby": lambda rig: setattr(rig.controller, "role", Role.FENCED),
+        "somebody leads": lambda rig: rig.ensemble.set_leader(
+            SHARD, LeaderInfo("third", "http://third", 1, 1), 0
+        ),
+    }
+    for name, arrange in cases.items():
+        rig = make_rig(seq=5)
+        _leaderless(rig)
+        arrange(rig)
+        assert asyncio.run(rig.controller.try_failover("leader gone")) is False, name
+        assert rig.ensemble.epochs[SHARD] == [(1, 1)], name
