@@ -51,6 +51,7 @@ TARGETS = {
     "wal_verification": Target(
         "application/wal/records.py",
         (
+            f"{UNIT}/test_wal_record_checks.py",
             f"{UNIT}/test_wire_runs.py",
             f"{UNIT}/test_two_paths.py",
             f"{UNIT}/test_replay_decoding.py",
