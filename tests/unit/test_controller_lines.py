@@ -234,3 +234,45 @@ def test_a_failover_that_is_not_this_standbys_to_make_says_so() -> None:
         arrange(rig)
         assert asyncio.run(rig.controller.try_failover("leader gone")) is False, name
         assert rig.ensemble.epochs[SHARD] == [(1, 1)], name
+
+
+def test_a_lagging_standby_refuses_with_a_critical_alert_naming_its_lag() -> None:
+    rig = make_rig(seq=5)
+    _leaderless(rig)
+    rig.replicator.primary_head = 55
+    rig.replicator.frozen = True  # its store is gone: catch_up brings nothing
+    rig.replicator.lag_s = 10.0
+    sink = _Sink()
+    object.__setattr__(rig.controller.ctx, "alerts", sink)
+    assert asyncio.run(rig.controller.try_failover("leader gone")) is False
+    severity, name, message, labels = sink.sent[-1]
+    assert (severity, name) == ("critical", "FailoverRefused")
+    assert labels == {"shard": SHARD, "lag_seconds": 10.0, "lag_records": 50}
+    assert "lags 10.000s (50 records), more than 2.000s" in message
+    assert rig.controller.role is Role.STANDBY and rig.ensemble.epochs[SHARD] == [(1, 1)]
+
+
+def test_the_promotion_decision_hears_how_long_the_leader_has_been_unhealthy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Among three replicas, one behind another waits a period more before it goes: the
+    time counts from the first failed health check (0 s when none failed: planned)."""
+    from infra.failover import quorum_promotion
+
+    heard: list[float] = []
+
+    async def not_me(controller: Any, *, unhealthy_for_s: float, planned: bool) -> bool:
+        heard.append(unhealthy_for_s)
+        return False
+
+    monkeypatch.setattr(quorum_promotion, "ready_to_promote", not_me)
+    rig = make_rig(seq=5)
+    _leaderless(rig)
+    rig.controller.failing_since = None
+    assert asyncio.run(rig.controller.try_failover("planned")) is False
+    now = rig.controller.ctx.clock()
+    rig.controller.failing_since = now - 3.0
+    assert asyncio.run(rig.controller.try_failover("leader gone")) is False
+    assert heard[0] == 0.0 and 3.0 <= heard[1] < 4.0
+    assert rig.controller.role is Role.STANDBY and not rig.replicator.frozen
+    assert rig.ensemble.epochs[SHARD] == [(1, 1)]
