@@ -402,3 +402,16 @@ def test_the_checksum_header_is_the_json_header_for_any_field_types(
     listed = list(fields[:6]) + ([] if fields[6] is None else [fields[6]])
     expected = json.dumps(listed, separators=(",", ":")).encode() + b"\n"
     assert _checksum_header(*fields) == expected
+
+
+def test_a_record_is_immutable_and_unchained_unless_built_so() -> None:
+    import dataclasses
+
+    record = _record()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.seq = 8  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.events[0].state = b"x"  # type: ignore[misc]
+    bare = WalRecord("s", 1, 1, "X", None, 0, (), "00" * 32)
+    assert bare.prev_checksum is None and bare.mac is None
+    assert "_payload" not in repr(bare)
