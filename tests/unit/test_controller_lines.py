@@ -5,6 +5,7 @@ replicated records on. No servers: the rig of tests/unit/controller_harness.py."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, cast
 
 import pytest
@@ -276,3 +277,52 @@ def test_the_promotion_decision_hears_how_long_the_leader_has_been_unhealthy(
     assert heard[0] == 0.0 and 3.0 <= heard[1] < 4.0
     assert rig.controller.role is Role.STANDBY and not rig.replicator.frozen
     assert rig.ensemble.epochs[SHARD] == [(1, 1)]
+
+
+def test_a_fenced_leader_counts_as_not_rejoined_until_its_rejoin_is_done() -> None:
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    rig.lead()
+    rig.controller.rejoin_checked = True
+    rig.controller._fence("deposed")
+    assert rig.controller.role is Role.FENCED and rig.controller.rejoin_checked is False
+    assert rig.controller.confirmed_seq() is None
+
+
+async def _run_for(coroutine: Any, seconds: float) -> None:
+    task = asyncio.ensure_future(coroutine)
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def test_a_deposed_leader_waits_failover_after_before_it_retakes() -> None:
+    from infra.settings import FailoverSettings
+
+    slow = FailoverSettings(health_interval_s=0.05, failover_after_s=1.0, store_loss_after_s=0.1)
+    rig = make_rig("primary", peers=("standby",), seq=10, failover=slow)
+    rig.lead()
+    rig.ensemble.set_leader(SHARD, None)  # its session expired: nobody leads
+    rig.controller._fence("deposed")
+    asyncio.run(_run_for(rig.controller.become_standby(may_retake=True), 0.7))
+    assert "take_leadership" not in rig.coord.calls and rig.controller.role is Role.FENCED
+
+
+def test_a_leader_that_resigned_for_its_lost_store_never_retakes_the_shard() -> None:
+    """It resigned because it cannot write: nobody leading does not make it the one."""
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    rig.lead()
+    rig.ensemble.set_leader(SHARD, None)
+
+    async def run() -> None:
+        await rig.controller.resign_store_lost(0.5)
+        await _run_for(asyncio.sleep(0), 0.6)  # several failover_after periods
+        task = rig.controller.rejoin_task
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    assert "take_leadership" not in rig.coord.calls
+    assert rig.controller.role is Role.FENCED
