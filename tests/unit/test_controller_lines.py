@@ -326,3 +326,31 @@ def test_a_leader_that_resigned_for_its_lost_store_never_retakes_the_shard() -> 
     asyncio.run(run())
     assert "take_leadership" not in rig.coord.calls
     assert rig.controller.role is Role.FENCED
+
+
+def test_a_rejoined_standby_starts_clean_behind_its_new_leader() -> None:
+    from tests.unit.test_controller_transitions import _other_leads
+
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    rig.lead()
+    rig.controller._fence("deposed")
+    rig.replicator.frozen = True
+    rig.replicator.stats.last_seen_seq = 99  # what it knew of as the leader
+    rig.controller.failing_since = 5.0
+    _other_leads(rig, 3, 11, "standby")
+    asyncio.run(rig.controller.become_standby())
+    controller = rig.controller
+    assert controller.role is Role.STANDBY and controller.rejoin_checked is True
+    assert rig.replicator.stats.last_seen_seq == rig.app.seq == 10
+    assert rig.replicator.frozen is False and controller.failing_since is None
+    assert rig.demoted == [10] and controller.leader_region == "standby"
+
+
+def test_a_retake_with_the_lock_held_elsewhere_does_not_happen() -> None:
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    rig.lead()
+    rig.controller._fence("deposed")
+    rig.ensemble.set_leader(SHARD, None)
+    rig.ensemble.locks[SHARD] = "third"
+    assert asyncio.run(rig.controller.retake(5.0)) is False
+    assert "take_leadership" not in rig.coord.calls and rig.controller.role is Role.FENCED
