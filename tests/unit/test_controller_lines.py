@@ -354,3 +354,63 @@ def test_a_retake_with_the_lock_held_elsewhere_does_not_happen() -> None:
     rig.ensemble.locks[SHARD] = "third"
     assert asyncio.run(rig.controller.retake(5.0)) is False
     assert "take_leadership" not in rig.coord.calls and rig.controller.role is Role.FENCED
+
+
+def _deposed_alone(rig: Any) -> None:
+    rig.lead()
+    rig.controller._fence("deposed")
+    rig.ensemble.set_leader(SHARD, None)
+
+
+def test_a_retake_happens_only_when_nobody_leads_and_its_epoch_is_the_last() -> None:
+    from tests.unit.test_controller_transitions import _other_leads
+
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    _deposed_alone(rig)
+    _other_leads(rig, 5, 11, "standby")
+    assert asyncio.run(rig.controller.retake(5.0)) is False  # somebody leads
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    _deposed_alone(rig)
+    rig.ensemble.epochs[SHARD].append((9, 11))  # a later term was taken elsewhere
+    assert asyncio.run(rig.controller.retake(5.0)) is False
+    assert "take_leadership" not in rig.coord.calls and rig.controller.role is Role.FENCED
+
+
+def test_a_retake_publishes_its_own_tail_and_waits_for_a_follower_to_confirm_it() -> None:
+    """What it wrote before it was fenced was confirmed by nobody: the relay goes on from its
+    own position, and the gate does not count those records as held by a majority."""
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    _deposed_alone(rig)
+    rig.controller.relay.position = 7  # published up to 7 before the fence
+    rig.controller.gate.standby_seq = 6
+    assert asyncio.run(_retake_then_stop(rig))
+    assert rig.controller.role is Role.LEADER
+    assert rig.controller.relay.position == 7 and rig.app.store.relay_position == 0
+    assert rig.controller.gate.standby_seq == 6
+
+
+async def _retake_then_stop(rig: Any) -> bool:
+    done = await rig.controller.retake(5.0)
+    rig.controller.stop_relay()
+    await asyncio.sleep(0.02)
+    return bool(done)
+
+
+def test_a_retake_that_fails_says_so_and_stays_fenced() -> None:
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    _deposed_alone(rig)
+    rig.coord.fail_next("take_leadership")
+    assert asyncio.run(rig.controller.retake(5.0)) is False
+    assert rig.controller.role is Role.FENCED and not rig.replicator.frozen
+
+
+def test_a_retake_whose_rebuild_fails_leaves_the_shard_marked_for_recovery() -> None:
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    _deposed_alone(rig)
+
+    def recover() -> None:
+        raise OSError("store away")
+
+    object.__setattr__(rig.app, "recover", recover)
+    assert asyncio.run(rig.controller.retake(5.0)) is False
+    assert rig.app.needs_recovery is True
