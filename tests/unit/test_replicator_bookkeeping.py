@@ -94,6 +94,9 @@ def test_a_delivered_record_is_applied_without_asking_the_leaders_store() -> Non
     assert replicator.last_applied == [records[0]]
     assert replicator.apply_wire([records[0].to_wire()]) == 1  # again: a duplicate
     assert replicator.stats.duplicates == 1 and replicator.last_applied == []
+    # a copy of an applied record is dropped unread, even the last one, even altered
+    replicator.apply_wire([{**records[0].to_wire(), "recorded_at_us": 5}])
+    assert replicator.stats.duplicates == 2 and replicator.stats.rejected == {}
 
 
 def test_lag_is_what_is_known_to_exist_beyond_the_applied_seq() -> None:
@@ -446,4 +449,10 @@ def test_a_record_the_shard_cannot_decode_is_refused_by_where_it_came_from() -> 
     )
     replicator.catch_up()  # the leader's own copy fails the same way: nothing to heal from
     assert app.seq == 1
-    assert alerts[-1][1]["source"] == "store" and alerts[-1][1]["reason"] == "unknown_type"
+    assert alerts[-1] == (
+        "ReplicationRejected",
+        {"shard": SHARD, "seq": 2, "reason": "unknown_type", "source": "store"},
+    )
+    assert replicator.stats.rejected == {"unknown_type": 2}
+    replicator.catch_up()
+    assert replicator.stats.rejected == {"unknown_type": 3} and len(alerts) == 3
