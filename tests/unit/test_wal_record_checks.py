@@ -393,6 +393,8 @@ def test_the_checksum_is_sha256_of_header_and_whole_payload(size: int) -> None:
         (7, 1, 2, "X", None, 3, None),
         ("s", 1, 2, ["X"], None, 3, "ab"),
         ("s", 1, 2, "X", None, 3.5, "ab"),
+        ("s", 1, "2", "X", None, 3, "ab"),  # text where numbers belong: quoted, as JSON says
+        ("s", 1, 2, "X", None, "3", None),
         ("s", 1, 2, "X", 'q"\\\u00e9', 3, "ab"),
     ],
 )
