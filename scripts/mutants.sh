@@ -47,6 +47,8 @@ for module in $modules; do
     export MUTANT_MODULES="$module"
     path="$("$bin/python" -c 'import mutmut_config as m; print(m.selected()[0].path)')"
     runner="$("$bin/python" -c 'import mutmut_config as m; print(m.test_command(m.selected()[0]))')"
+    # mutmut 2 parses with parso, which does not know every construct of Python 3.11
+    "$bin/python" -c 'import mutmut_config as m; m.prepare_copy()'
     echo "== $module: mutating $path" >&2
     echo "baseline: $runner" >&2
     started=$(date +%s)
@@ -57,6 +59,9 @@ for module in $modules; do
     set -e
     elapsed=$(($(date +%s) - started))
     tail -n 3 "$work/run.log" >&2
+    if (( run_status & 1 )); then
+      echo "$module: mutmut failed (status $run_status): $work/run.log" >&2
+    fi
     "$bin/python" - "$bin/mutmut" "$module" "$path" "$elapsed" <<'PY'
 import sqlite3, subprocess, sys
 

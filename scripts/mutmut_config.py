@@ -79,6 +79,46 @@ def selected() -> list[Target]:
     return [TARGETS[name] for name in selected_names()]
 
 
+def flatten_parenthesized_with(source: str) -> str:
+    """The same module with each `with (a as b, c):` spread over lines written on one line,
+    the lines it took left blank (so every other line keeps its number): mutmut 2 parses with
+    parso, which does not know parenthesized context managers (Python 3.10)."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.With | ast.AsyncWith):
+            continue
+        header_end = node.body[0].lineno - 1  # the line of the closing "):"
+        if node.items[0].context_expr.lineno == node.lineno:
+            continue  # not parenthesized (a call spread over lines is left as it is)
+        items = []
+        for item in node.items:
+            text = ast.get_source_segment(source, item.context_expr) or ""
+            if item.optional_vars is not None:
+                text += " as " + (ast.get_source_segment(source, item.optional_vars) or "")
+            items.append(text)
+        first = lines[node.lineno - 1]
+        indent = first[: len(first) - len(first.lstrip())]
+        keyword = "async with" if isinstance(node, ast.AsyncWith) else "with"
+        lines[node.lineno - 1] = f"{indent}{keyword} {', '.join(items)}:\n"
+        for number in range(node.lineno, header_end):
+            lines[number] = "\n"
+    flattened = "".join(lines)
+    ast.parse(flattened)
+    return flattened
+
+
+def prepare_copy() -> None:
+    """(on the scratch copy) Make the selected modules parseable by mutmut."""
+    for target in selected():
+        with open(target.path) as f:
+            source = f.read()
+        flattened = flatten_parenthesized_with(source)
+        if flattened != source:
+            with open(target.path, "w") as f:
+                f.write(flattened)
+
+
 def _existing(patterns: tuple[str, ...]) -> list[str]:
     import glob
 
