@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from typing import Any, cast
 
+import httpx
 import pytest
 
 from infra.coordination.base import LeaderInfo
@@ -414,3 +415,69 @@ def test_a_retake_whose_rebuild_fails_leaves_the_shard_marked_for_recovery() -> 
     object.__setattr__(rig.app, "recover", recover)
     assert asyncio.run(rig.controller.retake(5.0)) is False
     assert rig.app.needs_recovery is True
+
+
+def test_a_health_round_asks_the_leaders_health_and_counts_failures_from_the_first() -> None:
+    """The failover_after timer starts at the first failed check and stops at a good one:
+    a leader answering 200 never starts it."""
+    from tests.unit.test_controller_transitions import _other_leads
+
+    rig = make_rig(seq=5)
+    _other_leads(rig, 1, 1)
+    rig.controller.role = Role.STANDBY
+    asked: list[str] = []
+    answers = [200, 503, 503, 200]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(answers[len(asked) - 1])
+
+    async def rounds() -> list[float | None]:
+        seen: list[float | None] = []
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            for _ in answers:
+                await rig.controller.check(client)
+                seen.append(rig.controller.failing_since)
+        return seen
+
+    seen = asyncio.run(rounds())
+    assert asked == ["/health"] * 4
+    assert seen[0] is None and seen[1] is not None and seen[2] == seen[1] and seen[3] is None
+    assert rig.controller.role is Role.STANDBY and "lock" not in rig.coord.calls
+
+
+class _DeadProbe:
+    async def check(self) -> None:
+        raise OSError("connection refused")
+
+
+def test_a_leader_whose_store_stops_answering_resigns_after_store_loss_after() -> None:
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    rig.lead()
+    sink = _Sink()
+    object.__setattr__(rig.controller.ctx, "alerts", sink)
+    rig.controller.store_probe = cast(Any, _DeadProbe())
+
+    async def run() -> None:
+        await rig.controller.check_store()  # the first failure: the timer starts
+        assert rig.controller.role is Role.LEADER
+        assert rig.controller.store_failing_since is not None
+        await asyncio.sleep(0.05)
+        await rig.controller.check_store()  # 0.05 s < store_loss_after (0.1 s)
+        assert rig.controller.role is Role.LEADER
+        await asyncio.sleep(0.06)
+        await rig.controller.check_store()
+        assert rig.controller.role is Role.FENCED
+        assert rig.controller.store_failing_since is None
+        task = rig.controller.rejoin_task
+        assert task is not None  # it waits, as a standby, for its store and a leader
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    severity, name, message, labels = sink.sent[-1]
+    assert (severity, name) == ("critical", "LeaderStoreLost")
+    assert labels == {"shard": SHARD, "region": "primary"}
+    assert "did not answer for 0.1" in message and "standby takes over" in message
+    assert rig.ensemble.handovers.get(SHARD) == "standby"
