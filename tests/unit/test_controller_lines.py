@@ -218,6 +218,13 @@ def test_a_failover_first_drains_what_the_old_leaders_store_holds() -> None:
         120,
     )
     assert record.reason == "leader gone"
+    # the new leader publishes from where the old one's records end, counts them as held by
+    # a majority (both stores have them), and judges by the history it just wrote
+    controller = rig.controller
+    assert controller.relay.position == 120 and rig.app.store.relay_position == 120
+    assert controller.gate.standby_seq == 120
+    assert controller.history == [(1, 1), (2, 121)] and controller.rejoin_checked is False
+    controller.stop_relay()
 
 
 def test_a_failover_that_is_not_this_standbys_to_make_says_so() -> None:
@@ -481,3 +488,39 @@ def test_a_leader_whose_store_stops_answering_resigns_after_store_loss_after() -
     assert labels == {"shard": SHARD, "region": "primary"}
     assert "did not answer for 0.1" in message and "standby takes over" in message
     assert rig.ensemble.handovers.get(SHARD) == "standby"
+
+
+def test_a_retake_that_fails_after_taking_the_leader_node_gives_it_back_and_stays_fenced() -> None:
+    """A deposed leader that could not finish its retake has not rejoined: it must not come
+    back as a standby that skipped its quarantine check."""
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    _deposed_alone(rig)
+    rig.controller.failed_promotions = 1
+    assert asyncio.run(rig.controller.retake(5.0)) is False
+    assert rig.controller.role is Role.FENCED
+    assert rig.ensemble.leaders.get(SHARD) is None and "resign" in rig.coord.calls
+
+
+class _FlakyProbe:
+    def __init__(self) -> None:
+        self.fail = True
+
+    async def check(self) -> None:
+        if self.fail:
+            raise OSError("connection refused")
+
+
+def test_a_store_that_answers_again_stops_the_store_loss_timer() -> None:
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    rig.lead()
+    probe = _FlakyProbe()
+    rig.controller.store_probe = cast(Any, probe)
+
+    async def run() -> None:
+        await rig.controller.check_store()
+        assert rig.controller.store_failing_since is not None
+        probe.fail = False
+        await rig.controller.check_store()
+
+    asyncio.run(run())
+    assert rig.controller.store_failing_since is None and rig.controller.role is Role.LEADER
