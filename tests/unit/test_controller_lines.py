@@ -207,7 +207,10 @@ def test_a_failover_first_drains_what_the_old_leaders_store_holds() -> None:
     rig = make_rig(seq=100)
     _leaderless(rig)
     rig.replicator.primary_head = 120
+    rig.controller.failing_since = rig.controller.ctx.clock() - 4.0
     assert asyncio.run(rig.controller.try_failover("leader gone"))
+    assert rig.controller.last_rto_s is not None and 4.0 <= rig.controller.last_rto_s < 5.0
+    assert rig.controller.leader_region == "standby" and not rig.replicator.frozen
     assert rig.replicator.catch_ups >= 1 and rig.app.seq == 120
     assert rig.ensemble.epochs[SHARD][-1] == (2, 121)
     record = rig.controller.failovers[-1]
@@ -524,3 +527,23 @@ def test_a_store_that_answers_again_stops_the_store_loss_timer() -> None:
 
     asyncio.run(run())
     assert rig.controller.store_failing_since is None and rig.controller.role is Role.LEADER
+
+
+def test_a_planned_switchover_warns_and_a_failed_one_keeps_the_hand_over_request() -> None:
+    rig = make_rig(seq=5)
+    _leaderless(rig)
+    assert asyncio.run(rig.controller.try_failover("switchover", planned=True))
+    assert rig.alerts.sent[-1][:2] == ("warning", "SwitchoverCompleted")
+    rig.controller.stop_relay()
+
+    rig = make_rig(seq=5)
+    _leaderless(rig)
+    rig.ensemble.handovers[SHARD] = "standby"
+    rig.ensemble.locks[SHARD] = "third"  # it cannot take the shard now
+
+    async def round_() -> None:
+        async with rig.client() as client:
+            await rig.controller.check(client)
+
+    asyncio.run(round_())
+    assert rig.ensemble.handovers.get(SHARD) == "standby"  # asked again next round
