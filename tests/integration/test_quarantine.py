@@ -145,3 +145,29 @@ def test_keys_kept_for_records_not_yet_archived_leave_with_the_quarantined_recor
     assert not isinstance(again, Exception) and not again.duplicate and again.seq == 7
     for a in (app, rewound):
         a.close()
+
+
+def test_the_fork_is_found_exactly_at_each_epoch_boundary(settings: Settings, dsn: str) -> None:
+    """Each epoch owns the seqs from its start to the next epoch's start: records that agree
+    with the history across its boundaries are never taken for a fork, and one a seq off is."""
+    app = make_shard_app(settings, SHARD, dsn=dsn, epoch=2)
+    app.recover()
+    for epoch, count in ((2, 4), (3, 3), (4, 123)):  # seqs 1-4, 5-7, 8-130
+        app.epoch = epoch
+        results = app.execute_batch([Deposit("acct-0", Decimal(1)) for _ in range(count)])
+        assert not any(isinstance(result, Exception) for result in results)
+    store = app.store
+    assert store.first_divergent_seq(SHARD, [(2, 1), (3, 5), (4, 8)]) is None
+    assert store.first_divergent_seq(SHARD, [(2, 1), (3, 6), (4, 8)]) == 5
+    assert store.first_divergent_seq(SHARD, [(2, 1), (3, 4), (4, 8)]) == 4
+    assert store.first_divergent_seq(SHARD, [(2, 1), (3, 5), (4, 9)]) == 8
+    assert store.first_divergent_seq(SHARD, [(2, 1), (3, 5)]) == 8  # epoch 4 unknown
+    assert store.first_divergent_seq(SHARD, [(2, 1), (3, 5), (4, 8), (5, 130)]) == 130
+    store.save_relay_position(SHARD, 7)
+    assert store.quarantine_from(SHARD, 6, "diverged at seq 6") == 125
+    with psycopg.connect(dsn) as conn:
+        head = conn.execute("SELECT seq, epoch FROM wal_heads").fetchone()
+        relay = conn.execute("SELECT seq FROM relay_positions").fetchone()
+    assert head == (5, 3)  # the epoch of the record it now ends with
+    assert relay == (5,)
+    app.close()

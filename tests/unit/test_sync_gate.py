@@ -404,3 +404,71 @@ def test_a_shard_with_one_replica_acknowledges_at_once_in_sync_mode() -> None:
     clock.now = 1.0
     gate.tick()
     assert got == [True] and gate.mode is ReplicationMode.SYNC
+
+
+# -- lines a mutation check found unpinned (docs/mutation-report.md) ---------------------------
+
+
+def test_two_waiters_of_the_same_seq_are_both_released() -> None:
+    """A retried command waits on the seq its first try committed: two waiters may share a
+    seq, and ordering them must never compare their callbacks."""
+    gate = SyncGate("s", timeout_s=1.0, clock=Clock())
+    got: list[str] = []
+    gate.release(4, lambda ok: got.append(f"first {ok}"))
+    gate.release(4, lambda ok: got.append(f"retry {ok}"))
+    assert gate.waiting == 2
+    gate.standby_stored(4)
+    assert sorted(got) == ["first True", "retry True"] and gate.waiting == 0
+
+
+def test_cancelling_the_later_of_two_reads_of_one_seq_cancels_that_one() -> None:
+    gate = SyncGate("s", timeout_s=1.0, clock=Clock())
+    got: list[tuple[str, bool]] = []
+    gate.when_confirmed(3, lambda ok: got.append(("waits", ok)))
+    cancel = gate.when_confirmed(3, lambda ok: got.append(("gone", ok)))
+    cancel()
+    assert gate.reading == 1
+    gate.standby_stored(3)
+    assert got == [("waits", True)]
+
+
+def test_a_confirmation_that_moves_nothing_does_not_end_a_strict_outage() -> None:
+    """A follower repeating the seq it confirmed before brings no majority for the waiting
+    commands: the outage goes on, and it is told once, not again at the next timeout."""
+    clock = Clock()
+    told: list[str] = []
+    gate = SyncGate(
+        "s",
+        policy=SyncPolicy.STRICT,
+        timeout_s=0.5,
+        clock=clock,
+        on_no_majority=lambda shard, message: told.append(message),
+    )
+    got: list[bool] = []
+    gate.standby_stored(1, "b")
+    gate.release(2, got.append)
+    clock.now += 0.6
+    gate.tick()
+    assert got == [False] and gate.no_majority and len(told) == 1
+    gate.standby_stored(1, "b")  # the same confirmation again
+    assert gate.no_majority and gate.standby_seq == 1
+    gate.release(3, got.append)
+    clock.now += 0.6
+    gate.tick()
+    assert got == [False, False] and len(told) == 1
+
+
+def test_standby_seen_at_is_the_time_of_the_last_confirmation_of_this_term() -> None:
+    """The archiver measures a follower's silence from it (0.0: none yet, from its own start):
+    a new term forgets the old follower's confirmations."""
+    clock = Clock()
+    gate = SyncGate("s", timeout_s=1.0, clock=clock)
+    assert gate.standby_seen_at == 0.0
+    clock.now = 7.5
+    gate.standby_stored(1, "b")
+    assert gate.standby_seen_at == 7.5
+    clock.now = 9.0
+    gate.standby_stored(1, "b")  # a repeated confirmation is still word from the follower
+    assert gate.standby_seen_at == 9.0
+    gate.reset_for_new_term()
+    assert gate.standby_seen_at == 0.0
