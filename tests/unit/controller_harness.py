@@ -145,9 +145,11 @@ class FakeRelay:
 class Alerts:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str]] = []
+        self.labels: dict[str, Any] = {}  # the labels of the last alert of each name
 
     def send(self, severity: str, name: str, message: str, labels: Any = None) -> None:
         self.sent.append((severity, name, message))
+        self.labels[name] = labels
 
     @property
     def names(self) -> list[str]:
