@@ -24,6 +24,24 @@ _SEGMENTS = (
 )
 
 
+def record_of_row(shard_id: str, row: RawRow, *, verify: bool = True) -> WalRecord:
+    """A WAL record from an archived segment's row (`verify`: its checksum checked)."""
+    seq, epoch, kind, key, recorded_at_us, payload, checksum, prev, mac = row
+    return WalRecord.from_row(
+        shard_id=shard_id,
+        epoch=epoch,
+        seq=seq,
+        command_type=kind,
+        command_key=key,
+        recorded_at_us=recorded_at_us,
+        payload=bytes(payload),
+        checksum=checksum,
+        prev_checksum=prev,
+        mac=mac,
+        verify=verify,
+    )
+
+
 class ArchiveNotConfiguredError(WALError):
     """Records of a shard are archived but this process has no archive to read them from."""
 
@@ -112,22 +130,7 @@ class ArchivedReads:
             )
         records: list[WalRecord] = []
         for page in archive.pages(segments[:1], after_seq, after_seq + limit):
-            for seq, epoch, kind, key, recorded_at_us, payload, checksum, prev, mac in page:
-                records.append(
-                    WalRecord.from_row(
-                        shard_id=shard_id,
-                        epoch=epoch,
-                        seq=seq,
-                        command_type=kind,
-                        command_key=key,
-                        recorded_at_us=recorded_at_us,
-                        payload=bytes(payload),
-                        checksum=checksum,
-                        prev_checksum=prev,
-                        mac=mac,
-                        verify=verify,
-                    )
-                )
+            records.extend(record_of_row(shard_id, row, verify=verify) for row in page)
         if after_seq + limit >= segments[0].last_seq:
             archive.forget()  # this page ends the segment: the next one is read anew
         return records

@@ -82,6 +82,47 @@ def event_seqs(stored_events: Sequence[StoredEvent], records: Sequence[WalRecord
     return seqs
 
 
+def copy_records(curs: Any, records: Sequence[WalRecord]) -> None:
+    """WAL rows by binary COPY: a third of the CPU of the text format, which escapes every
+    payload byte in Python; char(64) takes the text bytes as they are."""
+    with curs.copy(f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_RECORD_COPY_TYPES)
+        for r in records:
+            copy.write_row(
+                (
+                    r.shard_id,
+                    r.seq,
+                    r.epoch,
+                    r.command_type,
+                    r.command_key,
+                    r.recorded_at_us,
+                    r.payload,
+                    r.checksum,
+                    r.prev_checksum,
+                    r.mac,
+                )
+            )
+
+
+def copy_events(
+    curs: Any,
+    events_table: str,
+    stored_events: Sequence[StoredEvent],
+    records: Sequence[WalRecord],
+) -> None:
+    """The records' events by binary COPY, each naming its record (`event_seqs`)."""
+    if not stored_events:
+        return
+    with curs.copy(
+        f"COPY {events_table} (originator_id, originator_version, topic, state, shard_id, seq) "
+        "FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(_EVENT_COPY_TYPES)
+        shard_id = records[0].shard_id
+        for e, seq in zip(stored_events, event_seqs(stored_events, records), strict=True):
+            copy.write_row((e.originator_id, e.originator_version, e.topic, e.state, shard_id, seq))
+
+
 ONE_STATEMENT_MAX_ROWS = 5000
 """Rows (records + events) up to which a batch is one statement of arrays; beyond, COPY.
 With the arrays packed in their binary form (infra/wal/pg_arrays.py) a row costs no more as an
@@ -149,38 +190,8 @@ class PostgresWalRecorder(ArchivedReads, PostgresApplicationRecorder):
                 (records[0].shard_id, prev_seq, records[-1].seq, epoch),
                 prepare=True,
             )
-            # binary COPY: a third of the CPU of the text format, which escapes every payload
-            # byte in Python; char(64) takes the text bytes as they are
-            with curs.copy(
-                f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(_RECORD_COPY_TYPES)
-                for r in records:
-                    copy.write_row(
-                        (
-                            r.shard_id,
-                            r.seq,
-                            r.epoch,
-                            r.command_type,
-                            r.command_key,
-                            r.recorded_at_us,
-                            r.payload,
-                            r.checksum,
-                            r.prev_checksum,
-                            r.mac,
-                        )
-                    )
-            with curs.copy(
-                f"COPY {self.events_table_name} "
-                "(originator_id, originator_version, topic, state, shard_id, seq) "
-                "FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(_EVENT_COPY_TYPES)
-                shard_id = records[0].shard_id
-                for e, seq in zip(stored_events, event_seqs(stored_events, records), strict=True):
-                    copy.write_row(
-                        (e.originator_id, e.originator_version, e.topic, e.state, shard_id, seq)
-                    )
+            copy_records(curs, records)
+            copy_events(curs, self.events_table_name, stored_events, records)
 
     @functools.cached_property
     def _append_sql(self) -> str:

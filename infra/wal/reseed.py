@@ -26,14 +26,14 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
 
-from application.recovery.replay import RawRow, chain_start
+from application.recovery.replay import chain_start
 from application.shard.app import ShardApp
 from application.wal.auth import ReplicationKeys
 from application.wal.chain import ChainCursor
 from application.wal.records import WALError, WalRecord
 from application.wal.reseed import ReseedAction, ReseedPlan, plan_reseed
 from infra.wal.archive import Segment, SegmentArchive
-from infra.wal.pg_wal import _EVENT_COPY_TYPES, _RECORD_COLUMNS, _RECORD_COPY_TYPES
+from infra.wal.pg_wal import copy_events, copy_records
 
 log = logging.getLogger("exchange_dr.reseed")
 
@@ -355,44 +355,13 @@ def _add_segment(curs: Any, segment: Segment, archived_keys: list[tuple[str, int
             copy.write_row((key, seq))
 
 
-def _add_events(curs: Any, records: list[WalRecord], events_table: str) -> None:
-    """The records' events, each naming its record (the archiver deletes them by it)."""
-    if not any(r.events for r in records):
-        return
-    with curs.copy(
-        f"COPY {events_table} (originator_id, originator_version, topic, state, shard_id, seq) "
-        "FROM STDIN (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types(_EVENT_COPY_TYPES)
-        for r in records:
-            for e in _stored_events(r):
-                copy.write_row(
-                    (e.originator_id, e.originator_version, e.topic, e.state, r.shard_id, r.seq)
-                )
-
-
 def _add_records(curs: Any, records: list[WalRecord], events_table: str) -> None:
-    """Live records of the leader after its archived seq (all after this standby's seq)."""
+    """Live records of the leader after its archived seq (all after this standby's seq), and
+    their events."""
     if not records:
         return
-    with curs.copy(f"COPY wal_records ({_RECORD_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(_RECORD_COPY_TYPES)
-        for r in records:
-            copy.write_row(
-                (
-                    r.shard_id,
-                    r.seq,
-                    r.epoch,
-                    r.command_type,
-                    r.command_key,
-                    r.recorded_at_us,
-                    r.payload,
-                    r.checksum,
-                    r.prev_checksum,
-                    r.mac,
-                )
-            )
-    _add_events(curs, records, events_table)
+    copy_records(curs, records)
+    copy_events(curs, events_table, [e for r in records for e in _stored_events(r)], records)
 
 
 def _install_head(curs: Any, checkpoint: Any, head_epoch: int, legacy: int) -> None:
@@ -439,22 +408,6 @@ def _verify_link(
     if keys is not None and not (mac is None and seq <= legacy):
         keys.verify_record(checksum, mac)
     chain.advance(seq, prev, checksum)
-
-
-def _record(shard: str, row: RawRow) -> WalRecord:
-    seq, epoch, kind, key, recorded_at_us, payload, checksum, prev, mac = row
-    return WalRecord.from_row(
-        shard_id=shard,
-        epoch=epoch,
-        seq=seq,
-        command_type=kind,
-        command_key=key,
-        recorded_at_us=recorded_at_us,
-        payload=bytes(payload),
-        checksum=checksum,
-        prev_checksum=prev,
-        mac=mac,
-    )
 
 
 def _stored_events(record: WalRecord) -> list[StoredEvent]:
