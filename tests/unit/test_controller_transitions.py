@@ -209,7 +209,9 @@ async def deposed_during_hand_over(rig: Rig) -> None:
 async def hand_over_confirmed(rig: Rig) -> None:
     rig.lead()
     rig.controller.gate.standby_stored(rig.app.seq, "standby")  # the target's own confirmation
-    done = await rig.controller.hand_over("standby", timeout_s=0.5)
+    # the target holds every record already: it goes at once, not when the wait runs out
+    # (a wait for one record more would still hand over, a minute late)
+    done = await asyncio.wait_for(rig.controller.hand_over("standby", timeout_s=60.0), 10.0)
     assert done["to_region"] == "standby" and rig.ensemble.handovers[SHARD] == "standby"
     _stop(rig)
 
