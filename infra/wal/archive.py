@@ -239,6 +239,18 @@ class SegmentArchive:
     def _path(self, file: str) -> str:
         return f"{self.root}/{file}"
 
+    def _file_of(self, segment: Segment) -> str:
+        """The path of a manifest row's file, which its shard and range decide: a row read from
+        another store (a re-seed reads the leader's) never chooses what is read."""
+        shard = segment.shard_id
+        if (
+            "/" in shard
+            or shard in ("", ".", "..")
+            or segment.file != self.name(shard, segment.first_seq, segment.last_seq)
+        ):
+            raise ArchiveError(segment.file, segment.first_seq, "not the file of its range")
+        return self._path(segment.file)
+
     def write(self, shard_id: str, rows: Sequence[RawRow]) -> Segment:
         """Write (or overwrite: no manifest row names it yet) the segment of `rows`, durably."""
         return self.store(
@@ -291,16 +303,17 @@ class SegmentArchive:
     def read_bytes(self, segment: Segment) -> bytes:
         """The stored bytes of a segment's file, as they are."""
         try:
-            data: bytes = self.fs.cat_file(self._path(segment.file))
+            data: bytes = self.fs.cat_file(self._file_of(segment))
         except FileNotFoundError:
             raise ArchiveError(segment.file, segment.first_seq, "file missing") from None
         return data
 
     def exists(self, segment: Segment) -> bool:
-        """Whether the segment's file is there to read (a re-seed asks before it starts)."""
+        """Whether the segment's file is there to read (a re-seed asks before it starts); a row
+        naming another file than its range's has nothing to read."""
         try:
-            return bool(self.fs.exists(self._path(segment.file)))
-        except OSError:
+            return bool(self.fs.exists(self._file_of(segment)))
+        except (OSError, ArchiveError):
             return False
 
     def read(self, segment: Segment) -> list[RawRow]:

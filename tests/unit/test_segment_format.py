@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from application.recovery.replay import RawRow
@@ -55,3 +58,30 @@ def test_truncated_altered_and_missing_segments_name_file_and_seq() -> None:
     with pytest.raises(ArchiveError) as caught:
         archive.read(segment)
     assert caught.value.seq == 1001 and "missing" in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["local", "memory"])
+def test_a_manifest_row_naming_a_file_outside_its_range_is_refused_unread(
+    kind: str, tmp_path: Path
+) -> None:
+    """A manifest row comes from another store (a re-seed reads the leader's): the file it names
+    must be the one its shard and range give, never a path the row chose (on a local archive,
+    `../` would read any file the process may read, as long as it decodes)."""
+    base = f"{tmp_path}" if kind == "local" else "memory://segments-names"
+    archive = SegmentArchive(f"{base}/root")
+    segment = archive.write(SHARD, _rows(1, 50))
+    data = archive.fs.cat_file(f"{archive.root}/{segment.file}")
+    elsewhere = f"{archive.root.rsplit('/', 1)[0]}/elsewhere"
+    archive.fs.makedirs(elsewhere, exist_ok=True)
+    archive.fs.pipe_file(f"{elsewhere}/copy.seg", data)  # a good segment, outside the root
+    for file in ("../elsewhere/copy.seg", f"{SHARD}/../../elsewhere/copy.seg", "other/x.seg"):
+        forged = dataclasses.replace(segment, file=file)
+        archive.forget()
+        for read in (archive.read_checked, archive.read, archive.read_bytes):
+            with pytest.raises(ArchiveError, match="not the file of its range") as caught:
+                read(forged)
+            assert caught.value.seq == 1
+        assert not archive.exists(forged)  # a re-seed's plan names it unreadable: blocked
+    forged = dataclasses.replace(segment, shard_id="..", file=archive.name("..", 1, 50))
+    with pytest.raises(ArchiveError, match="not the file of its range"):
+        archive.read_checked(forged)
