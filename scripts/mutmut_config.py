@@ -42,6 +42,7 @@ TARGETS = {
         "projections/replication/replicator.py",
         (
             f"{UNIT}/test_replicator_bookkeeping.py",
+            f"{UNIT}/test_replicator_reseed.py",
             f"{UNIT}/test_replication_trust.py",
             f"{UNIT}/test_stale_epochs.py",
             f"{UNIT}/test_two_paths.py",
