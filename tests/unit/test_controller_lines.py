@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from typing import Any, cast
 
 import httpx
 import pytest
 
 from infra.coordination.base import LeaderInfo
-from infra.failover.controller import ShardController
+from infra.failover.controller import HISTORY_READ_WAIT_S, HISTORY_RETRY_S, ShardController
 from infra.failover.state import Role
 from tests.unit.controller_harness import SHARD, FakeStore, make_rig
 
@@ -90,13 +92,20 @@ def test_a_follower_that_never_read_the_history_reads_it_for_the_first_epoch() -
 class _CheckedStore(FakeStore):
     """A store that remembers the history it was checked against."""
 
-    def __init__(self, fork: int | None) -> None:
+    def __init__(self, fork: int | None, replicator: Any = None) -> None:
         super().__init__(fork=fork)
         self.checked: list[Any] = []
+        self.replicator = replicator
+        self.frozen_while_quarantining: list[Any] = []
 
     def first_divergent_seq(self, shard: str, history: Any) -> int | None:
         self.checked.append(list(history))
         return self.fork
+
+    def quarantine_from(self, shard: str, seq: int, why: str) -> int:
+        if self.replicator is not None:  # nothing may be applied on the forked tail meanwhile
+            self.frozen_while_quarantining.append(self.replicator.frozen)
+        return super().quarantine_from(shard, seq, why)
 
 
 def test_a_standby_that_never_rejoined_is_checked_against_the_history_it_follows() -> None:
@@ -106,18 +115,40 @@ def test_a_standby_that_never_rejoined_is_checked_against_the_history_it_follows
     for fork, seq_after in ((None, 5), (4, 3)):
         rig = make_rig(seq=5)
         rig.ensemble.epochs[SHARD] = [(1, 1), (2, 4)]
-        store = _CheckedStore(fork)
+        store = _CheckedStore(fork, rig.replicator)
         store.records = list(rig.app.store.records)
         rig.app.store = store
         controller = rig.controller
         controller.role = Role.STANDBY
         controller.rejoin_checked = False
+        rig.replicator.stats.last_seen_seq = 5  # what the forked store held
 
         asyncio.run(controller.follow(LeaderInfo("primary", "http://primary", 2, 4)))
         assert store.checked == [[(1, 1), (2, 4)]] * (1 if fork is None else 2)
         assert controller.rejoin_checked
         assert controller.confirmed_seq() == seq_after
         assert [seq for seq, _ in store.quarantined] == ([] if fork is None else [4, 5])
+        # frozen while the tail was set aside, applying again after; the records it knows of
+        # are the ones it kept (the leader's 4 and 5 are still to come)
+        assert store.frozen_while_quarantining == ([] if fork is None else [True])
+        assert rig.replicator.frozen is False
+        assert rig.replicator.stats.last_seen_seq == seq_after
+
+
+def test_only_a_standby_checks_its_store_when_it_follows() -> None:
+    """A fenced region (its own rejoin owns the check) or one starting does not compare its
+    store with the history on a leader watch: only a standby that never rejoined does."""
+    for role in (Role.FENCED, Role.STARTING):
+        rig = make_rig(seq=5)
+        rig.ensemble.epochs[SHARD] = [(1, 1), (2, 4)]
+        store = _CheckedStore(4, rig.replicator)
+        store.records = list(rig.app.store.records)
+        rig.app.store = store
+        rig.controller.role = role
+        rig.controller.rejoin_checked = False
+        asyncio.run(rig.controller.follow(LeaderInfo("primary", "http://primary", 2, 4)))
+        assert store.checked == [] and store.quarantined == []
+        assert rig.controller.rejoin_checked is False
 
 
 def test_the_history_is_read_again_only_for_an_epoch_newer_than_any_known_and_once() -> None:
@@ -549,3 +580,39 @@ def test_a_planned_switchover_warns_and_a_failed_one_keeps_the_hand_over_request
 
     asyncio.run(round_())
     assert rig.ensemble.handovers.get(SHARD) == "standby"  # asked again next round
+
+
+def test_a_history_read_that_hangs_costs_one_bounded_wait_then_a_pause() -> None:
+    """ZooKeeper away: a record of a new epoch waits HISTORY_READ_WAIT_S at most for the
+    history (on a daemon thread of its own, left behind), is judged on what is known (stale:
+    it comes again), and the read is not tried again for every record until
+    HISTORY_RETRY_S has passed; then it is, and the answer is used."""
+    rig = make_rig(seq=10)
+    controller = rig.controller
+    controller.history = [(1, 1)]
+    release = threading.Event()
+    asked: list[str] = []
+    real_epochs = rig.coord.epochs
+
+    def hanging_epochs(shard: str) -> list[tuple[int, int]]:
+        asked.append(shard)
+        release.wait(10.0)
+        return [(1, 1), (2, 11)]
+
+    rig.coord.epochs = hanging_epochs  # type: ignore[method-assign]
+    started = time.monotonic()
+    assert not controller.record_is_current(11, 2)  # unread: stale for now
+    waited = time.monotonic() - started
+    assert HISTORY_READ_WAIT_S <= waited < HISTORY_READ_WAIT_S + 2.0
+    reader = [t for t in threading.enumerate() if t.name == f"epochs-{SHARD}"]
+    assert len(reader) == 1 and reader[0].daemon  # never holds the process at exit
+    assert controller._history_retry_at >= started + HISTORY_RETRY_S
+    assert not controller.record_is_current(12, 2)  # within the pause: no second read
+    assert asked == [SHARD] and controller.history == [(1, 1)]
+    release.set()
+    reader[0].join(5.0)
+    rig.coord.epochs = real_epochs  # type: ignore[method-assign]
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 11)]
+    controller._history_retry_at = time.monotonic()  # the pause is over (at its very end)
+    assert controller.record_is_current(11, 2)
+    assert controller.history == [(1, 1), (2, 11)]
