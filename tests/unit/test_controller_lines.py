@@ -540,8 +540,10 @@ def test_a_retake_that_fails_after_taking_the_leader_node_gives_it_back_and_stay
 class _FlakyProbe:
     def __init__(self) -> None:
         self.fail = True
+        self.calls = 0
 
     async def check(self) -> None:
+        self.calls += 1
         if self.fail:
             raise OSError("connection refused")
 
@@ -560,6 +562,27 @@ def test_a_store_that_answers_again_stops_the_store_loss_timer() -> None:
 
     asyncio.run(run())
     assert rig.controller.store_failing_since is None and rig.controller.role is Role.LEADER
+
+
+def test_only_a_leader_times_its_store_and_a_new_term_starts_the_timer_afresh() -> None:
+    """A standby does not probe the leader's store loss (its own timer stays unset); once it
+    leads, a failing store starts the timer at that failure."""
+    rig = make_rig("primary", peers=("standby",), seq=10)
+    probe = _FlakyProbe()
+    rig.controller.store_probe = cast(Any, probe)
+    rig.controller.store_failing_since = 1.0  # left from an earlier term
+    rig.controller.role = Role.STANDBY
+
+    async def run() -> None:
+        await rig.controller.check_store()
+        assert rig.controller.store_failing_since is None and probe.calls == 0
+        rig.lead()
+        await rig.controller.check_store()
+
+    asyncio.run(run())
+    assert rig.controller.role is Role.LEADER and probe.calls == 1
+    since = rig.controller.store_failing_since
+    assert since is not None and abs(since - rig.controller.ctx.clock()) < 1.0
 
 
 def test_a_planned_switchover_warns_and_a_failed_one_keeps_the_hand_over_request() -> None:
