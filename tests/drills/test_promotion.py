@@ -230,7 +230,7 @@ def test_a_failed_promotion_is_retried_within_the_rto(make_cluster: Any) -> None
 
 
 def switchover(cluster: Cluster, to: str) -> None:
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -246,10 +246,11 @@ def switchover(cluster: Cluster, to: str) -> None:
         ],
         cwd=ROOT,
         env=cluster.base_env(),
-        check=True,
         capture_output=True,
+        text=True,
         timeout=60,
     )
+    assert done.returncode == 0, f"switchover to {to}: {done.stderr.strip() or done.stdout}"
     wait_for(lambda: cluster.shards(to)[SHARD]["leader"], 20, f"{to} to lead")
 
 

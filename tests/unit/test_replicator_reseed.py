@@ -128,3 +128,14 @@ def test_catch_up_does_not_ask_when_caught_up_or_while_a_promotion_reads_the_seq
     replicator2.frozen = True  # a promotion reads the seq its epoch follows
     assert replicator2.catch_up() == 0
     assert hook2.asked == [] and replicator2.reseed_refused is None
+
+
+def test_after_a_reseed_the_next_record_must_chain_from_the_checkpoint() -> None:
+    """The checkpoint's chain checksum is where the apply goes on: a delivered record 11 of
+    another history (a forged or forked copy) is refused, and the real one read instead."""
+    replicator, app, primary, hook, records = _rig(12, ReseedAction.RESEED, checkpoint=10)
+    forged = sealed_records(2, first=11, prev=records[3].checksum)  # links to the wrong 10
+    assert replicator.apply_wire([r.to_wire() for r in records[:3] + forged]) == 12
+    assert hook.asked == [0] and replicator.stats.rejected == {"chain": 1}
+    assert app.stored == records  # 11 and 12 as the leader's store holds them
+    assert primary.reads == [(10, 2000)]
