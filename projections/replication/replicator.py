@@ -92,10 +92,6 @@ class Replicator:
         # nothing below this seq is asked of the leader's store (it cannot have it live)
         self.reseed_refused: ReseedPlan | None = None
 
-    @property
-    def applied_seq(self) -> int:
-        return self.app.seq
-
     def lag_records(self) -> int:
         return max(0, self.stats.last_seen_seq - self.app.seq)
 
