@@ -59,6 +59,18 @@ TARGETS = {
             f"{UNIT}/test_peer_ack.py",
         ),
     ),
+    "failover_rules": Target(
+        "infra/failover/rules.py",
+        (
+            f"{UNIT}/test_failover_rules.py",
+            f"{UNIT}/test_retake_rule.py",
+            f"{UNIT}/test_stale_epochs.py",
+        ),
+    ),
+    "quorum_promotion": Target(
+        "infra/failover/quorum_promotion.py",
+        (f"{UNIT}/test_quorum_promotion.py", f"{UNIT}/test_quorum.py"),
+    ),
     "quarantine": Target(
         "infra/wal/pg_wal.py",
         ("tests/integration/test_quarantine.py",),
