@@ -53,3 +53,10 @@ def test_an_unplanned_failover_waits_for_failover_after() -> None:
         leader_node_exists=False, planned=False, unhealthy_for_s=5.25, failover_after_s=5
     )
     assert reason == "leader unhealthy for 5.25s and its session expired"
+
+
+def test_failover_after_is_reached_at_its_exact_length() -> None:
+    reason = failover_reason(
+        leader_node_exists=False, planned=False, unhealthy_for_s=5.0, failover_after_s=5.0
+    )
+    assert reason == "leader unhealthy for 5.00s and its session expired"
