@@ -110,6 +110,7 @@ class ShardController:
     # a follower's store agrees with the epoch history (its rejoin check is done) and has
     # taken only the leader's records since: what it holds is on two replicas at least
     rejoin_checked: bool = False
+    followed_epoch: int = 0  # the epoch of the leader node this region last followed
     _history_read_for: int = 0  # the newest epoch a record made this follower re-read history for
     _history_retry_at: float = 0.0  # monotonic: no re-read before (the last one failed)
 
@@ -147,6 +148,18 @@ class ShardController:
             return self.app.seq
         return None
 
+    def confirmation_epoch(self) -> int:
+        """The term a follower's confirmations are of: once its rejoin check is done, the epoch
+        of the leader it follows (its store agrees with that leader's history, and the leader
+        still checks each confirmed seq against its own record's checksum); before, the epoch
+        of its newest record. A leader writes nothing when it is promoted: signed with the
+        newest record's epoch, a follower holding every record would confirm only an older
+        term, which the leader never counts, until a command came (a switchover straight back
+        was refused after its wait)."""
+        if self.role is Role.STANDBY and self.rejoin_checked:
+            return max(self.app.epoch, self.followed_epoch)
+        return self.app.epoch
+
     async def _on_writer(self, read: Callable[[ShardApp], T]) -> T:
         """Run `read` on the writer thread, between batches and replicated runs."""
         return await asyncio.wrap_future(self.writer.query(read))
@@ -158,6 +171,7 @@ class ShardController:
         if leader is None or leader.region == self.region:
             return
         self.leader_region = leader.region
+        self.followed_epoch = leader.epoch
         view = self.leader_views.get(leader.region)
         if view is None:
             view = await asyncio.to_thread(self.ctx.open_store, leader.region)

@@ -68,7 +68,7 @@ def wire_standby(node: Node, controller: ShardController, topic: Any, acks_topic
         return keys.confirmation(
             shard_id,
             node.region.name,
-            writer.app.epoch,
+            controller.confirmation_epoch(),
             seq,
             checksum or "",
             at_us=time.time_ns() // 1000,

@@ -639,3 +639,28 @@ def test_a_history_read_that_hangs_costs_one_bounded_wait_then_a_pause() -> None
     controller._history_retry_at = time.monotonic()  # the pause is over (at its very end)
     assert controller.record_is_current(11, 2)
     assert controller.history == [(1, 1), (2, 11)]
+
+
+def test_a_follower_confirms_for_the_term_it_follows_once_its_rejoin_check_is_done() -> None:
+    """A leader promoted by a switchover has written nothing yet: its follower's newest
+    record is of the older term. Once the follower's store is checked against the leader's
+    history, its confirmations are of the leader's term (counted); before that, and in any
+    other role, they stay of its newest record's epoch (an older term's: never counted)."""
+    rig = make_rig(seq=5, epoch=2)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 4), (3, 6)]
+    controller = rig.controller
+    controller.role = Role.STANDBY
+    controller.rejoin_checked = False
+    assert controller.confirmation_epoch() == 2
+    asyncio.run(controller.follow(LeaderInfo("primary", "http://primary", 3, 6)))
+    assert controller.followed_epoch == 3 and controller.rejoin_checked
+    assert controller.confirmation_epoch() == 3
+    rig.app.epoch = 4  # a record of a newer term than the node it followed: that term
+    assert controller.confirmation_epoch() == 4
+    rig.app.epoch = 2
+    for role in (Role.FENCED, Role.PROMOTING, Role.LEADER, Role.STARTING):
+        controller.role = role
+        assert controller.confirmation_epoch() == 2, role
+    controller.role = Role.STANDBY
+    controller.rejoin_checked = False  # a rejoin under way: its tail may still be set aside
+    assert controller.confirmation_epoch() == 2
