@@ -171,6 +171,7 @@ class ShardController:
         if leader is None or leader.region == self.region:
             return
         self.leader_region = leader.region
+        new_term = leader.epoch != self.followed_epoch
         self.followed_epoch = leader.epoch
         view = self.leader_views.get(leader.region)
         if view is None:
@@ -178,7 +179,11 @@ class ShardController:
             self.leader_views[leader.region] = view
         self.replicator.primary = view.store
         self.history = await asyncio.to_thread(self.coord.epochs, self.shard_id)
-        if self.role is Role.STANDBY and not self.rejoin_checked:
+        if self.role is Role.STANDBY and (new_term or not self.rejoin_checked):
+            # a new term: what this standby holds beyond its start (the deposed leader's last
+            # pushes, applied before the history named the new owner of those seqs) is not the
+            # new leader's; checked again, and set aside if it diverges, before it counts
+            self.rejoin_checked = False
             await self._check_unrejoined()
 
     async def _check_unrejoined(self) -> None:

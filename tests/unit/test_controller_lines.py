@@ -664,3 +664,32 @@ def test_a_follower_confirms_for_the_term_it_follows_once_its_rejoin_check_is_do
     controller.role = Role.STANDBY
     controller.rejoin_checked = False  # a rejoin under way: its tail may still be set aside
     assert controller.confirmation_epoch() == 2
+
+
+def test_a_standby_checks_its_store_again_when_a_new_term_begins() -> None:
+    """A standby following epoch 2 applied the deposed leader's last push (seq 5, epoch 2)
+    before it heard that epoch 3 starts at 5: on the new leader's node its store is compared
+    with the new history, the tail set aside, and only then does it count as checked; the
+    same leader seen again costs no check."""
+    rig = make_rig(seq=5, epoch=2)
+    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 3)]
+    store = _CheckedStore(None, rig.replicator)
+    store.records = list(rig.app.store.records)
+    rig.app.store = store
+    controller = rig.controller
+    controller.role = Role.STANDBY
+
+    async def run() -> None:
+        await controller.follow(LeaderInfo("primary", "http://primary", 2, 3))
+        assert len(store.checked) == 1 and controller.rejoin_checked
+        await controller.follow(LeaderInfo("primary", "http://primary", 2, 3))
+        assert len(store.checked) == 1  # the same term: nothing to check again
+        rig.ensemble.epochs[SHARD] = [(1, 1), (2, 3), (3, 5)]
+        store.fork = 5
+        await controller.follow(LeaderInfo("third", "http://third", 3, 5))
+
+    asyncio.run(run())
+    assert store.checked[1] == [(1, 1), (2, 3), (3, 5)]
+    assert [seq for seq, _ in store.quarantined] == [5]
+    assert controller.rejoin_checked and controller.confirmation_epoch() == 3
+    assert controller.confirmed_seq() == 4
