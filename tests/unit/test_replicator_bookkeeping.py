@@ -456,3 +456,22 @@ def test_a_record_the_shard_cannot_decode_is_refused_by_where_it_came_from() -> 
     assert replicator.stats.rejected == {"unknown_type": 2}
     replicator.catch_up()
     assert replicator.stats.rejected == {"unknown_type": 3} and len(alerts) == 3
+
+
+def test_a_chained_record_without_a_mac_in_the_leaders_store_is_refused_there() -> None:
+    """Only the leader's unchained (pre-signing) records may lack a MAC: a chained record read
+    from its store must be signed like one delivered, or anyone who can write the leader's
+    table could feed the standby; refused as the store's own corruption, nothing applied past
+    it."""
+    from dataclasses import replace
+
+    from application.wal.auth import ReplicationKeys
+
+    keys = ReplicationKeys("k1", {"k1": b"0123456789abcdef-k1"})
+    records = sealed_records(3, keys=keys)
+    records[1] = replace(records[1], mac=None)  # same chain, same checksum: only unsigned
+    replicator, app, _, _ = _replicator(records)
+    replicator.keys = keys
+    replicator.apply_wire([records[2].to_wire()])  # 1 and 2 are read from the store
+    assert app.seq == 1 and app.stored == records[:1]
+    assert replicator.stats.rejected == {"no_mac": 1}
