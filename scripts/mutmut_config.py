@@ -69,7 +69,11 @@ TARGETS = {
     ),
     "quorum_promotion": Target(
         "infra/failover/quorum_promotion.py",
-        (f"{UNIT}/test_quorum_promotion.py", f"{UNIT}/test_quorum.py"),
+        (
+            f"{UNIT}/test_quorum_promotion_glue.py",
+            f"{UNIT}/test_quorum_promotion.py",
+            f"{UNIT}/test_quorum.py",
+        ),
     ),
     "quarantine": Target(
         "infra/wal/pg_wal.py",
