@@ -84,6 +84,9 @@ def test_published_members_are_read_and_bad_ones_skipped() -> None:
     ]
     found = positions_from(members, {"a": 3, "w": 1, "x": 0, "y": 0})
     assert found == [rp("a", 2, 10, priority=3), rp("w", 2, 12, WITNESS, priority=1)]
+    # a bad one first does not hide the good ones after it
+    found = positions_from(members[::-1], {"a": 3, "w": 1, "x": 0, "y": 0})
+    assert found == [rp("w", 2, 12, WITNESS, priority=1), rp("a", 2, 10, priority=3)]
 
 
 def test_a_member_nobody_configured_or_a_witness_claiming_to_be_full_is_not_believed() -> None:
