@@ -227,6 +227,7 @@ def test_a_message_that_is_not_json_is_reported_and_the_rest_of_the_batch_applie
     replicator, _, alerts = _alerting(records)
     assert replicator.apply_wire([b"{not json", records[0].to_wire(), records[1].to_wire()]) == 2
     assert replicator.stats.rejected == {"malformed": 1} and replicator.stats.corrupt == 1
+    assert replicator.stats.gap_fills == 0  # both applied as delivered, none read again
     assert [(name, labels) for name, _, labels in alerts] == [
         ("WALRecordCorrupt", {"shard": SHARD, "seq": "?"})
     ]
@@ -439,8 +440,12 @@ def test_a_record_the_shard_cannot_decode_is_refused_by_where_it_came_from() -> 
     replicator = Replicator(
         app,  # type: ignore[arg-type]
         _Primary(records),  # type: ignore[arg-type]
-        alert=lambda name, message, labels: alerts.append((name, dict(labels))),
+        alert=lambda name, message, labels: (
+            alerts.append((name, dict(labels))),
+            messages.append(message),
+        ),
     )
+    messages: list[str] = []
     replicator.apply_wire([r.to_wire() for r in records[:2]])
     assert app.seq == 1 and replicator.last_applied == records[:1]
     assert alerts[0] == (
@@ -454,6 +459,10 @@ def test_a_record_the_shard_cannot_decode_is_refused_by_where_it_came_from() -> 
         {"shard": SHARD, "seq": 2, "reason": "unknown_type", "source": "store"},
     )
     assert replicator.stats.rejected == {"unknown_type": 2}
+    assert messages[-1] == (
+        f"WAL record in the leader's store refused (unknown_type): shard {SHARD} seq 2; "
+        "replication stops before it"
+    )
     replicator.catch_up()
     assert replicator.stats.rejected == {"unknown_type": 3} and len(alerts) == 3
 
