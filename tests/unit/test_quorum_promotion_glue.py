@@ -302,3 +302,11 @@ def test_a_catch_up_slower_than_the_timeout_counts_as_a_failed_fetch(
     rig.replicator.catch_up = hang  # type: ignore[method-assign]
     assert asyncio.run(fetch_from(rig.controller, "witness")) is False
     assert rig.replicator.primary is own
+
+
+def test_a_fetch_before_promotion_is_always_bounded() -> None:
+    """A survivor's store that stops answering must not hold the promotion forever: the bound
+    is a finite number of seconds, shorter than an operator's patience (the tests above lower
+    it to run fast)."""
+    assert isinstance(quorum_promotion.CATCH_UP_TIMEOUT_S, float)
+    assert 0 < quorum_promotion.CATCH_UP_TIMEOUT_S <= 30
