@@ -97,6 +97,8 @@ class _CheckedStore(FakeStore):
         self.checked: list[Any] = []
         self.replicator = replicator
         self.frozen_while_quarantining: list[Any] = []
+        self.controller: Any = None
+        self.checked_while_quarantining: list[Any] = []
 
     def first_divergent_seq(self, shard: str, history: Any) -> int | None:
         self.checked.append(list(history))
@@ -105,6 +107,10 @@ class _CheckedStore(FakeStore):
     def quarantine_from(self, shard: str, seq: int, why: str) -> int:
         if self.replicator is not None:  # nothing may be applied on the forked tail meanwhile
             self.frozen_while_quarantining.append(self.replicator.frozen)
+        if self.controller is not None:  # nor may the tail count as confirmed meanwhile
+            self.checked_while_quarantining.append(
+                (self.controller.rejoin_checked, self.controller.confirmed_seq())
+            )
         return super().quarantine_from(shard, seq, why)
 
 
@@ -678,6 +684,7 @@ def test_a_standby_checks_its_store_again_when_a_new_term_begins() -> None:
     rig.app.store = store
     controller = rig.controller
     controller.role = Role.STANDBY
+    store.controller = controller
 
     async def run() -> None:
         await controller.follow(LeaderInfo("primary", "http://primary", 2, 3))
@@ -691,5 +698,17 @@ def test_a_standby_checks_its_store_again_when_a_new_term_begins() -> None:
     asyncio.run(run())
     assert store.checked[1] == [(1, 1), (2, 3), (3, 5)]
     assert [seq for seq, _ in store.quarantined] == [5]
+    assert store.checked_while_quarantining == [(False, None)]  # not counted while checked
     assert controller.rejoin_checked and controller.confirmation_epoch() == 3
     assert controller.confirmed_seq() == 4
+
+
+def test_a_standby_that_followed_nobody_yet_confirms_for_its_own_newest_record() -> None:
+    """The epoch of the leader followed starts at 0 (none): a checked standby of a shard
+    nobody led yet confirms for its own newest record's epoch, and its first leader, whatever
+    its epoch, is a new term to check against."""
+    rig = make_rig(seq=0, epoch=0)
+    controller = rig.controller
+    controller.role = Role.STANDBY
+    controller.rejoin_checked = True
+    assert controller.followed_epoch == 0 and controller.confirmation_epoch() == 0
