@@ -114,16 +114,24 @@ class _CheckedStore(FakeStore):
         return super().quarantine_from(shard, seq, why)
 
 
+def _checked_rig(
+    fork: int | None, history: list[tuple[int, int]], *, seq: int = 5, epoch: int = 1
+) -> tuple[Any, _CheckedStore]:
+    """A rig at `seq` whose shard store remembers every check against `history`."""
+    rig = make_rig(seq=seq, epoch=epoch)
+    rig.ensemble.epochs[SHARD] = history
+    store = _CheckedStore(fork, rig.replicator)
+    store.records = list(rig.app.store.records)
+    rig.app.store = store
+    return rig, store
+
+
 def test_a_standby_that_never_rejoined_is_checked_against_the_history_it_follows() -> None:
     """No leader when it started: its store is compared with the epoch history read from the
     coordination; if they agree it counts as rejoined at once, else it rejoins (the tail from
     the fork quarantined, checked again against the history) and then counts, at the fork."""
     for fork, seq_after in ((None, 5), (4, 3)):
-        rig = make_rig(seq=5)
-        rig.ensemble.epochs[SHARD] = [(1, 1), (2, 4)]
-        store = _CheckedStore(fork, rig.replicator)
-        store.records = list(rig.app.store.records)
-        rig.app.store = store
+        rig, store = _checked_rig(fork, [(1, 1), (2, 4)])
         controller = rig.controller
         controller.role = Role.STANDBY
         controller.rejoin_checked = False
@@ -145,11 +153,7 @@ def test_only_a_standby_checks_its_store_when_it_follows() -> None:
     """A fenced region (its own rejoin owns the check) or one starting does not compare its
     store with the history on a leader watch: only a standby that never rejoined does."""
     for role in (Role.FENCED, Role.STARTING):
-        rig = make_rig(seq=5)
-        rig.ensemble.epochs[SHARD] = [(1, 1), (2, 4)]
-        store = _CheckedStore(4, rig.replicator)
-        store.records = list(rig.app.store.records)
-        rig.app.store = store
+        rig, store = _checked_rig(4, [(1, 1), (2, 4)])
         rig.controller.role = role
         rig.controller.rejoin_checked = False
         asyncio.run(rig.controller.follow(LeaderInfo("primary", "http://primary", 2, 4)))
@@ -677,11 +681,7 @@ def test_a_standby_checks_its_store_again_when_a_new_term_begins() -> None:
     before it heard that epoch 3 starts at 5: on the new leader's node its store is compared
     with the new history, the tail set aside, and only then does it count as checked; the
     same leader seen again costs no check."""
-    rig = make_rig(seq=5, epoch=2)
-    rig.ensemble.epochs[SHARD] = [(1, 1), (2, 3)]
-    store = _CheckedStore(None, rig.replicator)
-    store.records = list(rig.app.store.records)
-    rig.app.store = store
+    rig, store = _checked_rig(None, [(1, 1), (2, 3)], epoch=2)
     controller = rig.controller
     controller.role = Role.STANDBY
     store.controller = controller
